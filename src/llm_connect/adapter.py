@@ -1,0 +1,196 @@
+"""The adapter contract: ``LLMAdapter``.
+
+The core is async. ``execute_prompt`` / ``stream`` are a thin sync facade that runs the async method on
+one background event loop per process (so keep-alive connections are shared by every thread). Calling
+the sync facade from inside a running event loop raises :class:`LLMUsageError` instead of deadlocking.
+
+A third-party adapter may implement only ``execute_prompt`` (sync): ``async_execute_prompt`` then runs
+it in the default executor (seed FR-3). Either method must be implemented.
+
+Every adapter also satisfies seed 004's ``LLMBackend`` protocol: ``model``, ``timeout`` and
+``async generate(prompt) -> LLMResult``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from abc import ABC
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from .errors import LLMTimeoutError, LLMUsageError
+from .types import LLMResponse, Prompt, RunConfig, StreamChunk
+
+__all__ = ["LLMAdapter", "LLMBackend", "LLMResult", "SyncRunner"]
+
+T = TypeVar("T")
+
+
+class SyncRunner:
+    """One daemon thread running an event loop; sync callers submit coroutines to it."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="llm-connect-sync", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    @functools.cache
+    def shared(cls) -> SyncRunner:
+        return cls()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            coro.close()
+            raise LLMUsageError(
+                "the sync API (execute_prompt / stream) was called inside a running event loop; "
+                "use 'await adapter.async_execute_prompt(...)' or 'async for c in adapter.astream(...)'"
+            )
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result()
+        except BaseException:
+            fut.cancel()
+            raise
+
+    def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        """Drive an async iterator from sync code; closing the sync iterator closes the async one."""
+        it = aiter(agen)
+
+        async def step() -> tuple[bool, Any]:
+            try:
+                return True, await anext(it)
+            except StopAsyncIteration:
+                return False, None
+
+        try:
+            while True:
+                ok, item = self.run(step())
+                if not ok:
+                    return
+                yield item
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                fut = asyncio.run_coroutine_threadsafe(aclose(), self._loop)
+                fut.result(timeout=30)
+
+
+@dataclass(slots=True)
+class LLMResult:
+    """Seed 004: the outcome of one ``generate`` call. ``success`` is False on empty output."""
+
+    success: bool
+    text: str
+    model: str
+    latency_ms: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class LLMBackend(Protocol):
+    """Seed 004's minimal backend contract; every LLMAdapter satisfies it."""
+
+    model: str
+    timeout: float
+
+    async def generate(self, prompt: str) -> LLMResult: ...
+
+
+class LLMAdapter(ABC):
+    """One model behind one provider (or a router / policy wrapping several) with the common contract."""
+
+    provider: str = "custom"
+    model: str = ""
+    #: default wall-clock cap in seconds for ``generate`` and for calls whose RunConfig sets no timeout
+    timeout: float = 120.0
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if getattr(cls, "__abstractmethods__", None):
+            return
+        sync_impl = cls.execute_prompt is not LLMAdapter.execute_prompt
+        async_impl = cls.async_execute_prompt is not LLMAdapter.async_execute_prompt
+        if not (sync_impl or async_impl):
+            raise TypeError(f"{cls.__name__} must implement execute_prompt or async_execute_prompt")
+
+    # -- core ---------------------------------------------------------------------------------------
+    def execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> LLMResponse:
+        """Sync facade. Safe from many threads; raises LLMUsageError inside a running event loop."""
+        return SyncRunner.shared().run(self.async_execute_prompt(prompt, config))
+
+    async def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> LLMResponse:
+        """Default executor fallback for adapters that implement only the sync ``execute_prompt``."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self.execute_prompt, prompt, config)
+        cap = config.timeout if config is not None and config.timeout else None
+        fut = loop.run_in_executor(None, call)
+        try:
+            return await asyncio.wait_for(fut, cap) if cap else await fut
+        except TimeoutError as exc:
+            raise LLMTimeoutError(f"no answer within {cap} s", provider=self.provider, model=self.model) from exc
+
+    async def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
+        """Text deltas; the last chunk carries usage and finish_reason.
+
+        The default for adapters without native streaming yields the whole answer as one delta.
+        """
+        resp = await self.async_execute_prompt(prompt, config)
+        if resp.text:
+            yield StreamChunk(text=resp.text, model=resp.model, request_id=resp.request_id)
+        yield StreamChunk(
+            finish_reason=resp.finish_reason,
+            usage=resp.usage,
+            model=resp.model,
+            request_id=resp.request_id,
+            cost_usd=resp.cost_usd,
+        )
+
+    def stream(self, prompt: Prompt, config: RunConfig | None = None) -> Iterator[StreamChunk]:
+        """Sync facade over :meth:`astream`; breaking out of the loop closes the stream."""
+        return SyncRunner.shared().iterate(self.astream(prompt, config))
+
+    # -- seed 004 LLMBackend ------------------------------------------------------------------------
+    async def generate(self, prompt: str) -> LLMResult:
+        """One-shot generation capped at ``self.timeout``: raises LLMTimeout past it; empty output → success=False."""
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                resp = await self.async_execute_prompt(prompt, RunConfig(timeout=self.timeout))
+        except TimeoutError as exc:
+            raise LLMTimeoutError(
+                f"no answer within {self.timeout} s", provider=self.provider, model=self.model
+            ) from exc
+        text = resp.text.strip()
+        return LLMResult(
+            success=bool(text),
+            text=resp.text,
+            model=resp.model or self.model,
+            latency_ms=int((time.perf_counter() - start) * 1000),
+            extra={
+                "provider": resp.provider,
+                "finish_reason": resp.finish_reason,
+                "usage": resp.usage.to_dict(),
+                "cost_usd": None if resp.cost_usd is None else str(resp.cost_usd),
+                "request_id": resp.request_id,
+            },
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Release resources held by this adapter (most adapters hold none of their own)."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.provider}:{self.model}>"

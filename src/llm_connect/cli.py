@@ -1,0 +1,152 @@
+"""The ``llm-connect`` command: run | serve | bridge | usage | models | mock-server.
+
+Each command imports what it needs when it runs, so ``llm-connect bridge`` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="llm-connect",
+    help="One fast LLM layer: library, stdin bridge, OpenAI-compatible gateway and agent workers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    prompt: Annotated[str, typer.Argument(help="The prompt; '-' reads it from stdin.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="provider:model (default: $LLM_CONNECT_MODEL, "
+                                              "a keyed provider, else the local model)")] = None,
+    system: Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1)] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0)] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    api_base: Annotated[str | None, typer.Option("--api-base")] = None,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print tokens as they arrive.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole response as JSON.")] = False,
+    show_usage: Annotated[bool, typer.Option("--usage", help="Print token usage and cost to stderr.")] = False,
+) -> None:
+    """Send one prompt to a model and print the answer (no keys needed: the local model answers)."""
+    from .errors import LLMError
+    from .registry import create_adapter
+    from .types import RunConfig
+
+    text = sys.stdin.read() if prompt == "-" else prompt
+    try:
+        adapter = create_adapter(model, api_base=api_base)
+        cfg = RunConfig(system_prompt=system, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        if as_json or not stream:
+            resp = adapter.execute_prompt(text, cfg)
+            if as_json:
+                import orjson
+
+                typer.echo(orjson.dumps(resp.to_dict(), option=orjson.OPT_INDENT_2).decode())
+            else:
+                typer.echo(resp.text.strip())
+            usage, cost = resp.usage, resp.cost_usd
+        else:
+            usage, cost = None, None
+            for chunk in adapter.stream(text, cfg):
+                if chunk.text:
+                    sys.stdout.write(chunk.text)
+                    sys.stdout.flush()
+                if chunk.usage is not None:
+                    usage, cost = chunk.usage, chunk.cost_usd
+            sys.stdout.write("\n")
+    except LLMError as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+    if show_usage and usage is not None:
+        typer.echo(
+            f"[{adapter.provider}:{adapter.model}] in={usage.input_tokens} out={usage.output_tokens} "
+            f"cost_usd={'n/a' if cost is None else cost}",
+            err=True,
+        )
+
+
+@app.command()
+def serve(
+    config: Annotated[str | None, typer.Option("--config", "-c", help="YAML config (default: embedded).")] = None,
+    host: Annotated[str | None, typer.Option("--host")] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1)] = 1,
+) -> None:
+    """Run the OpenAI-compatible gateway (/v1/chat/completions, /execute, /complete, /metrics …)."""
+    from .server.app import serve as _serve
+
+    _serve(config_path=config, host=host, port=port, workers=workers)
+
+
+@app.command()
+def bridge(
+    config: Annotated[str | None, typer.Option("--config", "-c", help="YAML config (default: embedded).")] = None,
+) -> None:
+    """Read one JSON request on stdin, write one JSON response on stdout (errors are JSON too, exit != 0)."""
+    from .server.bridge import main as bridge_main
+
+    raise typer.Exit(bridge_main(config_path=config))
+
+
+@app.command()
+def usage(
+    db: Annotated[str | None, typer.Option("--db", help="Ledger: SQLite path or postgresql:// URL.")] = None,
+    by: Annotated[str, typer.Option("--by", help="tenant | agent | model | day")] = "tenant",
+    chart: Annotated[str | None, typer.Option("--chart", help="Write a PNG chart of spend over time.")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+) -> None:
+    """Print usage totals from the ledger; optionally chart spend over time."""
+    from .paths import default_ledger_url
+    from .usage.report import usage_command
+
+    raise typer.Exit(usage_command(db or default_ledger_url(), by, chart, tenant))
+
+
+@app.command()
+def models() -> None:
+    """List the providers this installation knows and which have keys set."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .registry import HTTP_PROVIDERS, OTHER_PROVIDERS, default_spec
+
+    table = Table("provider", "kind", "key", "base URL / notes")
+    for name, spec in sorted(HTTP_PROVIDERS.items()):
+        key = "set" if spec.find_key() else ("-" if not spec.key_required else "missing")
+        table.add_row(name, spec.wire, key, spec.base_url)
+    for name in sorted(OTHER_PROVIDERS):
+        table.add_row(name, "in-process", "-", {"local": "llama.cpp, packaged Gemma 3 270M",
+                                                 "claude_code": "the claude CLI",
+                                                 "fake": "scripted, for tests"}[name])
+    console = Console()
+    console.print(table)
+    console.print(f"default: [bold]{default_spec()}[/bold]")
+
+
+@app.command("mock-server")
+def mock_server(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p")] = 8900,
+) -> None:
+    """Serve the mock provider (OpenAI, Anthropic, Gemini, Ollama wire formats) for tests."""
+    from .testing.mock_server import run_mock_server
+
+    run_mock_server(host, port)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The ``claude_code`` provider: the ``claude`` CLI as a subprocess (``claude -p --output-format json``).
+
+Natively async (``asyncio.create_subprocess_exec``). The prompt goes in on stdin (no argv length limit),
+system messages through ``--system-prompt``. The wall-clock cap kills the child. A missing binary raises
+LLMConfigurationError. Usage comes from the CLI's JSON (Anthropic semantics, normalised), cost from its
+``total_cost_usd``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from ..errors import LLMConfigurationError, LLMError, LLMProviderUnavailableError, LLMRateLimitError
+from ..types import LLMResponse, Message, RunConfig, Usage
+from .base import BaseAdapter
+
+__all__ = ["ClaudeCodeAdapter", "create"]
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    cache_read = int(raw.get("cache_read_input_tokens") or 0)
+    cache_write = int(raw.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        input_tokens=int(raw.get("input_tokens") or 0) + cache_read + cache_write,
+        output_tokens=int(raw.get("output_tokens") or 0),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
+
+
+def _transcript(messages: list[Message]) -> tuple[str | None, str]:
+    system = "\n\n".join(m.text for m in messages if m.role in ("system", "developer")) or None
+    turns = [m for m in messages if m.role not in ("system", "developer")]
+    if len(turns) == 1:
+        return system, turns[0].text
+    lines = [f"{m.role.capitalize()}: {m.text}" for m in turns]
+    return system, "\n\n".join(lines)
+
+
+class ClaudeCodeAdapter(BaseAdapter):
+    """Runs one ``claude -p`` per call."""
+
+    def __init__(self, model: str = "", *, binary: str = "claude", extra_args: list[str] | None = None, **options: Any):
+        super().__init__(provider="claude_code", model=model or "default", **options)
+        self.binary = binary
+        self.extra_args = list(extra_args or [])
+        self._model_flag = model or None
+
+    def _argv(self, system: str | None) -> list[str]:
+        path = shutil.which(self.binary)
+        if path is None:
+            raise LLMConfigurationError(
+                f"the Claude Code CLI {self.binary!r} is not on PATH; install it "
+                "(npm install -g @anthropic-ai/claude-code) or pass binary='/path/to/claude'",
+                provider=self.provider,
+                model=self.model,
+            )
+        argv = [path, "-p", "--output-format", "json"]
+        if self._model_flag:
+            argv += ["--model", self._model_flag]
+        if system:
+            argv += ["--system-prompt", system]
+        return argv + self.extra_args
+
+    async def _complete(self, messages: list[Message], config: RunConfig, max_tokens: int | None) -> LLMResponse:
+        system, prompt = _transcript(messages)
+        argv = self._argv(system)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=os.environ.copy(),
+        )
+        try:
+            out, err = await proc.communicate(prompt.encode())
+        except BaseException:
+            # timeout or cancellation: the child must not outlive the call
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        return self._parse(proc.returncode or 0, out, err)
+
+    def _parse(self, code: int, out: bytes, err: bytes) -> LLMResponse:
+        try:
+            data = orjson.loads(out) if out.strip() else None
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            detail = (err or out).decode("utf-8", "replace").strip()[:500]
+            raise LLMProviderUnavailableError(
+                f"claude exited with {code} and no JSON result: {detail}", provider=self.provider, model=self.model
+            )
+        if data.get("is_error") or code != 0:
+            text = str(data.get("result") or data.get("subtype") or "error")
+            cls: type[LLMError] = LLMRateLimitError if "rate limit" in text.lower() else LLMProviderUnavailableError
+            raise cls(f"claude reported an error: {text[:500]}", provider=self.provider, model=self.model, body=data)
+        cost = data.get("total_cost_usd")
+        model = next(iter(data.get("modelUsage") or {}), None) or self.model
+        return LLMResponse(
+            text=str(data.get("result") or ""),
+            model=model,
+            provider=self.provider,
+            usage=_usage(data.get("usage") or {}),
+            finish_reason="stop",
+            request_id=data.get("session_id"),
+            cost_usd=None if cost is None else Decimal(str(cost)),
+            raw=data,
+        )
+
+    def price(self, usage: Usage, model: str | None = None) -> Decimal | None:
+        # the CLI reports its own cost; before the call (budget reservation) fall back to list prices
+        return super().price(usage, model if model and model != "default" else "claude-sonnet-4")
+
+
+def create(model: str = "", **options: Any) -> ClaudeCodeAdapter:
+    options.pop("api_key", None)
+    options.pop("api_base", None)
+    return ClaudeCodeAdapter(model, **options)

@@ -1,0 +1,188 @@
+"""HTTPAdapter: a provider = a wire codec + auth + base URL. OpenAI-compatible vendors are data rows.
+
+``ProviderSpec`` describes a provider that speaks one of the wire formats in ``llm_connect.wire``;
+``HTTPAdapter`` drives any of them over the shared aiohttp transport. Network failures are mapped to
+the error tree here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType, ModuleType
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ..errors import LLMConfigurationError, LLMError, LLMProviderUnavailableError, LLMTimeoutError
+from ..transport import Transport
+from ..types import LLMResponse, Message, RunConfig, StreamChunk
+from .base import BaseAdapter
+
+__all__ = ["HTTPAdapter", "ProviderSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """One HTTP provider. ``auth`` is how the key is sent: bearer, x-api-key, x-goog-api-key or none."""
+
+    name: str
+    wire: str
+    base_url: str
+    key_env: tuple[str, ...] = ()
+    auth: str = "bearer"
+    key_required: bool = True
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: env var that overrides base_url (e.g. OLLAMA_HOST)
+    base_env: str | None = None
+    description: str = ""
+
+    def find_key(self) -> str | None:
+        for var in self.key_env:
+            value = os.environ.get(var)
+            if value:
+                return value
+        return None
+
+
+_NETWORK_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
+
+
+class HTTPAdapter(BaseAdapter):
+    """Adapter for any provider described by a :class:`ProviderSpec`."""
+
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        model: str,
+        *,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        transport: Transport | None = None,
+        headers: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(provider=spec.name, model=model, **options)
+        if not model:
+            raise LLMConfigurationError(f"provider {spec.name!r} needs a model name, e.g. '{spec.name}:<model>'")
+        self.spec = spec
+        env_base = os.environ.get(spec.base_env) if spec.base_env else None
+        self.api_base = (api_base or env_base or spec.base_url).rstrip("/")
+        key = api_key or spec.find_key()
+        if key is None and spec.key_required and api_base is None and env_base is None:
+            names = " or ".join(spec.key_env) or "an api_key"
+            raise LLMConfigurationError(
+                f"no API key for provider {spec.name!r}: set {names} or pass api_key=...",
+                provider=spec.name,
+                model=model,
+            )
+        self._wire: ModuleType = importlib.import_module(f"llm_connect.wire.{spec.wire}")
+        self._headers = self._auth_headers(key) | dict(spec.headers) | dict(headers or {})
+        self._transport = transport or Transport.default()
+
+    def _auth_headers(self, key: str | None) -> dict[str, str]:
+        if not key or self.spec.auth == "none":
+            return {}
+        if self.spec.auth == "bearer":
+            return {"Authorization": f"Bearer {key}"}
+        return {self.spec.auth: key}
+
+    def __repr__(self) -> str:  # never show the key
+        return f"<HTTPAdapter {self.provider}:{self.model} at {self.api_base}>"
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _prepare(
+        self, messages: list[Message], config: RunConfig, max_tokens: int | None, stream: bool
+    ) -> tuple[str, dict[str, Any], dict[str, str], dict[str, str] | None]:
+        req = self._wire.build_request(self.model, messages, config, stream=stream, max_tokens=max_tokens)
+        headers = self._headers | req.headers
+        if config.extra_headers:
+            headers = headers | config.extra_headers
+        return self.api_base + req.path, req.body, headers, req.query
+
+    def _upstream_error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> LLMError:
+        body: Any
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = raw.decode("utf-8", "replace")[:2000]
+        err = self._wire.classify_error(status, body, headers)
+        err.provider, err.model = self.provider, self.model
+        err.request_id = err.request_id or headers.get("x-request-id") or headers.get("request-id")
+        return err
+
+    def _network_error(self, exc: BaseException) -> LLMError:
+        if isinstance(exc, LLMError):
+            return exc
+        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+            return LLMTimeoutError(f"upstream timed out: {exc}", provider=self.provider, model=self.model)
+        return LLMProviderUnavailableError(
+            f"cannot reach {self.api_base}: {type(exc).__name__}: {exc}", provider=self.provider, model=self.model
+        )
+
+    # -- calls -------------------------------------------------------------------------------------
+    async def _complete(self, messages: list[Message], config: RunConfig, max_tokens: int | None) -> LLMResponse:
+        url, body, headers, query = self._prepare(messages, config, max_tokens, stream=False)
+        try:
+            reply = await self._transport.post(url, body, headers=headers, params=query)
+        except _NETWORK_ERRORS as exc:
+            raise self._network_error(exc) from exc
+        if reply.status >= 400:
+            raise self._upstream_error(reply.status, reply.body, reply.headers)
+        try:
+            data = orjson.loads(reply.body)
+        except orjson.JSONDecodeError as exc:
+            raise LLMProviderUnavailableError(
+                f"malformed JSON in the reply (HTTP {reply.status})",
+                provider=self.provider,
+                model=self.model,
+                status_code=reply.status,
+            ) from exc
+        try:
+            parsed = self._wire.parse_response(data)
+        except LLMError as err:
+            err.provider, err.model = self.provider, self.model
+            raise
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise LLMProviderUnavailableError(
+                f"unexpected reply shape: {type(exc).__name__}: {exc}", provider=self.provider, model=self.model
+            ) from exc
+        return LLMResponse(
+            text=parsed.text,
+            model=parsed.model or self.model,
+            provider=self.provider,
+            usage=parsed.usage,
+            finish_reason=parsed.finish_reason,
+            request_id=parsed.request_id or reply.headers.get("x-request-id") or reply.headers.get("request-id"),
+            tool_calls=parsed.tool_calls,
+            raw=data,
+        )
+
+    async def _stream(
+        self, messages: list[Message], config: RunConfig, max_tokens: int | None
+    ) -> AsyncIterator[StreamChunk]:
+        url, body, headers, query = self._prepare(messages, config, max_tokens, stream=True)
+        decoder = self._wire.StreamDecoder()
+        try:
+            async with self._transport.stream(
+                url, body, framing=self._wire.FRAMING, headers=headers, params=query
+            ) as reply:
+                if reply.status >= 400:
+                    raise self._upstream_error(reply.status, await reply.read_body(), reply.headers)
+                async for event, data in reply.events():
+                    for chunk in decoder.feed(event, data):
+                        yield chunk
+            yield decoder.finish()
+        except LLMError as err:
+            err.provider, err.model = self.provider, self.model
+            raise
+        except _NETWORK_ERRORS as exc:
+            raise self._network_error(exc) from exc
+        except (ValueError, KeyError, TypeError) as exc:  # malformed event data
+            raise LLMProviderUnavailableError(
+                f"malformed stream event: {type(exc).__name__}: {exc}", provider=self.provider, model=self.model
+            ) from exc

@@ -1,0 +1,167 @@
+"""HTTP transport: one shared aiohttp ClientSession per event loop (keep-alive pool), injectable.
+
+Adapters never open their own sessions; they ask a :class:`Transport` for the session bound to the
+running loop. The transport knows nothing of providers: it posts JSON and splits streamed bodies into
+events (SSE or NDJSON). Mapping network failures to LLMError happens in the adapter, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+__all__ = ["HTTPReply", "StreamReply", "Transport", "iter_ndjson", "iter_sse"]
+
+_DONE = {"__done__": True}
+
+
+@dataclass(slots=True)
+class HTTPReply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class StreamReply:
+    """An open streamed response. ``events`` yields (event name or None, parsed JSON data)."""
+
+    status: int
+    headers: Mapping[str, str]
+    response: aiohttp.ClientResponse
+    framing: str
+
+    async def read_body(self) -> bytes:
+        return await self.response.read()
+
+    def events(self) -> AsyncIterator[tuple[str | None, Any]]:
+        if self.framing == "ndjson":
+            return iter_ndjson(self.response.content)
+        return iter_sse(self.response.content)
+
+
+async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
+    """Split a text/event-stream body into (event, data) pairs; data is parsed JSON.
+
+    ``data: [DONE]`` (OpenAI's sentinel) is passed on as ``{"__done__": True}``. Data that is not JSON
+    raises ValueError, which the adapter maps to a provider error.
+    """
+    event: str | None = None
+    data: list[bytes] = []
+    async for raw in content:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if data:
+                payload = b"\n".join(data)
+                yield event, (_DONE if payload == b"[DONE]" else orjson.loads(payload))
+            event, data = None, []
+            continue
+        if line.startswith(b"data:"):
+            data.append(line[5:].lstrip(b" ") if len(line) > 5 else b"")
+        elif line.startswith(b"event:"):
+            event = line[6:].strip().decode()
+        # comments (":") and other fields (id:, retry:) are ignored
+    if data:
+        payload = b"\n".join(data)
+        yield event, (_DONE if payload == b"[DONE]" else orjson.loads(payload))
+
+
+async def iter_ndjson(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
+    """Split a newline-delimited JSON body into (None, object) pairs."""
+    async for raw in content:
+        line = raw.strip()
+        if line:
+            yield None, orjson.loads(line)
+
+
+def _default_session(limit: int, connect_timeout: float) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, keepalive_timeout=30)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+        json_serialize=lambda o: orjson.dumps(o).decode(),
+        skip_auto_headers=("User-Agent",),
+        headers={"User-Agent": "llm-connect"},
+    )
+
+
+class Transport:
+    """Hands out one ClientSession per event loop; closes them on :meth:`aclose`.
+
+    ``session_factory`` lets tests or users inject their own session (proxies, TLS, tracing).
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int = 512,
+        connect_timeout: float = 10.0,
+        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+    ) -> None:
+        self._factory = session_factory or functools.partial(_default_session, limit, connect_timeout)
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    @classmethod
+    @functools.cache
+    def default(cls) -> Transport:
+        """The process-wide transport used when none is injected."""
+        return cls()
+
+    def session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        s = self._sessions.get(loop)
+        if s is None or s.closed:
+            with self._lock:
+                s = self._sessions.get(loop)
+                if s is None or s.closed:
+                    s = self._factory()
+                    self._sessions[loop] = s
+        return s
+
+    async def post(
+        self,
+        url: str,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> HTTPReply:
+        data = orjson.dumps(body)
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        async with self.session().post(url, data=data, headers=hdrs, params=params) as resp:
+            payload = await resp.read()
+            return HTTPReply(resp.status, resp.headers, payload)
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        url: str,
+        body: Any,
+        *,
+        framing: str,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[StreamReply]:
+        data = orjson.dumps(body)
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        async with self.session().post(url, data=data, headers=hdrs, params=params) as resp:
+            yield StreamReply(resp.status, resp.headers, resp, framing)
+
+    async def aclose(self) -> None:
+        """Close the session of the running loop (call from each loop that used this transport)."""
+        loop = asyncio.get_running_loop()
+        s = self._sessions.pop(loop, None)
+        if s is not None and not s.closed:
+            await s.close()

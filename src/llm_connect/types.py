@@ -1,0 +1,257 @@
+"""Plain data types of the core contract: Message, RunConfig, Usage, LLMResponse, StreamChunk.
+
+Usage is normalised across providers (see docs/contract.md):
+
+* ``input_tokens`` counts ALL input: uncached + cache reads + cache writes.
+* ``output_tokens`` counts ALL output, reasoning ("thinking") tokens included.
+* ``cache_read_tokens``, ``cache_write_tokens`` and ``reasoning_tokens`` are subsets of those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Union
+
+from .errors import LLMInvalidRequestError
+
+if TYPE_CHECKING:
+    from .budget import BudgetTracker
+    from .usage import UsageTracker
+
+__all__ = [
+    "LLMResponse",
+    "Message",
+    "Prompt",
+    "ROLES",
+    "RunConfig",
+    "StreamChunk",
+    "Usage",
+    "normalize_messages",
+]
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+@dataclass(slots=True)
+class Message:
+    """One chat message in OpenAI shape. ``content`` is text, a list of content parts, or None."""
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The message's text (text parts joined) — what counts for prompts and token estimates."""
+        c = self.content
+        if c is None:
+            return ""
+        if isinstance(c, str):
+            return c
+        return "".join(p.get("text", "") for p in c if isinstance(p, Mapping))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.name is not None:
+            d["name"] = self.name
+        if self.tool_calls is not None:
+            d["tool_calls"] = self.tool_calls
+        if self.tool_call_id is not None:
+            d["tool_call_id"] = self.tool_call_id
+        return d
+
+
+Prompt = Union[str, Sequence[Union[Message, Mapping[str, Any]]]]
+
+
+def _to_message(m: Message | Mapping[str, Any], index: int) -> Message:
+    if isinstance(m, Message):
+        msg = m
+    elif isinstance(m, Mapping):
+        if "role" not in m:
+            raise LLMInvalidRequestError(f"messages[{index}] has no 'role'")
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise LLMInvalidRequestError(f"messages[{index}].content must be a string, a list of parts or null")
+        msg = Message(
+            role=m["role"],
+            content=content,
+            name=m.get("name"),
+            tool_calls=m.get("tool_calls"),
+            tool_call_id=m.get("tool_call_id"),
+        )
+    else:
+        raise LLMInvalidRequestError(f"messages[{index}] must be a mapping or Message, not {type(m).__name__}")
+    if msg.role not in ROLES:
+        raise LLMInvalidRequestError(f"messages[{index}].role {msg.role!r} is not one of {sorted(ROLES)}")
+    return msg
+
+
+def normalize_messages(prompt: Prompt, system_prompt: str | None = None) -> list[Message]:
+    """Turn a prompt (a string or a list of messages) into a validated list of Message.
+
+    ``system_prompt`` (from RunConfig) is prepended unless the prompt already starts with a system message.
+    """
+    if isinstance(prompt, str):
+        msgs = [Message("user", prompt)]
+    elif isinstance(prompt, (Sequence, Iterable)) and not isinstance(prompt, (bytes, bytearray, Mapping)):
+        msgs = [_to_message(m, i) for i, m in enumerate(prompt)]
+    else:
+        raise LLMInvalidRequestError(f"prompt must be a string or a list of messages, not {type(prompt).__name__}")
+    if not msgs:
+        raise LLMInvalidRequestError("prompt has no messages")
+    if system_prompt and msgs[0].role not in ("system", "developer"):
+        msgs.insert(0, Message("system", system_prompt))
+    return msgs
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Normalised token usage of one or more calls. Adding two Usage values sums every field."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(slots=True)
+class RunConfig:
+    """Per-call settings. Every field is optional; None means "provider default"."""
+
+    model_name: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    #: wall-clock cap for the whole call, in seconds
+    timeout: float | None = None
+    stop: list[str] | str | None = None
+    seed: int | None = None
+    top_p: float | None = None
+    system_prompt: str | None = None
+    #: OpenAI-style response_format, e.g. {"type": "json_object"} or {"type": "json_schema", ...}
+    response_format: dict[str, Any] | None = None
+    #: shorthand for response_format={"type": "json_object"}
+    json_mode: bool = False
+    #: OpenAI-style tool definitions, passed through (translated per wire format)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    # who is calling — carried into usage events, budgets and routing
+    tenant_id: str | None = None
+    agent: str | None = None
+    thread_id: str | None = None
+    task_type: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: shared token / USD budget (reserve before the call, settle after)
+    budget_tracker: BudgetTracker | None = None
+    #: receives a UsageEvent for every call made with this config
+    usage_tracker: UsageTracker | None = None
+    #: provider-specific fields merged into the request body last
+    extra_body: dict[str, Any] | None = None
+    extra_headers: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            raise LLMInvalidRequestError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
+        if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
+            raise LLMInvalidRequestError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        if self.temperature is not None and not (
+            isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 2
+        ):
+            raise LLMInvalidRequestError(f"temperature must be between 0 and 2, got {self.temperature!r}")
+
+    @property
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    @property
+    def effective_response_format(self) -> dict[str, Any] | None:
+        if self.response_format is not None:
+            return self.response_format
+        return {"type": "json_object"} if self.json_mode else None
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with some fields changed (the tracker objects are shared, not copied)."""
+        return replace(self, **changes)
+
+
+@dataclass(slots=True)
+class LLMResponse:
+    """The result of one completed call."""
+
+    text: str
+    model: str
+    provider: str
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+    latency_ms: float = 0.0
+    cost_usd: Decimal | None = None
+    request_id: str | None = None
+    #: OpenAI-shaped tool calls the model asked for, if any
+    tool_calls: list[dict[str, Any]] | None = None
+    #: the provider's raw response body (parsed JSON), for anything not normalised
+    raw: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def content(self) -> str:
+        return self.text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (Decimal cost as a string; the raw body left out)."""
+        return {
+            "text": self.text,
+            "model": self.model,
+            "provider": self.provider,
+            "usage": self.usage.to_dict(),
+            "finish_reason": self.finish_reason,
+            "latency_ms": round(self.latency_ms, 3),
+            "cost_usd": None if self.cost_usd is None else str(self.cost_usd),
+            "request_id": self.request_id,
+            "tool_calls": self.tool_calls,
+        }
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    """One piece of a streamed answer. The last chunk carries ``usage`` and ``finish_reason``."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    #: OpenAI-shaped tool-call deltas, passed through
+    tool_calls: list[dict[str, Any]] | None = None
+    model: str | None = None
+    request_id: str | None = None
+    #: set on the final chunk once cost is known
+    cost_usd: Decimal | None = None
