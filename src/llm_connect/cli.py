@@ -136,7 +136,7 @@ def models() -> None:
 @app.command("mock-server")
 def mock_server(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p")] = 8900,
+    port: Annotated[int, typer.Option("--port", "-p")] = 8765,
 ) -> None:
     """Serve the mock provider (OpenAI, Anthropic, Gemini, Ollama wire formats) for tests."""
     from .testing.mock_server import run_mock_server

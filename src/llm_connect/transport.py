@@ -108,9 +108,9 @@ class Transport:
         session_factory: Callable[[], aiohttp.ClientSession] | None = None,
     ) -> None:
         self._factory = session_factory or functools.partial(_default_session, limit, connect_timeout)
-        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
-            weakref.WeakKeyDictionary()
-        )
+        # keyed by id(loop); a finalizer on the loop drops (and quietly closes) its session, so a user's
+        # asyncio.run() that never called aclose() does not leave "Unclosed client session" warnings behind
+        self._sessions: dict[int, aiohttp.ClientSession] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -121,14 +121,26 @@ class Transport:
 
     def session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        s = self._sessions.get(loop)
+        key = id(loop)
+        s = self._sessions.get(key)
         if s is None or s.closed:
             with self._lock:
-                s = self._sessions.get(loop)
+                s = self._sessions.get(key)
                 if s is None or s.closed:
                     s = self._factory()
-                    self._sessions[loop] = s
+                    if key not in self._sessions:
+                        weakref.finalize(loop, self._forget, key)
+                    self._sessions[key] = s
         return s
+
+    def _forget(self, key: int) -> None:
+        """The loop is gone: its sockets died with it. Drop the session without an unclosed warning."""
+        s = self._sessions.pop(key, None)
+        if s is not None and not s.closed:
+            connector = s.connector
+            if connector is not None:
+                connector._close()  # synchronous part of BaseConnector.close()
+            s.detach()
 
     async def post(
         self,
@@ -161,7 +173,6 @@ class Transport:
 
     async def aclose(self) -> None:
         """Close the session of the running loop (call from each loop that used this transport)."""
-        loop = asyncio.get_running_loop()
-        s = self._sessions.pop(loop, None)
+        s = self._sessions.pop(id(asyncio.get_running_loop()), None)
         if s is not None and not s.closed:
             await s.close()
