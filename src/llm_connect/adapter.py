@@ -109,7 +109,7 @@ class LLMBackend(Protocol):
     async def generate(self, prompt: str) -> LLMResult: ...
 
 
-class LLMAdapter(ABC):
+class LLMAdapter(ABC):  # noqa: B024 - "implement one of two" is checked in __init_subclass__
     """One model behind one provider (or a router / policy wrapping several) with the common contract."""
 
     provider: str = "custom"
@@ -189,7 +189,7 @@ class LLMAdapter(ABC):
         )
 
     # -- lifecycle ----------------------------------------------------------------------------------
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources held by this adapter (most adapters hold none of their own)."""
 
     def __repr__(self) -> str:

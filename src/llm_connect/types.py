@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from .errors import LLMInvalidRequestError
 
@@ -21,10 +21,10 @@ if TYPE_CHECKING:
     from .usage import UsageTracker
 
 __all__ = [
+    "ROLES",
     "LLMResponse",
     "Message",
     "Prompt",
-    "ROLES",
     "RunConfig",
     "StreamChunk",
     "Usage",
@@ -65,7 +65,7 @@ class Message:
         return d
 
 
-Prompt = Union[str, Sequence[Union[Message, Mapping[str, Any]]]]
+Prompt = str | Sequence[Message | Mapping[str, Any]]
 
 
 def _to_message(m: Message | Mapping[str, Any], index: int) -> Message:

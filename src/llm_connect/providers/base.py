@@ -92,8 +92,8 @@ class BaseAdapter(LLMAdapter):
     def pricing(self) -> Pricing:
         return self._pricing if self._pricing is not None else default_pricing()
 
-    def price(self, usage: Usage, model: str | None = None) -> Decimal | None:
-        return self.pricing.price(self.provider, model or self.model, usage)
+    def price(self, usage: Usage, model: str | None = None, *, estimate: bool = False) -> Decimal | None:
+        return self.pricing.price(self.provider, model or self.model, usage, estimate=estimate)
 
     # -- pipeline ----------------------------------------------------------------------------------
     async def _begin(self, messages: list[Message], config: RunConfig) -> tuple[int | None, Reservation | None, int]:
@@ -111,7 +111,7 @@ class BaseAdapter(LLMAdapter):
                 max_tokens = 1  # reserve() below refuses with a clear budget error
         usd = None
         if tracker.total_usd is not None:
-            usd = self.price(Usage(input_tokens=est_in, output_tokens=max_tokens or 0))
+            usd = self.price(Usage(input_tokens=est_in, output_tokens=max_tokens or 0), estimate=True)
         worst = est_in + (max_tokens or 0)
         res = await tracker.areserve(worst, usd, label=f"{self.provider}:{self.model}")
         return max_tokens, res, est_in
@@ -162,8 +162,7 @@ class BaseAdapter(LLMAdapter):
         cap = self._cap(cfg)
         start = time.perf_counter()
         produced: list[str] = []
-        final: StreamChunk | None = None
-        failure: BaseException | None = None
+        finished = False
         deadline = None if cap is None else asyncio.get_running_loop().time() + cap
         agen = self._stream(messages, cfg, max_tokens)
         try:
@@ -173,24 +172,29 @@ class BaseAdapter(LLMAdapter):
                         chunk = await anext(agen)
                 except StopAsyncIteration:
                     break
-                if chunk.usage is not None or chunk.finish_reason is not None:
-                    final = chunk
                 if chunk.text:
                     produced.append(chunk.text)
                 if chunk.usage is not None:
+                    # the final chunk: settle and record it BEFORE the caller sees it, so a stream whose
+                    # end reached the caller is always accounted
                     chunk.model = chunk.model or self.model
-                    chunk.cost_usd = self.price(chunk.usage, chunk.model)
+                    if chunk.cost_usd is None:
+                        chunk.cost_usd = self.price(chunk.usage, chunk.model)
+                    finished = True
+                    await self._finish_stream(cfg, res, chunk, produced, est_in, start, None)
                 yield chunk
         except BaseException as exc:
-            failure = exc
             err = self._error(exc, cap)
+            if not finished:
+                finished = True
+                await self._finish_stream(cfg, res, None, produced, est_in, start, err)
             if err is not exc:
-                failure = err
                 raise err from exc
             raise
         finally:
             await agen.aclose()
-            await self._finish_stream(cfg, res, final, produced, est_in, start, failure)
+            if not finished:  # the source ended without a usage chunk
+                await self._finish_stream(cfg, res, None, produced, est_in, start, None)
 
     async def _finish_stream(
         self,
@@ -202,15 +206,17 @@ class BaseAdapter(LLMAdapter):
         start: float,
         failure: BaseException | None,
     ) -> None:
-        """Settle the budget on what the stream produced and publish its usage, however it ended."""
+        """Settle the budget on what the stream produced and publish its usage, however it ended.
+
+        Without the provider's final usage (the consumer stopped early, was cancelled, or the stream was
+        cut) the prompt and the text produced so far are billed, estimated from above.
+        """
         text = "".join(produced)
         if final is not None and final.usage is not None:
-            usage = final.usage
-            cost = final.cost_usd
+            usage, cost = final.usage, final.cost_usd
         elif text:
-            # stopped early / cut: bill the prompt and what was produced, estimated from above
             usage = Usage(input_tokens=est_in, output_tokens=estimate_tokens(text))
-            cost = self.price(usage)
+            cost = self.price(usage, estimate=True)
         else:
             usage, cost = None, None
         if res is not None:
@@ -228,10 +234,8 @@ class BaseAdapter(LLMAdapter):
             cost_usd=cost,
             request_id=final.request_id if final else None,
         )
-        if isinstance(failure, Exception) and final is None:
-            await self._publish(cfg, resp, streamed=True, error=failure)
-        else:
-            await self._publish(cfg, resp, streamed=True)
+        error = failure if isinstance(failure, Exception) else None
+        await self._publish(cfg, resp, streamed=True, error=error)
 
     async def _publish(
         self, cfg: RunConfig, resp: LLMResponse, *, streamed: bool, error: BaseException | None = None

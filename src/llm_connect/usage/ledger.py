@@ -1,0 +1,737 @@
+"""The usage ledger: every UsageEvent persisted, in SQLite (default) or PostgreSQL.
+
+Durability contract: :meth:`Ledger.record` and :meth:`Ledger.arecord` return only after the transaction
+holding the event is committed. An event whose call was acknowledged after its record returned is never
+lost, ``kill -9`` included. SQLite runs in WAL mode with ``synchronous=FULL`` (the WAL is fsynced at each
+commit, so even a power cut keeps it; ``synchronous="NORMAL"`` survives a process kill but not an OS crash).
+PostgreSQL commits with its own (default: synchronous) durability.
+
+One dedicated writer thread per ledger owns the write connection. Events queued while a commit is running
+are written together in the next transaction (group commit), so the fsync cost is shared under load;
+``arecord`` hands its event to that thread and awaits a future, so the event loop never blocks on I/O.
+
+Writes are idempotent on ``request_id`` (primary key, insert-or-ignore): recording an event twice never
+counts it twice. Costs are exact: NUMERIC in PostgreSQL, decimal text in SQLite summed with an exact
+Decimal aggregate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import re
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import LLMConfigurationError, LLMUsageError
+from .events import UsageEvent
+from .tracker import NONE_KEY, UsageTracker
+
+__all__ = ["GROUP_BYS", "Ledger", "LedgerSubscriber", "PostgresLedger", "SqliteLedger", "default_db_path"]
+
+_UTC = UTC
+_STOP = object()
+_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+COLUMNS = (
+    "request_id",
+    "ts",
+    "provider",
+    "model",
+    "tenant_id",
+    "agent",
+    "thread_id",
+    "task_type",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "cost_usd",
+    "latency_ms",
+    "success",
+    "error_type",
+    "streamed",
+    "deployment",
+    "metadata",
+)
+_TOKEN_COLS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+)
+#: accepted values of ``totals(group_by=...)``
+GROUP_BYS = ("tenant", "agent", "model", "provider", "day", "thread", "task_type")
+
+
+def default_db_path() -> Path:
+    """``$LLM_CONNECT_USAGE_DB``, else ``$XDG_DATA_HOME/llm-connect/usage.sqlite3``
+    (``~/.local/share/llm-connect/usage.sqlite3``)."""
+    env = os.environ.get("LLM_CONNECT_USAGE_DB")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "llm-connect" / "usage.sqlite3"
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=_UTC) if ts.tzinfo is None else ts.astimezone(_UTC)
+
+
+def _dumps(meta: dict[str, Any]) -> str:
+    return orjson.dumps(meta or {}, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+class _Item:
+    __slots__ = ("done", "error", "fut", "inserted", "loop", "row")
+
+    def __init__(self, row: tuple[Any, ...], loop: asyncio.AbstractEventLoop | None = None, fut: Any = None):
+        self.row = row
+        self.loop = loop
+        self.fut = fut
+        self.done = threading.Event() if fut is None else None
+        self.inserted = False
+        self.error: BaseException | None = None
+
+
+def _resolve_future(fut: asyncio.Future[bool], inserted: bool, error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(inserted)
+
+
+class LedgerSubscriber:
+    """Attaches a ledger to a UsageTracker: ``emit`` records synchronously, ``aemit`` awaits ``arecord``."""
+
+    def __init__(self, ledger: Ledger, tracker: UsageTracker | None = None) -> None:
+        self.ledger = ledger
+        self._unsubscribe: Callable[[], None] | None = tracker.subscribe(self) if tracker is not None else None
+
+    def __call__(self, event: UsageEvent) -> None:
+        self.ledger.record(event)
+
+    async def acall(self, event: UsageEvent) -> None:
+        await self.ledger.arecord(event)
+
+    def detach(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+
+class Ledger(ABC):
+    """Base of the SQLite and PostgreSQL ledgers: the writer thread, the read API, group-bys."""
+
+    #: the SQL parameter marker of the dialect
+    _P = "?"
+
+    def __init__(self, *, table: str = "llm_usage", batch_max: int = 512) -> None:
+        if not _TABLE_RE.match(table):
+            raise LLMConfigurationError(f"ledger table name {table!r} is not a plain SQL identifier")
+        self.table = table
+        self.batch_max = max(1, int(batch_max))
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._state_lock = threading.Lock()
+        self._closed = False
+        self._pid = os.getpid()
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def open(target: str | os.PathLike[str] | None = None, **kwargs: Any) -> Ledger:
+        """``postgresql://...`` / ``postgres://...`` -> PostgresLedger; ``sqlite:///path`` or a file path
+        (default :func:`default_db_path`) -> SqliteLedger. Keyword arguments go to the constructor."""
+        if target is None:
+            return SqliteLedger(default_db_path(), **kwargs)
+        s = os.fspath(target)
+        low = s.lower()
+        if low.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            return PostgresLedger(s.replace("postgresql+psycopg://", "postgresql://", 1), **kwargs)
+        if low.startswith("sqlite:///"):
+            s = s[len("sqlite:///") :]
+        elif "://" in s:
+            raise LLMConfigurationError(f"unsupported ledger URL {s!r} (use a file path or postgresql://...)")
+        return SqliteLedger(s, **kwargs)
+
+    # -- dialect hooks ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def _connect(self) -> Any:
+        """A new DB-API connection (autocommit off / explicit transactions)."""
+
+    @abstractmethod
+    def _write(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
+        """Insert-or-ignore ``rows`` in one transaction and commit; per row: was it new?"""
+
+    @abstractmethod
+    def _to_row(self, e: UsageEvent) -> tuple[Any, ...]: ...
+
+    @abstractmethod
+    def _from_row(self, row: Sequence[Any]) -> UsageEvent: ...
+
+    @abstractmethod
+    def _day_expr(self) -> str: ...
+
+    @abstractmethod
+    def _sum_cost_expr(self) -> str: ...
+
+    def _ts_param(self, ts: datetime) -> Any:
+        return _utc(ts)
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def record(self, event: UsageEvent) -> bool:
+        """Persist ``event``; returns once committed. True if new, False if its request_id was known."""
+        item = _Item(self._to_row(event))
+        self._submit(item)
+        assert item.done is not None
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.inserted
+
+    async def arecord(self, event: UsageEvent) -> bool:
+        """Async :meth:`record`: the write runs on the writer thread; returns once committed."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._submit(_Item(self._to_row(event), loop, fut))
+        return await fut
+
+    def record_many(self, events: Sequence[UsageEvent]) -> int:
+        """Persist several events (one transaction when queued together); returns how many were new."""
+        items = [_Item(self._to_row(e)) for e in events]
+        for it in items:
+            self._submit(it)
+        for it in items:
+            assert it.done is not None
+            it.done.wait()
+        errors = [it.error for it in items if it.error is not None]
+        if errors:
+            raise errors[0]
+        return sum(it.inserted for it in items)
+
+    def subscriber(self, tracker: UsageTracker | None = None) -> LedgerSubscriber:
+        """A tracker subscriber writing to this ledger; subscribed to ``tracker`` if given."""
+        return LedgerSubscriber(self, tracker)
+
+    def _submit(self, item: _Item) -> None:
+        with self._state_lock:
+            if self._closed:
+                raise LLMUsageError("the usage ledger is closed")
+            if self._pid != os.getpid():  # forked (e.g. a prefork worker): the writer thread stayed behind
+                self._pid = os.getpid()
+                self._queue = queue.SimpleQueue()
+                self._thread = None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._writer, name="llm-connect-ledger", daemon=True)
+                self._thread.start()
+            self._queue.put(item)
+
+    def _writer(self) -> None:
+        conn: Any = None
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch: list[_Item] = [first]
+            while len(batch) < self.batch_max:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            rows = [it.row for it in batch]
+            error: BaseException | None = None
+            inserted: list[bool] = []
+            for _attempt in (0, 1):  # one retry on a fresh connection (dropped server connection, ...)
+                try:
+                    if conn is None:
+                        conn = self._connect()
+                    inserted = self._write(conn, rows)
+                    error = None
+                    break
+                except Exception as exc:
+                    error = exc
+                    conn = self._discard(conn)
+            for i, it in enumerate(batch):
+                it.error = error
+                it.inserted = inserted[i] if error is None else False
+                if it.done is not None:
+                    it.done.set()
+                else:
+                    assert it.loop is not None
+                    try:
+                        it.loop.call_soon_threadsafe(_resolve_future, it.fut, it.inserted, error)
+                    except RuntimeError:  # the caller's loop is closed; nobody is waiting
+                        pass
+        self._discard(conn)
+
+    @staticmethod
+    def _discard(conn: Any) -> None:
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        return None
+
+    def close(self) -> None:
+        """Finish queued writes and stop the writer thread. Reads still work after close."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def _reader(self) -> Iterator[Any]:
+        conn = self._connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _where(self, tenant_id: str | None, since: datetime | None, until: datetime | None) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if tenant_id is not None:
+            clauses.append(f"tenant_id = {self._P}")
+            params.append(tenant_id)
+        if since is not None:
+            clauses.append(f"ts >= {self._P}")
+            params.append(self._ts_param(since))
+        if until is not None:
+            clauses.append(f"ts < {self._P}")
+            params.append(self._ts_param(until))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def query(
+        self,
+        tenant_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        limit: int | None = None,
+    ) -> list[UsageEvent]:
+        """Events in time order, filtered by tenant and ``since <= timestamp < until``."""
+        where, params = self._where(tenant_id, since, until)
+        sql = f"SELECT {', '.join(COLUMNS)} FROM {self.table}{where} ORDER BY ts, request_id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._reader() as conn:
+            cur = conn.execute(sql, params)
+            return [self._from_row(r) for r in cur.fetchall()]
+
+    def count(self) -> int:
+        with self._reader() as conn:
+            return int(conn.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0])
+
+    def _group_expr(self, group_by: str) -> str:
+        exprs = {
+            "tenant": f"COALESCE(tenant_id, '{NONE_KEY}')",
+            "agent": f"COALESCE(agent, '{NONE_KEY}')",
+            "thread": f"COALESCE(thread_id, '{NONE_KEY}')",
+            "task_type": f"COALESCE(task_type, '{NONE_KEY}')",
+            "model": "provider || ':' || model",
+            "provider": "provider",
+            "day": self._day_expr(),
+        }
+        try:
+            return exprs[group_by]
+        except KeyError:
+            raise LLMUsageError(f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}") from None
+
+    def totals(
+        self,
+        group_by: str = "tenant",
+        tenant_id: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """One row per group, ordered by key: ``key``, ``requests``, ``failures``, the token sums,
+        ``cost_usd`` (exact Decimal over priced events), ``unpriced`` (events of unknown cost),
+        ``avg_latency_ms``. Missing tenants/agents are grouped under ``"-"``; days are UTC ``YYYY-MM-DD``."""
+        key = self._group_expr(group_by)
+        where, params = self._where(tenant_id, since, until)
+        token_sums = ", ".join(f"SUM({c})" for c in _TOKEN_COLS)
+        sql = (
+            f"SELECT {key} AS k, COUNT(*), SUM(CASE WHEN success THEN 0 ELSE 1 END), {token_sums}, "
+            f"{self._sum_cost_expr()}, SUM(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END), AVG(latency_ms) "
+            f"FROM {self.table}{where} GROUP BY k ORDER BY k"
+        )
+        with self._reader() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        out: list[dict[str, Any]] = []
+        for r in rows:
+            d: dict[str, Any] = {"key": str(r[0]), "requests": int(r[1]), "failures": int(r[2] or 0)}
+            for i, c in enumerate(_TOKEN_COLS):
+                d[c] = int(r[3 + i] or 0)
+            cost = r[3 + len(_TOKEN_COLS)]
+            d["cost_usd"] = Decimal(str(cost)) if cost is not None else Decimal(0)
+            d["unpriced"] = int(r[4 + len(_TOKEN_COLS)] or 0)
+            d["avg_latency_ms"] = float(r[5 + len(_TOKEN_COLS)] or 0.0)
+            out.append(d)
+        return out
+
+    async def aquery(self, *args: Any, **kwargs: Any) -> list[UsageEvent]:
+        """:meth:`query` in a worker thread."""
+        return await asyncio.to_thread(self.query, *args, **kwargs)
+
+    async def atotals(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        """:meth:`totals` in a worker thread."""
+        return await asyncio.to_thread(self.totals, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------- SQLite
+
+
+class _DecimalSum:
+    """Exact SUM of decimal text, as an SQLite aggregate (result: text, NULL if every value was NULL)."""
+
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: Any) -> None:
+        if value is not None:
+            d = Decimal(str(value))
+            self.total = d if self.total is None else self.total + d
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else str(self.total)
+
+
+class SqliteLedger(Ledger):
+    """A ledger in one SQLite file (WAL). ``synchronous`` is ``"FULL"`` (default) or ``"NORMAL"``."""
+
+    _P = "?"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        table: str = "llm_usage",
+        synchronous: str = "FULL",
+        batch_max: int = 512,
+        busy_timeout_ms: int = 30_000,
+    ) -> None:
+        super().__init__(table=table, batch_max=batch_max)
+        sync = synchronous.upper()
+        if sync not in ("FULL", "NORMAL", "EXTRA"):
+            raise LLMConfigurationError(f"sqlite synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        self.path = Path(path)
+        if str(path) == ":memory:":
+            raise LLMConfigurationError("the SQLite ledger needs a file (it is shared by a writer thread)")
+        self.synchronous = sync
+        self.busy_timeout_ms = int(busy_timeout_ms)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(
+                f"""
+                CREATE TABLE IF NOT EXISTS {self.table} (
+                    request_id TEXT PRIMARY KEY,
+                    ts TEXT NOT NULL,
+                    provider TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    tenant_id TEXT,
+                    agent TEXT,
+                    thread_id TEXT,
+                    task_type TEXT,
+                    input_tokens INTEGER NOT NULL DEFAULT 0,
+                    output_tokens INTEGER NOT NULL DEFAULT 0,
+                    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+                    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+                    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+                    total_tokens INTEGER NOT NULL DEFAULT 0,
+                    cost_usd TEXT,
+                    latency_ms REAL NOT NULL DEFAULT 0,
+                    success INTEGER NOT NULL,
+                    error_type TEXT,
+                    streamed INTEGER NOT NULL DEFAULT 0,
+                    deployment TEXT,
+                    metadata TEXT
+                );
+                CREATE INDEX IF NOT EXISTS {self.table}_ts ON {self.table} (ts);
+                CREATE INDEX IF NOT EXISTS {self.table}_tenant_ts ON {self.table} (tenant_id, ts);
+                """
+            )
+        finally:
+            conn.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteLedger({str(self.path)!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.create_aggregate("decsum", 1, _DecimalSum)  # type: ignore[arg-type]
+        return conn
+
+    def _write(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
+        sql = f"INSERT OR IGNORE INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        out: list[bool] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for row in rows:
+                out.append(conn.execute(sql, row).rowcount == 1)
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        return out
+
+    def _to_row(self, e: UsageEvent) -> tuple[Any, ...]:
+        return (
+            e.request_id,
+            _utc(e.timestamp).isoformat(timespec="microseconds"),
+            e.provider,
+            e.model,
+            e.tenant_id,
+            e.agent,
+            e.thread_id,
+            e.task_type,
+            e.input_tokens,
+            e.output_tokens,
+            e.cache_read_tokens,
+            e.cache_write_tokens,
+            e.reasoning_tokens,
+            e.total_tokens,
+            None if e.cost_usd is None else str(e.cost_usd),
+            float(e.latency_ms),
+            1 if e.success else 0,
+            e.error_type,
+            1 if e.streamed else 0,
+            e.deployment,
+            _dumps(e.metadata),
+        )
+
+    def _from_row(self, r: Sequence[Any]) -> UsageEvent:
+        return UsageEvent(
+            request_id=r[0],
+            timestamp=_utc(datetime.fromisoformat(r[1])),
+            provider=r[2],
+            model=r[3],
+            tenant_id=r[4],
+            agent=r[5],
+            thread_id=r[6],
+            task_type=r[7],
+            input_tokens=int(r[8]),
+            output_tokens=int(r[9]),
+            cache_read_tokens=int(r[10]),
+            cache_write_tokens=int(r[11]),
+            reasoning_tokens=int(r[12]),
+            total_tokens=int(r[13]),
+            cost_usd=None if r[14] is None else Decimal(r[14]),
+            latency_ms=float(r[15]),
+            success=bool(r[16]),
+            error_type=r[17],
+            streamed=bool(r[18]),
+            deployment=r[19],
+            metadata=orjson.loads(r[20]) if r[20] else {},
+        )
+
+    def _ts_param(self, ts: datetime) -> Any:
+        return _utc(ts).isoformat(timespec="microseconds")
+
+    def _day_expr(self) -> str:
+        return "substr(ts, 1, 10)"
+
+    def _sum_cost_expr(self) -> str:
+        return "decsum(cost_usd)"
+
+
+# ----------------------------------------------------------------------------------------- PostgreSQL
+
+
+def _import_psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise LLMConfigurationError(
+            "the PostgreSQL usage ledger needs psycopg 3: pip install 'llm-connect[postgres]'"
+        ) from exc
+    return psycopg
+
+
+class PostgresLedger(Ledger):
+    """A ledger in a PostgreSQL table (``cost_usd NUMERIC``, ``ts TIMESTAMPTZ``, ``metadata JSONB``)."""
+
+    _P = "%s"
+
+    def __init__(
+        self, url: str, *, table: str = "llm_usage", batch_max: int = 512, connect_timeout: float = 10.0
+    ) -> None:
+        super().__init__(table=table, batch_max=batch_max)
+        self._psycopg = _import_psycopg()
+        self.url = url
+        self.connect_timeout = connect_timeout
+        t = self.table
+        with self._connect() as conn:
+            # the advisory lock serialises concurrent first-time schema creation across processes
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"llm_connect_ledger:{t}",))
+            conn.execute(
+                f"""
+                CREATE TABLE IF NOT EXISTS {t} (
+                    request_id TEXT PRIMARY KEY,
+                    ts TIMESTAMPTZ NOT NULL,
+                    provider TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    tenant_id TEXT,
+                    agent TEXT,
+                    thread_id TEXT,
+                    task_type TEXT,
+                    input_tokens BIGINT NOT NULL DEFAULT 0,
+                    output_tokens BIGINT NOT NULL DEFAULT 0,
+                    cache_read_tokens BIGINT NOT NULL DEFAULT 0,
+                    cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+                    reasoning_tokens BIGINT NOT NULL DEFAULT 0,
+                    total_tokens BIGINT NOT NULL DEFAULT 0,
+                    cost_usd NUMERIC,
+                    latency_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+                    success BOOLEAN NOT NULL,
+                    error_type TEXT,
+                    streamed BOOLEAN NOT NULL DEFAULT FALSE,
+                    deployment TEXT,
+                    metadata JSONB
+                )
+                """
+            )
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_ts ON {t} (ts)")
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_tenant_ts ON {t} (tenant_id, ts)")
+            conn.commit()
+
+    def __repr__(self) -> str:
+        return f"PostgresLedger(table={self.table!r})"
+
+    def _connect(self) -> Any:
+        return self._psycopg.connect(self.url, connect_timeout=max(1, int(self.connect_timeout)))
+
+    def _write(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
+        placeholders = ", ".join(["%s"] * (len(COLUMNS) - 1) + ["%s::jsonb"])
+        sql = (
+            f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
+            "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+        )
+        try:
+            with conn.cursor() as cur:
+                cur.executemany(sql, rows, returning=True)
+                new_ids: set[str] = set()
+                while True:
+                    got = cur.fetchone()
+                    if got is not None:
+                        new_ids.add(got[0])
+                    if not cur.nextset():
+                        break
+            conn.commit()
+        except BaseException:
+            try:
+                conn.rollback()
+            except Exception:
+                pass
+            raise
+        out: list[bool] = []
+        for row in rows:  # a request_id repeated inside one batch is new only once
+            rid = row[0]
+            out.append(rid in new_ids)
+            new_ids.discard(rid)
+        return out
+
+    def _to_row(self, e: UsageEvent) -> tuple[Any, ...]:
+        return (
+            e.request_id,
+            _utc(e.timestamp),
+            e.provider,
+            e.model,
+            e.tenant_id,
+            e.agent,
+            e.thread_id,
+            e.task_type,
+            e.input_tokens,
+            e.output_tokens,
+            e.cache_read_tokens,
+            e.cache_write_tokens,
+            e.reasoning_tokens,
+            e.total_tokens,
+            e.cost_usd,
+            float(e.latency_ms),
+            bool(e.success),
+            e.error_type,
+            bool(e.streamed),
+            e.deployment,
+            _dumps(e.metadata),
+        )
+
+    def _from_row(self, r: Sequence[Any]) -> UsageEvent:
+        meta = r[20]
+        if isinstance(meta, (str, bytes)):
+            meta = orjson.loads(meta)
+        return UsageEvent(
+            request_id=r[0],
+            timestamp=_utc(r[1]),
+            provider=r[2],
+            model=r[3],
+            tenant_id=r[4],
+            agent=r[5],
+            thread_id=r[6],
+            task_type=r[7],
+            input_tokens=int(r[8]),
+            output_tokens=int(r[9]),
+            cache_read_tokens=int(r[10]),
+            cache_write_tokens=int(r[11]),
+            reasoning_tokens=int(r[12]),
+            total_tokens=int(r[13]),
+            cost_usd=r[14],
+            latency_ms=float(r[15]),
+            success=bool(r[16]),
+            error_type=r[17],
+            streamed=bool(r[18]),
+            deployment=r[19],
+            metadata=dict(meta or {}),
+        )
+
+    def _day_expr(self) -> str:
+        return "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+    def _sum_cost_expr(self) -> str:
+        return "SUM(cost_usd)"

@@ -1,0 +1,253 @@
+"""UsageTracker: fan UsageEvents out to subscribers and keep running aggregates.
+
+Subscribers are callables taking a :class:`UsageEvent`; they may be plain functions, coroutine functions,
+or objects with an ``async acall(event)`` method (used by :meth:`UsageTracker.aemit`, e.g. the ledger's
+subscriber, so an async caller awaits the durable write without blocking its event loop).
+A subscriber that raises is logged and counted; it never breaks the call nor the other subscribers.
+
+Aggregates are kept by agent, by model (``"provider:model"``), by tenant and in total; a missing agent or
+tenant is grouped under ``"-"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from typing import Any
+
+from .events import UsageEvent
+
+__all__ = ["NONE_KEY", "Subscriber", "UsageStats", "UsageTracker"]
+
+log = logging.getLogger("llm_connect.usage.tracker")
+
+#: the group key for events without an agent / tenant
+NONE_KEY = "-"
+
+Subscriber = Callable[[UsageEvent], Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class UsageStats:
+    """Running totals for one group of events."""
+
+    requests: int = 0
+    failures: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    #: events whose cost was unknown (not included in cost_usd)
+    unpriced: int = 0
+    latency_ms_total: float = 0.0
+    latency_ms_max: float = 0.0
+
+    @property
+    def latency_ms_avg(self) -> float:
+        return self.latency_ms_total / self.requests if self.requests else 0.0
+
+    def add(self, e: UsageEvent) -> None:
+        self.requests += 1
+        if not e.success:
+            self.failures += 1
+        self.input_tokens += e.input_tokens
+        self.output_tokens += e.output_tokens
+        self.cache_read_tokens += e.cache_read_tokens
+        self.cache_write_tokens += e.cache_write_tokens
+        self.reasoning_tokens += e.reasoning_tokens
+        self.total_tokens += e.total_tokens
+        if e.cost_usd is None:
+            self.unpriced += 1
+        else:
+            self.cost_usd += e.cost_usd
+        self.latency_ms_total += e.latency_ms
+        if e.latency_ms > self.latency_ms_max:
+            self.latency_ms_max = e.latency_ms
+
+    def copy(self) -> UsageStats:
+        return UsageStats(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: cost as a decimal string, plus the average latency."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["cost_usd"] = str(self.cost_usd)
+        d["latency_ms_avg"] = self.latency_ms_avg
+        return d
+
+
+class UsageTracker:
+    """Receives one UsageEvent per call (``emit`` / ``aemit``), notifies subscribers, aggregates. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._totals = UsageStats()
+        self._by_agent: dict[str, UsageStats] = {}
+        self._by_model: dict[str, UsageStats] = {}
+        self._by_tenant: dict[str, UsageStats] = {}
+        #: number of subscriber calls that raised
+        self.subscriber_errors = 0
+
+    # -- subscribers ------------------------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Add a subscriber; returns a function that removes it again."""
+        with self._lock:
+            self._subscribers = (*self._subscribers, callback)
+        return lambda: self.unsubscribe(callback)
+
+    def unsubscribe(self, callback: Subscriber) -> bool:
+        """Remove a subscriber (the first one equal to ``callback``); False if it was not subscribed."""
+        with self._lock:
+            subs = list(self._subscribers)
+            try:
+                subs.remove(callback)
+            except ValueError:
+                return False
+            self._subscribers = tuple(subs)
+            return True
+
+    @property
+    def subscribers(self) -> tuple[Subscriber, ...]:
+        return self._subscribers
+
+    # -- emitting ---------------------------------------------------------------------------------
+
+    def emit(self, event: UsageEvent) -> None:
+        """Aggregate ``event`` and call every subscriber now, in order.
+
+        Coroutine results are awaited: as a task when an event loop is running in this thread (use
+        :meth:`aemit` to wait for them), else to completion in a private loop.
+        """
+        self._aggregate(event)
+        for cb in self._subscribers:
+            try:
+                result = cb(event)
+                if inspect.isawaitable(result):
+                    self._run_awaitable(result, cb)
+            except Exception:
+                self._failed(cb)
+
+    async def aemit(self, event: UsageEvent) -> None:
+        """Aggregate ``event`` and call every subscriber, awaiting async ones (concurrently). Never raises
+        for a failing subscriber."""
+        self._aggregate(event)
+        pending: list[tuple[Subscriber, Awaitable[Any]]] = []
+        for cb in self._subscribers:
+            try:
+                acall = getattr(cb, "acall", None)
+                result = acall(event) if acall is not None else cb(event)
+                if inspect.isawaitable(result):
+                    pending.append((cb, result))
+            except Exception:
+                self._failed(cb)
+        if not pending:
+            return
+        if len(pending) == 1:
+            cb, aw = pending[0]
+            try:
+                await aw
+            except Exception:
+                self._failed(cb)
+            return
+        results = await asyncio.gather(*(aw for _, aw in pending), return_exceptions=True)
+        for (cb, _), res in zip(pending, results, strict=True):
+            if isinstance(res, Exception):
+                self._failed(cb, res)
+            elif isinstance(res, BaseException):
+                raise res
+
+    def _run_awaitable(self, aw: Awaitable[Any], cb: Subscriber) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            try:
+                asyncio.run(_as_coro(aw))
+            except Exception:
+                self._failed(cb)
+            return
+        task = loop.create_task(_as_coro(aw))
+        self._tasks.add(task)
+
+        def _done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self._failed(cb, t.exception())
+
+        task.add_done_callback(_done)
+
+    def _failed(self, cb: Subscriber, exc: BaseException | None = None) -> None:
+        with self._lock:
+            self.subscriber_errors += 1
+        name = getattr(cb, "__qualname__", None) or type(cb).__name__
+        if exc is None:
+            log.exception("usage subscriber %s failed", name)
+        else:
+            log.error("usage subscriber %s failed", name, exc_info=exc)
+
+    # -- aggregates -------------------------------------------------------------------------------
+
+    def _aggregate(self, e: UsageEvent) -> None:
+        agent = e.agent or NONE_KEY
+        model = f"{e.provider}:{e.model}"
+        tenant = e.tenant_id or NONE_KEY
+        with self._lock:
+            self._totals.add(e)
+            for table, key in ((self._by_agent, agent), (self._by_model, model), (self._by_tenant, tenant)):
+                s = table.get(key)
+                if s is None:
+                    s = table[key] = UsageStats()
+                s.add(e)
+
+    def totals(self) -> UsageStats:
+        """A snapshot of the totals over every event."""
+        with self._lock:
+            return self._totals.copy()
+
+    def by_agent(self) -> dict[str, UsageStats]:
+        with self._lock:
+            return {k: v.copy() for k, v in self._by_agent.items()}
+
+    def by_model(self) -> dict[str, UsageStats]:
+        """Keyed by ``"provider:model"``."""
+        with self._lock:
+            return {k: v.copy() for k, v in self._by_model.items()}
+
+    def by_tenant(self) -> dict[str, UsageStats]:
+        with self._lock:
+            return {k: v.copy() for k, v in self._by_tenant.items()}
+
+    def stats(self) -> dict[str, Any]:
+        """Everything as JSON-safe dicts: ``totals``, ``by_agent``, ``by_model``, ``by_tenant``."""
+        with self._lock:
+            return {
+                "totals": self._totals.to_dict(),
+                "by_agent": {k: v.to_dict() for k, v in self._by_agent.items()},
+                "by_model": {k: v.to_dict() for k, v in self._by_model.items()},
+                "by_tenant": {k: v.to_dict() for k, v in self._by_tenant.items()},
+                "subscriber_errors": self.subscriber_errors,
+            }
+
+    def reset(self) -> None:
+        """Clear the aggregates (subscribers stay)."""
+        with self._lock:
+            self._totals = UsageStats()
+            self._by_agent.clear()
+            self._by_model.clear()
+            self._by_tenant.clear()
+            self.subscriber_errors = 0
+
+
+async def _as_coro(aw: Awaitable[Any]) -> Any:
+    return await aw

@@ -1,0 +1,340 @@
+"""Helpers shared by the wire codecs: request plumbing, error building, Retry-After, stream state.
+
+Everything here is pure (no I/O) and holds no module-level mutable state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import orjson
+
+from ..errors import (
+    LLMAuthenticationError,
+    LLMContextWindowExceededError,
+    LLMError,
+    LLMInvalidRequestError,
+    LLMProviderUnavailableError,
+    LLMRateLimitError,
+    LLMTimeoutError,
+)
+from ..types import Message, RunConfig, StreamChunk, Usage
+
+# ---------------------------------------------------------------------------
+# small value helpers
+
+
+def to_int(value: Any) -> int:
+    """An int from a usage field that may be missing, None or a float."""
+    if value is None or isinstance(value, bool):
+        return 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON text (the shape providers use for tool-call arguments)."""
+    return orjson.dumps(obj).decode()
+
+
+def loads_arguments(arguments: Any) -> Any:
+    """Tool-call arguments as an object: OpenAI sends a JSON string, others an object already."""
+    if arguments is None or arguments == "":
+        return {}
+    if isinstance(arguments, (dict, list)):
+        return arguments
+    try:
+        return orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        # not JSON: hand the raw text to the provider rather than dropping it
+        return {"__raw__": arguments}
+
+
+def try_json(text: str) -> Any:
+    """Parsed JSON if ``text`` is JSON, else the text itself."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def effective_max_tokens(config: RunConfig, max_tokens: int | None) -> int | None:
+    """The ``max_tokens`` argument wins over ``config.max_tokens``."""
+    return max_tokens if max_tokens is not None else config.max_tokens
+
+
+def merge_extra_body(body: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+    """``config.extra_body`` is merged last (shallow) so callers can set any provider field."""
+    if config.extra_body:
+        body.update(config.extra_body)
+    return body
+
+
+def tool_call(call_id: str, name: str, arguments: str, **extra: Any) -> dict[str, Any]:
+    """One tool call in OpenAI shape."""
+    tc: dict[str, Any] = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    tc.update(extra)
+    return tc
+
+
+def tool_names_by_id(messages: list[Message]) -> dict[str, str]:
+    """Map tool_call id -> function name from the assistant turns (for formats keyed by name)."""
+    names: dict[str, str] = {}
+    for m in messages:
+        for tc in m.tool_calls or ():
+            fn = tc.get("function") or {}
+            if tc.get("id") and fn.get("name"):
+                names[tc["id"]] = fn["name"]
+    return names
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``data:image/png;base64,AAAA`` -> ("image/png", "AAAA"); None for any other URL."""
+    if not url.startswith("data:") or "," not in url:
+        return None
+    head, data = url[5:].split(",", 1)
+    mime = head.split(";", 1)[0] or "application/octet-stream"
+    return mime, data
+
+
+def image_url_of(part: Mapping[str, Any]) -> str | None:
+    """The URL of an OpenAI ``image_url`` content part."""
+    img = part.get("image_url")
+    if isinstance(img, Mapping):
+        return img.get("url")
+    return img if isinstance(img, str) else None
+
+
+def openai_tool_function(tool: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ``function`` object of an OpenAI-shaped tool, or None if the tool has another shape."""
+    if tool.get("type", "function") == "function" and isinstance(tool.get("function"), Mapping):
+        return tool["function"]
+    return None
+
+
+# ---------------------------------------------------------------------------
+# errors
+
+
+def header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """Case-insensitive header lookup that works for plain dicts and CIMultiDict alike."""
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lname = name.lower()
+    for k, v in headers.items():
+        if k.lower() == lname:
+            return v
+    return None
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    ms = header(headers, "retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    ra = header(headers, "retry-after")
+    if ra is None:
+        return None
+    ra = ra.strip()
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(ra)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def parse_duration(value: Any) -> float | None:
+    """A protobuf Duration string such as ``"38s"`` or ``"1.5s"`` in seconds."""
+    if not isinstance(value, str) or not value.endswith("s"):
+        return None
+    try:
+        return max(0.0, float(value[:-1]))
+    except ValueError:
+        return None
+
+
+def coerce_body(body: Any) -> Any:
+    """Error bodies may arrive as text; parse JSON text into a dict when possible."""
+    if isinstance(body, (bytes, bytearray)):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str):
+        text = body.strip()
+        if text.startswith(("{", "[")):
+            try:
+                return orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return body
+    return body
+
+
+def class_for_status(status: int | None) -> type[LLMError] | None:
+    """The error class an HTTP status implies, before the provider's error type refines it."""
+    if status is None:
+        return None
+    if status == 429:
+        return LLMRateLimitError
+    if status in (401, 403):
+        return LLMAuthenticationError
+    if status in (408, 504):
+        return LLMTimeoutError
+    if status >= 500:  # 500-503, Anthropic's 529, Cloudflare's 52x
+        return LLMProviderUnavailableError
+    if status >= 400:  # 400, 404, 409, 413, 422, …: the request itself is wrong
+        return LLMInvalidRequestError
+    return LLMProviderUnavailableError
+
+
+def make_error(
+    cls: type[LLMError],
+    message: str,
+    *,
+    status: int | None,
+    body: Any,
+    headers: Mapping[str, str] | None = None,
+    retry_after: float | None = None,
+    request_id: str | None = None,
+) -> LLMError:
+    """Build ``cls`` with status and body set; rate-limit errors get ``retry_after``."""
+    message = message or (f"HTTP {status}" if status is not None else cls.__name__)
+    if issubclass(cls, LLMRateLimitError):
+        ra = parse_retry_after(headers)
+        return cls(
+            message,
+            retry_after=ra if ra is not None else retry_after,
+            status_code=status,
+            body=body,
+            request_id=request_id,
+        )
+    return cls(message, status_code=status, body=body, request_id=request_id)
+
+
+def looks_like_context_overflow(message: str) -> bool:
+    """LAST RESORT — message-text matching, used only when a provider gives no machine-readable code.
+
+    Anthropic (invalid_request_error "prompt is too long: N tokens > M maximum", "input length and
+    `max_tokens` exceed context limit"), Gemini (INVALID_ARGUMENT "The input token count (N) exceeds the
+    maximum number of tokens allowed (M)"), OpenAI-compatible servers such as vLLM ("This model's maximum
+    context length is N tokens") and Ollama report context overflow only in prose.
+    """
+    m = message.lower()
+    return any(
+        s in m
+        for s in (
+            "prompt is too long",
+            "exceed context limit",
+            "exceeds the maximum number of tokens",
+            "maximum context length",
+            "context length exceeded",
+            "context window",
+            "exceeds the context length",
+        )
+    )
+
+
+def context_or(cls: type[LLMError], message: str) -> type[LLMError]:
+    """Refine an invalid-request class to the context-window error when the message says so."""
+    if cls is LLMInvalidRequestError and looks_like_context_overflow(message):
+        return LLMContextWindowExceededError
+    return cls
+
+
+# ---------------------------------------------------------------------------
+# streaming
+
+
+class ToolCallAssembler:
+    """Accumulates OpenAI-shaped tool-call deltas into complete tool calls."""
+
+    __slots__ = ("_calls",)
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, deltas: list[dict[str, Any]]) -> None:
+        for d in deltas:
+            idx = d.get("index", len(self._calls))
+            cur = self._calls.get(idx)
+            fn = d.get("function") or {}
+            if cur is None:
+                cur = tool_call(d.get("id") or "", fn.get("name") or "", fn.get("arguments") or "")
+                for k, v in d.items():
+                    if k not in ("index", "id", "type", "function"):
+                        cur[k] = v
+                self._calls[idx] = cur
+                continue
+            if d.get("id"):
+                cur["id"] = d["id"]
+            if fn.get("name"):
+                cur["function"]["name"] = fn["name"]
+            if fn.get("arguments"):
+                cur["function"]["arguments"] += fn["arguments"]
+
+    def result(self) -> list[dict[str, Any]] | None:
+        if not self._calls:
+            return None
+        return [self._calls[i] for i in sorted(self._calls)]
+
+
+class StreamState:
+    """State shared by every codec's StreamDecoder: text, usage, finish reason, terminal flag."""
+
+    #: human name of the terminal event, for the "stream was cut" error
+    terminal_name = "the terminal event"
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.model: str | None = None
+        self.request_id: str | None = None
+        self.done = False
+        self._tools = ToolCallAssembler()
+
+    @property
+    def text(self) -> str:
+        """All text produced so far."""
+        return "".join(self._parts)
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]] | None:
+        """The tool calls assembled from the deltas seen so far (OpenAI shape), or None."""
+        return self._tools.result()
+
+    def _text_chunk(self, text: str) -> StreamChunk:
+        self._parts.append(text)
+        return StreamChunk(text=text, model=self.model, request_id=self.request_id)
+
+    def _tool_chunk(self, deltas: list[dict[str, Any]]) -> StreamChunk:
+        self._tools.add(deltas)
+        return StreamChunk(tool_calls=deltas, model=self.model, request_id=self.request_id)
+
+    def finish(self) -> StreamChunk:
+        """The final chunk (usage + finish_reason); raises if the stream never reached its end."""
+        if not self.done:
+            raise LLMProviderUnavailableError(
+                f"stream ended before {self.terminal_name} (connection cut or upstream error)",
+                request_id=self.request_id,
+            )
+        reason = self.finish_reason
+        if reason == "stop" and self._tools.result():
+            reason = "tool_calls"
+        return StreamChunk(
+            text="", finish_reason=reason, usage=self.usage, model=self.model, request_id=self.request_id
+        )

@@ -1,0 +1,182 @@
+"""Ledger: SQLite and PostgreSQL round trips, idempotency, totals, async writes, tracker wiring."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from llm_connect.errors import LLMConfigurationError, LLMUsageError
+from llm_connect.usage import Ledger, PostgresLedger, SqliteLedger, UsageTracker
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)  # as in conftest._make_event
+
+
+def test_round_trip_preserves_every_field(ledger: Ledger, make_event) -> None:
+    events = [make_event(i) for i in range(25)]
+    events.append(make_event(99, cost_usd=None, tenant_id=None, agent=None, metadata={}, deployment=None))
+    events.append(make_event(100, cost_usd=Decimal("0.000000075")))
+    for e in events:
+        assert ledger.record(e) is True
+    back = ledger.query()
+    assert back == sorted(events, key=lambda e: (e.timestamp, e.request_id))
+    assert back[-1].cost_usd == Decimal("0.000000075")
+
+
+def test_idempotent_on_request_id(ledger: Ledger, make_event) -> None:
+    e = make_event(1)
+    assert ledger.record(e) is True
+    assert ledger.record(e) is False
+    assert ledger.record(make_event(1, input_tokens=999_999)) is False  # same id: first write wins
+    assert ledger.record_many([make_event(1), make_event(2), make_event(2), make_event(3)]) == 2
+    assert ledger.count() == 3
+    (row,) = ledger.totals("tenant", tenant_id="b")
+    assert row["requests"] == 2 and row["input_tokens"] == 101 + 103  # req-1 and req-3, first writes
+
+
+def test_query_filters(ledger: Ledger, make_event) -> None:
+    ledger.record_many([make_event(i) for i in range(30)])
+    assert {e.tenant_id for e in ledger.query(tenant_id="a")} == {"a"}
+    assert len(ledger.query(tenant_id="a")) == 15
+    day1 = T0.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    got = ledger.query(since=day1, until=day1 + timedelta(days=1))
+    assert [e.request_id for e in got] == [f"req-{i}" for i in range(10, 20)]
+    assert len(ledger.query(limit=5)) == 5
+
+
+def test_totals_group_by(ledger: Ledger, make_event) -> None:
+    events = [make_event(i) for i in range(30)]
+    events.append(make_event(50, cost_usd=None, tenant_id=None, timestamp=T0))
+    ledger.record_many(events)
+
+    def expect(key_of):
+        out: dict[str, dict] = {}
+        for e in events:
+            d = out.setdefault(key_of(e), {"requests": 0, "failures": 0, "cost": Decimal(0), "in": 0, "unpriced": 0})
+            d["requests"] += 1
+            d["failures"] += not e.success
+            d["in"] += e.input_tokens
+            d["cost"] += e.cost_usd or 0
+            d["unpriced"] += e.cost_usd is None
+        return out
+
+    for by, key_of in [
+        ("tenant", lambda e: e.tenant_id or "-"),
+        ("agent", lambda e: e.agent or "-"),
+        ("model", lambda e: f"{e.provider}:{e.model}"),
+        ("day", lambda e: e.timestamp.date().isoformat()),
+    ]:
+        rows = ledger.totals(group_by=by)
+        exp = expect(key_of)
+        assert [r["key"] for r in rows] == sorted(exp), by
+        for r in rows:
+            x = exp[r["key"]]
+            assert (r["requests"], r["failures"], r["input_tokens"], r["unpriced"]) == (
+                x["requests"],
+                x["failures"],
+                x["in"],
+                x["unpriced"],
+            ), (by, r)
+            assert r["cost_usd"] == x["cost"] and isinstance(r["cost_usd"], Decimal)
+    rows = ledger.totals("day", tenant_id="a")
+    assert sum(r["requests"] for r in rows) == 15
+    with pytest.raises(LLMUsageError):
+        ledger.totals("color")
+
+
+async def test_arecord_concurrent_commits_without_stalling_the_loop(ledger: Ledger, make_event) -> None:
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    n = 600
+    results = await asyncio.gather(*(ledger.arecord(make_event(i)) for i in range(n)))
+    dup = await ledger.arecord(make_event(5))
+    stop.set()
+    await tick
+    assert all(results) and dup is False
+    assert ledger.count() == n
+    # the loop kept ticking while commits (fsyncs) happened on the writer thread
+    assert max(gaps) < 0.25, max(gaps)
+
+
+async def test_tracker_subscriber_writes_through(ledger: Ledger, make_event) -> None:
+    tracker = UsageTracker()
+    sub = ledger.subscriber(tracker)
+    await tracker.aemit(make_event(1))
+    tracker.emit(make_event(2))
+    assert {e.request_id for e in ledger.query()} == {"req-1", "req-2"}
+    sub.detach()
+    tracker.emit(make_event(3))
+    assert ledger.count() == 2
+
+
+def test_closed_ledger_refuses_writes_but_reads(ledger: Ledger, make_event) -> None:
+    ledger.record(make_event(1))
+    ledger.close()
+    with pytest.raises(LLMUsageError):
+        ledger.record(make_event(2))
+    assert ledger.count() == 1
+
+
+def test_open_dispatch(tmp_path, pg_url) -> None:
+    a = Ledger.open(tmp_path / "a.db")
+    b = Ledger.open(f"sqlite:///{tmp_path}/b.db")
+    assert isinstance(a, SqliteLedger) and isinstance(b, SqliteLedger)
+    assert b.path == tmp_path / "b.db"
+    c = Ledger.open(pg_url, table="t_usage_dispatch")
+    try:
+        assert isinstance(c, PostgresLedger)
+    finally:
+        import psycopg
+
+        with psycopg.connect(pg_url) as conn:
+            conn.execute("DROP TABLE IF EXISTS t_usage_dispatch")
+    with pytest.raises(LLMConfigurationError):
+        Ledger.open("mysql://x/y")
+    with pytest.raises(LLMConfigurationError):
+        Ledger.open(tmp_path / "c.db", table="bad; drop")
+
+
+def test_sqlite_file_is_wal_and_two_ledgers_share_it(tmp_path, make_event) -> None:
+    path = tmp_path / "shared.db"
+    one, two = SqliteLedger(path), SqliteLedger(path)
+    one.record_many([make_event(i) for i in range(0, 20, 2)])
+    two.record_many([make_event(i) for i in range(1, 20, 2)])
+    assert one.count() == two.count() == 20
+    one.close()
+    two.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_ledger_keeps_working_in_a_forked_child(tmp_path, make_event) -> None:
+    import os
+
+    led = SqliteLedger(tmp_path / "fork.db")
+    led.record(make_event(1))  # the writer thread now runs in the parent only
+    pid = os.fork()
+    if pid == 0:  # child: must start its own writer instead of waiting forever
+        code = 0
+        try:
+            led.record(make_event(2))
+        except BaseException:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert {e.request_id for e in led.query()} == {"req-1", "req-2"}
+    led.close()
