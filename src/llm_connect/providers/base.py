@@ -104,7 +104,7 @@ class BaseAdapter(LLMAdapter):
             return max_tokens, None, 0
         est_in = self.count_input_tokens(messages, config)
         if max_tokens is None:
-            max_tokens = tracker.max_output_tokens(est_in)
+            max_tokens = await tracker.amax_output_tokens(est_in)
             if max_tokens is None and tracker.total_usd is not None:
                 max_tokens = USD_ONLY_DEFAULT_MAX_TOKENS
             if max_tokens is not None and max_tokens < 1:
