@@ -94,7 +94,8 @@ async def main(calls: int, rounds: int) -> None:
 
         async def raw():
             async with session.post(
-                base + "/chat/completions", data=orjson.dumps(body),
+                base + "/chat/completions",
+                data=orjson.dumps(body),
                 headers={"Content-Type": "application/json", "Authorization": "Bearer k"},
             ) as r:
                 orjson.loads(await r.read())
@@ -125,9 +126,11 @@ async def main(calls: int, rounds: int) -> None:
     for name, us, rps in rows:
         print(f"{name:<16}{us:>16.1f}{us / raw_us:>8.2f}{rps:>14.0f}{rps / raw_rps:>8.2f}")
 
-    out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import llm_connect"], capture_output=True, text=True
-    ).stderr.strip().splitlines()
+    out = (
+        subprocess.run([sys.executable, "-X", "importtime", "-c", "import llm_connect"], capture_output=True, text=True)
+        .stderr.strip()
+        .splitlines()
+    )
     total_us = int(out[-1].split("|")[1])
     print(f"import llm_connect: {total_us / 1000:.1f} ms (cumulative, -X importtime)")
 

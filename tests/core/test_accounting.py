@@ -222,3 +222,12 @@ async def test_usage_events_carry_who_called():
     assert (e.tenant_id, e.agent, e.thread_id, e.task_type) == ("acme", "triage-bot", "t-1", "triage")
     assert (e.provider, e.model, e.success) == ("fake", "m", True)
     assert e.total_tokens == r.usage.total_tokens and e.cost_usd == Decimal(0)
+
+
+async def test_a_child_of_a_usd_budget_prices_its_reservations():
+    parent = BudgetTracker(total_usd=Decimal("1.00"))
+    child = parent.child(total=100_000)
+    async with MockServer() as mock:
+        a = create_adapter("openai:gpt-4o-mini", api_base=mock.openai_base, api_key="k")
+        r = await a.async_execute_prompt("hello", RunConfig(max_tokens=20, budget_tracker=child))
+    assert parent.spent_usd == r.cost_usd > 0 and child.spent == r.usage.total_tokens

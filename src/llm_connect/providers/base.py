@@ -105,12 +105,12 @@ class BaseAdapter(LLMAdapter):
         est_in = self.count_input_tokens(messages, config)
         if max_tokens is None:
             max_tokens = await tracker.amax_output_tokens(est_in)
-            if max_tokens is None and tracker.total_usd is not None:
+            if max_tokens is None and tracker.needs_usd:
                 max_tokens = USD_ONLY_DEFAULT_MAX_TOKENS
             if max_tokens is not None and max_tokens < 1:
                 max_tokens = 1  # reserve() below refuses with a clear budget error
         usd = None
-        if tracker.total_usd is not None:
+        if tracker.needs_usd:  # a USD cap here or on any ancestor
             usd = self.price(Usage(input_tokens=est_in, output_tokens=max_tokens or 0), estimate=True)
         worst = est_in + (max_tokens or 0)
         res = await tracker.areserve(worst, usd, label=f"{self.provider}:{self.model}")

@@ -1,0 +1,722 @@
+"""BudgetTracker: a token and / or USD budget shared by every call that carries it. Reserve, then settle.
+
+Before a call the adapter *reserves* its worst case (prompt tokens + max_tokens, and its price); after the
+call it *settles* to what the provider reported, which frees the rest. A reservation that does not fit in
+the tracker or in ANY of its ancestors (``tracker.child(...)``) is refused with LLMBudgetExceededError before
+any provider is called, so concurrent calls can never jointly overshoot a cap.
+
+Where the numbers live is the store's business: :class:`~llm_connect.budget.stores.MemoryBudgetStore` for one
+process (the default), :class:`~llm_connect.budget.redis_store.RedisBudgetStore` for many. See docs/budgets.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import inspect
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+from ..errors import LLMBudgetExceededError
+from .stores import (
+    DIRECT,
+    LEASE,
+    RECORD,
+    BudgetStore,
+    Level,
+    MemoryBudgetStore,
+    Refusal,
+    SettleResult,
+    Snapshot,
+    StoreUnavailableError,
+    units_to_usd,
+    usd_to_units,
+)
+from .warnings import DEFAULT_THRESHOLDS, BudgetWarning, normalize_thresholds
+
+__all__ = ["BudgetState", "BudgetTracker", "Reservation", "period_window"]
+
+log = logging.getLogger("llm_connect.budget")
+
+Period = Literal["daily", "monthly"] | None
+#: a period's numbers are kept this long after the period ends (then the store may drop them)
+PERIOD_RETENTION_SECONDS = 31 * 86400
+_INF = float("inf")
+_UNPRICED = "model has no price; a USD budget refuses unpriced models"
+
+
+def period_window(period: str | None, now: float) -> tuple[str, float]:
+    """(tag, end) of the UTC period containing ``now``: ``("2026-04-01", end)``, ``("2026-04", end)``,
+    or ``("all", inf)`` for no period."""
+    if period is None:
+        return "all", _INF
+    if period == "daily":
+        day = int(now // 86400)
+        return time.strftime("%Y-%m-%d", time.gmtime(day * 86400)), float((day + 1) * 86400)
+    if period == "monthly":
+        t = time.gmtime(now)
+        y, m = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+        return f"{t.tm_year:04d}-{t.tm_mon:02d}", float(calendar.timegm((y, m, 1, 0, 0, 0)))
+    raise ValueError(f"period must be 'daily', 'monthly' or None, got {period!r}")
+
+
+def _new_id() -> str:
+    return os.urandom(9).hex()
+
+
+def _check_tokens(tokens: int) -> int:
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+        raise ValueError(f"tokens must be a non-negative int, got {tokens!r}")
+    return tokens
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """One budget's numbers at one moment (its own level only; ``remaining`` ignores ancestors)."""
+
+    budget_id: str
+    total: int | None
+    total_usd: Decimal | None
+    spent: int
+    reserved: int
+    spent_usd: Decimal
+    reserved_usd: Decimal
+    #: spend the provider reported beyond what the cap allowed (recorded, not charged to ``spent``)
+    overrun: int
+    overrun_usd: Decimal
+    remaining: int | None
+    remaining_usd: Decimal | None
+    #: (unit, threshold) pairs that already fired in this period
+    fired: frozenset[tuple[str, float]]
+
+
+class BudgetTracker:
+    """A token budget (``total``), a USD budget (``total_usd``), or both, optionally per UTC period.
+
+    ``store`` is shared state (default: a private in-memory store); trackers with the same ``budget_id``
+    on the same store share one budget, across processes with a Redis store. ``on_unavailable`` says what
+    a reservation does when the store cannot be reached: ``"fail_closed"`` refuses the call,
+    ``"fail_open"`` lets it through and logs a warning.
+    """
+
+    def __init__(
+        self,
+        total: int | None = None,
+        *,
+        total_usd: Decimal | int | str | None = None,
+        store: BudgetStore | None = None,
+        budget_id: str | None = None,
+        period: Period = None,
+        on_unavailable: Literal["fail_closed", "fail_open"] = "fail_closed",
+        thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
+        lease_seconds: float = 900.0,
+        clock: Callable[[], float] = time.time,
+        _parent: BudgetTracker | None = None,
+    ) -> None:
+        if total is not None:
+            _check_tokens(total)
+        if on_unavailable not in ("fail_closed", "fail_open"):
+            raise ValueError(f"on_unavailable must be 'fail_closed' or 'fail_open', got {on_unavailable!r}")
+        if not lease_seconds > 0:
+            raise ValueError(f"lease_seconds must be positive, got {lease_seconds!r}")
+        period_window(period, 0.0)  # validates
+        self._total = total
+        self._total_usd = None if total_usd is None else usd_to_units(total_usd)
+        self._store: BudgetStore = store if store is not None else MemoryBudgetStore()
+        self._budget_id = str(budget_id) if budget_id is not None else _new_id()
+        self._period = period
+        self._on_unavailable = on_unavailable
+        self._thresholds = normalize_thresholds(thresholds)
+        self._lease = float(lease_seconds)
+        self._clock = clock
+        self._parent = _parent
+        self._chain: tuple[BudgetTracker, ...] = (self,) + (_parent._chain if _parent is not None else ())
+        self._needs_usd = any(t._total_usd is not None for t in self._chain)
+        self._level_cache: tuple[Level, float] | None = None
+        # reservation ids: unique per tracker (random prefix) and cheap (a counter; next() is atomic)
+        self._id_prefix = _new_id()[:12] + "-"
+        self._ids = itertools.count()
+        self._subscribers: tuple[Callable[[BudgetWarning], Any], ...] = ()
+        self._sub_lock = threading.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()  # async callbacks in flight (kept referenced)
+
+    def __repr__(self) -> str:
+        caps = []
+        if self._total is not None:
+            caps.append(f"total={self._total}")
+        if self._total_usd is not None:
+            caps.append(f"total_usd={self.total_usd}")
+        return f"BudgetTracker({', '.join(caps)}, budget_id={self._budget_id!r}, store={self._store!r})"
+
+    # -- configuration -------------------------------------------------------------------------------
+    @property
+    def total(self) -> int | None:
+        return self._total
+
+    @property
+    def total_usd(self) -> Decimal | None:
+        return None if self._total_usd is None else units_to_usd(self._total_usd)
+
+    @property
+    def budget_id(self) -> str:
+        return self._budget_id
+
+    @property
+    def period(self) -> str | None:
+        return self._period
+
+    @property
+    def parent(self) -> BudgetTracker | None:
+        return self._parent
+
+    @property
+    def store(self) -> BudgetStore:
+        return self._store
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        return self._thresholds
+
+    @property
+    def needs_usd(self) -> bool:
+        """True if this tracker or an ancestor has a USD cap: reservations must then carry a price."""
+        return self._needs_usd
+
+    def child(
+        self,
+        total: int | None = None,
+        total_usd: Decimal | int | str | None = None,
+        budget_id: str | None = None,
+        *,
+        period: Period = None,
+        thresholds: Iterable[float] | None = None,
+    ) -> BudgetTracker:
+        """A sub-budget: every reservation on it must also fit in this tracker and all its ancestors."""
+        bid = budget_id if budget_id is not None else f"{self._budget_id}/{_new_id()[:8]}"
+        if any(t._budget_id == bid for t in self._chain):
+            raise ValueError(f"budget_id {bid!r} is already used by an ancestor")
+        return BudgetTracker(
+            total,
+            total_usd=total_usd,
+            store=self._store,
+            budget_id=bid,
+            period=period,
+            on_unavailable=self._on_unavailable,
+            thresholds=self._thresholds if thresholds is None else thresholds,
+            lease_seconds=self._lease,
+            clock=self._clock,
+            _parent=self,
+        )
+
+    def subscribe(self, callback: Callable[[BudgetWarning], Any]) -> Callable[[], None]:
+        """Call ``callback(warning)`` once per threshold this budget crosses. Returns an unsubscribe function.
+
+        A callback may be a coroutine function; it is then scheduled on the running loop.
+        """
+        with self._sub_lock:
+            self._subscribers = (*self._subscribers, callback)
+
+        def unsubscribe() -> None:
+            with self._sub_lock:
+                self._subscribers = tuple(c for c in self._subscribers if c is not callback)
+
+        return unsubscribe
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _level(self, now: float) -> Level:
+        cached = self._level_cache
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        tag, end = period_window(self._period, now)
+        lv = Level(
+            key=f"{self._budget_id}:{tag}",
+            budget_id=self._budget_id,
+            total=self._total,
+            total_usd=self._total_usd,
+            expire_at=None if end == _INF else end + PERIOD_RETENTION_SECONDS,
+            thresholds=self._thresholds,
+        )
+        self._level_cache = (lv, end)
+        return lv
+
+    def _levels(self, now: float) -> tuple[Level, ...]:
+        if self._parent is None:
+            return (self._level(now),)
+        return tuple(t._level(now) for t in self._chain)
+
+    def _amounts(self, tokens: int, usd: Decimal | int | str | None) -> tuple[int, int]:
+        _check_tokens(tokens)
+        if usd is None:
+            if self._needs_usd:
+                owner = next(t for t in self._chain if t._total_usd is not None)
+                raise LLMBudgetExceededError(_UNPRICED, budget_id=owner._budget_id, requested=tokens)
+            return tokens, 0
+        return tokens, usd_to_units(usd)
+
+    def _refused(self, levels: Sequence[Level], refusal: Refusal, tokens: int, usd: int) -> LLMBudgetExceededError:
+        lv = levels[refusal.index]
+        if refusal.unit == "tokens":
+            msg = f"budget '{lv.budget_id}' cannot fit {tokens:,} tokens ({refusal.remaining:,} remaining)"
+            return LLMBudgetExceededError(msg, budget_id=lv.budget_id, requested=tokens, remaining=refusal.remaining)
+        req, rem = units_to_usd(usd), units_to_usd(refusal.remaining)
+        msg = f"budget '{lv.budget_id}' cannot fit ${req:f} (${rem:f} remaining)"
+        return LLMBudgetExceededError(msg, budget_id=lv.budget_id, requested=req, remaining=rem)
+
+    def _unreachable(self, exc: StoreUnavailableError, what: str) -> None:
+        """Fail closed (raise) or open (log) on an unreachable store."""
+        if self._on_unavailable == "fail_closed":
+            raise LLMBudgetExceededError("budget store unreachable", budget_id=self._budget_id) from exc
+        log.warning("budget store unreachable during %s of budget %r; failing open: %s", what, self._budget_id, exc)
+
+    def _lost(self, exc: StoreUnavailableError, what: str) -> None:
+        if exc.queued:
+            log.warning("budget store unreachable; %s of budget %r queued for replay: %s", what, self._budget_id, exc)
+        else:
+            log.error("budget store unreachable; %s of budget %r not recorded: %s", what, self._budget_id, exc)
+
+    def _notify(self, warning: BudgetWarning) -> None:
+        for cb in self._subscribers:
+            try:
+                result = cb(warning)
+                if inspect.isawaitable(result):
+                    try:
+                        task = asyncio.get_running_loop().create_task(result)  # type: ignore[arg-type]
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                    except RuntimeError:
+                        if inspect.iscoroutine(result):
+                            result.close()
+                        log.warning("async budget warning callback %r needs a running loop", cb)
+            except Exception:
+                log.exception("budget warning callback %r failed", cb)
+
+    def _deliver(self, levels: Sequence[Level], result: SettleResult) -> list[BudgetWarning]:
+        """Turn store crossings into BudgetWarnings, tell each budget's subscribers, return them all."""
+        if not result.crossings:
+            return []
+        out: list[BudgetWarning] = []
+        for c in result.crossings:
+            lv = levels[c.index]
+            if c.unit == "tokens":
+                total = lv.total or 0
+                w = BudgetWarning(c.threshold, c.spent, total, max(0, total - c.spent), lv.budget_id, "tokens")
+            else:
+                total = lv.total_usd or 0
+                w = BudgetWarning(
+                    c.threshold,
+                    units_to_usd(c.spent),
+                    units_to_usd(total),
+                    units_to_usd(max(0, total - c.spent)),
+                    lv.budget_id,
+                    "usd",
+                )
+            out.append(w)
+            self._chain[c.index]._notify(w)
+        return out
+
+    def _replayer(self, levels: Sequence[Level]) -> Callable[[SettleResult], None]:
+        def replayed(result: SettleResult) -> None:
+            self._deliver(levels, result)
+
+        return replayed
+
+    def _state(self, lv: Level, snap: Snapshot) -> BudgetState:
+        rem = None if lv.total is None else max(0, lv.total - snap.spent - snap.reserved)
+        rem_usd = None
+        if lv.total_usd is not None:
+            rem_usd = units_to_usd(max(0, lv.total_usd - snap.spent_usd - snap.reserved_usd))
+        return BudgetState(
+            budget_id=self._budget_id,
+            total=self._total,
+            total_usd=self.total_usd,
+            spent=snap.spent,
+            reserved=snap.reserved,
+            spent_usd=units_to_usd(snap.spent_usd),
+            reserved_usd=units_to_usd(snap.reserved_usd),
+            overrun=snap.overrun,
+            overrun_usd=units_to_usd(snap.overrun_usd),
+            remaining=rem,
+            remaining_usd=rem_usd,
+            fired=snap.fired,
+        )
+
+    @staticmethod
+    def _headroom(levels: Sequence[Level], snaps: Sequence[Snapshot]) -> tuple[int | None, int | None]:
+        """What can still be reserved through the whole chain: (tokens, nano-dollars), None = uncapped."""
+        tok: int | None = None
+        usd: int | None = None
+        for lv, s in zip(levels, snaps, strict=True):
+            if lv.total is not None:
+                free = max(0, lv.total - s.spent - s.reserved)
+                tok = free if tok is None else min(tok, free)
+            if lv.total_usd is not None:
+                free = max(0, lv.total_usd - s.spent_usd - s.reserved_usd)
+                usd = free if usd is None else min(usd, free)
+        return tok, usd
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def state(self) -> BudgetState:
+        """This budget's numbers (one store round trip)."""
+        lv = self._level(self._clock())
+        try:
+            snap = self._store.peek((lv,), self._clock())[0]
+        except StoreUnavailableError as exc:
+            raise LLMBudgetExceededError("budget store unreachable", budget_id=self._budget_id) from exc
+        return self._state(lv, snap)
+
+    async def astate(self) -> BudgetState:
+        lv = self._level(self._clock())
+        try:
+            snap = (await self._store.apeek((lv,), self._clock()))[0]
+        except StoreUnavailableError as exc:
+            raise LLMBudgetExceededError("budget store unreachable", budget_id=self._budget_id) from exc
+        return self._state(lv, snap)
+
+    @property
+    def spent(self) -> int:
+        return self.state().spent
+
+    @property
+    def spent_usd(self) -> Decimal:
+        return self.state().spent_usd
+
+    @property
+    def reserved(self) -> int:
+        return self.state().reserved
+
+    @property
+    def reserved_usd(self) -> Decimal:
+        return self.state().reserved_usd
+
+    @property
+    def overrun(self) -> int:
+        return self.state().overrun
+
+    @property
+    def overrun_usd(self) -> Decimal:
+        return self.state().overrun_usd
+
+    def _headroom_now(self) -> tuple[int | None, int | None] | None:
+        now = self._clock()
+        levels = self._levels(now)
+        try:
+            return self._headroom(levels, self._store.peek(levels, now))
+        except StoreUnavailableError as exc:
+            self._unreachable(exc, "read")
+            return None
+
+    async def _aheadroom_now(self) -> tuple[int | None, int | None] | None:
+        now = self._clock()
+        levels = self._levels(now)
+        try:
+            return self._headroom(levels, await self._store.apeek(levels, now))
+        except StoreUnavailableError as exc:
+            self._unreachable(exc, "read")
+            return None
+
+    def remaining(self) -> int | None:
+        """Tokens that can still be reserved here, ancestors included (None = no token cap anywhere)."""
+        h = self._headroom_now()
+        return None if h is None else h[0]
+
+    def remaining_usd(self) -> Decimal | None:
+        """Dollars that can still be reserved here, ancestors included (None = no USD cap anywhere)."""
+        h = self._headroom_now()
+        return None if h is None or h[1] is None else units_to_usd(h[1])
+
+    async def aremaining(self) -> int | None:
+        h = await self._aheadroom_now()
+        return None if h is None else h[0]
+
+    async def aremaining_usd(self) -> Decimal | None:
+        h = await self._aheadroom_now()
+        return None if h is None or h[1] is None else units_to_usd(h[1])
+
+    def max_output_tokens(self, input_tokens: int) -> int | None:
+        """Output tokens that still fit after ``input_tokens`` through the whole chain (None = no token cap).
+
+        0 means nothing fits. With ``fail_open`` and an unreachable store: None.
+        """
+        h = self._headroom_now()
+        return None if h is None or h[0] is None else max(0, h[0] - input_tokens)
+
+    async def amax_output_tokens(self, input_tokens: int) -> int | None:
+        h = await self._aheadroom_now()
+        return None if h is None or h[0] is None else max(0, h[0] - input_tokens)
+
+    # -- reserving -----------------------------------------------------------------------------------------
+    def reserve(self, tokens: int, usd: Decimal | None = None, *, label: str = "") -> Reservation:
+        """Reserve a worst case on this budget and every ancestor, or raise LLMBudgetExceededError."""
+        tok, units = self._amounts(tokens, usd)
+        now = self._clock()
+        levels = self._levels(now)
+        res = Reservation(self, levels, tok, units, usd is not None, label, f"{self._id_prefix}{next(self._ids)}")
+        try:
+            refusal = self._store.reserve(levels, res.id, tok, units, now, now + self._lease)
+        except StoreUnavailableError as exc:
+            self._unreachable(exc, "reserve")
+            res._detached = True
+            return res
+        if refusal is not None:
+            raise self._refused(levels, refusal, tok, units)
+        return res
+
+    async def areserve(self, tokens: int, usd: Decimal | None = None, *, label: str = "") -> Reservation:
+        """Async twin of :meth:`reserve`."""
+        tok, units = self._amounts(tokens, usd)
+        now = self._clock()
+        levels = self._levels(now)
+        res = Reservation(self, levels, tok, units, usd is not None, label, f"{self._id_prefix}{next(self._ids)}")
+        try:
+            refusal = await self._store.areserve(levels, res.id, tok, units, now, now + self._lease)
+        except StoreUnavailableError as exc:
+            self._unreachable(exc, "reserve")
+            res._detached = True
+            return res
+        if refusal is not None:
+            raise self._refused(levels, refusal, tok, units)
+        return res
+
+    def consume(self, tokens: int, usd: Decimal | None = None) -> list[BudgetWarning]:
+        """Spend directly (reserve + settle in one step). Raises LLMBudgetExceededError if it does not fit."""
+        tok, units = self._amounts(tokens, usd)
+        now = self._clock()
+        levels = self._levels(now)
+        rid = f"{self._id_prefix}{next(self._ids)}"
+        try:
+            result = self._store.settle(levels, rid, 0, 0, tok, units, now, DIRECT, self._replayer(levels))
+        except StoreUnavailableError as exc:
+            self._unreachable(exc, "consume")
+            return self.record(tokens, usd)
+        if result.refusal is not None:
+            raise self._refused(levels, result.refusal, tok, units)
+        return self._deliver(levels, result)
+
+    async def aconsume(self, tokens: int, usd: Decimal | None = None) -> list[BudgetWarning]:
+        tok, units = self._amounts(tokens, usd)
+        now = self._clock()
+        levels = self._levels(now)
+        rid = f"{self._id_prefix}{next(self._ids)}"
+        try:
+            result = await self._store.asettle(levels, rid, 0, 0, tok, units, now, DIRECT, self._replayer(levels))
+        except StoreUnavailableError as exc:
+            self._unreachable(exc, "consume")
+            return await self.arecord(tokens, usd)
+        if result.refusal is not None:
+            raise self._refused(levels, result.refusal, tok, units)
+        return self._deliver(levels, result)
+
+    def record(self, tokens: int, usd: Decimal | None = None) -> list[BudgetWarning]:
+        """Record a spend that already happened, without a check: what does not fit goes to ``overrun``."""
+        return self._record(tokens, usd)[1]
+
+    async def arecord(self, tokens: int, usd: Decimal | None = None) -> list[BudgetWarning]:
+        return (await self._arecord(tokens, usd))[1]
+
+    def _record(self, tokens: int, usd: Decimal | None) -> tuple[SettleResult | None, list[BudgetWarning]]:
+        tok = _check_tokens(tokens)
+        units = 0 if usd is None else usd_to_units(usd)
+        now = self._clock()
+        levels = self._levels(now)
+        try:
+            result = self._store.settle(
+                levels, f"{self._id_prefix}{next(self._ids)}", 0, 0, tok, units, now, RECORD, self._replayer(levels)
+            )
+        except StoreUnavailableError as exc:
+            self._lost(exc, "record")
+            return None, []
+        return result, self._deliver(levels, result)
+
+    async def _arecord(self, tokens: int, usd: Decimal | None) -> tuple[SettleResult | None, list[BudgetWarning]]:
+        tok = _check_tokens(tokens)
+        units = 0 if usd is None else usd_to_units(usd)
+        now = self._clock()
+        levels = self._levels(now)
+        try:
+            result = await self._store.asettle(
+                levels, f"{self._id_prefix}{next(self._ids)}", 0, 0, tok, units, now, RECORD, self._replayer(levels)
+            )
+        except StoreUnavailableError as exc:
+            self._lost(exc, "record")
+            return None, []
+        return result, self._deliver(levels, result)
+
+
+class Reservation:
+    """A worst case held on a budget chain until :meth:`settle` or :meth:`release` (each idempotent).
+
+    As a context manager (sync or async) it releases on exit unless it was settled or released.
+    """
+
+    __slots__ = (
+        "_detached",
+        "_open",
+        "charged_tokens",
+        "charged_usd_units",
+        "id",
+        "label",
+        "levels",
+        "overrun_tokens",
+        "overrun_usd_units",
+        "priced",
+        "state",
+        "tokens",
+        "tracker",
+        "usd_units",
+    )
+
+    def __init__(
+        self,
+        tracker: BudgetTracker,
+        levels: tuple[Level, ...],
+        tokens: int,
+        usd: int,
+        priced: bool,
+        label: str,
+        res_id: str,
+    ) -> None:
+        self.tracker = tracker
+        self.levels = levels
+        self.id = res_id
+        self.tokens = tokens
+        self.usd_units = usd
+        self.priced = priced
+        self.label = label
+        #: "open", "settled" or "released"
+        self.state = "open"
+        self.charged_tokens = 0
+        self.charged_usd_units = 0
+        self.overrun_tokens = 0
+        self.overrun_usd_units = 0
+        self._open = [True]  # list.pop is atomic: the first settle/release wins, later ones are no-ops
+        #: reserved while the store was unreachable (fail_open): settling records the spend without a lease
+        self._detached = False
+
+    def __repr__(self) -> str:
+        return (
+            f"Reservation(budget_id={self.tracker.budget_id!r}, tokens={self.tokens}, usd={self.usd}, "
+            f"state={self.state!r}, label={self.label!r})"
+        )
+
+    @property
+    def budget_id(self) -> str:
+        return self.tracker.budget_id
+
+    @property
+    def usd(self) -> Decimal | None:
+        return units_to_usd(self.usd_units) if self.priced else None
+
+    @property
+    def done(self) -> bool:
+        return not self._open
+
+    def _claim(self, state: str) -> bool:
+        try:
+            self._open.pop()
+        except IndexError:
+            return False
+        self.state = state
+        return True
+
+    def _settle_args(self, tokens: int, usd: Decimal | None) -> tuple[int, int]:
+        # unknown actual cost: charge the reserved (worst-case) price rather than nothing
+        return _check_tokens(tokens), (self.usd_units if usd is None else usd_to_units(usd))
+
+    def _settled(self, result: SettleResult) -> list[BudgetWarning]:
+        self.charged_tokens, self.charged_usd_units = result.charged, result.charged_usd
+        self.overrun_tokens, self.overrun_usd_units = result.overrun, result.overrun_usd
+        if result.overrun or result.overrun_usd:
+            log.warning(
+                "budget %r: settled spend exceeded the cap by %d tokens / $%s (recorded as overrun)",
+                self.tracker.budget_id,
+                result.overrun,
+                units_to_usd(result.overrun_usd),
+            )
+        return self.tracker._deliver(self.levels, result)
+
+    def settle(self, tokens: int, usd: Decimal | None = None) -> list[BudgetWarning]:
+        """Charge the actual spend and free the rest. Returns the warnings this spend crossed.
+
+        ``usd=None`` charges the reserved price (the actual cost is unknown). A second call is a no-op.
+        """
+        tok, units = self._settle_args(tokens, usd)
+        if not self._claim("settled"):
+            return []
+        t = self.tracker
+        mode = RECORD if self._detached else LEASE
+        try:
+            result = t._store.settle(
+                self.levels,
+                self.id,
+                self.tokens,
+                self.usd_units,
+                tok,
+                units,
+                t._clock(),
+                mode,
+                t._replayer(self.levels),
+            )
+        except StoreUnavailableError as exc:
+            t._lost(exc, "settle")
+            return []
+        return self._settled(result)
+
+    async def asettle(self, tokens: int, usd: Decimal | None = None) -> list[BudgetWarning]:
+        """Async twin of :meth:`settle`."""
+        tok, units = self._settle_args(tokens, usd)
+        if not self._claim("settled"):
+            return []
+        t = self.tracker
+        mode = RECORD if self._detached else LEASE
+        try:
+            result = await t._store.asettle(
+                self.levels,
+                self.id,
+                self.tokens,
+                self.usd_units,
+                tok,
+                units,
+                t._clock(),
+                mode,
+                t._replayer(self.levels),
+            )
+        except StoreUnavailableError as exc:
+            t._lost(exc, "settle")
+            return []
+        return self._settled(result)
+
+    def release(self) -> None:
+        """Give the whole reservation back (nothing was spent). A second call is a no-op."""
+        if not self._claim("released") or self._detached:
+            return
+        try:
+            self.tracker._store.release(self.levels, self.id, self.tokens, self.usd_units)
+        except StoreUnavailableError as exc:
+            self.tracker._lost(exc, "release")
+
+    async def arelease(self) -> None:
+        if not self._claim("released") or self._detached:
+            return
+        try:
+            await self.tracker._store.arelease(self.levels, self.id, self.tokens, self.usd_units)
+        except StoreUnavailableError as exc:
+            self.tracker._lost(exc, "release")
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    async def __aenter__(self) -> Reservation:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.arelease()
