@@ -245,7 +245,9 @@ class BaseAdapter(LLMAdapter):
             return
         from ..usage import UsageEvent
 
-        event = UsageEvent.from_response(resp, cfg, success=error is None, error=error, streamed=streamed)
+        event = UsageEvent.from_response(
+            resp, cfg, success=error is None, error=error, streamed=streamed, deployment=cfg.metadata.get("deployment")
+        )
         for t in dict.fromkeys(trackers):
             await t.aemit(event)
 

@@ -1,0 +1,299 @@
+"""One routed call: which deployments to try, in what order, and what each failure means.
+
+``_Call.plan()`` yields deployments one at a time; the router reports each outcome back
+(:meth:`Call.failed` / :meth:`Call.succeeded`) and the plan adapts: the next deployment of the group, the
+fallback groups, larger context windows after a context overflow, content-policy fallback groups after a
+safety refusal, backoff rounds, and finally the typed error listing every attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from ..errors import (
+    Attempt,
+    LLMAuthenticationError,
+    LLMBudgetExceededError,
+    LLMConfigurationError,
+    LLMContentFilterError,
+    LLMContextWindowExceededError,
+    LLMError,
+    LLMInvalidRequestError,
+    LLMProviderUnavailableError,
+    LLMRateLimitError,
+    LLMTimeoutError,
+    LLMUsageError,
+)
+from ..types import RunConfig
+from .deployment import Node
+from .health import Status, current_minute
+from .strategies import PickContext
+
+if TYPE_CHECKING:
+    from .router import Router
+
+__all__ = ["Call"]
+
+#: errors that, when every attempt ended in one of them, are raised as they are (not wrapped)
+_SAME_KIND_RAISED = (LLMAuthenticationError, LLMConfigurationError, LLMContextWindowExceededError)
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _dedup(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+class Call:
+    """The routing state of one call (see the module docstring)."""
+
+    __slots__ = (
+        "attempts",
+        "banned",
+        "cfg",
+        "cw_groups",
+        "deadline",
+        "group",
+        "groups",
+        "last_error",
+        "min_window",
+        "router",
+        "stream",
+        "switched",
+        "timeout",
+        "tried",
+    )
+
+    def __init__(self, router: Router, group: str, cfg: RunConfig, *, stream: bool) -> None:
+        self.router = router
+        self.group = group
+        self.cfg = cfg
+        self.stream = stream
+        self.groups: list[str] = list(router._chains[group])
+        self.attempts: list[Attempt] = []
+        self.banned: set[Node] = set()
+        self.tried: set[Node] = set()
+        #: after a context overflow: only windows larger than this (None = no constraint)
+        self.min_window: int | None = None
+        #: groups named as context-window fallbacks: deployments there with no known window are allowed
+        self.cw_groups: set[str] = set()
+        self.switched = False
+        self.last_error: LLMError | None = None
+        self.timeout = cfg.timeout if cfg.timeout is not None else router._call_timeout
+        self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
+
+    # -- planning ----------------------------------------------------------------------------------
+    def _window_ok(self, node: Node) -> bool:
+        if self.min_window is None:
+            return True
+        if node.window is None:
+            return node.group in self.cw_groups
+        return node.window > self.min_window
+
+    def _expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _availability(
+        self, nodes: Sequence[Node], statuses: Sequence[Status], now: float, minute: int
+    ) -> Callable[[int], bool]:
+        """ok(i) for the strategies: not tried this round, not banned, window fits, not blocked now."""
+        tried, banned = self.tried, self.banned
+        window = self._window_ok if self.min_window is not None else None
+
+        def ok(k: int) -> bool:
+            node = nodes[k]
+            if node in tried or node in banned or (window is not None and not window(node)):
+                return False
+            st = statuses[k]
+            if st.until or st.tripped or node.rpm is not None or node.tpm is not None:
+                return not st.blocked_until(now, minute, node.rpm, node.tpm)
+            return True
+
+        return ok
+
+    async def plan(self) -> AsyncIterator[tuple[Node, Status, bool]]:
+        """Yield (deployment, its status, is_probe) until the caller stops on a success or the plan runs out."""
+        r = self.router
+        state, strategy = r._state_proxy, r._strategy
+        for rnd in range(r.retry.num_retries + 1):
+            self.tried = set()
+            i = 0
+            while i < len(self.groups):
+                g = self.groups[i]
+                i += 1
+                nodes = r._groups[g]
+                now = time.time()
+                statuses = await state.snapshot(r._names[g], now, r._counted[g])
+                minute = current_minute(now)
+                ok = self._availability(nodes, statuses, now, minute)
+                ctx = PickContext(self.stream, minute, r._rng, r._pricing, r._cum[g])
+                for k in strategy.order(nodes, statuses, ok, ctx):
+                    if self._expired():
+                        return
+                    node, st = nodes[k], statuses[k]
+                    probe = st.half_open(now)
+                    if probe and not await state.claim_probe(node.name, now, r.cooldown):
+                        continue
+                    if node.rpm is not None:
+                        await state.record_start(node.name, now)
+                    self.tried.add(node)
+                    yield node, st, probe
+                    if self.switched:
+                        self.switched = False
+                        i = 0
+                        break
+            if rnd == r.retry.num_retries or self._expired():
+                return
+            delay = await self._delay(rnd)
+            if delay is None:
+                return
+            await asyncio.sleep(delay)
+
+    async def _delay(self, rnd: int) -> float | None:
+        """Seconds to wait before the next round, or None to give up now."""
+        r = self.router
+        backoff = r.retry.backoff(rnd, r._rng)
+        now = time.time()
+        minute = current_minute(now)
+        earliest: float | None = None
+        for g in self.groups:
+            statuses = await r._state_proxy.snapshot(r._names[g], now, r._counted[g])
+            for node, st in zip(r._groups[g], statuses, strict=True):
+                if node in self.banned or not self._window_ok(node):
+                    continue
+                b = st.blocked_until(now, minute, node.rpm, node.tpm)
+                if not b:
+                    earliest = now
+                    break
+                earliest = b if earliest is None else min(earliest, b)
+            if earliest == now:
+                break
+        if earliest is None:
+            return None
+        wait = max(backoff, earliest - now)
+        if wait > r.retry.max_wait:
+            return None
+        if self.deadline is not None and time.monotonic() + wait >= self.deadline:
+            return None
+        return wait
+
+    def config_for(self, node: Node) -> RunConfig:
+        """The caller's RunConfig for one attempt: deployment recorded, remaining time as the cap."""
+        md = dict(self.cfg.metadata) if self.cfg.metadata else {}
+        md["deployment"] = node.name
+        md["model_group"] = node.group
+        if self.deadline is None:
+            return self.cfg.replace(metadata=md, model_name=None)
+        return self.cfg.replace(metadata=md, model_name=None, timeout=max(0.001, self.deadline - time.monotonic()))
+
+    # -- outcomes ----------------------------------------------------------------------------------
+    def _record(self, node: Node, exc: LLMError, t0: float) -> None:
+        self.attempts.append(
+            Attempt(node.name, _short(exc), type(exc).__name__, round((time.perf_counter() - t0) * 1000, 3))
+        )
+        self.last_error = exc
+
+    def _switch(self, groups: list[str]) -> None:
+        self.groups = _dedup(groups)
+        self.switched = True
+
+    async def failed(self, node: Node, exc: LLMError, t0: float, probe: bool) -> bool:
+        """Record a failed attempt and adapt the plan. True means: raise ``exc`` now (fail fast)."""
+        r = self.router
+        state = r._state_proxy
+        self._record(node, exc, t0)
+        now = time.time()
+        if isinstance(exc, LLMRateLimitError):
+            await state.record_failure(node.name, now, r.cooldown, trip_for=r.cooldown.cooldown_for(exc.retry_after))
+            return False
+        if isinstance(exc, LLMAuthenticationError):
+            self.banned.add(node)
+            await state.record_failure(node.name, now, r.cooldown, trip_for=r.cooldown.cooldown_time)
+            return False
+        if probe:  # the deployment answered (or never ran): it proved nothing, let another call probe
+            await state.release_probe(node.name)
+        if isinstance(exc, LLMConfigurationError):
+            self.banned.add(node)
+            return False
+        if isinstance(exc, LLMContextWindowExceededError):
+            self.banned.add(node)
+            self.min_window = max(self.min_window or 0, node.window or 0)
+            targets = r._cw.get(node.group, ())
+            extra = [g for t in targets for g in r._chains[t]]
+            self.cw_groups.update(extra)
+            self._switch([node.group, *extra, *self.groups])
+            return False
+        if isinstance(exc, LLMContentFilterError):
+            targets = r._cp.get(node.group, ())
+            if not targets:
+                return True
+            self.banned.add(node)
+            self._switch([g for t in targets for g in r._chains[t]])
+            return False
+        if isinstance(exc, (LLMInvalidRequestError, LLMBudgetExceededError, LLMUsageError)):
+            return True
+        # timeouts, 5xx, connection failures, broken replies, unknown LLMErrors: count toward the breaker
+        if isinstance(exc, LLMTimeoutError):
+            node.observe(time.perf_counter() - t0, r._alpha, first_token=self.stream)
+        await state.record_failure(node.name, now, r.cooldown, trip_for=None)
+        return False
+
+    async def broken(self, node: Node, exc: LLMError, t0: float) -> None:
+        """A stream failed after it had sent text: no fallback possible; count it against the deployment."""
+        self._record(node, exc, t0)
+        r = self.router
+        if not isinstance(exc, LLMInvalidRequestError):
+            trip_for = r.cooldown.cooldown_for(exc.retry_after) if isinstance(exc, LLMRateLimitError) else None
+            await r._state_proxy.record_failure(node.name, time.time(), r.cooldown, trip_for=trip_for)
+
+    async def succeeded(self, node: Node, st: Status, tokens: int, probe: bool) -> None:
+        """Close a probed circuit, forget counted failures, add to counters: nothing to write otherwise."""
+        counted = node.counted
+        if probe or st.fails or counted:
+            await self.router._state_proxy.record_success(
+                node.name,
+                time.time(),
+                requests=1 if counted and node.rpm is None else 0,
+                tokens=tokens if counted else 0,
+                probe=probe,
+                reset=st.fails > 0,
+            )
+
+    async def exhausted(self) -> LLMError:
+        """The error to raise when the plan ran out without a success."""
+        n = len(self.attempts)
+        where = f"model group {self.group!r}"
+        if len(self.groups) > 1:
+            where += f" (tried groups: {', '.join(self.groups)})"
+        if self.deadline is not None and self._expired():
+            err: LLMError = LLMTimeoutError(
+                f"no answer from {where} within {self.timeout} s after {n} attempt(s)"
+                + "".join(f"; {a.deployment}: {a.error_type}" for a in self.attempts),
+                provider="router",
+                model=self.group,
+            )
+            err.__cause__ = self.last_error
+            return err
+        last = self.last_error
+        if last is not None and isinstance(last, _SAME_KIND_RAISED):
+            kind = type(last).__name__
+            if all(a.error_type == kind for a in self.attempts):
+                return last
+        if not self.attempts:
+            reasons = await self.router._blocked_reasons(self.groups)
+            return LLMProviderUnavailableError(
+                f"no deployment of {where} can take a call now: {reasons or 'none matches'}",
+                provider="router",
+                model=self.group,
+            )
+        err = LLMProviderUnavailableError(
+            f"all {n} attempt(s) failed for {where}", attempts=self.attempts, provider="router", model=self.group
+        )
+        err.__cause__ = last
+        return err

@@ -1,0 +1,552 @@
+"""Router: model groups of deployments behind one adapter, with strategies, retries, cooldowns and fallbacks.
+
+::
+
+    router = Router(
+        groups={"fast": ["ollama:qwen3:8b"],
+                "quality": [Deployment("anthropic:claude-sonnet-4", api_key_env="ANTHROPIC_API_KEY", weight=2),
+                            Deployment("openai:gpt-4o", api_key_env="OPENAI_API_KEY")]},
+        fallbacks={"quality": ["fast"]},
+        strategy="latency",
+    )
+    resp = await router.async_execute_prompt("hi", RunConfig(model_name="quality"))
+
+The router IS an :class:`~llm_connect.adapter.LLMAdapter`: ``RunConfig.model_name`` names the group (None =
+the default group) and the RunConfig goes on to the chosen deployment's adapter, so budgets and usage
+events happen there, once per attempt (the event's metadata carries ``deployment`` and ``model_group``).
+See ``docs/routing.md`` for the failure semantics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any
+
+from ..adapter import LLMAdapter
+from ..errors import LLMConfigurationError, LLMError, LLMInvalidRequestError, LLMProviderUnavailableError
+from ..types import LLMResponse, Prompt, RunConfig, StreamChunk
+from .attempts import Call
+from .deployment import Deployment, Node, deployment_from
+from .health import CooldownPolicy, MemoryRouterState, RetryPolicy, RouterState, Status, current_minute
+from .strategies import Strategy, make_strategy
+
+__all__ = ["Router"]
+
+log = logging.getLogger("llm_connect.routing")
+
+GroupSpec = Sequence[Deployment | Mapping[str, Any] | str | LLMAdapter]
+FallbackSpec = Mapping[str, Sequence[str] | str] | Sequence[Mapping[str, Sequence[str] | str]] | None
+
+_CONFIG_KEYS = frozenset(
+    {
+        "groups",
+        "fallbacks",
+        "context_window_fallbacks",
+        "content_policy_fallbacks",
+        "default_fallbacks",
+        "strategy",
+        "latency_buffer",
+        "latency_alpha",
+        "default_group",
+        "num_retries",
+        "retry",
+        "cooldown",
+        "timeout",
+        "redis_url",
+        "redis_namespace",
+        "seed",
+    }
+)
+
+
+def _fallback_map(value: FallbackSpec, what: str, groups: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Normalise ``{"a": ["b"]}`` or LiteLLM's ``[{"a": ["b"]}]``; every name must be a group."""
+    if value is None:
+        return {}
+    items: list[tuple[Any, Any]] = []
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        for entry in value:
+            if not isinstance(entry, Mapping):
+                raise LLMConfigurationError(f"{what}: entries must be mappings like {{'quality': ['fast']}}")
+            items += list(entry.items())
+    else:
+        raise LLMConfigurationError(f"{what} must be a mapping group -> [groups], got {type(value).__name__}")
+    out: dict[str, tuple[str, ...]] = {}
+    known = ", ".join(groups)
+    for src, targets in items:
+        tlist = [targets] if isinstance(targets, str) else list(targets or [])
+        if src not in groups:
+            raise LLMConfigurationError(f"{what}[{src!r}]: unknown group {src!r}; groups: {known}")
+        for t in tlist:
+            if t not in groups:
+                raise LLMConfigurationError(f"{what}[{src!r}]: unknown group {t!r}; groups: {known}")
+            if t == src:
+                raise LLMConfigurationError(f"{what}[{src!r}]: a group cannot fall back to itself")
+        out[src] = tuple(dict.fromkeys([*out.get(src, ()), *tlist]))
+    return out
+
+
+class _SafeState:
+    """Wraps the shared state so that an outage of it (Redis down) degrades routing instead of failing calls:
+    every deployment then looks healthy and counters are skipped. Failures are logged at most every 30 s."""
+
+    __slots__ = ("_last_log", "inner")
+
+    def __init__(self, inner: RouterState) -> None:
+        self.inner = inner
+        self._last_log = 0.0
+
+    def _warn(self, op: str, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_log > 30:
+            self._last_log = now
+            log.warning(
+                "router state %r failed in %s (%s: %s); routing without shared state",
+                self.inner,
+                op,
+                type(exc).__name__,
+                exc,
+            )
+
+    async def snapshot(self, names: Sequence[str], now: float, counted: Sequence[str] = ()) -> list[Status]:
+        try:
+            return await self.inner.snapshot(names, now, counted)
+        except Exception as exc:
+            self._warn("snapshot", exc)
+            return [Status() for _ in names]
+
+    async def claim_probe(self, name: str, now: float, policy: CooldownPolicy) -> bool:
+        try:
+            return await self.inner.claim_probe(name, now, policy)
+        except Exception as exc:
+            self._warn("claim_probe", exc)
+            return True
+
+    async def release_probe(self, name: str) -> None:
+        try:
+            await self.inner.release_probe(name)
+        except Exception as exc:
+            self._warn("release_probe", exc)
+
+    async def record_start(self, name: str, now: float) -> None:
+        try:
+            await self.inner.record_start(name, now)
+        except Exception as exc:
+            self._warn("record_start", exc)
+
+    async def record_success(
+        self, name: str, now: float, *, requests: int = 0, tokens: int = 0, probe: bool = False, reset: bool = False
+    ) -> None:
+        try:
+            await self.inner.record_success(name, now, requests=requests, tokens=tokens, probe=probe, reset=reset)
+        except Exception as exc:
+            self._warn("record_success", exc)
+
+    async def record_failure(self, name: str, now: float, policy: CooldownPolicy, *, trip_for: float | None) -> bool:
+        try:
+            return await self.inner.record_failure(name, now, policy, trip_for=trip_for)
+        except Exception as exc:
+            self._warn("record_failure", exc)
+            return False
+
+
+class _GroupView(LLMAdapter):
+    """One group of a router as a plain adapter (``router.for_group("fast")``)."""
+
+    provider = "router"
+
+    def __init__(self, router: Router, group: str) -> None:
+        self.router = router
+        self.model = group
+        self.timeout = router.timeout
+
+    def _cfg(self, config: RunConfig | None) -> RunConfig:
+        return RunConfig(model_name=self.model) if config is None else config.replace(model_name=self.model)
+
+    async def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> LLMResponse:
+        return await self.router.async_execute_prompt(prompt, self._cfg(config))
+
+    async def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
+        async with aclosing(self.router.astream(prompt, self._cfg(config))) as agen:
+            async for chunk in agen:
+                yield chunk
+
+
+class Router(LLMAdapter):
+    """Model groups of deployments behind the adapter contract. See the module docstring and docs/routing.md.
+
+    ``groups``: group name -> deployments (:class:`Deployment`, config mappings, ``"provider:model"`` strings
+    or ready adapters). ``fallbacks``: group -> groups tried when the whole group failed (followed
+    transitively, each group once). ``context_window_fallbacks`` / ``content_policy_fallbacks``: groups tried
+    after a context overflow / a safety refusal. ``default_fallbacks``: for groups without their own.
+    ``strategy``: weighted (default), latency, least_busy, cost, usage, ordered, or a Strategy.
+    ``state``: :class:`MemoryRouterState` (default) or
+    :class:`~llm_connect.routing.redis_state.RedisRouterState` to share cooldowns and counters.
+    ``timeout``: default wall-clock cap for a whole routed call (RunConfig.timeout wins).
+    """
+
+    provider = "router"
+
+    def __init__(
+        self,
+        groups: Mapping[str, GroupSpec],
+        *,
+        fallbacks: FallbackSpec = None,
+        context_window_fallbacks: FallbackSpec = None,
+        content_policy_fallbacks: FallbackSpec = None,
+        default_fallbacks: Sequence[str] | None = None,
+        strategy: str | Strategy | None = "weighted",
+        num_retries: int | None = None,
+        retry: RetryPolicy | Mapping[str, Any] | None = None,
+        cooldown: CooldownPolicy | Mapping[str, Any] | None = None,
+        state: RouterState | None = None,
+        default_group: str | None = None,
+        timeout: float | None = None,
+        pricing: Any = None,
+        latency_alpha: float = 0.3,
+        latency_buffer: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(groups, Mapping) or not groups:
+            raise LLMConfigurationError("a Router needs at least one group: groups={'name': [deployments...]}")
+        self.retry = RetryPolicy.from_config(retry)
+        if num_retries is not None:
+            self.retry = dataclasses.replace(self.retry, num_retries=num_retries)
+        self.cooldown = CooldownPolicy.from_config(cooldown)
+        self._strategy = make_strategy(strategy, **({"latency_buffer": latency_buffer} if latency_buffer else {}))
+        if not 0 < latency_alpha <= 1:
+            raise LLMConfigurationError(f"latency_alpha must be in (0, 1], got {latency_alpha!r}")
+        self._alpha = latency_alpha
+        self._rng = random.Random(seed)
+        self._pricing = pricing
+        self._pricing_loaded = pricing is not None
+        self._state = state if state is not None else MemoryRouterState()
+        self._state_proxy = _SafeState(self._state)
+        self._owns_state = False
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise LLMConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self._call_timeout = timeout
+        if timeout is not None:
+            self.timeout = float(timeout)
+
+        self._groups: dict[str, tuple[Node, ...]] = {}
+        self._names: dict[str, tuple[str, ...]] = {}
+        self._cum: dict[str, tuple[float, ...]] = {}
+        self._counted: dict[str, tuple[str, ...]] = {}
+        taken: set[str] = set()
+        for g, deps in groups.items():
+            if not isinstance(g, str) or not g:
+                raise LLMConfigurationError(f"group names must be non-empty strings, got {g!r}")
+            if isinstance(deps, (str, Mapping, Deployment, LLMAdapter)):
+                deps = [deps]
+            if not deps:
+                raise LLMConfigurationError(f"group {g!r} has no deployments")
+            nodes = []
+            for i, item in enumerate(deps):
+                d = deployment_from(item, where=f"groups[{g!r}][{i}]")
+                name = d.name or f"{g}/{d.label}"
+                if name in taken:
+                    if d.name:
+                        raise LLMConfigurationError(f"groups[{g!r}][{i}]: deployment name {name!r} is used twice")
+                    name = f"{name}#{i}"
+                taken.add(name)
+                nodes.append(Node(d, name, g))
+            if self._strategy.name == "usage":
+                for n in nodes:
+                    n.counted = True
+            self._groups[g] = tuple(nodes)
+            self._names[g] = tuple(n.name for n in nodes)
+            self._counted[g] = tuple(n.name for n in nodes if n.counted)
+            self._cum[g] = tuple(itertools.accumulate(n.weight for n in nodes))
+
+        self._fallbacks = _fallback_map(fallbacks, "fallbacks", self._groups)
+        self._cw = _fallback_map(context_window_fallbacks, "context_window_fallbacks", self._groups)
+        self._cp = _fallback_map(content_policy_fallbacks, "content_policy_fallbacks", self._groups)
+        self._default_fallbacks = tuple(default_fallbacks or ())
+        for t in self._default_fallbacks:
+            if t not in self._groups:
+                known = ", ".join(self._groups)
+                raise LLMConfigurationError(f"default_fallbacks: unknown group {t!r}; groups: {known}")
+        self._chains = {g: self._expand(g) for g in self._groups}
+        if default_group is not None and default_group not in self._groups:
+            known = ", ".join(self._groups)
+            raise LLMConfigurationError(f"default_group {default_group!r} is not a group; groups: {known}")
+        self.default_group = default_group or next(iter(self._groups))
+        self.model = self.default_group
+        self._views: dict[str, _GroupView] = {}
+
+    def _expand(self, g: str) -> tuple[str, ...]:
+        order, seen, queue = [g], {g}, deque([g])
+        while queue:
+            x = queue.popleft()
+            for t in self._fallbacks.get(x, self._default_fallbacks):
+                if t not in seen:
+                    seen.add(t)
+                    order.append(t)
+                    queue.append(t)
+        return tuple(order)
+
+    # -- construction from config ------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], *, state: RouterState | None = None, pricing: Any = None) -> Router:
+        """Build from the gateway config's ``router`` section (a mapping; see docs/routing.md)."""
+        if not isinstance(config, Mapping):
+            raise LLMConfigurationError(f"router config must be a mapping, got {type(config).__name__}")
+        unknown = sorted(set(config) - _CONFIG_KEYS)
+        if unknown:
+            raise LLMConfigurationError(f"router config: unknown key(s) {unknown}; known: {sorted(_CONFIG_KEYS)}")
+        groups = config.get("groups")
+        if not isinstance(groups, Mapping) or not groups:
+            raise LLMConfigurationError("router config: 'groups' must map group names to lists of deployments")
+        owns = False
+        if state is None and config.get("redis_url"):
+            from .redis_state import RedisRouterState
+
+            state = RedisRouterState(config["redis_url"], config.get("redis_namespace") or "llm_connect:router")
+            owns = True
+        kwargs = {
+            k: config[k]
+            for k in (
+                "fallbacks",
+                "context_window_fallbacks",
+                "content_policy_fallbacks",
+                "default_fallbacks",
+                "strategy",
+                "num_retries",
+                "retry",
+                "cooldown",
+                "default_group",
+                "timeout",
+                "latency_alpha",
+                "latency_buffer",
+                "seed",
+            )
+            if config.get(k) is not None
+        }
+        router = cls(groups, state=state, pricing=pricing, **kwargs)
+        router._owns_state = owns
+        return router
+
+    # -- introspection -----------------------------------------------------------------------------
+    @property
+    def groups(self) -> dict[str, list[Deployment]]:
+        """Group name -> its deployments (a copy)."""
+        return {g: [n.deployment for n in nodes] for g, nodes in self._groups.items()}
+
+    @property
+    def state(self) -> RouterState:
+        return self._state
+
+    @property
+    def strategy(self) -> Strategy:
+        return self._strategy
+
+    def has_group(self, name: str | None) -> bool:
+        return name in self._groups
+
+    def resolve_group(self, name: str | None) -> str:
+        """The group a call with ``RunConfig.model_name == name`` goes to (None: the default group)."""
+        if not name:
+            return self.default_group
+        if name in self._groups:
+            return name
+        raise LLMInvalidRequestError(
+            f"unknown model group {name!r}; this router serves: {', '.join(self._groups)}",
+            provider="router",
+            model=name,
+            status_code=404,
+        )
+
+    def deployment_names(self, group: str | None = None) -> list[str]:
+        if group is None:
+            return [n for names in self._names.values() for n in names]
+        return list(self._names[self.resolve_group(group)])
+
+    def fallback_chain(self, group: str | None = None) -> list[str]:
+        """The groups a call to ``group`` may visit, in order."""
+        return list(self._chains[self.resolve_group(group)])
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One entry per group in OpenAI /v1/models shape, with deployment facts (never keys)."""
+        out = []
+        for g, nodes in self._groups.items():
+            out.append(
+                {
+                    "id": g,
+                    "object": "model",
+                    "owned_by": "llm-connect",
+                    "strategy": self._strategy.name,
+                    "fallbacks": list(self._fallbacks.get(g, self._default_fallbacks)),
+                    "deployments": [{**n.deployment.describe(), "name": n.name} for n in nodes],
+                }
+            )
+        return out
+
+    async def ahealth(self) -> dict[str, list[dict[str, Any]]]:
+        """Per group and deployment: available now?, cooldown left, local latency / load, this minute's use."""
+        now = time.time()
+        minute = current_minute(now)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for g, nodes in self._groups.items():
+            statuses = await self._state_proxy.snapshot(self._names[g], now, self._counted[g])
+            rows = []
+            for n, st in zip(nodes, statuses, strict=True):
+                blocked = st.blocked_until(now, minute, n.rpm, n.tpm)
+                rows.append(
+                    {
+                        "name": n.name,
+                        "available": not blocked,
+                        "cooldown_remaining": round(max(0.0, st.until - now), 3),
+                        "half_open": st.half_open(now),
+                        "in_flight": n.in_flight,
+                        "latency_ms": None if n.latency is None else round(n.latency * 1000, 3),
+                        "ttft_ms": None if n.ttft is None else round(n.ttft * 1000, 3),
+                        "rpm_used": st.rpm_used(minute),
+                        "tpm_used": st.tpm_used(minute),
+                    }
+                )
+            out[g] = rows
+        return out
+
+    async def _blocked_reasons(self, groups: Iterable[str]) -> str:
+        now = time.time()
+        minute = current_minute(now)
+        reasons = []
+        for g in groups:
+            statuses = await self._state_proxy.snapshot(self._names[g], now, self._counted[g])
+            for n, st in zip(self._groups[g], statuses, strict=True):
+                if st.until > now:
+                    reasons.append(f"{n.name} cooling down for {st.until - now:.1f} s")
+                elif st.tripped and st.probe_until > now:
+                    reasons.append(f"{n.name} being probed")
+                elif st.blocked_until(now, minute, n.rpm, n.tpm):
+                    reasons.append(f"{n.name} at its rpm/tpm cap")
+        return "; ".join(reasons)
+
+    def for_group(self, group: str) -> LLMAdapter:
+        """An adapter that always routes to ``group`` (cached)."""
+        g = self.resolve_group(group)
+        view = self._views.get(g)
+        if view is None:
+            view = self._views[g] = _GroupView(self, g)
+        return view
+
+    def _load_pricing(self) -> None:
+        if not self._pricing_loaded:
+            self._pricing_loaded = True
+            try:
+                from ..providers.base import default_pricing
+
+                self._pricing = default_pricing()
+            except Exception as exc:  # pricing data unavailable: cost routing sees every price as unknown
+                log.warning("no pricing for the cost strategy (%s: %s)", type(exc).__name__, exc)
+
+    # -- calls -------------------------------------------------------------------------------------
+    def _call(self, config: RunConfig | None, stream: bool) -> Call:
+        cfg = config if config is not None else RunConfig()
+        if not self._pricing_loaded and self._strategy.name == "cost":
+            self._load_pricing()
+        return Call(self, self.resolve_group(cfg.model_name), cfg, stream=stream)
+
+    async def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> LLMResponse:
+        call = self._call(config, stream=False)
+        async with aclosing(call.plan()) as plan:
+            async for node, st, probe in plan:
+                t0 = time.perf_counter()
+                node.in_flight += 1
+                try:
+                    resp = await node.adapter().async_execute_prompt(prompt, call.config_for(node))
+                except LLMError as exc:
+                    if await call.failed(node, exc, t0, probe):
+                        raise
+                    log.debug("routing: %s failed (%s), trying the next deployment", node.name, type(exc).__name__)
+                    continue
+                except BaseException:
+                    if probe:
+                        await self._state_proxy.release_probe(node.name)
+                    raise
+                finally:
+                    node.in_flight -= 1
+                node.observe(time.perf_counter() - t0, self._alpha, first_token=False)
+                await call.succeeded(node, st, resp.usage.total_tokens, probe)
+                return resp
+        raise await call.exhausted()
+
+    async def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
+        """Stream from the first deployment that produces text. Before the first text chunk a failure moves
+        on to the next deployment (nothing has reached the caller); after it, the stream ends with
+        LLMProviderUnavailableError ("stream failed after N chunks")."""
+        call = self._call(config, stream=True)
+        async with aclosing(call.plan()) as plan:
+            async for node, st, probe in plan:
+                t0 = time.perf_counter()
+                node.in_flight += 1
+                held: list[StreamChunk] = []
+                started = False
+                sent = 0
+                tokens = 0
+                agen = None
+                try:
+                    agen = node.adapter().astream(prompt, call.config_for(node))
+                    async for chunk in agen:
+                        if chunk.usage is not None:
+                            tokens = chunk.usage.total_tokens
+                        if not started:
+                            if not (chunk.text or chunk.tool_calls):
+                                held.append(chunk)
+                                continue
+                            started = True
+                            node.observe(time.perf_counter() - t0, self._alpha, first_token=True)
+                            for h in held:
+                                sent += 1
+                                yield h
+                            held.clear()
+                        sent += 1
+                        yield chunk
+                    for h in held:  # an answer without text: only the final chunk(s)
+                        yield h
+                except LLMError as exc:
+                    if not started:
+                        if await call.failed(node, exc, t0, probe):
+                            raise
+                        continue
+                    await call.broken(node, exc, t0)
+                    raise LLMProviderUnavailableError(
+                        f"stream from {node.name} failed after {sent} chunks: {type(exc).__name__}: {exc}",
+                        attempts=call.attempts,
+                        provider="router",
+                        model=call.group,
+                    ) from exc
+                except BaseException:
+                    if probe:
+                        await self._state_proxy.release_probe(node.name)
+                    raise
+                finally:
+                    node.in_flight -= 1
+                    if agen is not None:
+                        await agen.aclose()
+                await call.succeeded(node, st, tokens, probe)
+                return
+        raise await call.exhausted()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close the adapters this router built (injected ones belong to the caller) and its own state."""
+        for nodes in self._groups.values():
+            for n in nodes:
+                if n.owned and n._adapter is not None:
+                    await n._adapter.aclose()
+        if self._owns_state:
+            await self._state.aclose()
+
+    def __repr__(self) -> str:
+        return f"<Router groups={list(self._groups)} strategy={self._strategy.name}>"
