@@ -1,7 +1,8 @@
 """llm-connect: one fast LLM layer for multi-agent systems.
 
-Call any provider through one contract (``create_adapter``), route by policy, enforce token and USD
-budgets across delegation chains, and account every token and cent.
+Call any provider through one contract (``create_adapter``), route by policy (``Router``,
+``RoutingPolicy``), enforce token and USD budgets across delegation chains (``BudgetTracker``), and
+account every token and cent (``UsageTracker``, ``Pricing``, ``Ledger``).
 
 Names are imported lazily on first use, so ``import llm_connect`` costs almost nothing.
 """
@@ -13,9 +14,61 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+__all__ = [
+    "Attempt",
+    "BudgetExhaustedError",
+    "BudgetTracker",
+    "BudgetWarning",
+    "Deployment",
+    "FakeAdapter",
+    "FakeReply",
+    "LLMAdapter",
+    "LLMAuthenticationError",
+    "LLMBackend",
+    "LLMBudgetExceededError",
+    "LLMConfigurationError",
+    "LLMContentFilterError",
+    "LLMContextWindowExceededError",
+    "LLMError",
+    "LLMInvalidRequestError",
+    "LLMProviderUnavailableError",
+    "LLMRateLimitError",
+    "LLMResponse",
+    "LLMResult",
+    "LLMTimeout",
+    "LLMTimeoutError",
+    "LLMUsageError",
+    "Ledger",
+    "MemoryBudgetStore",
+    "Message",
+    "PolicyConfigError",
+    "PolicyViolationError",
+    "Pricing",
+    "RedisBudgetStore",
+    "RedisRouterState",
+    "Reservation",
+    "Router",
+    "RoutingPolicy",
+    "RoutingPolicyError",
+    "RunConfig",
+    "StreamChunk",
+    "ThreadBudget",
+    "ThreadBudgetRegistry",
+    "Transport",
+    "Usage",
+    "UsageEvent",
+    "UsageTracker",
+    "create_adapter",
+    "get_llm",
+]
+
 # public name -> module that defines it
 _EXPORTS = {
+    "Attempt": "errors",
     "BudgetExhaustedError": "errors",
+    "BudgetTracker": "budget",
+    "BudgetWarning": "budget",
+    "Deployment": "routing",
     "FakeAdapter": "providers.fake",
     "FakeReply": "providers.fake",
     "LLMAdapter": "adapter",
@@ -34,16 +87,29 @@ _EXPORTS = {
     "LLMTimeout": "errors",
     "LLMTimeoutError": "errors",
     "LLMUsageError": "errors",
+    "Ledger": "usage",
+    "MemoryBudgetStore": "budget",
     "Message": "types",
+    "PolicyConfigError": "routing",
+    "PolicyViolationError": "routing",
+    "Pricing": "usage",
+    "RedisBudgetStore": "budget",
+    "RedisRouterState": "routing",
+    "Reservation": "budget",
+    "Router": "routing",
+    "RoutingPolicy": "routing",
+    "RoutingPolicyError": "routing",
     "RunConfig": "types",
     "StreamChunk": "types",
+    "ThreadBudget": "budget",
+    "ThreadBudgetRegistry": "budget",
     "Transport": "transport",
     "Usage": "types",
+    "UsageEvent": "usage",
+    "UsageTracker": "usage",
     "create_adapter": "registry",
     "get_llm": "registry",
 }
-
-__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
@@ -61,7 +127,17 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .adapter import LLMAdapter, LLMBackend, LLMResult
+    from .budget import (
+        BudgetTracker,
+        BudgetWarning,
+        MemoryBudgetStore,
+        RedisBudgetStore,
+        Reservation,
+        ThreadBudget,
+        ThreadBudgetRegistry,
+    )
     from .errors import (
+        Attempt,
         BudgetExhaustedError,
         LLMAuthenticationError,
         LLMBudgetExceededError,
@@ -78,5 +154,15 @@ if TYPE_CHECKING:
     )
     from .providers.fake import FakeAdapter, FakeReply
     from .registry import create_adapter, get_llm
+    from .routing import (
+        Deployment,
+        PolicyConfigError,
+        PolicyViolationError,
+        RedisRouterState,
+        Router,
+        RoutingPolicy,
+        RoutingPolicyError,
+    )
     from .transport import Transport
     from .types import LLMResponse, Message, RunConfig, StreamChunk, Usage
+    from .usage import Ledger, Pricing, UsageEvent, UsageTracker

@@ -249,3 +249,7 @@ def test_default_spec_without_keys_is_local(monkeypatch):
 def test_every_public_module_imports():
     for mod in ("adapter", "errors", "types", "transport", "registry", "providers.http", "providers.fake"):
         importlib.import_module(f"llm_connect.{mod}")
+
+
+def test_lazy_export_table_matches_all():
+    assert sorted(llm_connect._EXPORTS) == llm_connect.__all__
