@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
+    "AgentReply",
+    "AgentRuntime",
     "Attempt",
     "BudgetExhaustedError",
     "BudgetTracker",
@@ -22,6 +25,7 @@ __all__ = [
     "Deployment",
     "FakeAdapter",
     "FakeReply",
+    "InboundMessage",
     "LLMAdapter",
     "LLMAuthenticationError",
     "LLMBackend",
@@ -58,12 +62,19 @@ __all__ = [
     "Usage",
     "UsageEvent",
     "UsageTracker",
+    "build_messages",
+    "build_system_prompt",
     "create_adapter",
     "get_llm",
+    "handle_message",
+    "run_agent",
 ]
 
 # public name -> module that defines it
 _EXPORTS = {
+    "Agent": "agents.models",
+    "AgentReply": "agents.runner",
+    "AgentRuntime": "agents.runner",
     "Attempt": "errors",
     "BudgetExhaustedError": "errors",
     "BudgetTracker": "budget",
@@ -71,6 +82,7 @@ _EXPORTS = {
     "Deployment": "routing",
     "FakeAdapter": "providers.fake",
     "FakeReply": "providers.fake",
+    "InboundMessage": "agents.models",
     "LLMAdapter": "adapter",
     "LLMAuthenticationError": "errors",
     "LLMBackend": "adapter",
@@ -107,8 +119,12 @@ _EXPORTS = {
     "Usage": "types",
     "UsageEvent": "usage",
     "UsageTracker": "usage",
+    "build_messages": "agents.prompts",
+    "build_system_prompt": "agents.prompts",
     "create_adapter": "registry",
     "get_llm": "registry",
+    "handle_message": "agents.tasks",
+    "run_agent": "agents.runner",
 }
 
 
@@ -127,6 +143,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .adapter import LLMAdapter, LLMBackend, LLMResult
+    from .agents.models import Agent, InboundMessage
+    from .agents.prompts import build_messages, build_system_prompt
+    from .agents.runner import AgentReply, AgentRuntime, run_agent
+    from .agents.tasks import handle_message
     from .budget import (
         BudgetTracker,
         BudgetWarning,

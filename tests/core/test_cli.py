@@ -1,0 +1,63 @@
+"""The llm-connect command, run as a user would (a subprocess, no keys in the environment)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+KEYS = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "OPENROUTER_API_KEY",
+    "LLM_CONNECT_MODEL",
+)
+
+
+def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in KEYS}
+    return subprocess.run(
+        [sys.executable, "-m", "llm_connect.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+@pytest.mark.local
+def test_run_answers_with_no_keys_on_the_local_model():
+    out = cli("run", "Write one sentence about the sea.", "--max-tokens", "24", "--seed", "1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()
+    assert "Traceback" not in out.stderr
+
+
+def test_run_json_output_and_usage():
+    out = cli("run", "hello there", "--model", "fake:demo", "--json")
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert body["text"] == "echo: hello there" and body["provider"] == "fake" and body["usage"]["total_tokens"] > 0
+
+
+def test_run_reads_the_prompt_from_stdin_and_streams():
+    out = cli("run", "-", "--model", "fake:demo", "--usage", stdin="from stdin")
+    assert out.returncode == 0 and out.stdout.strip() == "echo: from stdin"
+    assert "in=" in out.stderr and "out=" in out.stderr
+
+
+def test_errors_are_one_clear_line_not_a_traceback():
+    out = cli("run", "x", "--model", "nope:thing")
+    assert out.returncode == 1
+    assert "unknown provider 'nope'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_models_lists_providers():
+    out = cli("models")
+    assert out.returncode == 0 and "anthropic" in out.stdout and "local" in out.stdout
