@@ -22,9 +22,11 @@ __all__ = [
     "BudgetExhaustedError",
     "BudgetTracker",
     "BudgetWarning",
+    "ConfigError",
     "Deployment",
     "FakeAdapter",
     "FakeReply",
+    "GatewayConfig",
     "InboundMessage",
     "LLMAdapter",
     "LLMAuthenticationError",
@@ -67,6 +69,7 @@ __all__ = [
     "create_adapter",
     "get_llm",
     "handle_message",
+    "load_config",
     "run_agent",
 ]
 
@@ -79,9 +82,11 @@ _EXPORTS = {
     "BudgetExhaustedError": "errors",
     "BudgetTracker": "budget",
     "BudgetWarning": "budget",
+    "ConfigError": "config",
     "Deployment": "routing",
     "FakeAdapter": "providers.fake",
     "FakeReply": "providers.fake",
+    "GatewayConfig": "config",
     "InboundMessage": "agents.models",
     "LLMAdapter": "adapter",
     "LLMAuthenticationError": "errors",
@@ -124,6 +129,7 @@ _EXPORTS = {
     "create_adapter": "registry",
     "get_llm": "registry",
     "handle_message": "agents.tasks",
+    "load_config": "config",
     "run_agent": "agents.runner",
 }
 
@@ -156,6 +162,7 @@ if TYPE_CHECKING:
         ThreadBudget,
         ThreadBudgetRegistry,
     )
+    from .config import ConfigError, GatewayConfig, load_config
     from .errors import (
         Attempt,
         BudgetExhaustedError,

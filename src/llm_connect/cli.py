@@ -80,7 +80,7 @@ def serve(
     config: Annotated[str | None, typer.Option("--config", "-c", help="YAML config (default: embedded).")] = None,
     host: Annotated[str | None, typer.Option("--host")] = None,
     port: Annotated[int | None, typer.Option("--port", "-p")] = None,
-    workers: Annotated[int, typer.Option("--workers", "-w", min=1)] = 1,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Default: server.workers or 1.")] = None,
 ) -> None:
     """Run the OpenAI-compatible gateway (/v1/chat/completions, /execute, /complete, /metrics …)."""
     from .server.app import serve as _serve

@@ -1,0 +1,340 @@
+"""Gateway overhead, side by side in one run, against an instant upstream (a raw asyncio HTTP server):
+
+  direct   — the client calls the upstream itself
+  floor    — a ~30-line raw-ASGI + aiohttp pass-through proxy on uvicorn (uvloop, httptools): the Python floor
+  gateway  — llm-connect with auth, a tenant token + USD budget, rpm/tpm limits, routing, pricing and the
+             SQLite ledger (each response sent after its usage event is committed), one worker
+
+For each: sequential p50 / p99 (one keep-alive connection), requests/s at 32 connections (wrk when installed,
+else an aiohttp load loop) with the server's CPU time per request (less sensitive than req/s to other load on
+the machine), idle RSS and time to ready. Then the stdin bridge per call vs /execute per call.
+Targets: gateway p50 <= 3x floor, gateway req/s >= 0.35x floor, idle RSS <= 80 MB, ready <= 1 s.
+
+    python bench/gateway_bench.py [--seq 2000] [--duration 8] [--sync FULL|NORMAL|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import orjson
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "bench-key-0123456789abcdef"
+BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 16})
+
+UPSTREAM = r"""
+import asyncio, sys
+try:
+    import uvloop; uvloop.install()
+except ImportError:
+    pass
+import itertools
+# a unique id per reply (ledgers key on it), fixed width so Content-Length stays the same
+BODY = (b'{"id":"chatcmpl-%012d","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,'
+        b'"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
+        b'"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}')
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY % 0)
+IDS = itertools.count(1)
+class P(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t, self.buf = t, b""
+    def data_received(self, d):
+        self.buf += d
+        while True:
+            i = self.buf.find(b"\r\n\r\n")
+            if i < 0:
+                return
+            m = __import__("re").search(rb"(?i)\r\ncontent-length:\s*(\d+)", self.buf[:i + 2])
+            n = int(m.group(1)) if m else 0
+            if len(self.buf) < i + 4 + n:
+                return
+            self.buf = self.buf[i + 4 + n:]
+            self.t.write(HEAD + BODY % next(IDS))
+async def main():
+    srv = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]), backlog=1024)
+    await srv.serve_forever()
+asyncio.run(main())
+"""
+
+FLOOR = r"""
+import os, sys, aiohttp, uvicorn
+UP = os.environ["UPSTREAM"]
+
+class Proxy:
+    session = None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512))
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await self.session.close()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body, more = b"", True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        async with self.session.post(UP + scope["path"], data=body,
+                                     headers={"Content-Type": "application/json"}) as r:
+            data = await r.read()
+        await send({"type": "http.response.start", "status": r.status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": data})
+
+uvicorn.run(Proxy(), host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+            log_level="warning", access_log=False, lifespan="on")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Proc:
+    def __init__(self, args: list[str], port: int, ready_path: str, env: dict[str, str] | None = None,
+                 method: str = "GET", body: bytes | None = None) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        t0 = time.perf_counter()
+        self.p = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.p.poll() is not None:
+                raise SystemExit(f"{args[:3]} exited: {self.p.stderr.read().decode()[-2000:]}")
+            try:
+                req = urllib.request.Request(self.url + ready_path, data=body, method=method,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{args[:3]} did not start") from None
+                time.sleep(0.01)
+        self.ready = time.perf_counter() - t0
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+
+
+async def sequential(url: str, headers: dict[str, str], n: int, body: bytes = BODY) -> list[float]:
+    out: list[float] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
+        for i in range(n + 200):
+            t0 = time.perf_counter()
+            async with s.post(url, data=body, headers=headers) as r:
+                await r.read()
+                if r.status != 200:
+                    raise SystemExit(f"{url}: HTTP {r.status}: {await r.text()}")
+            if i >= 200:  # warm-up excluded
+                out.append(time.perf_counter() - t0)
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))] * 1000
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_rps(url: str, headers: dict[str, str], duration: float, conns: int = 32) -> tuple[float, str]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write('wrk.method = "POST"\n')
+        f.write(f"wrk.body = {orjson.dumps(BODY.decode()).decode()}\n")
+        for k, v in {"Content-Type": "application/json", **headers}.items():
+            f.write(f'wrk.headers["{k}"] = "{v}"\n')
+        script = f.name
+    try:
+        subprocess.run(["wrk", "-t2", f"-c{conns}", "-d1s", "-s", script, url], capture_output=True, timeout=60)
+        out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{duration:g}s", "-s", script, url],
+                             capture_output=True, text=True, timeout=duration + 60).stdout
+    finally:
+        os.unlink(script)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise SystemExit(f"wrk output not understood:\n{out}")
+    if "Non-2xx" in out:
+        raise SystemExit(f"wrk saw errors:\n{out}")
+    return float(m.group(1)), "wrk"
+
+
+async def loop_rps(url: str, headers: dict[str, str], duration: float, conns: int = 32) -> float:
+    done = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conns)) as s:
+        stop = time.perf_counter() + duration
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                async with s.post(url, data=BODY, headers=headers) as r:
+                    await r.read()
+                done += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(conns)])
+        return done / (time.perf_counter() - t0)
+
+
+def rps(url: str, headers: dict[str, str], duration: float, pid: int) -> tuple[float, str, float]:
+    """(requests/s, tool, server CPU µs per request) at 32 connections."""
+    c0 = cpu_seconds(pid)
+    t0 = time.perf_counter()
+    if shutil.which("wrk"):
+        r, tool = wrk_rps(url, headers, duration)
+    else:
+        r, tool = asyncio.run(loop_rps(url, headers, duration)), "aiohttp loop"
+    wall = time.perf_counter() - t0
+    # the warm-up second of wrk is included in both CPU and wall time: scale by the measured rate
+    cpu_us = (cpu_seconds(pid) - c0) / max(1.0, r * wall) * 1e6
+    return r, tool, cpu_us
+
+
+def gateway_config(work: Path, upstream: str, sync: str) -> Path:
+    cfg = {
+        "server": {"host": "127.0.0.1", "log_level": "warning"},
+        "ledger": {"url": str(work / f"usage-{sync}.sqlite3"), "synchronous": sync},
+        "router": {"groups": {"bench": [{"model": "openai:gpt-4o-mini", "api_base": upstream + "/v1",
+                                         "api_key": "sk-bench-upstream-key-000"}]}},
+        "tenants": {"bench": {"budget": {"tokens": 10**12, "usd": "1000000"}, "rpm": 10**8, "tpm": 10**12}},
+        "api_keys": [{"name": "bench", "key": KEY, "tenant": "bench"}],
+        "models": {"fake": "fake:echo"},
+    }
+    path = work / f"gateway-{sync}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def measure(name: str, url: str, headers: dict[str, str], args: argparse.Namespace, pid: int) -> dict[str, float]:
+    lat = asyncio.run(sequential(url, headers, args.seq))
+    r, tool, cpu = rps(url, headers, args.duration, pid)
+    row = {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "rps": r, "cpu": cpu}
+    print(f"  {name:<24} p50 {row['p50']:.3f} ms  p99 {row['p99']:.3f} ms  {r:,.0f} req/s ({tool})  "
+          f"{cpu:.0f} CPU-µs/req", flush=True)
+    return row
+
+
+def bridge_vs_serve(cfg: Path, gw_url: str, n: int) -> tuple[float, float]:
+    payload = orjson.dumps({"prompt": "hello there", "model": "bench", "max_tokens": 16})
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, str(ROOT / "scripts" / "llm_bridge.py"), str(cfg)], input=payload,
+                           capture_output=True)
+        times.append(time.perf_counter() - t0)
+        if p.returncode != 0:
+            raise SystemExit(f"bridge failed: {p.stdout.decode()} {p.stderr.decode()[-1000:]}")
+    lat = asyncio.run(sequential(gw_url + "/execute", {"Authorization": f"Bearer {KEY}"}, 300, payload))
+    return statistics.median(times) * 1000, pct(lat, 0.5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seq", type=int, default=2000, help="sequential requests per target")
+    ap.add_argument("--duration", type=float, default=8.0, help="seconds of load per target")
+    ap.add_argument("--sync", default="both", choices=["FULL", "NORMAL", "both"], help="ledger synchronous mode")
+    ap.add_argument("--bridge-calls", type=int, default=10)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="llmc-bench-"))
+    py = sys.executable
+    env = {"LLM_CONNECT_HOME": str(work / "home"), "PYTHONPATH": str(ROOT / "src")}
+    procs: list[Proc] = []
+    rows: dict[str, dict[str, float]] = {}
+    try:
+        up_port = free_port()
+        up = Proc([py, "-c", UPSTREAM, str(up_port)], up_port, "/v1/chat/completions", method="POST", body=b"{}")
+        procs.append(up)
+        print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; upstream {up.url}", flush=True)
+        rows["direct"] = measure("direct upstream", up.url + "/v1/chat/completions", {}, args, up.p.pid)
+        rows["direct"].update(rss=rss_mb(up.p.pid), ready=up.ready)
+
+        fl_port = free_port()
+        floor = Proc([py, "-c", FLOOR, str(fl_port)], fl_port, "/v1/chat/completions", method="POST", body=b"{}",
+                     env={"UPSTREAM": up.url})
+        procs.append(floor)
+        time.sleep(0.5)
+        floor_rss = rss_mb(floor.p.pid)
+        rows["floor"] = measure("floor proxy", floor.url + "/v1/chat/completions", {}, args, floor.p.pid)
+        rows["floor"].update(rss=floor_rss, ready=floor.ready)
+        floor.stop()
+
+        syncs = ["FULL", "NORMAL"] if args.sync == "both" else [args.sync]
+        gw_cfg = None
+        for sync in syncs:
+            cfg = gateway_config(work, up.url, sync)
+            gw_cfg = cfg
+            port = free_port()
+            gw = Proc([py, "-m", "llm_connect.server", "--config", str(cfg), "--port", str(port)], port, "/health",
+                      env=env)
+            procs.append(gw)
+            time.sleep(1.0)
+            idle = rss_mb(gw.p.pid)
+            name = f"gateway {sync}"
+            rows[name] = measure(f"gateway (ledger {sync})", gw.url + "/v1/chat/completions",
+                                 {"Authorization": f"Bearer {KEY}"}, args, gw.p.pid)
+            rows[name].update(rss=idle, ready=gw.ready)
+            if sync == syncs[-1]:
+                assert gw_cfg is not None
+                bridge_ms, serve_ms = bridge_vs_serve(gw_cfg, gw.url, args.bridge_calls)
+            gw.stop()
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    fl = rows["floor"]
+    print()
+    print(f"{'target':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s @32':>11}{'CPU-µs/req':>12}{'p50/floor':>11}"
+          f"{'rps/floor':>11}{'idle RSS MB':>13}{'ready s':>9}")
+    for name, r in rows.items():
+        print(f"{name:<16}{r['p50']:>9.3f}{r['p99']:>9.3f}{r['rps']:>11,.0f}{r['cpu']:>12.0f}"
+              f"{r['p50'] / fl['p50']:>11.2f}{r['rps'] / fl['rps']:>11.2f}{r['rss']:>13.1f}{r['ready']:>9.2f}")
+    print()
+    print(f"per call: bridge (new process each) {bridge_ms:.1f} ms  vs  serve (/execute) {serve_ms:.3f} ms  "
+          f"-> {bridge_ms / serve_ms:,.0f}x")
+    print("targets: p50/floor <= 3.00, rps/floor >= 0.35, idle RSS <= 80 MB, ready <= 1 s")
+
+
+if __name__ == "__main__":
+    main()

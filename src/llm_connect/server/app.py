@@ -1,0 +1,253 @@
+"""The gateway as a raw ASGI application, and ``serve()`` (uvicorn with uvloop + httptools).
+
+::
+
+    app = create_app("llm-connect.yaml")       # or create_app(None): the embedded default
+    serve("llm-connect.yaml", port=9999, workers=2)
+
+Routing is one dict look-up; every error is an OpenAI-style JSON body (never a traceback); every response
+carries ``x-request-id``. With ``workers > 1`` the workers share budgets and rate limits through Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from ..config import GatewayConfig, load_config
+from . import admin, complete, execute, openai
+from .asgi import ClientGone, Receive, Request, Response, Scope, Send
+from .engine import Engine
+from .errors import ApiError, RedactingFilter, from_exception, log
+
+__all__ = ["Gateway", "create_app", "serve"]
+
+Handler = Callable[[Engine, Request], Awaitable[Response | None]]
+
+#: (method, path) -> handler
+ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType({
+    ("POST", "/v1/chat/completions"): openai.handle_chat,
+    ("POST", "/chat/completions"): openai.handle_chat,
+    ("GET", "/v1/models"): openai.handle_models,
+    ("POST", "/execute"): execute.handle_execute,
+    ("POST", "/complete"): complete.handle_complete,
+    ("GET", "/health"): admin.handle_health,
+    ("GET", "/healthz"): admin.handle_health,
+    ("GET", "/ready"): admin.handle_ready,
+    ("GET", "/readyz"): admin.handle_ready,
+    ("GET", "/metrics"): admin.handle_metrics,
+    ("GET", "/v1/usage"): admin.handle_usage,
+    ("GET", "/openapi.json"): admin.handle_openapi,
+    ("GET", "/docs"): admin.handle_docs,
+})
+_PATHS = frozenset(path for _, path in ROUTES)
+_QUIET = frozenset({"/health", "/healthz", "/ready", "/readyz", "/metrics"})
+
+
+class Gateway:
+    """The ASGI application (see the module docstring)."""
+
+    def __init__(self, config: GatewayConfig | None = None, *, engine: Engine | None = None) -> None:
+        self.config = config if config is not None else load_config(None)
+        self.engine = engine if engine is not None else Engine(self.config)
+        self._announced = False
+
+    # -- ASGI ---------------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:  # websockets are not served
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": self.engine.redact(str(exc))})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                try:
+                    await self.engine.aclose()
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        self._announce()
+        await self.engine.start()
+        self.engine.warm_up()
+
+    def _announce(self) -> None:
+        if self._announced:
+            return
+        self._announced = True
+        ours = logging.getLogger("llm_connect")
+        if not ours.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(levelname)-9s %(message)s"))
+            ours.addHandler(handler)
+            ours.setLevel(self.config.server.log_level.upper() if self.config.server.log_level != "trace" else "DEBUG")
+            ours.propagate = False
+        filt = RedactingFilter(self.engine.redact)
+        for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", "llm_connect"):
+            for h in logging.getLogger(name).handlers:
+                if not any(isinstance(f, RedactingFilter) for f in h.filters):
+                    h.addFilter(filt)
+        cfg = self.config
+        if not cfg.auth:
+            where = cfg.server.host
+            loud = "" if where in ("127.0.0.1", "::1", "localhost") else " — and the gateway is NOT bound to loopback"
+            log.warning("auth is OFF: every request is accepted without an API key (config %s)%s; "
+                        "configure api_keys to turn it on", cfg.source, loud)
+        else:
+            log.info("auth is on: %d API key(s), admin key %s", len(cfg.api_keys),
+                     "set" if cfg.admin_key_hash else "not set")
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        t0 = time.perf_counter()
+        req = Request(scope, receive, send)
+        handler = ROUTES.get((req.method, req.path))
+        route = req.path if handler is not None else "other"
+        metrics = self.engine.metrics
+        if metrics is not None:
+            metrics.in_flight.inc()
+        try:
+            if handler is None:
+                if req.path in _PATHS:
+                    raise ApiError(405, f"method {req.method} is not allowed on {req.path}", "invalid_request_error",
+                                   "method_not_allowed")
+                raise ApiError(404, f"no route {req.method} {req.path}", "invalid_request_error", "not_found")
+            resp = await handler(self.engine, req)
+            if resp is not None:
+                await req.respond(resp)
+        except ApiError as err:
+            await self._error(req, err)
+        except ClientGone:
+            req.status = 499
+        except Exception as exc:
+            await self._error(req, from_exception(exc, self.engine.redact))
+        finally:
+            if metrics is not None:
+                metrics.in_flight.dec()
+                metrics.observe_request(route, req.status or 499, time.perf_counter() - t0)
+            elif self.engine.metrics is not None:  # started during this request
+                self.engine.metrics.observe_request(route, req.status or 499, time.perf_counter() - t0)
+            if self.config.server.access_log and req.path not in _QUIET:
+                log.info("%s %s %d %.1f ms %s", req.method, req.path, req.status, (time.perf_counter() - t0) * 1000,
+                         req.request_id)
+
+    async def _error(self, req: Request, err: ApiError) -> None:
+        if req.started:  # a stream already answered: nothing more can be said over HTTP
+            return
+        await req.respond(Response(err.status, orjson.dumps(err.body()), headers=err.headers))
+
+
+def create_app(config: GatewayConfig | str | os.PathLike[str] | None = None) -> Gateway:
+    """The ASGI app for a config object, a YAML path, or None (``$LLM_CONNECT_CONFIG`` / embedded default)."""
+    if not isinstance(config, GatewayConfig):
+        config = load_config(config)
+    return Gateway(config)
+
+
+def _factory() -> Gateway:
+    """uvicorn's app factory for worker processes (the config path travels in LLM_CONNECT_CONFIG)."""
+    return create_app(os.environ.get("LLM_CONNECT_CONFIG") or None)
+
+
+def _check_workers(cfg: GatewayConfig, workers: int) -> None:
+    if workers <= 1 or cfg.redis is not None:
+        return
+    shared = any(k.budget or k.rpm or k.tpm for k in cfg.api_keys) or any(
+        t.budget or t.rpm or t.tpm for t in cfg.tenants.values()
+    ) or cfg.budgets.max_tokens_per_thread is not None
+    if shared:
+        from ..config import ConfigError
+
+        raise ConfigError("server.workers", f"{workers} workers need redis.url so that budgets and rate limits "
+                          "are shared (without it each worker would enforce its own copy)", source=cfg.source)
+
+
+def serve(
+    config_path: str | os.PathLike[str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+    *,
+    log_level: str | None = None,
+) -> None:
+    """Run the gateway with uvicorn (uvloop + httptools when installed). Blocks until stopped."""
+    try:
+        import uvicorn
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise SystemExit("the gateway needs the server extra: pip install 'llm-connect[server]'") from exc
+    from ..errors import LLMConfigurationError
+
+    try:
+        cfg = load_config(config_path)
+        _check_workers(cfg, workers or cfg.server.workers)
+        if (workers or cfg.server.workers) > 1:
+            Engine(cfg, metrics=False, ledger=False).build()  # validates router and policies
+            gateway = None
+        else:
+            gateway = Gateway(cfg)
+            gateway.engine.build()
+    except LLMConfigurationError as exc:
+        import sys
+
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    host = host or cfg.server.host
+    port = cfg.server.port if port is None else port
+    workers = workers or cfg.server.workers
+    level = log_level or cfg.server.log_level
+    opts: dict[str, Any] = {"host": host, "port": port, "log_level": level, "access_log": False,
+                            "server_header": False, "date_header": False, "timeout_graceful_shutdown": 10,
+                            "lifespan": "on", "proxy_headers": False, "backlog": 2048}
+    opts.update(_fast_io())
+    if workers > 1:
+        if config_path is not None:
+            os.environ["LLM_CONNECT_CONFIG"] = os.fspath(config_path)
+        tmp = None
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            import tempfile
+
+            tmp = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="llm-connect-metrics-")
+        try:
+            uvicorn.run("llm_connect.server.app:_factory", factory=True, workers=workers, **opts)
+        finally:
+            if tmp is not None:
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        uvicorn.run(gateway, **opts)
+
+
+def _fast_io() -> dict[str, str]:
+    out = {}
+    try:
+        import uvloop  # noqa: F401
+
+        out["loop"] = "uvloop"
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import httptools  # noqa: F401
+
+        out["http"] = "httptools"
+    except ImportError:  # pragma: no cover
+        pass
+    return out

@@ -1,0 +1,171 @@
+"""Raw ASGI plumbing: the request object, bounded body reading, JSON / SSE responses, disconnect watching.
+
+No framework: one dict lookup routes a request, orjson encodes, and a response is two ``send`` calls.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from .errors import ApiError
+
+__all__ = ["JSON", "ClientGone", "Receive", "Request", "Response", "Scope", "Send", "json_response", "new_request_id"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+JSON = b"application/json"
+_CT = b"content-type"
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read: there is nobody to answer."""
+
+
+def new_request_id() -> str:
+    return os.urandom(12).hex()
+
+
+class Response:
+    """A complete (non-streamed) answer."""
+
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = JSON,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers or []
+
+
+def json_response(obj: Any, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    return Response(status, orjson.dumps(obj), JSON, headers)
+
+
+class Request:
+    """One HTTP request. ``headers`` maps lower-case names to latin-1 values (last one wins)."""
+
+    __slots__ = (
+        "_body",
+        "headers",
+        "method",
+        "path",
+        "query",
+        "receive",
+        "request_id",
+        "route",
+        "scope",
+        "send",
+        "started",
+        "status",
+    )
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query: bytes = scope.get("query_string", b"")
+        self.headers: dict[str, str] = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = self.headers.get("x-request-id")
+        self.request_id = rid if rid and len(rid) <= 128 and rid.isprintable() else new_request_id()
+        self._body: bytes | None = None
+        #: set by streaming handlers that send the response themselves
+        self.status = 0
+        self.started = False
+        self.route = ""
+
+    def query_params(self) -> dict[str, str]:
+        if not self.query:
+            return {}
+        from urllib.parse import parse_qsl
+
+        return dict(parse_qsl(self.query.decode("latin-1"), keep_blank_values=True))
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body; 413 as soon as it is known to exceed ``limit`` bytes."""
+        if self._body is not None:
+            return self._body
+        cl = self.headers.get("content-length")
+        if cl is not None:
+            try:
+                n = int(cl)
+            except ValueError:
+                raise ApiError(400, "invalid Content-Length header", "invalid_request_error", "invalid_header",
+                               "Content-Length") from None
+            if n > limit:
+                raise ApiError(413, f"request body of {n} bytes is over the limit of {limit} bytes",
+                               "invalid_request_error", "request_too_large")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await self.receive()
+            if msg["type"] == "http.disconnect":
+                raise ClientGone()
+            part = msg.get("body", b"")
+            if part:
+                size += len(part)
+                if size > limit:
+                    raise ApiError(413, f"request body is over the limit of {limit} bytes",
+                                   "invalid_request_error", "request_too_large")
+                chunks.append(part)
+            if not msg.get("more_body", False):
+                break
+        self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self._body
+
+    async def json(self, limit: int) -> Any:
+        raw = await self.body(limit)
+        if not raw.strip():
+            raise ApiError(400, "the request body is empty; send a JSON object", "invalid_request_error",
+                           "invalid_json")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"malformed JSON: {exc}", "invalid_request_error", "invalid_json") from None
+
+    async def json_object(self, limit: int) -> dict[str, Any]:
+        data = await self.json(limit)
+        if not isinstance(data, dict):
+            raise ApiError(422, f"the body must be a JSON object, got {type(data).__name__}",
+                           "invalid_request_error", "invalid_field", None)
+        return data
+
+    async def respond(self, resp: Response) -> None:
+        headers = [(_CT, resp.content_type), (b"x-request-id", self.request_id.encode()), *resp.headers]
+        self.status = resp.status
+        self.started = True
+        await self.send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": resp.body})
+
+    async def start_stream(self, status: int, content_type: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        self.started = True
+        await self.send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(_CT, content_type), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
+                        (b"x-request-id", self.request_id.encode()), *headers],
+        })
+
+    async def write(self, data: bytes, more: bool = True) -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def wait_disconnect(self) -> None:
+        """Return when the client goes away (the body must have been read already)."""
+        while True:
+            msg = await self.receive()
+            if msg["type"] == "http.disconnect":
+                return

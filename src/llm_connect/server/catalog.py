@@ -1,0 +1,228 @@
+"""Model names a gateway request may use, and the adapter behind each.
+
+A name is resolved in this order:
+
+1. a router group (``router.groups``) -> the Router, with ``RunConfig.model_name`` = the group;
+   ``policy`` (when ``policies`` are configured) -> the RoutingPolicy, which picks by the call's task_type;
+   a request without a model but with a task_type also goes to the policy;
+2. a model alias (``models.<name>``) -> a group, another alias, or a ``provider:model`` (with its own
+   ``api_base`` / ``api_key`` / ``options`` when given as a mapping);
+3. an explicit ``provider:model`` (or a bare provider name such as ``fake``), if the caller is allowed it;
+   credentials and base URLs come from the ``providers`` section.
+
+No name: the configured ``default_model``. Unknown -> 404 ``model_not_found``; not allowed -> 403.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..adapter import LLMAdapter
+from ..config import GatewayConfig
+from ..errors import LLMConfigurationError
+from .auth import Principal
+from .errors import ApiError
+
+if TYPE_CHECKING:
+    from ..routing import Router
+
+__all__ = ["ModelCatalog", "Target", "router_config"]
+
+log = logging.getLogger("llm_connect.server")
+
+_MAX_SPECS = 256
+#: the model name of the routing policy
+POLICY = "policy"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a model name resolved to."""
+
+    #: the name the caller used (or the default model's name)
+    public: str
+    #: group | alias | spec
+    kind: str
+    adapter: LLMAdapter
+    #: RunConfig.model_name for the adapter (the group, for a router)
+    model_name: str | None = None
+
+
+def router_config(config: GatewayConfig, pricing: Any) -> dict[str, Any] | None:
+    """The ``router`` section with provider credentials and the gateway's pricing filled into deployments."""
+    if not config.router:
+        return None
+    out = dict(config.router)
+    groups: dict[str, Any] = {}
+    for g, deps in (config.router.get("groups") or {}).items():
+        items = deps if isinstance(deps, list) else [deps]
+        filled = []
+        for d in items:
+            entry = {"model": d} if isinstance(d, str) else dict(d) if isinstance(d, Mapping) else d
+            if isinstance(entry, dict):
+                spec = entry.get("model") or ""
+                provider = str(entry.get("provider") or spec.partition(":")[0]).lower()
+                pc = config.providers.get(provider)
+                if pc is not None:
+                    if pc.api_key and not entry.get("api_key") and not entry.get("api_key_env"):
+                        entry["api_key"] = pc.api_key
+                    if pc.api_base and not entry.get("api_base"):
+                        entry["api_base"] = pc.api_base
+                options = {**(dict(pc.options) if pc is not None else {}), **dict(entry.get("options") or {})}
+                if pricing is not None:
+                    options.setdefault("pricing", pricing)
+                entry["options"] = options
+            filled.append(entry)
+        groups[g] = filled
+    out["groups"] = groups
+    return out
+
+
+class ModelCatalog:
+    """Resolves model names to adapters (see the module docstring)."""
+
+    def __init__(self, config: GatewayConfig, router: Router | None, pricing: Any = None,
+                 policy: LLMAdapter | None = None) -> None:
+        self.config = config
+        self.router = router
+        self.policy = policy
+        self.pricing = pricing
+        self._groups = frozenset(router.groups) if router is not None else frozenset()
+        #: "policy" names the routing policy unless a group or alias has that name
+        self._policy_served = policy is not None and POLICY not in self._groups and POLICY not in config.models
+        self._aliases: dict[str, Target] = {}
+        self._specs: OrderedDict[str, LLMAdapter] = OrderedDict()
+        self.default = config.default_model or (router.default_group if router is not None else None)
+
+    # -- building adapters ------------------------------------------------------------------------
+    def _build(self, spec: str, api_key: str | None = None, api_base: str | None = None,
+               api_key_env: str | None = None, options: Mapping[str, Any] | None = None) -> LLMAdapter:
+        import os
+
+        from ..registry import create_adapter
+
+        provider = spec.partition(":")[0].lower()
+        pc = self.config.providers.get(provider)
+        opts: dict[str, Any] = {**(dict(pc.options) if pc is not None else {}), **dict(options or {})}
+        if self.pricing is not None:
+            opts.setdefault("pricing", self.pricing)
+        if api_key is None and api_key_env:
+            api_key = os.environ.get(api_key_env)
+        if api_key is None and pc is not None:
+            api_key = pc.api_key
+        if api_base is None and pc is not None:
+            api_base = pc.api_base
+        return create_adapter(spec, api_key=api_key, api_base=api_base, **opts)
+
+    def _spec_adapter(self, spec: str) -> LLMAdapter:
+        a = self._specs.get(spec)
+        if a is None:
+            try:
+                a = self._build(spec)
+            except LLMConfigurationError as exc:
+                raise ApiError(404, f"model {spec!r} is not available: {exc.message}", "invalid_request_error",
+                               "model_not_found", "model") from exc
+            self._specs[spec] = a
+            while len(self._specs) > _MAX_SPECS:
+                self._specs.popitem(last=False)
+        return a
+
+    def _alias(self, name: str, depth: int = 0) -> Target:
+        hit = self._aliases.get(name)
+        if hit is not None:
+            return hit
+        if depth > 8:
+            raise ApiError(404, f"model alias {name!r} does not resolve (a loop?)", "invalid_request_error",
+                           "model_not_found", "model")
+        target = self.config.models[name]
+        if isinstance(target, Mapping):
+            try:
+                adapter = self._build(target["model"], target.get("api_key"), target.get("api_base"),
+                                      target.get("api_key_env"), target.get("options"))
+            except LLMConfigurationError as exc:
+                raise ApiError(404, f"model {name!r} is not available: {exc.message}", "invalid_request_error",
+                               "model_not_found", "model") from exc
+            t = Target(name, "alias", adapter)
+        elif target in self._groups:
+            t = Target(name, "alias", self.router, target)  # type: ignore[arg-type]
+        elif target in self.config.models and target != name:
+            inner = self._alias(target, depth + 1)
+            t = Target(name, "alias", inner.adapter, inner.model_name)
+        else:
+            t = Target(name, "alias", self._spec_adapter(target))
+        self._aliases[name] = t
+        return t
+
+    # -- resolving --------------------------------------------------------------------------------
+    def resolve(self, name: str | None, principal: Principal, task_type: str | None = None) -> Target:
+        """The target of ``name`` for ``principal`` (ApiError 404 / 403 / 422)."""
+        if not name and task_type and self._policy_served:
+            name = POLICY
+        if name == POLICY and self._policy_served:
+            if not principal.may_use(POLICY, "group"):
+                raise ApiError(403, "this API key may not use the routing policy", "permission_error",
+                               "model_not_allowed", "model")
+            return Target(POLICY, "policy", self.policy)
+        if name is None or name == "":
+            name = self.default
+            if name is None:
+                raise ApiError(422, "model: no model given and no default_model configured",
+                               "invalid_request_error", "invalid_field", "model")
+        if not isinstance(name, str) or len(name) > 256:
+            raise ApiError(422, "model must be a string", "invalid_request_error", "invalid_field", "model")
+        if name in self._groups:
+            kind = "group"
+        elif name in self.config.models:
+            kind = "alias"
+        elif ":" in name or self._is_provider(name):
+            kind = "spec"
+        else:
+            raise ApiError(404, f"the model {name!r} does not exist (see GET /v1/models)", "invalid_request_error",
+                           "model_not_found", "model")
+        if not principal.may_use(name, kind):
+            raise ApiError(403, f"this API key may not use the model {name!r}", "permission_error",
+                           "model_not_allowed", "model")
+        if kind == "group":
+            return Target(name, "group", self.router, name)  # type: ignore[arg-type]
+        if kind == "alias":
+            return self._alias(name)
+        return Target(name, "spec", self._spec_adapter(name))
+
+    @staticmethod
+    def _is_provider(name: str) -> bool:
+        from ..registry import HTTP_PROVIDERS, OTHER_PROVIDERS
+
+        return name.lower() in OTHER_PROVIDERS or name.lower() in HTTP_PROVIDERS
+
+    def listing(self, principal: Principal) -> list[dict[str, Any]]:
+        """OpenAI /v1/models entries of every group and alias the principal may use."""
+        out = []
+        if self._policy_served and principal.may_use(POLICY, "group"):
+            out.append({"id": POLICY, "object": "model", "created": 0, "owned_by": "llm-connect", "kind": "policy"})
+        for name in [*self._groups, *self.config.models]:
+            kind = "group" if name in self._groups else "alias"
+            if principal.may_use(name, kind):
+                entry: dict[str, Any] = {"id": name, "object": "model", "created": 0, "owned_by": "llm-connect",
+                                         "kind": kind}
+                if name == self.default:
+                    entry["default"] = True
+                out.append(entry)
+        return out
+
+    async def aclose(self) -> None:
+        adapters = {id(a): a for a in [*self._specs.values(), *(t.adapter for t in self._aliases.values())]}
+        for a in adapters.values():
+            if a is self.router:
+                continue
+            try:
+                await a.aclose()
+            except Exception as exc:
+                log.debug("closing %r failed: %s", a, exc)
+        if self.policy is not None:
+            await self.policy.aclose()
+        if self.router is not None:
+            await self.router.aclose()
