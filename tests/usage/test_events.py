@@ -28,14 +28,15 @@ def _resp(**kw) -> LLMResponse:
 def test_from_response_copies_identity_usage_and_cost() -> None:
     cfg = RunConfig(tenant_id="acme", agent="triager", thread_id="t1", task_type="triage", metadata={"k": "v"})
     ev = UsageEvent.from_response(_resp(cost_usd=Decimal("0.5")), cfg, streamed=True, deployment="openai:gpt-4o-mini")
-    assert (ev.request_id, ev.provider, ev.model) == ("chatcmpl-1", "openai", "gpt-4o-mini")
+    assert (ev.provider, ev.model) == ("openai", "gpt-4o-mini")
+    assert ev.request_id and ev.request_id != "chatcmpl-1"  # the event's own id; providers may repeat theirs
     assert (ev.tenant_id, ev.agent, ev.thread_id, ev.task_type) == ("acme", "triager", "t1", "triage")
     assert (ev.input_tokens, ev.output_tokens, ev.cache_read_tokens, ev.reasoning_tokens) == (10_000, 2_000, 4_000, 100)
     assert ev.total_tokens == 12_000
     assert ev.cost_usd == Decimal("0.5")
     assert ev.latency_ms == 123.4 and ev.success and ev.error_type is None
     assert ev.streamed and ev.deployment == "openai:gpt-4o-mini"
-    assert ev.metadata == {"k": "v"} and ev.metadata is not cfg.metadata
+    assert ev.metadata == {"k": "v", "upstream_request_id": "chatcmpl-1"} and ev.metadata is not cfg.metadata
     assert ev.timestamp.tzinfo is not None and ev.timestamp.utcoffset().total_seconds() == 0
     assert ev.usage == Usage(10_000, 2_000, 4_000, 0, 100)
 
@@ -46,17 +47,19 @@ def test_from_response_prices_when_response_has_no_cost() -> None:
     assert UsageEvent.from_response(_resp(), None).cost_usd is None
 
 
-def test_missing_request_id_gets_a_fresh_one() -> None:
-    a = UsageEvent.from_response(_resp(request_id=None), None)
-    b = UsageEvent.from_response(_resp(request_id=None), None)
-    assert a.request_id and b.request_id and a.request_id != b.request_id
+def test_every_event_gets_its_own_id_even_when_the_provider_repeats_one() -> None:
+    for rid in (None, "same-id-from-a-lazy-server"):
+        a = UsageEvent.from_response(_resp(request_id=rid), None)
+        b = UsageEvent.from_response(_resp(request_id=rid), None)
+        assert a.request_id and b.request_id and a.request_id != b.request_id
 
 
 def test_failure_events() -> None:
     err = LLMRateLimitError("slow down", provider="anthropic", model="claude-haiku-4-5", request_id="req_9")
     ev = UsageEvent.from_error(err, RunConfig(tenant_id="t"), latency_ms=5)
     assert not ev.success and ev.error_type == "LLMRateLimitError"
-    assert (ev.provider, ev.model, ev.request_id, ev.tenant_id) == ("anthropic", "claude-haiku-4-5", "req_9", "t")
+    assert (ev.provider, ev.model, ev.tenant_id) == ("anthropic", "claude-haiku-4-5", "t")
+    assert ev.metadata["upstream_request_id"] == "req_9" and ev.request_id != "req_9"
     assert ev.total_tokens == 0 and ev.cost_usd is None
     ev2 = UsageEvent.from_response(_resp(), None, success=False, error="cut_off")
     assert not ev2.success and ev2.error_type == "cut_off"

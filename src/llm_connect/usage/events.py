@@ -144,13 +144,18 @@ class UsageEvent:
         pricing: Pricing | None = None,
         timestamp: datetime | None = None,
     ) -> UsageEvent:
-        """The event of a completed call. Cost is ``resp.cost_usd``, else priced with ``pricing`` if given."""
+        """The event of a completed call. Cost is ``resp.cost_usd``, else priced with ``pricing`` if given.
+
+        The event gets its own unique ``request_id``: providers (and OpenAI-compatible servers) may repeat
+        their response ids, and the ledger must never fold two calls into one. The provider's id is kept
+        as ``metadata["upstream_request_id"]``.
+        """
         return cls.build(
             provider=resp.provider,
             model=resp.model,
             usage=resp.usage,
             config=config,
-            request_id=resp.request_id,
+            metadata={"upstream_request_id": resp.request_id} if resp.request_id else None,
             timestamp=timestamp,
             cost_usd=resp.cost_usd,
             latency_ms=resp.latency_ms,
@@ -176,7 +181,11 @@ class UsageEvent:
         request_id: str | None = None,
         pricing: Pricing | None = None,
     ) -> UsageEvent:
-        """The event of a failed call (no response). Provider and model default to the error's own."""
+        """The event of a failed call (no response). Provider and model default to the error's own.
+
+        ``request_id`` is the event's own id (a fresh one when not given); the provider's, if the error
+        carries one, is kept as ``metadata["upstream_request_id"]``.
+        """
         prov = provider or getattr(error, "provider", None) or "unknown"
         mdl = model or getattr(error, "model", None) or (config.model_name if config is not None else None)
         return cls.build(
@@ -184,7 +193,8 @@ class UsageEvent:
             model=mdl or "unknown",
             usage=usage,
             config=config,
-            request_id=request_id or getattr(error, "request_id", None),
+            request_id=request_id,
+            metadata={"upstream_request_id": upstream} if (upstream := getattr(error, "request_id", None)) else None,
             latency_ms=latency_ms,
             success=False,
             error=error,
