@@ -507,11 +507,10 @@ class SqliteLedger(Ledger):
 
     def _write(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         sql = f"INSERT OR IGNORE INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-        out: list[bool] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for row in rows:
-                out.append(conn.execute(sql, row).rowcount == 1)
+            known = self._known_ids(conn, [r[0] for r in rows])  # inside the write lock: exact
+            conn.executemany(sql, rows)  # one C loop for the whole batch
             conn.execute("COMMIT")
         except BaseException:
             try:
@@ -519,7 +518,19 @@ class SqliteLedger(Ledger):
             except sqlite3.Error:
                 pass
             raise
+        out: list[bool] = []
+        for r in rows:  # an id repeated inside one batch is new only once
+            out.append(r[0] not in known)
+            known.add(r[0])
         return out
+
+    def _known_ids(self, conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+        known: set[str] = set()
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            q = f"SELECT request_id FROM {self.table} WHERE request_id IN ({', '.join('?' * len(part))})"
+            known.update(r[0] for r in conn.execute(q, part))
+        return known
 
     def _to_row(self, e: UsageEvent) -> tuple[Any, ...]:
         return (
