@@ -15,7 +15,7 @@ from typing import Any
 
 from .adapter import LLMAdapter
 from .errors import LLMConfigurationError
-from .providers.http import HTTPAdapter, ProviderSpec
+from .providers.spec import ProviderSpec
 
 __all__ = ["HTTP_PROVIDERS", "OTHER_PROVIDERS", "create_adapter", "default_spec", "get_llm", "provider_names"]
 
@@ -132,6 +132,8 @@ def create_adapter(
     """
     provider, model = _split(spec if spec is not None else default_spec())
     if provider in HTTP_PROVIDERS:
+        from .providers.http import HTTPAdapter  # the HTTP client loads only when an HTTP provider is used
+
         return HTTPAdapter(HTTP_PROVIDERS[provider], model, api_key=api_key, api_base=api_base, **options)
     if provider in OTHER_PROVIDERS:
         factory = _load_factory(provider)

@@ -2,7 +2,7 @@
 
 * :class:`BudgetTracker` — a budget (tokens, USD or both; optionally daily / monthly), with ``child()``
   sub-budgets for delegation chains; :class:`Reservation` is what ``reserve()`` returns.
-* :class:`MemoryBudgetStore` (one process) and :class:`RedisBudgetStore` (many) hold the numbers.
+* :class:`MemoryBudgetStore` (one process) and :class:`RedisBudgetStore` (many; imported on first use) hold the numbers.
 * :class:`ThreadBudgetRegistry` / :class:`ThreadBudget` — per-thread budgets.
 * :class:`BudgetWarning` — sent once per threshold crossed (75 %, 90 %, 95 % by default).
 
@@ -10,12 +10,16 @@ Errors: :class:`~llm_connect.errors.LLMBudgetExceededError` and its subclass
 :class:`~llm_connect.errors.BudgetExhaustedError`. See docs/budgets.md.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ..errors import BudgetExhaustedError, LLMBudgetExceededError
-from .redis_store import RedisBudgetStore
 from .stores import BudgetStore, MemoryBudgetStore, StoreUnavailableError
 from .threads import ThreadBudget, ThreadBudgetRegistry
 from .tracker import BudgetState, BudgetTracker, Reservation
 from .warnings import DEFAULT_THRESHOLDS, BudgetWarning
+
+if TYPE_CHECKING:
+    from .redis_store import RedisBudgetStore
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -32,3 +36,12 @@ __all__ = [
     "ThreadBudget",
     "ThreadBudgetRegistry",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the Redis client (~60 ms to import) loads only when a Redis store is asked for
+    if name == "RedisBudgetStore":
+        from .redis_store import RedisBudgetStore
+
+        return RedisBudgetStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

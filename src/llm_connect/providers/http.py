@@ -11,8 +11,7 @@ import asyncio
 import importlib
 import os
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType, ModuleType
+from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -22,31 +21,9 @@ from ..errors import LLMConfigurationError, LLMError, LLMProviderUnavailableErro
 from ..transport import Transport
 from ..types import LLMResponse, Message, RunConfig, StreamChunk
 from .base import BaseAdapter
+from .spec import ProviderSpec
 
-__all__ = ["HTTPAdapter", "ProviderSpec"]
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderSpec:
-    """One HTTP provider. ``auth`` is how the key is sent: bearer, x-api-key, x-goog-api-key or none."""
-
-    name: str
-    wire: str
-    base_url: str
-    key_env: tuple[str, ...] = ()
-    auth: str = "bearer"
-    key_required: bool = True
-    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    #: env var that overrides base_url (e.g. OLLAMA_HOST)
-    base_env: str | None = None
-    description: str = ""
-
-    def find_key(self) -> str | None:
-        for var in self.key_env:
-            value = os.environ.get(var)
-            if value:
-                return value
-        return None
+__all__ = ["HTTPAdapter", "ProviderSpec"]  # ProviderSpec re-exported from .spec
 
 
 _NETWORK_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)

@@ -248,9 +248,12 @@ class Engine:
                     log.debug("close failed: %s", exc)
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
-        from ..transport import Transport
+        import sys
 
-        await Transport.default().aclose()
+        if "llm_connect.transport" in sys.modules:  # close the HTTP pool only if something opened it
+            from ..transport import Transport
+
+            await Transport.default().aclose()
 
     # -- calls --------------------------------------------------------------------------------------
     async def prepare(self, principal: Principal, spec: CallSpec, request_id: str) -> Prepared:
