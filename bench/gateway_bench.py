@@ -122,20 +122,29 @@ def rss_mb(pid: int) -> float:
 
 
 class Proc:
-    def __init__(self, args: list[str], port: int, ready_path: str, env: dict[str, str] | None = None,
-                 method: str = "GET", body: bytes | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        port: int,
+        ready_path: str,
+        env: dict[str, str] | None = None,
+        method: str = "GET",
+        body: bytes | None = None,
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         t0 = time.perf_counter()
-        self.p = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE)
+        self.p = subprocess.Popen(
+            args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + 30
         while True:
             if self.p.poll() is not None:
                 raise SystemExit(f"{args[:3]} exited: {self.p.stderr.read().decode()[-2000:]}")
             try:
-                req = urllib.request.Request(self.url + ready_path, data=body, method=method,
-                                             headers={"Content-Type": "application/json"})
+                req = urllib.request.Request(
+                    self.url + ready_path, data=body, method=method, headers={"Content-Type": "application/json"}
+                )
                 with urllib.request.urlopen(req, timeout=1):
                     break
             except OSError:
@@ -188,8 +197,12 @@ def wrk_rps(url: str, headers: dict[str, str], duration: float, conns: int = 32)
         script = f.name
     try:
         subprocess.run(["wrk", "-t2", f"-c{conns}", "-d1s", "-s", script, url], capture_output=True, timeout=60)
-        out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{duration:g}s", "-s", script, url],
-                             capture_output=True, text=True, timeout=duration + 60).stdout
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{conns}", f"-d{duration:g}s", "-s", script, url],
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+        ).stdout
     finally:
         os.unlink(script)
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -235,8 +248,17 @@ def gateway_config(work: Path, upstream: str, sync: str) -> Path:
     cfg = {
         "server": {"host": "127.0.0.1", "log_level": "warning"},
         "ledger": {"url": str(work / f"usage-{sync}.sqlite3"), "synchronous": sync},
-        "router": {"groups": {"bench": [{"model": "openai:gpt-4o-mini", "api_base": upstream + "/v1",
-                                         "api_key": "sk-bench-upstream-key-000"}]}},
+        "router": {
+            "groups": {
+                "bench": [
+                    {
+                        "model": "openai:gpt-4o-mini",
+                        "api_base": upstream + "/v1",
+                        "api_key": "sk-bench-upstream-key-000",
+                    }
+                ]
+            }
+        },
         "tenants": {"bench": {"budget": {"tokens": 10**12, "usd": "1000000"}, "rpm": 10**8, "tpm": 10**12}},
         "api_keys": [{"name": "bench", "key": KEY, "tenant": "bench"}],
         "models": {"fake": "fake:echo"},
@@ -250,8 +272,10 @@ def measure(name: str, url: str, headers: dict[str, str], args: argparse.Namespa
     lat = asyncio.run(sequential(url, headers, args.seq))
     r, tool, cpu = rps(url, headers, args.duration, pid)
     row = {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "rps": r, "cpu": cpu}
-    print(f"  {name:<24} p50 {row['p50']:.3f} ms  p99 {row['p99']:.3f} ms  {r:,.0f} req/s ({tool})  "
-          f"{cpu:.0f} CPU-µs/req", flush=True)
+    print(
+        f"  {name:<24} p50 {row['p50']:.3f} ms  p99 {row['p99']:.3f} ms  {r:,.0f} req/s ({tool})  {cpu:.0f} CPU-µs/req",
+        flush=True,
+    )
     return row
 
 
@@ -260,8 +284,9 @@ def bridge_vs_serve(cfg: Path, gw_url: str, n: int) -> tuple[float, float]:
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, str(ROOT / "scripts" / "llm_bridge.py"), str(cfg)], input=payload,
-                           capture_output=True)
+        p = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "llm_bridge.py"), str(cfg)], input=payload, capture_output=True
+        )
         times.append(time.perf_counter() - t0)
         if p.returncode != 0:
             raise SystemExit(f"bridge failed: {p.stdout.decode()} {p.stderr.decode()[-1000:]}")
@@ -290,8 +315,14 @@ def main() -> None:
         rows["direct"].update(rss=rss_mb(up.p.pid), ready=up.ready)
 
         fl_port = free_port()
-        floor = Proc([py, "-c", FLOOR, str(fl_port)], fl_port, "/v1/chat/completions", method="POST", body=b"{}",
-                     env={"UPSTREAM": up.url})
+        floor = Proc(
+            [py, "-c", FLOOR, str(fl_port)],
+            fl_port,
+            "/v1/chat/completions",
+            method="POST",
+            body=b"{}",
+            env={"UPSTREAM": up.url},
+        )
         procs.append(floor)
         time.sleep(0.5)
         floor_rss = rss_mb(floor.p.pid)
@@ -305,14 +336,20 @@ def main() -> None:
             cfg = gateway_config(work, up.url, sync)
             gw_cfg = cfg
             port = free_port()
-            gw = Proc([py, "-m", "llm_connect.server", "--config", str(cfg), "--port", str(port)], port, "/health",
-                      env=env)
+            gw = Proc(
+                [py, "-m", "llm_connect.server", "--config", str(cfg), "--port", str(port)], port, "/health", env=env
+            )
             procs.append(gw)
             time.sleep(1.0)
             idle = rss_mb(gw.p.pid)
             name = f"gateway {sync}"
-            rows[name] = measure(f"gateway (ledger {sync})", gw.url + "/v1/chat/completions",
-                                 {"Authorization": f"Bearer {KEY}"}, args, gw.p.pid)
+            rows[name] = measure(
+                f"gateway (ledger {sync})",
+                gw.url + "/v1/chat/completions",
+                {"Authorization": f"Bearer {KEY}"},
+                args,
+                gw.p.pid,
+            )
             rows[name].update(rss=idle, ready=gw.ready)
             if sync == syncs[-1]:
                 assert gw_cfg is not None
@@ -325,14 +362,20 @@ def main() -> None:
 
     fl = rows["floor"]
     print()
-    print(f"{'target':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s @32':>11}{'CPU-µs/req':>12}{'p50/floor':>11}"
-          f"{'rps/floor':>11}{'idle RSS MB':>13}{'ready s':>9}")
+    print(
+        f"{'target':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s @32':>11}{'CPU-µs/req':>12}{'p50/floor':>11}"
+        f"{'rps/floor':>11}{'idle RSS MB':>13}{'ready s':>9}"
+    )
     for name, r in rows.items():
-        print(f"{name:<16}{r['p50']:>9.3f}{r['p99']:>9.3f}{r['rps']:>11,.0f}{r['cpu']:>12.0f}"
-              f"{r['p50'] / fl['p50']:>11.2f}{r['rps'] / fl['rps']:>11.2f}{r['rss']:>13.1f}{r['ready']:>9.2f}")
+        print(
+            f"{name:<16}{r['p50']:>9.3f}{r['p99']:>9.3f}{r['rps']:>11,.0f}{r['cpu']:>12.0f}"
+            f"{r['p50'] / fl['p50']:>11.2f}{r['rps'] / fl['rps']:>11.2f}{r['rss']:>13.1f}{r['ready']:>9.2f}"
+        )
     print()
-    print(f"per call: bridge (new process each) {bridge_ms:.1f} ms  vs  serve (/execute) {serve_ms:.3f} ms  "
-          f"-> {bridge_ms / serve_ms:,.0f}x")
+    print(
+        f"per call: bridge (new process each) {bridge_ms:.1f} ms  vs  serve (/execute) {serve_ms:.3f} ms  "
+        f"-> {bridge_ms / serve_ms:,.0f}x"
+    )
     print("targets: p50/floor <= 3.00, rps/floor >= 0.35, idle RSS <= 80 MB, ready <= 1 s")
 
 

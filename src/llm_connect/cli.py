@@ -27,8 +27,12 @@ def _fail(message: str, code: int = 1) -> None:
 @app.command()
 def run(
     prompt: Annotated[str, typer.Argument(help="The prompt; '-' reads it from stdin.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="provider:model (default: $LLM_CONNECT_MODEL, "
-                                              "a keyed provider, else the local model)")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="provider:model (default: $LLM_CONNECT_MODEL, a keyed provider, else the local model)"
+        ),
+    ] = None,
     system: Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1)] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0)] = None,
@@ -125,9 +129,16 @@ def models() -> None:
         key = "set" if spec.find_key() else ("-" if not spec.key_required else "missing")
         table.add_row(name, spec.wire, key, spec.base_url)
     for name in sorted(OTHER_PROVIDERS):
-        table.add_row(name, "in-process", "-", {"local": "llama.cpp, packaged Gemma 3 270M",
-                                                 "claude_code": "the claude CLI",
-                                                 "fake": "scripted, for tests"}[name])
+        table.add_row(
+            name,
+            "in-process",
+            "-",
+            {
+                "local": "llama.cpp, packaged Gemma 3 270M",
+                "claude_code": "the claude CLI",
+                "fake": "scripted, for tests",
+            }[name],
+        )
     console = Console()
     console.print(table)
     console.print(f"default: [bold]{default_spec()}[/bold]")

@@ -80,10 +80,26 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _PERIODS = (None, "daily", "monthly")
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 _SYNC = ("FULL", "NORMAL", "EXTRA")
-_TOP_KEYS = frozenset({
-    "server", "redis", "ledger", "providers", "router", "policies", "models", "default_model", "auth",
-    "admin_key", "admin_key_sha256", "tenants", "api_keys", "budgets", "pricing", "agents",
-})
+_TOP_KEYS = frozenset(
+    {
+        "server",
+        "redis",
+        "ledger",
+        "providers",
+        "router",
+        "policies",
+        "models",
+        "default_model",
+        "auth",
+        "admin_key",
+        "admin_key_sha256",
+        "tenants",
+        "api_keys",
+        "budgets",
+        "pricing",
+        "agents",
+    }
+)
 
 
 class ConfigError(LLMConfigurationError):
@@ -585,16 +601,18 @@ def _api_keys(r: _Reader, tenants: dict[str, TenantConfig]) -> tuple[ApiKeyConfi
         tenant = tenant or "admin"
         if tenants and tenant not in tenants and not admin:
             raise e.err("tenant", f"unknown tenant {tenant!r}; known: {sorted(tenants)}")
-        out.append(ApiKeyConfig(
-            name=e.str("name", f"key{i}") or f"key{i}",
-            key_hash=h,
-            tenant=tenant,
-            models=e.str_list("models"),
-            budget=_budget(e, "budget"),
-            rpm=e.int("rpm", minimum=1),
-            tpm=e.int("tpm", minimum=1),
-            admin=admin,
-        ))
+        out.append(
+            ApiKeyConfig(
+                name=e.str("name", f"key{i}") or f"key{i}",
+                key_hash=h,
+                tenant=tenant,
+                models=e.str_list("models"),
+                budget=_budget(e, "budget"),
+                rpm=e.int("rpm", minimum=1),
+                tpm=e.int("tpm", minimum=1),
+                admin=admin,
+            )
+        )
         e.done()
     return tuple(out)
 
@@ -661,8 +679,9 @@ def _check_names(cfg: GatewayConfig) -> None:
             raise ConfigError("default_model", f"{dm!r} is not a router group or a model alias", source=cfg.source)
 
 
-def parse_config(data: Mapping[str, Any] | None, *, source: str = "<dict>",
-                 environ: Mapping[str, str] | None = None) -> GatewayConfig:
+def parse_config(
+    data: Mapping[str, Any] | None, *, source: str = "<dict>", environ: Mapping[str, str] | None = None
+) -> GatewayConfig:
     """Validate a parsed YAML mapping (``${ENV}`` is interpolated first) into a :class:`GatewayConfig`."""
     if data is None:
         data = {}

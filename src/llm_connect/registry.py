@@ -20,9 +20,16 @@ from .providers.spec import ProviderSpec
 __all__ = ["HTTP_PROVIDERS", "OTHER_PROVIDERS", "create_adapter", "default_spec", "get_llm", "provider_names"]
 
 
-def _openai_compatible(name: str, base_url: str, key_env: tuple[str, ...] = (), *, key_required: bool = False,
-                       headers: Mapping[str, str] | None = None, base_env: str | None = None,
-                       description: str = "") -> ProviderSpec:
+def _openai_compatible(
+    name: str,
+    base_url: str,
+    key_env: tuple[str, ...] = (),
+    *,
+    key_required: bool = False,
+    headers: Mapping[str, str] | None = None,
+    base_env: str | None = None,
+    description: str = "",
+) -> ProviderSpec:
     return ProviderSpec(
         name=name,
         wire="openai_chat",
@@ -35,46 +42,115 @@ def _openai_compatible(name: str, base_url: str, key_env: tuple[str, ...] = (), 
     )
 
 
-HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType({
-    spec.name: spec
-    for spec in (
-        ProviderSpec("openai", "openai_chat", "https://api.openai.com/v1", ("OPENAI_API_KEY",),
-                     base_env="OPENAI_BASE_URL", description="OpenAI Chat Completions"),
-        ProviderSpec("anthropic", "anthropic_messages", "https://api.anthropic.com", ("ANTHROPIC_API_KEY",),
-                     auth="x-api-key", base_env="ANTHROPIC_BASE_URL", description="Anthropic Messages"),
-        ProviderSpec("gemini", "gemini", "https://generativelanguage.googleapis.com",
-                     ("GEMINI_API_KEY", "GOOGLE_API_KEY"), auth="x-goog-api-key", description="Google Gemini API"),
-        ProviderSpec("ollama", "ollama", "http://127.0.0.1:11434", (), auth="none", key_required=False,
-                     base_env="OLLAMA_HOST", description="Ollama /api/chat"),
-        _openai_compatible("openrouter", "https://openrouter.ai/api/v1", ("OPENROUTER_API_KEY",), key_required=True,
-                           headers={"HTTP-Referer": "https://github.com/llm-connect/llm-connect",
-                                    "X-Title": "llm-connect"},
-                           description="OpenRouter (OpenAI-compatible)"),
-        _openai_compatible("groq", "https://api.groq.com/openai/v1", ("GROQ_API_KEY",), key_required=True,
-                           description="Groq (OpenAI-compatible)"),
-        _openai_compatible("together", "https://api.together.xyz/v1", ("TOGETHER_API_KEY",), key_required=True,
-                           description="Together AI (OpenAI-compatible)"),
-        _openai_compatible("vllm", "http://127.0.0.1:8000/v1", ("VLLM_API_KEY",), base_env="VLLM_BASE_URL",
-                           description="vLLM OpenAI-compatible server"),
-        _openai_compatible("llamacpp-server", "http://127.0.0.1:8080/v1", ("LLAMACPP_API_KEY",),
-                           base_env="LLAMACPP_BASE_URL", description="llama.cpp llama-server"),
-        _openai_compatible("lmstudio", "http://127.0.0.1:1234/v1", ("LMSTUDIO_API_KEY",),
-                           base_env="LMSTUDIO_BASE_URL", description="LM Studio local server"),
-        _openai_compatible("openai-compatible", "http://127.0.0.1:8000/v1", ("OPENAI_COMPATIBLE_API_KEY",),
-                           description="any OpenAI-compatible server: pass api_base"),
-    )
-})
+HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            ProviderSpec(
+                "openai",
+                "openai_chat",
+                "https://api.openai.com/v1",
+                ("OPENAI_API_KEY",),
+                base_env="OPENAI_BASE_URL",
+                description="OpenAI Chat Completions",
+            ),
+            ProviderSpec(
+                "anthropic",
+                "anthropic_messages",
+                "https://api.anthropic.com",
+                ("ANTHROPIC_API_KEY",),
+                auth="x-api-key",
+                base_env="ANTHROPIC_BASE_URL",
+                description="Anthropic Messages",
+            ),
+            ProviderSpec(
+                "gemini",
+                "gemini",
+                "https://generativelanguage.googleapis.com",
+                ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+                auth="x-goog-api-key",
+                description="Google Gemini API",
+            ),
+            ProviderSpec(
+                "ollama",
+                "ollama",
+                "http://127.0.0.1:11434",
+                (),
+                auth="none",
+                key_required=False,
+                base_env="OLLAMA_HOST",
+                description="Ollama /api/chat",
+            ),
+            _openai_compatible(
+                "openrouter",
+                "https://openrouter.ai/api/v1",
+                ("OPENROUTER_API_KEY",),
+                key_required=True,
+                headers={"HTTP-Referer": "https://github.com/llm-connect/llm-connect", "X-Title": "llm-connect"},
+                description="OpenRouter (OpenAI-compatible)",
+            ),
+            _openai_compatible(
+                "groq",
+                "https://api.groq.com/openai/v1",
+                ("GROQ_API_KEY",),
+                key_required=True,
+                description="Groq (OpenAI-compatible)",
+            ),
+            _openai_compatible(
+                "together",
+                "https://api.together.xyz/v1",
+                ("TOGETHER_API_KEY",),
+                key_required=True,
+                description="Together AI (OpenAI-compatible)",
+            ),
+            _openai_compatible(
+                "vllm",
+                "http://127.0.0.1:8000/v1",
+                ("VLLM_API_KEY",),
+                base_env="VLLM_BASE_URL",
+                description="vLLM OpenAI-compatible server",
+            ),
+            _openai_compatible(
+                "llamacpp-server",
+                "http://127.0.0.1:8080/v1",
+                ("LLAMACPP_API_KEY",),
+                base_env="LLAMACPP_BASE_URL",
+                description="llama.cpp llama-server",
+            ),
+            _openai_compatible(
+                "lmstudio",
+                "http://127.0.0.1:1234/v1",
+                ("LMSTUDIO_API_KEY",),
+                base_env="LMSTUDIO_BASE_URL",
+                description="LM Studio local server",
+            ),
+            _openai_compatible(
+                "openai-compatible",
+                "http://127.0.0.1:8000/v1",
+                ("OPENAI_COMPATIBLE_API_KEY",),
+                description="any OpenAI-compatible server: pass api_base",
+            ),
+        )
+    }
+)
 
 #: non-HTTP providers: name -> (module, factory function, extra that provides it)
-OTHER_PROVIDERS: Mapping[str, tuple[str, str, str | None]] = MappingProxyType({
-    "local": ("llm_connect.providers.local", "create", "local"),
-    "claude_code": ("llm_connect.providers.claude_code", "create", None),
-    "fake": ("llm_connect.providers.fake", "create", None),
-})
+OTHER_PROVIDERS: Mapping[str, tuple[str, str, str | None]] = MappingProxyType(
+    {
+        "local": ("llm_connect.providers.local", "create", "local"),
+        "claude_code": ("llm_connect.providers.claude_code", "create", None),
+        "fake": ("llm_connect.providers.fake", "create", None),
+    }
+)
 
-_ALIASES: Mapping[str, str] = MappingProxyType({
-    "google": "gemini", "claude-code": "claude_code", "llamacpp": "llamacpp-server", "llama.cpp": "llamacpp-server",
-})
+_ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        "google": "gemini",
+        "claude-code": "claude_code",
+        "llamacpp": "llamacpp-server",
+        "llama.cpp": "llamacpp-server",
+    }
+)
 
 #: model used when a key is present but no spec was given, in order of preference
 _KEYED_DEFAULTS = (

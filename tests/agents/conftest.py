@@ -92,12 +92,21 @@ class Session:
 def personas() -> dict[str, Any]:
     lean = {"max_output_tokens": 40}
     return {
-        "ada": {"role": "customer support agent for ACME", "persona": "patient and precise",
-                "model_preference": "quality", "max_tokens_per_thread": 50_000},
+        "ada": {
+            "role": "customer support agent for ACME",
+            "persona": "patient and precise",
+            "model_preference": "quality",
+            "max_tokens_per_thread": 50_000,
+        },
         "thrifty": {"role": "budget-aware assistant", "model_preference": "thresh", "max_tokens_per_thread": 100_000},
         **{f"fan{i}": {"role": f"panel member {i}", "model_preference": f"fan{i}"} for i in range(1, 6)},
-        "lead": {"role": "lead planner", "model_preference": "dlg", "max_tokens_per_thread": 1500,
-                 "may_delegate_to": ["analyst"], **lean},
+        "lead": {
+            "role": "lead planner",
+            "model_preference": "dlg",
+            "max_tokens_per_thread": 1500,
+            "may_delegate_to": ["analyst"],
+            **lean,
+        },
         "analyst": {"role": "analyst", "model_preference": "dlg", "may_delegate_to": ["checker"], **lean},
         "checker": {"role": "fact checker", "model_preference": "dlg", **lean},
     }
@@ -107,8 +116,12 @@ def write_config(sess: Session, mock: MockServer, gateway_port: int) -> Path:
     def dep(model: str) -> list[dict[str, Any]]:
         return [{"model": f"openai:{model}", "api_base": mock.openai_base, "api_key": "sk-test-agents"}]
 
-    groups = {"quality": dep("mock-quality"), "fast": dep("mock-fast"), "thresh": dep("mock-thresh"),
-              "dlg": dep("mock-dlg")}
+    groups = {
+        "quality": dep("mock-quality"),
+        "fast": dep("mock-fast"),
+        "thresh": dep("mock-thresh"),
+        "dlg": dep("mock-dlg"),
+    }
     groups |= {f"fan{i}": dep(f"fan-{i}") for i in range(1, 6)}
     cfg = {
         "server": {"host": "127.0.0.1", "port": gateway_port},
@@ -171,7 +184,9 @@ def gateway(session: Session, config_path: Path, gateway_port: int) -> str:
     log = session.tmp / "gateway.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "llm_connect.server", "--port", str(gateway_port), "--config", str(config_path)],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         env={**os.environ, "LLM_CONNECT_HOME": str(session.tmp / "home")},
     )
     session.procs.append(proc)
@@ -211,13 +226,37 @@ def start_workers(session: Session, config_path: Path, celery_client: Any) -> Ca
         for i in range(count):
             name = f"{tag}{i}-{session.namespace}@{socket.gethostname()}"
             log = session.tmp / f"worker-{tag}{i}.log"
-            cmd = [sys.executable, "-m", "celery", "-A", "llm_connect.agents.tasks", "worker", "-Q", queue,
-                   "-n", name, "--pool", "threads", "-c", str(concurrency), "-l", "warning",
-                   "--without-gossip", "--without-mingle", "--without-heartbeat"]
-            full_env = {**os.environ, "LLM_CONNECT_CONFIG": str(config_path), "LLM_CONNECT_AGENT_QUEUE": queue,
-                        "LLM_CONNECT_HOME": str(session.tmp / "home"), **(env or {})}
-            proc = subprocess.Popen(cmd, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            cmd = [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "llm_connect.agents.tasks",
+                "worker",
+                "-Q",
+                queue,
+                "-n",
+                name,
+                "--pool",
+                "threads",
+                "-c",
+                str(concurrency),
+                "-l",
+                "warning",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ]
+            full_env = {
+                **os.environ,
+                "LLM_CONNECT_CONFIG": str(config_path),
+                "LLM_CONNECT_AGENT_QUEUE": queue,
+                "LLM_CONNECT_HOME": str(session.tmp / "home"),
+                **(env or {}),
+            }
+            proc = subprocess.Popen(
+                cmd, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+            )
             session.procs.append(proc)
             names.append(name)
             logs.append(log)

@@ -55,8 +55,14 @@ async def gateway_stub() -> AsyncIterator[tuple[str, list[dict[str, Any]], list[
 
 async def test_gateway_request_and_reply(gateway_stub) -> None:
     url, seen, answers = gateway_stub
-    answers.append((200, orjson.dumps({"content": "hi!", "model": "m-1",
-                                       "usage": {"prompt_tokens": 7, "completion_tokens": 2}}), {}, 0))
+    answers.append(
+        (
+            200,
+            orjson.dumps({"content": "hi!", "model": "m-1", "usage": {"prompt_tokens": 7, "completion_tokens": 2}}),
+            {},
+            0,
+        )
+    )
     gw = GatewayBackend(url + "/", api_key="gw-key", timeout=5)
     try:
         r = await gw.complete("quality", MSGS, max_tokens=50, temperature=0.2, tenant_id="acme", agent="ada")
@@ -75,8 +81,12 @@ async def test_gateway_request_and_reply(gateway_stub) -> None:
         (503, {"error": "All providers unavailable"}, {}, LLMProviderUnavailableError),
         (500, "oops", {}, LLMProviderUnavailableError),
         (401, {"error": {"message": "bad key", "code": "invalid_api_key"}}, {}, LLMAuthenticationError),
-        (429, {"error": {"message": "slow down", "code": "rate_limit_exceeded"}}, {"Retry-After": "3"},
-         LLMRateLimitError),
+        (
+            429,
+            {"error": {"message": "slow down", "code": "rate_limit_exceeded"}},
+            {"Retry-After": "3"},
+            LLMRateLimitError,
+        ),
         (429, {"error": {"message": "no budget", "code": "budget_exceeded"}}, {}, LLMBudgetExceededError),
         (422, {"error": {"message": "messages: required"}}, {}, LLMInvalidRequestError),
         (504, {"error": "timeout"}, {}, LLMTimeoutError),
@@ -113,12 +123,17 @@ async def test_gateway_malformed_reply_and_timeout(gateway_stub) -> None:
 
 async def test_in_process_resolution_order() -> None:
     with MockServer.run_in_thread() as mock:
-        cfg = parse_config({
-            "router": {"groups": {"quality": [{"model": "openai:mock-q", "api_base": mock.openai_base,
-                                                "api_key": "sk-x"}]}},
-            "models": {"cheap": {"model": "openai:mock-cheap", "api_base": mock.openai_base, "api_key": "sk-x"},
-                       "echo": "fake:echo"},
-        })
+        cfg = parse_config(
+            {
+                "router": {
+                    "groups": {"quality": [{"model": "openai:mock-q", "api_base": mock.openai_base, "api_key": "sk-x"}]}
+                },
+                "models": {
+                    "cheap": {"model": "openai:mock-cheap", "api_base": mock.openai_base, "api_key": "sk-x"},
+                    "echo": "fake:echo",
+                },
+            }
+        )
         injected = FakeAdapter("inj", replies=["from the injected adapter"])
         b = InProcessBackend(cfg, adapters={"special": injected})
         try:

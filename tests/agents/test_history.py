@@ -50,8 +50,10 @@ async def test_thread_bookkeeping_and_final_record(history: ThreadHistory) -> No
     await history.note_turn("T", "rex", 7, 3, member=False, budget_id="sub-1")
     st = await history.thread_state("T")
     assert st.members == ("ada",) and st.budgets == ("sub-1",)
-    assert st.usage == {"ada": {"prompt_tokens": 11, "completion_tokens": 7, "turns": 2},
-                        "rex": {"prompt_tokens": 7, "completion_tokens": 3, "turns": 1}}
+    assert st.usage == {
+        "ada": {"prompt_tokens": 11, "completion_tokens": 7, "turns": 2},
+        "rex": {"prompt_tokens": 7, "completion_tokens": 3, "turns": 1},
+    }
     await history.append("T/ada", [{"role": "user", "content": "x"}])
     await history.forget("T", ["T/ada"])
     st = await history.thread_state("T")
@@ -76,8 +78,12 @@ async def test_redis_keys_carry_the_ttl() -> None:
         await h.append("t/a", [{"role": "user", "content": "x"}])
         await h.push_notes("t/a", ["n"])
         await h.note_turn("t", "a", 1, 1)
-        for key in (f"{ns}:agents:history:t/a", f"{ns}:agents:notes:t/a", f"{ns}:agents:members:t",
-                    f"{ns}:agents:usage:t"):
+        for key in (
+            f"{ns}:agents:history:t/a",
+            f"{ns}:agents:notes:t/a",
+            f"{ns}:agents:members:t",
+            f"{ns}:agents:usage:t",
+        ):
             ttl = await h._r.pttl(key)
             assert 110_000 < ttl <= 120_000, key
     finally:

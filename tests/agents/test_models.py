@@ -21,8 +21,12 @@ from llm_connect.errors import LLMConfigurationError, LLMInvalidRequestError
 
 
 def test_system_prompt_full_agent_exact_text() -> None:
-    agent = Agent("Mara", "billing specialist", persona="calm, exact, a little dry",
-                  system_prompt="You work for ACME Corp. Never promise refunds.")
+    agent = Agent(
+        "Mara",
+        "billing specialist",
+        persona="calm, exact, a little dry",
+        system_prompt="You work for ACME Corp. Never promise refunds.",
+    )
     assert build_system_prompt(agent) == (
         "You work for ACME Corp. Never promise refunds.\n\n"
         "Your name is Mara. Your role is billing specialist.\n\n"
@@ -56,8 +60,16 @@ def test_build_messages_openai_format_with_history() -> None:
 
 
 def test_agent_from_config_mapping() -> None:
-    a = Agent.from_dict({"role": "researcher", "trust": "auto_apply", "may_delegate_to": ["writer"],
-                         "model_preference": "fast", "max_tokens_per_thread": 2000}, name="rex")
+    a = Agent.from_dict(
+        {
+            "role": "researcher",
+            "trust": "auto_apply",
+            "may_delegate_to": ["writer"],
+            "model_preference": "fast",
+            "max_tokens_per_thread": 2000,
+        },
+        name="rex",
+    )
     assert (a.name, a.trust_level, a.may_delegate_to, a.model_preference) == ("rex", "auto_apply", ("writer",), "fast")
     assert a.can_delegate_to("writer") and not a.can_delegate_to("rex")
     assert Agent.from_dict(a.to_dict()) == a
@@ -93,11 +105,20 @@ def test_agent_name_is_checked() -> None:
 
 
 def test_message_normalised_from_channel_dict() -> None:
-    m = InboundMessage.from_dict({
-        "id": "m1", "tenant_id": "acme", "channel": "Slack", "channel_metadata": {"team": "T1"},
-        "sender": {"user_id": "U42", "display_name": "Jo"}, "content": {"text": "hello", "attachments": [{"a": 1}]},
-        "timestamp": "2026-01-02T03:04:05Z", "thread_id": "th-9", "reply_to": "m0", "context": {"agent": "ada"},
-    })
+    m = InboundMessage.from_dict(
+        {
+            "id": "m1",
+            "tenant_id": "acme",
+            "channel": "Slack",
+            "channel_metadata": {"team": "T1"},
+            "sender": {"user_id": "U42", "display_name": "Jo"},
+            "content": {"text": "hello", "attachments": [{"a": 1}]},
+            "timestamp": "2026-01-02T03:04:05Z",
+            "thread_id": "th-9",
+            "reply_to": "m0",
+            "context": {"agent": "ada"},
+        }
+    )
     assert m.channel == "slack" and m.sender.id == "U42" and m.sender.name == "Jo"
     assert m.text == "hello" and m.content.attachments == ({"a": 1},)
     assert m.timestamp == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -36,8 +36,14 @@ WARN = "[BUDGET WARNING]"
 def _settings(**kw: object) -> AgentSettings:
     personas = [
         Agent("ada", "support agent", model_preference="m", max_tokens_per_thread=100_000),
-        Agent("lead", "planner", model_preference="m", max_tokens_per_thread=2_000, may_delegate_to=("analyst",),
-              max_output_tokens=20),
+        Agent(
+            "lead",
+            "planner",
+            model_preference="m",
+            max_tokens_per_thread=2_000,
+            may_delegate_to=("analyst",),
+            max_output_tokens=20,
+        ),
         Agent("analyst", "analyst", model_preference="m", may_delegate_to=("checker",), max_output_tokens=20),
         Agent("checker", "checker", model_preference="m", max_output_tokens=20),
     ]
@@ -49,8 +55,9 @@ async def rt_parts(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FakeAd
     fake = FakeAdapter("m")
     backend = InProcessBackend(adapters={"m": fake})
     if request.param == "memory":
-        rt = AgentRuntime(_settings(redis_url=None), backend=backend, history=MemoryThreadHistory(),
-                          budget_store=MemoryBudgetStore())
+        rt = AgentRuntime(
+            _settings(redis_url=None), backend=backend, history=MemoryThreadHistory(), budget_store=MemoryBudgetStore()
+        )
         yield fake, rt
         await rt.aclose()
         return
@@ -193,8 +200,12 @@ async def test_delegation_is_refused_outside_may_delegate_to(rt_parts) -> None:
 async def test_run_agent_seed_api() -> None:
     fake = FakeAdapter("m", replies=["hello there"])
     s = _settings(redis_url=None)
-    rt = AgentRuntime(s, backend=InProcessBackend(adapters={"m": fake}), history=MemoryThreadHistory(),
-                      budget_store=MemoryBudgetStore())
+    rt = AgentRuntime(
+        s,
+        backend=InProcessBackend(adapters={"m": fake}),
+        history=MemoryThreadHistory(),
+        budget_store=MemoryBudgetStore(),
+    )
     reply = await run_agent({"sender": "u", "content": "hi"}, s.agent("ada"), runtime=rt)
     assert reply.ok and reply.content == "hello there" and reply.agent == "ada"
     fake.add_replies(FakeReply(error=LLMProviderUnavailableError("down")))
@@ -205,8 +216,7 @@ async def test_run_agent_seed_api() -> None:
 
 async def test_gateway_unreachable_gives_the_fallback() -> None:
     port = free_port()  # nothing listens here
-    s = AgentSettings(personas={"ada": Agent("ada", "support")}, gateway_url=f"http://127.0.0.1:{port}",
-                      redis_url=None)
+    s = AgentSettings(personas={"ada": Agent("ada", "support")}, gateway_url=f"http://127.0.0.1:{port}", redis_url=None)
     rt = AgentRuntime(s, history=MemoryThreadHistory(), budget_store=MemoryBudgetStore())
     try:
         r = await rt.handle_message(_msg("hello"), agent="ada")
@@ -219,8 +229,12 @@ async def test_gateway_unreachable_gives_the_fallback() -> None:
 async def test_budget_store_down_is_a_failure_not_an_exhausted_thread() -> None:
     fake = FakeAdapter("m")
     store = RedisBudgetStore(f"redis://127.0.0.1:{free_port()}/0", namespace="down")  # nothing listens
-    rt = AgentRuntime(_settings(redis_url=None), backend=InProcessBackend(adapters={"m": fake}),
-                      history=MemoryThreadHistory(), budget_store=store)
+    rt = AgentRuntime(
+        _settings(redis_url=None),
+        backend=InProcessBackend(adapters={"m": fake}),
+        history=MemoryThreadHistory(),
+        budget_store=store,
+    )
     try:
         r = await rt.handle_message(_msg("hello", thread="tz"), agent="ada")
     finally:

@@ -44,8 +44,12 @@ agents:
 def test_defaults_and_env_overrides() -> None:
     s = AgentSettings.from_config({}, environ={})
     assert s.mode == "gateway" and s.broker_url == "redis://127.0.0.1:6379/0" and s.redis_url == s.broker_url
-    env = {"LLM_CONNECT_BROKER_URL": "amqp://guest@127.0.0.1//", "LLM_CONNECT_AGENT_QUEUE": "q2",
-           "LLM_CONNECT_GATEWAY_URL": "http://gw:8000/", "LLM_CONNECT_AGENT_MODE": "in_process"}
+    env = {
+        "LLM_CONNECT_BROKER_URL": "amqp://guest@127.0.0.1//",
+        "LLM_CONNECT_AGENT_QUEUE": "q2",
+        "LLM_CONNECT_GATEWAY_URL": "http://gw:8000/",
+        "LLM_CONNECT_AGENT_MODE": "in_process",
+    }
     s = AgentSettings.from_config({}, environ=env)
     assert s.broker_url.startswith("amqp://") and s.effective_result_backend == "rpc://"
     assert s.redis_url is None  # no Redis anywhere: in-memory history and budgets
@@ -83,8 +87,7 @@ def test_errors_name_the_key(agents: dict, where: str) -> None:
 
 
 def test_python_defined_agents_join_config_ones() -> None:
-    s = AgentSettings.from_config(_cfg({"personas": {"a": {"role": "r"}}}), environ={},
-                                  personas=[Agent("b", "other")])
+    s = AgentSettings.from_config(_cfg({"personas": {"a": {"role": "r"}}}), environ={}, personas=[Agent("b", "other")])
     assert sorted(s.personas) == ["a", "b"]
     with pytest.raises(AgentConfigError, match="both"):
         AgentSettings.from_config(_cfg({"personas": {"a": {"role": "r"}}}), environ={}, personas=[Agent("a", "x")])
@@ -101,7 +104,6 @@ def test_package_exports_are_lazy_and_complete() -> None:
     import llm_connect.agents as pkg
 
     assert sorted(pkg.__all__) == sorted(pkg._EXPORTS) and all(getattr(pkg, n) is not None for n in pkg.__all__)
-    code = ("import sys, llm_connect.agents as a; a.build_system_prompt; a.run_agent; "
-            "print('celery' in sys.modules)")
+    code = "import sys, llm_connect.agents as a; a.build_system_prompt; a.run_agent; print('celery' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"  # only the tasks module imports Celery

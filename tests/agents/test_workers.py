@@ -27,8 +27,14 @@ WARN = "[BUDGET WARNING]"
 
 
 def _msg(text: str, thread: str | None = None, **kw: Any) -> dict[str, Any]:
-    return {"id": uuid.uuid4().hex, "channel": "slack", "sender": {"id": "U1", "name": "Jo"}, "content": text,
-            "thread_id": thread or f"th-{uuid.uuid4().hex[:8]}", **kw}
+    return {
+        "id": uuid.uuid4().hex,
+        "channel": "slack",
+        "sender": {"id": "U1", "name": "Jo"},
+        "content": text,
+        "thread_id": thread or f"th-{uuid.uuid4().hex[:8]}",
+        **kw,
+    }
 
 
 def _send(celery: Any, queue: str, msg: dict[str, Any], agent: str, timeout: float = 60) -> dict[str, Any]:
@@ -50,8 +56,13 @@ def test_no_registered_task_is_async_def(celery_client: Any, gw_workers: Workers
     from llm_connect.agents import tasks
 
     ours = {n: t for n, t in tasks.app.tasks.items() if n.startswith("llm_connect.agents.")}
-    assert {"llm_connect.agents.handle_message", "llm_connect.agents.delegate", "llm_connect.agents.cleanup_thread",
-            "llm_connect.agents.gather_replies", "llm_connect.agents.ping"} <= set(ours)
+    assert {
+        "llm_connect.agents.handle_message",
+        "llm_connect.agents.delegate",
+        "llm_connect.agents.cleanup_thread",
+        "llm_connect.agents.gather_replies",
+        "llm_connect.agents.ping",
+    } <= set(ours)
     for name, task in ours.items():
         assert not inspect.iscoroutinefunction(task.run), name
         assert not inspect.iscoroutinefunction(inspect.unwrap(task.run)), name
@@ -79,8 +90,10 @@ def test_handle_message_end_to_end_through_the_gateway(
     assert r1["model"] == "mock-quality" and r1["usage"]["prompt_tokens"] > 0
     assert r1["worker"]["hostname"] in gw_workers.names
     sent = _upstream(mock, "mock-quality")[-1]
-    assert sent == [{"role": "system", "content": build_system_prompt(_agent("ada"))},
-                    {"role": "user", "content": "Where is my parcel?"}]
+    assert sent == [
+        {"role": "system", "content": build_system_prompt(_agent("ada"))},
+        {"role": "user", "content": "Where is my parcel?"},
+    ]
 
     r2 = _send(celery_client, gw_workers.queue, _msg("It was due Monday.", thread, tenant_id="acme"), "ada")
     assert r2["status"] == "ok"
@@ -158,8 +171,12 @@ def test_warnings_are_injected_exactly_at_the_thresholds(
     thread = f"warn-{uuid.uuid4().hex[:8]}"
     # usage per turn against the 100 000-token thread budget: 74 %, 76 %, 90 %, 91 %, 95 %, 95.2 %, 95.4 %
     spends = [(70_000, 4_000), (1_500, 500), (13_000, 1_000), (800, 200), (3_500, 500), (100, 100), (100, 100)]
-    mock.script(*(MockReply(model="mock-thresh", text=f"answer {i}", input_tokens=p, output_tokens=c)
-                  for i, (p, c) in enumerate(spends)))
+    mock.script(
+        *(
+            MockReply(model="mock-thresh", text=f"answer {i}", input_tokens=p, output_tokens=c)
+            for i, (p, c) in enumerate(spends)
+        )
+    )
     before = len(_upstream(mock, "mock-thresh"))
     replies = [_send(celery_client, gw_workers.queue, _msg(f"step {i}", thread), "thrifty") for i in range(7)]
     assert [r["status"] for r in replies] == ["ok"] * 7
@@ -186,8 +203,10 @@ def test_cleanup_records_final_usage(celery_client: Any, gw_workers: Workers, se
     from llm_connect.agents.tasks import cleanup_thread
 
     thread = f"clean-{uuid.uuid4().hex[:8]}"
-    replies = [_send(celery_client, gw_workers.queue, _msg(t, thread, tenant_id="acme"), "ada")
-               for t in ("one question", "and another one")]
+    replies = [
+        _send(celery_client, gw_workers.queue, _msg(t, thread, tenant_id="acme"), "ada")
+        for t in ("one question", "and another one")
+    ]
     assert all(r["status"] == "ok" for r in replies)
     used = sum(r["usage"]["total_tokens"] for r in replies)
 
@@ -234,21 +253,27 @@ def test_delegation_chain_cap_holds_across_two_worker_processes(
     cap = personas()["lead"]["max_tokens_per_thread"]  # 1 500 tokens for the lead's thread, A -> B -> C included
     chain = ["lead", "analyst", "checker"]
     # every upstream call reports 120 tokens
-    mock.script(MockReply(model="mock-dlg", text="noted, passing it on", input_tokens=100, output_tokens=20,
-                          latency=0.05, repeat=True))
+    mock.script(
+        MockReply(
+            model="mock-dlg", text="noted, passing it on", input_tokens=100, output_tokens=20, latency=0.05, repeat=True
+        )
+    )
     before = len(_upstream(mock, "mock-dlg"))
     try:
         # two whole chains, one after the other: B and C spend (in either process) under A's budget
         for i in range(2):
-            steps = _steps(delegation_chain(_msg(f"warm-up {i}", thread), chain, [600, 300],
-                                            queue=inproc_workers.queue))
+            steps = _steps(
+                delegation_chain(_msg(f"warm-up {i}", thread), chain, [600, 300], queue=inproc_workers.queue)
+            )
             assert [s["status"] for s in steps] == ["ok", "ok", "ok"]
             assert [s["agent"] for s in steps] == chain
             sub_b, sub_c = steps[1]["budget"], steps[2]["budget"]
             assert sub_b["total"] == 600 and sub_c["total"] == 300 and sub_c["spent"] == 120
         # then 12 chains at once (36 calls, 4 320 tokens asked) race for what is left of A's 1 500
-        results = [delegation_chain(_msg(f"task {i}", thread), chain, [600, 300], queue=inproc_workers.queue)
-                   for i in range(12)]
+        results = [
+            delegation_chain(_msg(f"task {i}", thread), chain, [600, 300], queue=inproc_workers.queue)
+            for i in range(12)
+        ]
         runs = [_steps(r) for r in results]
     finally:
         mock.clear_scripts()
@@ -301,8 +326,9 @@ def test_delegation_ran_in_both_processes(celery_client: Any, inproc_workers: Wo
 
     mock.script(MockReply(model="mock-dlg", text="ok", input_tokens=5, output_tokens=1, latency=0.2, repeat=True))
     try:
-        results = [delegation_chain(_msg(f"job {i}"), ["lead", "analyst"], [300], queue=inproc_workers.queue)
-                   for i in range(8)]
+        results = [
+            delegation_chain(_msg(f"job {i}"), ["lead", "analyst"], [300], queue=inproc_workers.queue) for i in range(8)
+        ]
         finals = [r.get(timeout=60) for r in results]
     finally:
         mock.clear_scripts()

@@ -191,8 +191,12 @@ async def test_500_coroutines_through_adapters_never_overshoot():
     tracker = BudgetTracker(total=20_000)
     ut = UsageTracker()
     adapters = [
-        create_adapter("fake:r", replies=[FakeReply(text="z", usage=Usage(2, rng.randint(1, 60)),
-                                                    latency=rng.random() / 100) for _ in range(500)])
+        create_adapter(
+            "fake:r",
+            replies=[
+                FakeReply(text="z", usage=Usage(2, rng.randint(1, 60)), latency=rng.random() / 100) for _ in range(500)
+            ],
+        )
         for _ in range(4)
     ]
 

@@ -13,7 +13,7 @@ import pytest
 
 from llm_connect import LLMConfigurationError, LLMProviderUnavailableError, LLMTimeoutError, RunConfig, create_adapter
 
-STUB = r'''#!{python}
+STUB = r"""#!{python}
 import json, os, sys, time
 argv = sys.argv[1:]
 prompt = sys.stdin.read()
@@ -35,7 +35,7 @@ print(json.dumps({{
               "output_tokens": 20}},
     "modelUsage": {{"claude-sonnet-4-5": {{"inputTokens": 10}}}}
 }}))
-'''
+"""
 
 
 @pytest.fixture

@@ -44,12 +44,19 @@ def redis_up() -> bool:
         return False
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         raw: bytes | None = None, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+    timeout: float = 30,
+) -> tuple[int, dict[str, str], bytes]:
     """A plain urllib call: (status, headers with lower-case names, body) for any status."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json",
-                                                                         **(headers or {})})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
@@ -60,8 +67,9 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
 class GatewayProc:
     """``python -m llm_connect.server`` in a subprocess with a YAML config written to ``workdir``."""
 
-    def __init__(self, config: dict[str, Any] | None, workdir: Path, *, name: str = "gw",
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: dict[str, Any] | None, workdir: Path, *, name: str = "gw", env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.workdir = workdir
         self.name = name
@@ -81,8 +89,9 @@ class GatewayProc:
             args += ["--config", str(path)]
         self._log = open(self.log_path, "wb")
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                     cwd=str(self.workdir))
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=str(self.workdir)
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -153,8 +162,12 @@ def base_config(mock: MockServer, workdir: Path, **sections: Any) -> dict[str, A
         "router": {
             "groups": {
                 "quality": [
-                    {"model": "anthropic:claude-q", "name": "q-anthropic", "api_base": mock.anthropic_base,
-                     "api_key": PROVIDER_KEY},
+                    {
+                        "model": "anthropic:claude-q",
+                        "name": "q-anthropic",
+                        "api_base": mock.anthropic_base,
+                        "api_key": PROVIDER_KEY,
+                    },
                     {"model": "openai:gpt-q", "name": "q-openai"},
                 ],
                 "fast": [{"model": "ollama:qwen-fast", "name": "f-ollama", "api_base": mock.ollama_base}],
@@ -187,8 +200,9 @@ def base_config(mock: MockServer, workdir: Path, **sections: Any) -> dict[str, A
 def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProc]]:
     procs: list[GatewayProc] = []
 
-    def start(config: dict[str, Any] | None, *, name: str | None = None, timeout: float = 20.0,
-              **kw: Any) -> GatewayProc:
+    def start(
+        config: dict[str, Any] | None, *, name: str | None = None, timeout: float = 20.0, **kw: Any
+    ) -> GatewayProc:
         gw = GatewayProc(config, tmp_path, name=name or f"gw{len(procs)}", **kw)
         procs.append(gw)
         return gw.start(timeout)

@@ -52,23 +52,29 @@ def test_empty_body_is_400(gw):
     assert status == 400 and orjson.loads(data)["error"]["code"] == "invalid_json"
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"model": "plain"}, "messages"),
-    ({"model": "plain", "messages": []}, "messages"),
-    ({"model": "plain", "messages": "hi"}, "messages"),
-    ({"model": "plain", "messages": [{"content": "x"}]}, "messages[0].role"),
-    ({"model": "plain", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
-    ({"model": "plain", "messages": [{"role": "user"}]}, "messages[0].content"),
-    ({"model": "plain", "messages": OK_MSGS, "max_tokens": 0}, "max_tokens"),
-    ({"model": "plain", "messages": OK_MSGS, "max_tokens": "10"}, "max_tokens"),
-    ({"model": "plain", "messages": OK_MSGS, "temperature": 3}, "temperature"),
-    ({"model": "plain", "messages": OK_MSGS, "stream": "yes"}, "stream"),
-    ({"model": "plain", "messages": OK_MSGS, "n": 2}, "n"),
-    ({"model": "plain", "messages": OK_MSGS, "tools": [{"type": "function"}]}, "tools[0].function.name"),
-    ({"model": "plain", "messages": OK_MSGS, "stop": [1, 2]}, "stop"),
-    ({"model": 5, "messages": OK_MSGS}, "model"),
-    ({"model": "plain", "messages": OK_MSGS, "stream_options": {"include_usage": 1}}, "stream_options.include_usage"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "plain"}, "messages"),
+        ({"model": "plain", "messages": []}, "messages"),
+        ({"model": "plain", "messages": "hi"}, "messages"),
+        ({"model": "plain", "messages": [{"content": "x"}]}, "messages[0].role"),
+        ({"model": "plain", "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"model": "plain", "messages": [{"role": "user"}]}, "messages[0].content"),
+        ({"model": "plain", "messages": OK_MSGS, "max_tokens": 0}, "max_tokens"),
+        ({"model": "plain", "messages": OK_MSGS, "max_tokens": "10"}, "max_tokens"),
+        ({"model": "plain", "messages": OK_MSGS, "temperature": 3}, "temperature"),
+        ({"model": "plain", "messages": OK_MSGS, "stream": "yes"}, "stream"),
+        ({"model": "plain", "messages": OK_MSGS, "n": 2}, "n"),
+        ({"model": "plain", "messages": OK_MSGS, "tools": [{"type": "function"}]}, "tools[0].function.name"),
+        ({"model": "plain", "messages": OK_MSGS, "stop": [1, 2]}, "stop"),
+        ({"model": 5, "messages": OK_MSGS}, "model"),
+        (
+            {"model": "plain", "messages": OK_MSGS, "stream_options": {"include_usage": 1}},
+            "stream_options.include_usage",
+        ),
+    ],
+)
 def test_schema_errors_are_422_naming_the_field(gw, body, param):
     status, _, data = call(gw, CHAT, body)
     assert status == 422, data
@@ -81,16 +87,19 @@ def test_body_not_an_object_is_422(gw):
     assert status == 422 and error_of(data)["code"] == "invalid_field"
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({}, "prompt"),
-    ({"prompt": ""}, "prompt"),
-    ({"prompt": 7}, "prompt"),
-    ({"prompt": "x", "budget": {"total_tokens": 5}}, "budget.id"),
-    ({"prompt": "x", "budget": {"id": "b", "total_tokens": -5}}, "budget.total_tokens"),
-    ({"prompt": "x", "budget": {"id": "b", "total_usd": "lots"}}, "budget.total_usd"),
-    ({"prompt": "x", "temperature": "hot"}, "temperature"),
-    ({"prompt": "x", "unknown_field": 1}, "unknown_field"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({}, "prompt"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": 7}, "prompt"),
+        ({"prompt": "x", "budget": {"total_tokens": 5}}, "budget.id"),
+        ({"prompt": "x", "budget": {"id": "b", "total_tokens": -5}}, "budget.total_tokens"),
+        ({"prompt": "x", "budget": {"id": "b", "total_usd": "lots"}}, "budget.total_usd"),
+        ({"prompt": "x", "temperature": "hot"}, "temperature"),
+        ({"prompt": "x", "unknown_field": 1}, "unknown_field"),
+    ],
+)
 def test_execute_schema_errors(gw, body, param):
     status, _, data = call(gw, "/execute", body)
     body = orjson.loads(data)
@@ -112,9 +121,13 @@ def test_chunked_body_over_limit_is_413(gw):
     """No Content-Length: the limit is enforced while reading."""
     host, port = "127.0.0.1", gw.port
     body = b'{"model": "plain", "messages": [{"role": "user", "content": "' + b"y" * 80_000 + b'"}]}'
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 8192]), body[i:i + 8192]) for i in range(0, len(body), 8192))
-    req = (f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME_KEY}\r\n"
-           "Transfer-Encoding: chunked\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n").encode()
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 8192]), body[i : i + 8192]) for i in range(0, len(body), 8192)
+    )
+    req = (
+        f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME_KEY}\r\n"
+        "Transfer-Encoding: chunked\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+    ).encode()
     with socket.create_connection((host, port), timeout=10) as s:
         s.sendall(req + chunks + b"0\r\n\r\n")
         resp = b""
@@ -127,8 +140,12 @@ def test_chunked_body_over_limit_is_413(gw):
 def test_unknown_model_is_404(gw):
     status, _, data = call(gw, CHAT, {"model": "gpt-17-ultra", "messages": OK_MSGS})
     assert status == 404
-    assert error_of(data) == {"message": "the model 'gpt-17-ultra' does not exist (see GET /v1/models)",
-                              "type": "invalid_request_error", "code": "model_not_found", "param": "model"}
+    assert error_of(data) == {
+        "message": "the model 'gpt-17-ultra' does not exist (see GET /v1/models)",
+        "type": "invalid_request_error",
+        "code": "model_not_found",
+        "param": "model",
+    }
     status, _, data = call(gw, CHAT, {"model": "nosuchprovider:x", "messages": OK_MSGS})
     assert status == 404 and error_of(data)["code"] == "model_not_found"
 
@@ -175,9 +192,11 @@ def test_admin_routes_need_admin(gw):
 
 def test_provider_keys_never_leak(gw, mock):
     # a provider that echoes the key in its error message, an auth failure upstream, a broken reply
-    mock.script(MockReply(model="gpt-leak", status=500, error_message=f"internal: bad token {PROVIDER_KEY}"),
-                MockReply(model="gpt-leak", status=401, error_message=f"Incorrect API key provided: {PROVIDER_KEY}"),
-                MockReply(model="gpt-leak", fault="malformed"))
+    mock.script(
+        MockReply(model="gpt-leak", status=500, error_message=f"internal: bad token {PROVIDER_KEY}"),
+        MockReply(model="gpt-leak", status=401, error_message=f"Incorrect API key provided: {PROVIDER_KEY}"),
+        MockReply(model="gpt-leak", fault="malformed"),
+    )
     bodies = []
     for _ in range(3):
         time.sleep(0.05)  # past the deployment's (tiny) cooldown

@@ -52,8 +52,9 @@ def gw(mock, workdir):
 
 
 def post(gw, path, body, key=ACME_KEY, headers=None, **kw):
-    status, hdrs, raw = http("POST", gw.url + path, body,
-                             headers={"Authorization": f"Bearer {key}", **(headers or {})}, **kw)
+    status, hdrs, raw = http(
+        "POST", gw.url + path, body, headers={"Authorization": f"Bearer {key}", **(headers or {})}, **kw
+    )
     return status, hdrs, orjson.loads(raw)
 
 
@@ -63,8 +64,14 @@ def test_execute_seed_payload(gw, mock):
     assert body["ok"] is True
     assert body["text"] == "mock reply to: Summarise the proposal in one line."
     assert (body["model"], body["provider"], body["finish_reason"]) == ("gpt-plain", "openai", "stop")
-    assert set(body["usage"]) == {"input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-                                  "reasoning_tokens", "total_tokens"}
+    assert set(body["usage"]) == {
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+        "total_tokens",
+    }
     assert body["usage"]["total_tokens"] == body["usage"]["input_tokens"] + body["usage"]["output_tokens"]
     assert body["request_id"] == headers["x-request-id"]
     assert body["latency_ms"] >= 0
@@ -80,9 +87,15 @@ def test_execute_with_messages_and_default_model(gw):
 
 def test_execute_errors_are_json_with_ok_false(gw):
     status, _, body = post(gw, "/execute", {"prompt": "x", "model": "nope"})
-    assert status == 404 and body == {"ok": False, "error": {
-        "type": "invalid_request_error", "code": "model_not_found",
-        "message": "the model 'nope' does not exist (see GET /v1/models)", "param": "model"}}
+    assert status == 404 and body == {
+        "ok": False,
+        "error": {
+            "type": "invalid_request_error",
+            "code": "model_not_found",
+            "message": "the model 'nope' does not exist (see GET /v1/models)",
+            "param": "model",
+        },
+    }
     status, _, body = post(gw, "/execute", {"prompt": "x", "max_tokenz": 5})
     assert status == 422 and body["error"]["param"] == "max_tokenz"
     status, _, body = post(gw, "/execute", {"prompt": "x"}, key="bad-key-0123456789")
@@ -92,8 +105,11 @@ def test_execute_errors_are_json_with_ok_false(gw):
 def test_complete_seed_payload(gw, mock):
     status, _, body = post(gw, "/complete", COMPLETE_PAYLOAD)
     assert status == 200, body
-    assert body == {"content": "mock reply to: Where is my order?", "model": "claude-q",
-                    "usage": {"prompt_tokens": 14, "completion_tokens": 7}}
+    assert body == {
+        "content": "mock reply to: Where is my order?",
+        "model": "claude-q",
+        "usage": {"prompt_tokens": 14, "completion_tokens": 7},
+    }
     # the group's primary is the Anthropic deployment
     assert mock.last_request["path"].endswith("/v1/messages")
 
@@ -108,8 +124,11 @@ def test_complete_falls_back_within_and_across_groups(gw, mock):
 
 
 def test_complete_all_providers_down_is_503(gw, mock):
-    mock.script(MockReply(model="claude-q", status=500), MockReply(model="gpt-q", status=503),
-                MockReply(model="qwen-fast", fault="reset"))
+    mock.script(
+        MockReply(model="claude-q", status=500),
+        MockReply(model="gpt-q", status=503),
+        MockReply(model="qwen-fast", fault="reset"),
+    )
     status, _, body = post(gw, "/complete", COMPLETE_PAYLOAD)
     assert status == 503
     assert body["error"] == "All providers unavailable"
@@ -188,8 +207,11 @@ def test_routing_policy_by_task_type(mock, start_gateway, tmp_path):
     assert status == 200 and body["model"] == "qwen-fast"
     status, _, body = post(gw, "/execute", {"prompt": "x", "model": "policy", "task_type": "other"})
     assert status == 200 and body["model"] == "gpt-plain"
-    status, _, body = post(gw, "/execute", {"prompt": "x", "model": "policy", "task_type": "autonomous_action",
-                                            "metadata": {"trust": "auto_apply"}})
+    status, _, body = post(
+        gw,
+        "/execute",
+        {"prompt": "x", "model": "policy", "task_type": "autonomous_action", "metadata": {"trust": "auto_apply"}},
+    )
     assert status == 403 and body["error"]["code"] == "policy_violation"
     status, _, raw = http("GET", gw.url + "/v1/models", headers={"Authorization": f"Bearer {ACME_KEY}"})
     assert "policy" in {m["id"] for m in orjson.loads(raw)["data"]}

@@ -30,8 +30,10 @@ def workdir(tmp_path_factory):
 def gw(mock, workdir):
     cfg = base_config(mock, workdir)
     groups = cfg["router"]["groups"]
-    groups["pair"] = [{"model": "openai:first", "name": "first", "timeout": 0.6},
-                      {"model": "openai:second", "name": "second"}]
+    groups["pair"] = [
+        {"model": "openai:first", "name": "first", "timeout": 0.6},
+        {"model": "openai:second", "name": "second"},
+    ]
     groups["solo"] = [{"model": "openai:solo", "name": "solo"}]
     g = GatewayProc(cfg, workdir, name="faults").start()
     yield g
@@ -48,15 +50,23 @@ def _clean(mock):
 
 def chat(gw, body, timeout=30):
     t0 = time.perf_counter()
-    status, _headers, raw = http("POST", gw.url + "/v1/chat/completions", body,
-                                headers={"Authorization": f"Bearer {ACME_KEY}"}, timeout=timeout)
+    status, _headers, raw = http(
+        "POST", gw.url + "/v1/chat/completions", body, headers={"Authorization": f"Bearer {ACME_KEY}"}, timeout=timeout
+    )
     return status, orjson.loads(raw), time.perf_counter() - t0
 
 
-@pytest.mark.parametrize("fault", [
-    {"status": 500}, {"status": 503}, {"error": "rate_limit", "retry_after": 0}, {"fault": "reset"},
-    {"fault": "malformed"}, {"status": 529},
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500},
+        {"status": 503},
+        {"error": "rate_limit", "retry_after": 0},
+        {"fault": "reset"},
+        {"fault": "malformed"},
+        {"status": 529},
+    ],
+)
 def test_first_deployment_fails_second_answers(gw, mock, fault):
     mock.script(MockReply(model="first", **fault))
     status, body, _ = chat(gw, {"model": "pair", "messages": MSG})
@@ -71,12 +81,15 @@ def test_slow_deployment_times_out_and_falls_back(gw, mock):
     assert took < 3
 
 
-@pytest.mark.parametrize(("fault", "codes"), [
-    ({"status": 500}, {503}),
-    ({"error": "rate_limit", "retry_after": 0}, {429, 503}),
-    ({"fault": "reset"}, {503}),
-    ({"fault": "malformed"}, {503}),
-])
+@pytest.mark.parametrize(
+    ("fault", "codes"),
+    [
+        ({"status": 500}, {503}),
+        ({"error": "rate_limit", "retry_after": 0}, {429, 503}),
+        ({"fault": "reset"}, {503}),
+        ({"fault": "malformed"}, {503}),
+    ],
+)
 def test_single_deployment_failure_is_a_clean_error(gw, mock, fault, codes):
     mock.script(MockReply(model="solo", **fault))
     status, body, took = chat(gw, {"model": "solo", "messages": MSG})
@@ -122,14 +135,27 @@ def test_upstream_error_before_stream_is_json(gw, mock):
 
 
 async def test_no_hung_requests_under_mixed_faults(gw, mock):
-    mock.script(*[MockReply(model="solo", **f) for f in (
-        {"status": 500}, {"fault": "reset"}, {"fault": "malformed"}, {"status": 502}, {"fault": "slow", "latency": 4},
-        {"fault": "cut_stream", "cut_after": 2}, {"error": "rate_limit", "retry_after": 0}, {"status": 400})])
+    mock.script(
+        *[
+            MockReply(model="solo", **f)
+            for f in (
+                {"status": 500},
+                {"fault": "reset"},
+                {"fault": "malformed"},
+                {"status": 502},
+                {"fault": "slow", "latency": 4},
+                {"fault": "cut_stream", "cut_after": 2},
+                {"error": "rate_limit", "retry_after": 0},
+                {"status": 400},
+            )
+        ]
+    )
 
     async def one(session, i):
         body = {"model": "solo", "messages": MSG, "timeout": 1.5, "stream": i % 2 == 0}
-        async with session.post(gw.url + "/v1/chat/completions", json=body,
-                                headers={"Authorization": f"Bearer {ACME_KEY}"}) as r:
+        async with session.post(
+            gw.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {ACME_KEY}"}
+        ) as r:
             raw = await r.read()
             return r.status, raw
 
@@ -148,8 +174,9 @@ async def test_client_disconnect_stops_upstream_and_settles(gw, mock, workdir):
     budget = {"X-LLM-Budget-Id": tag, "X-LLM-Budget-Tokens": "1000"}
     t0 = time.perf_counter()
     async with aiohttp.ClientSession() as s:
-        resp = await s.post(gw.url + "/v1/chat/completions", json=body,
-                            headers={"Authorization": f"Bearer {ACME_KEY}", **budget})
+        resp = await s.post(
+            gw.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {ACME_KEY}", **budget}
+        )
         assert resp.status == 200
         seen = 0
         async for line in resp.content:
@@ -164,8 +191,9 @@ async def test_client_disconnect_stops_upstream_and_settles(gw, mock, workdir):
     while time.monotonic() < deadline and row is None:
         conn = sqlite3.connect(workdir / "usage.sqlite3")
         try:
-            row = conn.execute("SELECT output_tokens, streamed, success FROM llm_usage WHERE agent = ?",
-                               (tag,)).fetchone()
+            row = conn.execute(
+                "SELECT output_tokens, streamed, success FROM llm_usage WHERE agent = ?", (tag,)
+            ).fetchone()
         finally:
             conn.close()
         if row is None:
@@ -176,7 +204,11 @@ async def test_client_disconnect_stops_upstream_and_settles(gw, mock, workdir):
     assert streamed == 1
     assert 0 < output_tokens < 40  # billed for what was produced, not the whole answer
     # the stream's reservation (prompt + 300 tokens) was settled to what it produced, not kept
-    status, _, raw = http("POST", gw.url + "/execute", {"prompt": "x", "model": "fake", "max_tokens": 2},
-                          headers={"Authorization": f"Bearer {ACME_KEY}", "X-LLM-Budget-Id": tag})
+    status, _, raw = http(
+        "POST",
+        gw.url + "/execute",
+        {"prompt": "x", "model": "fake", "max_tokens": 2},
+        headers={"Authorization": f"Bearer {ACME_KEY}", "X-LLM-Budget-Id": tag},
+    )
     left = orjson.loads(raw)["budget"]["remaining_tokens"]
     assert status == 200 and 1000 - 300 < left < 1000

@@ -50,17 +50,20 @@ async def test_async_completion_concurrent(gw):
     import asyncio
 
     async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=ACME_KEY, max_retries=0) as c:
-        rs = await asyncio.gather(*[
-            c.chat.completions.create(model="fast", messages=[{"role": "user", "content": f"n{i}"}])
-            for i in range(20)
-        ])
+        rs = await asyncio.gather(
+            *[
+                c.chat.completions.create(model="fast", messages=[{"role": "user", "content": f"n{i}"}])
+                for i in range(20)
+            ]
+        )
     assert [r.choices[0].message.content for r in rs] == [f"mock reply to: n{i}" for i in range(20)]
     assert all(r.model == "qwen-fast" for r in rs)
 
 
 def test_stream_with_include_usage(client):
-    stream = client.chat.completions.create(model="plain", messages=USER, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="plain", messages=USER, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert len({c.id for c in chunks}) == 1
@@ -83,8 +86,9 @@ def test_stream_without_usage_has_no_usage_chunk(client):
 
 async def test_async_stream(gw):
     async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=ACME_KEY, max_retries=0) as c:
-        stream = await c.chat.completions.create(model="quality", messages=USER, stream=True,
-                                                 stream_options={"include_usage": True})
+        stream = await c.chat.completions.create(
+            model="quality", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
         parts, usage = [], None
         async for ch in stream:
             if ch.choices and ch.choices[0].delta.content:
@@ -96,9 +100,16 @@ async def test_async_stream(gw):
 
 
 def test_tools_and_response_format_pass_through(client, mock):
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "weather",
-                                               "parameters": {"type": "object", "properties": {
-                                                   "city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     mock.script(MockReply(model="gpt-plain", tool_calls=[{"name": "get_weather", "arguments": {"city": "Oslo"}}]))
     r = client.chat.completions.create(model="plain", messages=USER, tools=tools, tool_choice="auto")
     tc = r.choices[0].message.tool_calls
@@ -121,8 +132,10 @@ def test_models_list_is_scoped_to_the_key(gw):
 
 
 def test_sdk_error_types(gw):
-    with openai.OpenAI(base_url=gw.url + "/v1", api_key="wrong-key-0123456789", max_retries=0) as c, \
-            pytest.raises(openai.AuthenticationError) as ei:
+    with (
+        openai.OpenAI(base_url=gw.url + "/v1", api_key="wrong-key-0123456789", max_retries=0) as c,
+        pytest.raises(openai.AuthenticationError) as ei,
+    ):
         c.chat.completions.create(model="plain", messages=USER)
     assert ei.value.code == "invalid_api_key"
     with openai.OpenAI(base_url=gw.url + "/v1", api_key=BETA_KEY, max_retries=0) as c:

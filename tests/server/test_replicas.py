@@ -36,11 +36,12 @@ def replica_config(workdir, ns, **extra):
 async def _fire(urls: list[str], n: int) -> list[tuple[int, bytes]]:
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as s:
+
         async def one(i: int) -> tuple[int, bytes]:
-            body = {"model": "slowfake", "messages": [{"role": "user", "content": f"item {i} please"}],
-                    "max_tokens": 5}
-            async with s.post(urls[i % len(urls)] + "/v1/chat/completions", json=body,
-                              headers={"Authorization": f"Bearer {KEY}"}) as r:
+            body = {"model": "slowfake", "messages": [{"role": "user", "content": f"item {i} please"}], "max_tokens": 5}
+            async with s.post(
+                urls[i % len(urls)] + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+            ) as r:
                 return r.status, await r.read()
 
         return await asyncio.gather(*[one(i) for i in range(n)])
@@ -69,7 +70,8 @@ def test_two_replicas_never_overshoot_a_shared_budget(start_gateway, tmp_path, r
     conn = sqlite3.connect(tmp_path / "usage.sqlite3")
     try:
         ledger_total, n_events = conn.execute(
-            "SELECT COALESCE(SUM(total_tokens), 0), COUNT(*) FROM llm_usage WHERE tenant_id = 'shared'").fetchone()
+            "SELECT COALESCE(SUM(total_tokens), 0), COUNT(*) FROM llm_usage WHERE tenant_id = 'shared'"
+        ).fetchone()
     finally:
         conn.close()
     assert n_events == statuses[200]

@@ -46,9 +46,12 @@ def test_embedded_default_starts_fast_and_small(start_gateway):
 def test_local_model_through_the_gateway(start_gateway):
     pytest.importorskip("llama_cpp")
     gw = start_gateway(None, name="local")
-    status, _, raw = http("POST", gw.url + "/v1/chat/completions",
-                          {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4, "temperature": 0},
-                          timeout=120)
+    status, _, raw = http(
+        "POST",
+        gw.url + "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4, "temperature": 0},
+        timeout=120,
+    )
     body = orjson.loads(raw)
     assert status == 200, body
     assert body["model"] and body["usage"]["completion_tokens"] >= 1
@@ -57,8 +60,12 @@ def test_local_model_through_the_gateway(start_gateway):
 def test_bad_config_exits_with_a_clear_message(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump({"api_keys": [{"key": "short", "tenant": "a"}]}))
-    p = subprocess.run([sys.executable, "-m", "llm_connect.server", "--config", str(cfg), "--port", "0"],
-                       capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [sys.executable, "-m", "llm_connect.server", "--config", str(cfg), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode == 2
     assert "api_keys[0].key" in p.stderr and "Traceback" not in p.stderr
 
@@ -66,16 +73,24 @@ def test_bad_config_exits_with_a_clear_message(tmp_path):
 def test_bad_router_section_is_refused_before_serving(tmp_path):
     cfg = tmp_path / "bad-router.yaml"
     cfg.write_text(yaml.safe_dump({"router": {"groups": {"g": [{"model": "openai:x", "wieght": 2}]}}}))
-    p = subprocess.run([sys.executable, "-m", "llm_connect.server", "--config", str(cfg), "--port", "0"],
-                       capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [sys.executable, "-m", "llm_connect.server", "--config", str(cfg), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode == 2 and "router" in p.stderr and "wieght" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_workers_without_redis_are_refused_when_budgets_exist(tmp_path):
     cfg = tmp_path / "w.yaml"
     cfg.write_text(yaml.safe_dump({"server": {"workers": 2}, "tenants": {"t": {"budget": {"tokens": 5}}}}))
-    p = subprocess.run([sys.executable, "-m", "llm_connect.server", "--config", str(cfg), "--port", "0"],
-                       capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [sys.executable, "-m", "llm_connect.server", "--config", str(cfg), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode == 2 and "server.workers" in p.stderr and "redis" in p.stderr
 
 
@@ -113,8 +128,10 @@ def test_full_config_parses_with_env(tmp_path):
         "router": {"groups": {"fast": ["fake:echo"]}},
         "models": {"f": "fast", "raw": {"model": "openai:gpt-4o-mini", "api_key_env": "X"}},
         "tenants": {"acme": {"budget": {"usd": "12.50", "period": "monthly"}, "rpm": 60, "models": ["fast"]}},
-        "api_keys": [{"key": "${ACME_KEY}", "tenant": "acme", "tpm": 1000},
-                     {"key_sha256": hash_key("another-key-0123456789"), "tenant": "acme", "name": "k2"}],
+        "api_keys": [
+            {"key": "${ACME_KEY}", "tenant": "acme", "tpm": 1000},
+            {"key_sha256": hash_key("another-key-0123456789"), "tenant": "acme", "name": "k2"},
+        ],
         "admin_key": "${ADMIN:-admin-0123456789abcdef}",
         "budgets": {"max_tokens_per_thread": 1000, "delegated_max_tokens": 5000},
         "pricing": {"openai:my-model": {"input_per_mtok": 1, "output_per_mtok": 2}},
@@ -135,31 +152,34 @@ def test_full_config_parses_with_env(tmp_path):
     assert "acme-key" not in repr(cfg) and "sk-abcdef" not in repr(cfg)
 
 
-@pytest.mark.parametrize(("doc", "path"), [
-    ({"server": {"port": "x"}}, "server.port"),
-    ({"server": {"port": 70000}}, "server.port"),
-    ({"server": {"prot": 1}}, "server.prot"),
-    ({"servr": {}}, "servr"),
-    ({"redis": {"url": "http://x"}}, "redis.url"),
-    ({"ledger": {"url": "mysql://x"}}, "ledger.url"),
-    ({"ledger": {"synchronous": "SOMETIMES"}}, "ledger.synchronous"),
-    ({"tenants": {"a": {"budget": {"usd": "-1"}}}}, "tenants.a.budget.usd"),
-    ({"tenants": {"a": {"budget": {"period": "weekly", "tokens": 1}}}}, "tenants.a.budget.period"),
-    ({"tenants": {"a": {"budget": {}}}}, "tenants.a.budget.tokens"),
-    ({"tenants": {"a": {"rpm": 0}}}, "tenants.a.rpm"),
-    ({"api_keys": [{"tenant": "a"}]}, "api_keys[0].key"),
-    ({"api_keys": [{"key": "k" * 20}]}, "api_keys[0].tenant"),
-    ({"api_keys": [{"key_sha256": "abc", "tenant": "a"}]}, "api_keys[0].key_sha256"),
-    ({"tenants": {"a": {}}, "api_keys": [{"key": "k" * 20, "tenant": "b"}]}, "api_keys[0].tenant"),
-    ({"api_keys": [{"key": "k" * 20, "tenant": "a"}, {"key": "k" * 20, "tenant": "a"}]}, "api_keys[1].key"),
-    ({"auth": True}, "auth"),
-    ({"models": {"m": "nothing-known"}}, "models.m"),
-    ({"router": {"groups": {"g": ["fake:x"]}}, "models": {"g": "fake:y"}}, "models.g"),
-    ({"default_model": "ghost"}, "default_model"),
-    ({"budgets": {"thresholds": [2]}}, "budgets.thresholds"),
-    ({"budgets": {"on_unavailable": "maybe"}}, "budgets.on_unavailable"),
-    ({"pricing": {"m": 5}}, "pricing.m"),
-])
+@pytest.mark.parametrize(
+    ("doc", "path"),
+    [
+        ({"server": {"port": "x"}}, "server.port"),
+        ({"server": {"port": 70000}}, "server.port"),
+        ({"server": {"prot": 1}}, "server.prot"),
+        ({"servr": {}}, "servr"),
+        ({"redis": {"url": "http://x"}}, "redis.url"),
+        ({"ledger": {"url": "mysql://x"}}, "ledger.url"),
+        ({"ledger": {"synchronous": "SOMETIMES"}}, "ledger.synchronous"),
+        ({"tenants": {"a": {"budget": {"usd": "-1"}}}}, "tenants.a.budget.usd"),
+        ({"tenants": {"a": {"budget": {"period": "weekly", "tokens": 1}}}}, "tenants.a.budget.period"),
+        ({"tenants": {"a": {"budget": {}}}}, "tenants.a.budget.tokens"),
+        ({"tenants": {"a": {"rpm": 0}}}, "tenants.a.rpm"),
+        ({"api_keys": [{"tenant": "a"}]}, "api_keys[0].key"),
+        ({"api_keys": [{"key": "k" * 20}]}, "api_keys[0].tenant"),
+        ({"api_keys": [{"key_sha256": "abc", "tenant": "a"}]}, "api_keys[0].key_sha256"),
+        ({"tenants": {"a": {}}, "api_keys": [{"key": "k" * 20, "tenant": "b"}]}, "api_keys[0].tenant"),
+        ({"api_keys": [{"key": "k" * 20, "tenant": "a"}, {"key": "k" * 20, "tenant": "a"}]}, "api_keys[1].key"),
+        ({"auth": True}, "auth"),
+        ({"models": {"m": "nothing-known"}}, "models.m"),
+        ({"router": {"groups": {"g": ["fake:x"]}}, "models": {"g": "fake:y"}}, "models.g"),
+        ({"default_model": "ghost"}, "default_model"),
+        ({"budgets": {"thresholds": [2]}}, "budgets.thresholds"),
+        ({"budgets": {"on_unavailable": "maybe"}}, "budgets.on_unavailable"),
+        ({"pricing": {"m": 5}}, "pricing.m"),
+    ],
+)
 def test_errors_name_the_key(doc, path):
     with pytest.raises(ConfigError) as ei:
         parse_config(doc, source="test.yaml", environ={})

@@ -18,11 +18,13 @@ MSG = [{"role": "user", "content": "hello"}]
 def gw(mock, tmp_path_factory):
     d = tmp_path_factory.mktemp("tenancy")
     cfg = base_config(mock, d)
-    cfg["tenants"].update({
-        "tiny": {"budget": {"tokens": 40, "period": "daily"}},
-        "rich": {},
-        "usd": {"budget": {"usd": "0.50", "period": "monthly"}},
-    })
+    cfg["tenants"].update(
+        {
+            "tiny": {"budget": {"tokens": 40, "period": "daily"}},
+            "rich": {},
+            "usd": {"budget": {"usd": "0.50", "period": "monthly"}},
+        }
+    )
     cfg["api_keys"] += [
         {"name": "tiny", "key": TINY_KEY, "tenant": "tiny", "models": ["*"]},
         {"name": "rich", "key": RICH_KEY, "tenant": "rich", "models": ["*"]},
@@ -36,14 +38,16 @@ def gw(mock, tmp_path_factory):
 
 
 def chat(gw, key, body, headers=None):
-    status, hdrs, raw = http("POST", gw.url + "/v1/chat/completions", body,
-                             headers={"Authorization": f"Bearer {key}", **(headers or {})})
+    status, hdrs, raw = http(
+        "POST", gw.url + "/v1/chat/completions", body, headers={"Authorization": f"Bearer {key}", **(headers or {})}
+    )
     return status, hdrs, orjson.loads(raw)
 
 
 def execute(gw, key, body, headers=None):
-    status, hdrs, raw = http("POST", gw.url + "/execute", body,
-                             headers={"Authorization": f"Bearer {key}", **(headers or {})})
+    status, hdrs, raw = http(
+        "POST", gw.url + "/execute", body, headers={"Authorization": f"Bearer {key}", **(headers or {})}
+    )
     return status, hdrs, orjson.loads(raw)
 
 
@@ -91,15 +95,18 @@ def test_usd_budget(gw):
 def test_delegated_budget_shared_by_a_chain(gw):
     hdr = {"X-LLM-Budget-Id": "chain-1", "X-LLM-Budget-Tokens": "30"}
     # agent A creates the budget; B and C only name it
-    status, _, body = execute(gw, RICH_KEY, {"prompt": "one two", "model": "fake", "max_tokens": 4, "agent": "A"},
-                              hdr)
+    status, _, body = execute(gw, RICH_KEY, {"prompt": "one two", "model": "fake", "max_tokens": 4, "agent": "A"}, hdr)
     assert status == 200 and body["budget"]["id"] == "chain-1"
     first_left = body["budget"]["remaining_tokens"]
     assert first_left < 30
     results = []
     for agent in ["B", "C"] * 6:
-        status, _, body = execute(gw, RICH_KEY, {"prompt": "one two", "model": "fake", "max_tokens": 4,
-                                                 "agent": agent}, {"X-LLM-Budget-Id": "chain-1"})
+        status, _, body = execute(
+            gw,
+            RICH_KEY,
+            {"prompt": "one two", "model": "fake", "max_tokens": 4, "agent": agent},
+            {"X-LLM-Budget-Id": "chain-1"},
+        )
         results.append((status, body))
     oks = [b for s, b in results if s == 200]
     refused = [b for s, b in results if s != 200]
@@ -107,12 +114,20 @@ def test_delegated_budget_shared_by_a_chain(gw):
     assert all(b["error"]["code"] == "budget_exceeded" for b in refused)
     assert oks[-1]["budget"]["remaining_tokens"] < first_left
     # a later cap does not change the existing budget
-    status, _, body = execute(gw, RICH_KEY, {"prompt": "x", "model": "fake", "max_tokens": 25},
-                              {"X-LLM-Budget-Id": "chain-1", "X-LLM-Budget-Tokens": "100000"})
+    status, _, body = execute(
+        gw,
+        RICH_KEY,
+        {"prompt": "x", "model": "fake", "max_tokens": 25},
+        {"X-LLM-Budget-Id": "chain-1", "X-LLM-Budget-Tokens": "100000"},
+    )
     assert status == 429 and body["error"]["code"] == "budget_exceeded"
     # the same id in another tenant is another budget
-    status, _, _ = execute(gw, ACME_KEY, {"prompt": "x", "model": "fake", "max_tokens": 2},
-                           {"X-LLM-Budget-Id": "chain-1", "X-LLM-Budget-Tokens": "50"})
+    status, _, _ = execute(
+        gw,
+        ACME_KEY,
+        {"prompt": "x", "model": "fake", "max_tokens": 2},
+        {"X-LLM-Budget-Id": "chain-1", "X-LLM-Budget-Tokens": "50"},
+    )
     assert status == 200
 
 
@@ -127,23 +142,26 @@ def test_unknown_delegated_budget_is_422(gw):
     assert status == 422 and body["error"]["code"] == "unknown_budget"
     status, _, body = chat(gw, RICH_KEY, {"model": "fake", "messages": MSG}, {"X-LLM-Budget-Tokens": "5"})
     assert status == 422 and body["error"]["param"] == "X-LLM-Budget-Id"
-    status, _, body = chat(gw, RICH_KEY, {"model": "fake", "messages": MSG},
-                           {"X-LLM-Budget-Id": "b", "X-LLM-Budget-Tokens": "many"})
+    status, _, body = chat(
+        gw, RICH_KEY, {"model": "fake", "messages": MSG}, {"X-LLM-Budget-Id": "b", "X-LLM-Budget-Tokens": "many"}
+    )
     assert status == 422 and body["error"]["param"] == "X-LLM-Budget-Tokens"
 
 
 def test_thread_budget(gw):
     statuses = []
     for _ in range(20):
-        status, _, body = chat(gw, RICH_KEY, {"model": "fake", "messages": MSG, "max_tokens": 4},
-                               {"X-LLM-Thread-Id": "conv-7"})
+        status, _, body = chat(
+            gw, RICH_KEY, {"model": "fake", "messages": MSG, "max_tokens": 4}, {"X-LLM-Thread-Id": "conv-7"}
+        )
         statuses.append(status)
         if status != 200:
             assert body["error"]["code"] == "budget_exceeded"
     assert statuses[0] == 200 and statuses[-1] == 429
     # another thread is not affected
-    status, _, _ = chat(gw, RICH_KEY, {"model": "fake", "messages": MSG, "max_tokens": 4},
-                        {"X-LLM-Thread-Id": "conv-8"})
+    status, _, _ = chat(
+        gw, RICH_KEY, {"model": "fake", "messages": MSG, "max_tokens": 4}, {"X-LLM-Thread-Id": "conv-8"}
+    )
     assert status == 200
 
 
@@ -159,8 +177,9 @@ def test_usage_is_scoped(gw):
     status, _, raw = http("GET", gw.url + "/v1/usage?group_by=tenant", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     keys = {r["key"] for r in orjson.loads(raw)["data"]}
     assert {"acme", "beta"} <= keys
-    status, _, raw = http("GET", gw.url + "/v1/usage?tenant=beta&group_by=model",
-                          headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    status, _, raw = http(
+        "GET", gw.url + "/v1/usage?tenant=beta&group_by=model", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
     assert status == 200 and orjson.loads(raw)["tenant"] == "beta"
     status, _, raw = http("GET", gw.url + "/v1/usage?group_by=color", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert status == 422
@@ -172,8 +191,13 @@ def test_metrics(gw):
     status, headers, raw = http("GET", gw.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert status == 200 and headers["content-type"].startswith("text/plain")
     text = raw.decode()
-    for family in ("llm_gateway_requests_total", "llm_gateway_request_duration_seconds_bucket",
-                   "llm_gateway_tokens_total", "llm_gateway_upstream_calls_total", "llm_gateway_in_flight_requests"):
+    for family in (
+        "llm_gateway_requests_total",
+        "llm_gateway_request_duration_seconds_bucket",
+        "llm_gateway_tokens_total",
+        "llm_gateway_upstream_calls_total",
+        "llm_gateway_in_flight_requests",
+    ):
         assert family in text, family
     assert 'llm_gateway_budget_rejections_total{tenant="tiny"}' in text
     assert 'llm_gateway_rate_limited_total{tenant="beta"}' in text

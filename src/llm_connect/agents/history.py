@@ -85,8 +85,14 @@ class ThreadHistory(ABC):
 
     @abstractmethod
     async def note_turn(
-        self, thread: str, agent: str, prompt_tokens: int, completion_tokens: int, *,
-        member: bool = True, budget_id: str | None = None,
+        self,
+        thread: str,
+        agent: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        member: bool = True,
+        budget_id: str | None = None,
     ) -> None:
         """Count one model call of ``agent`` in ``thread``; ``member`` marks the agent as holding a thread
         budget there, ``budget_id`` records a delegated sub-budget opened under the thread."""
@@ -173,8 +179,14 @@ class MemoryThreadHistory(ThreadHistory):
             return list(cur)
 
     async def note_turn(
-        self, thread: str, agent: str, prompt_tokens: int, completion_tokens: int, *,
-        member: bool = True, budget_id: str | None = None,
+        self,
+        thread: str,
+        agent: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        member: bool = True,
+        budget_id: str | None = None,
     ) -> None:
         now = time.monotonic()
         with self._lock:
@@ -280,8 +292,14 @@ class RedisThreadHistory(ThreadHistory):
         return [x.decode() if isinstance(x, bytes) else x for x in raw]
 
     async def note_turn(
-        self, thread: str, agent: str, prompt_tokens: int, completion_tokens: int, *,
-        member: bool = True, budget_id: str | None = None,
+        self,
+        thread: str,
+        agent: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        member: bool = True,
+        budget_id: str | None = None,
     ) -> None:
         members, budgets, usage = (self._k(k, thread) for k in ("members", "budgets", "usage"))
         async with self._r.pipeline(transaction=True) as p:
@@ -350,4 +368,3 @@ def open_history(
     if redis_url:
         return RedisThreadHistory(redis_url, namespace=namespace, ttl=ttl, max_messages=max_messages)
     return _shared_memory(namespace, float(ttl), int(max_messages))
-

@@ -96,9 +96,7 @@ class Agent:
     def __post_init__(self) -> None:
         where = f"agents.personas.{self.name}" if isinstance(self.name, str) else "agents.personas"
         if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise AgentConfigError(
-                where + ".name", f"must be 1-64 letters, digits, '_', '-' or '.', got {self.name!r}"
-            )
+            raise AgentConfigError(where + ".name", f"must be 1-64 letters, digits, '_', '-' or '.', got {self.name!r}")
         if not isinstance(self.role, str) or not self.role.strip():
             raise AgentConfigError(where + ".role", "is required (a short description of the agent's job)")
         object.__setattr__(self, "role", self.role.strip())
@@ -152,9 +150,7 @@ class Agent:
         known = set(cls.__dataclass_fields__) - {"name"}
         unknown = sorted(set(fields) - known)
         if unknown:
-            raise AgentConfigError(
-                f"agents.personas.{name}", f"unknown field(s) {unknown}; known: {sorted(known)}"
-            )
+            raise AgentConfigError(f"agents.personas.{name}", f"unknown field(s) {unknown}; known: {sorted(known)}")
         if "may_delegate_to" in fields and fields["may_delegate_to"] is None:
             fields["may_delegate_to"] = ()
         if "role" not in fields:
@@ -282,10 +278,20 @@ def _timestamp(value: Any) -> datetime:
     raise InvalidMessageError("timestamp", f"must be an ISO 8601 string or unix time, got {type(value).__name__}")
 
 
-_MESSAGE_FIELDS = frozenset({
-    "id", "tenant_id", "channel", "channel_metadata", "sender", "content", "timestamp", "thread_id", "reply_to",
-    "context",
-})
+_MESSAGE_FIELDS = frozenset(
+    {
+        "id",
+        "tenant_id",
+        "channel",
+        "channel_metadata",
+        "sender",
+        "content",
+        "timestamp",
+        "thread_id",
+        "reply_to",
+        "context",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

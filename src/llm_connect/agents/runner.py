@@ -159,8 +159,12 @@ class AgentRuntime:
             else:
                 backend = InProcessBackend(s.config)
         self.backend = backend
-        self.history = history if history is not None else open_history(
-            s.redis_url, namespace=s.namespace, ttl=s.history_ttl_seconds, max_messages=s.history_max_messages
+        self.history = (
+            history
+            if history is not None
+            else open_history(
+                s.redis_url, namespace=s.namespace, ttl=s.history_ttl_seconds, max_messages=s.history_max_messages
+            )
         )
         self._owns_store = budget_store is None
         if budget_store is None:
@@ -274,8 +278,9 @@ class AgentRuntime:
                 history = await self.history.load(ref)
                 notes = await self.history.pop_notes(ref)
             except Exception as exc:  # history is a convenience: answer without it rather than fail
-                log.warning("thread history unavailable for %s (%s: %s); answering without it",
-                            ref, type(exc).__name__, exc)
+                log.warning(
+                    "thread history unavailable for %s (%s: %s); answering without it", ref, type(exc).__name__, exc
+                )
         messages = build_messages(build_system_prompt(agent), message.text, history)
         messages = with_system_notes(messages, notes)
 
@@ -305,8 +310,7 @@ class AgentRuntime:
             await self._requeue(ref, notes)
             if isinstance(exc.__cause__, StoreUnavailableError):
                 raise  # the budget store is down (fail_closed): a failure, not a spent budget
-            log.info("agent %s: budget %s has no room for a call (%s); no model call", agent.name,
-                     exc.budget_id, exc)
+            log.info("agent %s: budget %s has no room for a call (%s); no model call", agent.name, exc.budget_id, exc)
             exhausted.error = str(exc)
             try:
                 exhausted.budget = _budget_view(tracker, await tracker.astate())
@@ -397,8 +401,9 @@ class AgentRuntime:
             status = "invalid" if isinstance(exc, InvalidMessageError) else "refused"
             reply = AgentReply(FALLBACK_REPLY, str(name or "?"), status=status, error=str(exc))
         except LLMError as exc:
-            log.warning("agent %s: the model call failed (%s: %s); sent the fallback reply",
-                        name, type(exc).__name__, exc)
+            log.warning(
+                "agent %s: the model call failed (%s: %s); sent the fallback reply", name, type(exc).__name__, exc
+            )
             reply = AgentReply(FALLBACK_REPLY, str(name), status="fallback", error=f"{type(exc).__name__}: {exc}")
         except Exception as exc:
             log.exception("agent %s: unexpected failure; sent the fallback reply", name)
@@ -426,17 +431,22 @@ class AgentRuntime:
             return self._envelope(None, AgentReply("", to_agent, status="refused", error=str(exc)))
         if not src.can_delegate_to(target.name):
             text = (
-                f"agent {src.name!r} may not delegate to {target.name!r} "
-                f"(may_delegate_to: {list(src.may_delegate_to)})"
+                f"agent {src.name!r} may not delegate to {target.name!r} (may_delegate_to: {list(src.may_delegate_to)})"
             )
             log.warning("delegation refused: %s", text)
             return self._envelope(None, AgentReply("", target.name, status="refused", error=text, delegation=dict(d)))
         if parent.get("status") != "ok" and content is None:
             # nothing to work on: a chain stops cleanly at the first step that did not run
-            return self._envelope(None, AgentReply(
-                "", target.name, status="skipped", error=f"parent status {parent.get('status')!r}",
-                delegation={**d, "agent": target.name},
-            ))
+            return self._envelope(
+                None,
+                AgentReply(
+                    "",
+                    target.name,
+                    status="skipped",
+                    error=f"parent status {parent.get('status')!r}",
+                    delegation={**d, "agent": target.name},
+                ),
+            )
         text = content if content is not None else str(parent.get("content") or "")
         chain = [dict(c) for c in d["chain"]]
         sub_id = f"{chain[-1]['budget_id']}>{target.name}-{uuid.uuid4().hex[:8]}"
@@ -457,8 +467,13 @@ class AgentRuntime:
             reply = await self.run(msg, target, tracker=tracker, chain=chain, use_history=False)
         except LLMError as exc:
             log.warning("delegated agent %s: the model call failed (%s: %s)", target.name, type(exc).__name__, exc)
-            reply = AgentReply(FALLBACK_REPLY, target.name, status="fallback", error=f"{type(exc).__name__}: {exc}",
-                               delegation={**d, "agent": target.name, "chain": chain})
+            reply = AgentReply(
+                FALLBACK_REPLY,
+                target.name,
+                status="fallback",
+                error=f"{type(exc).__name__}: {exc}",
+                delegation={**d, "agent": target.name, "chain": chain},
+            )
         except Exception as exc:
             log.exception("delegated agent %s: unexpected failure", target.name)
             reply = AgentReply(FALLBACK_REPLY, target.name, status="fallback", error=f"{type(exc).__name__}: {exc}")
@@ -477,8 +492,12 @@ class AgentRuntime:
         refs: list[str] = []
         for name in state.members:
             persona = self.settings.personas.get(name)
-            reg = self.registry(persona) if persona is not None else ThreadBudgetRegistry(
-                self.settings.max_tokens_per_thread, self.store, id_prefix=THREAD_BUDGET_PREFIX
+            reg = (
+                self.registry(persona)
+                if persona is not None
+                else ThreadBudgetRegistry(
+                    self.settings.max_tokens_per_thread, self.store, id_prefix=THREAD_BUDGET_PREFIX
+                )
             )
             ref = thread_ref(tenant_id, thread_id, name)
             refs.append(ref)
@@ -509,8 +528,12 @@ class AgentRuntime:
             "budgets": budgets,
         }
         await self.history.record_final(key, record)
-        log.info("thread %s ended: %d tokens (%s)", key, record["total_tokens"],
-                 ", ".join(f"{n}={b['total_tokens']}" for n, b in budgets.items()) or "no calls")
+        log.info(
+            "thread %s ended: %d tokens (%s)",
+            key,
+            record["total_tokens"],
+            ", ".join(f"{n}={b['total_tokens']}" for n, b in budgets.items()) or "no calls",
+        )
         return record
 
 
@@ -533,8 +556,12 @@ async def run_agent(
         try:
             return await rt.run(msg, persona)
         except LLMError as exc:
-            log.warning("agent %s: the model call failed (%s: %s); sent the fallback reply",
-                        persona.name, type(exc).__name__, exc)
+            log.warning(
+                "agent %s: the model call failed (%s: %s); sent the fallback reply",
+                persona.name,
+                type(exc).__name__,
+                exc,
+            )
             return AgentReply(FALLBACK_REPLY, persona.name, status="fallback", error=f"{type(exc).__name__}: {exc}")
     finally:
         if runtime is None:

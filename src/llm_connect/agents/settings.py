@@ -52,11 +52,23 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MODES = ("gateway", "in_process")
 DEFAULT_QUEUE = "llm-connect-agents"
 
-_KEYS = frozenset({
-    "mode", "gateway_url", "gateway_api_key", "timeout", "broker_url", "result_backend", "queue",
-    "result_expires_seconds", "history_ttl_seconds", "history_max_messages", "max_output_tokens", "default_agent",
-    "personas",
-})
+_KEYS = frozenset(
+    {
+        "mode",
+        "gateway_url",
+        "gateway_api_key",
+        "timeout",
+        "broker_url",
+        "result_backend",
+        "queue",
+        "result_expires_seconds",
+        "history_ttl_seconds",
+        "history_max_messages",
+        "max_output_tokens",
+        "default_agent",
+        "personas",
+    }
+)
 
 
 def _num(section: Mapping[str, Any], key: str, default: float, *, integer: bool = False, minimum: float = 0) -> Any:
@@ -129,9 +141,9 @@ class AgentSettings:
     config: GatewayConfig | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        personas = dict(self.personas) if not isinstance(self.personas, (list, tuple)) else {
-            a.name: a for a in self.personas
-        }
+        personas = (
+            dict(self.personas) if not isinstance(self.personas, (list, tuple)) else {a.name: a for a in self.personas}
+        )
         for k, a in personas.items():
             if not isinstance(a, Agent):
                 raise AgentConfigError(f"agents.personas.{k}", f"must be an Agent, got {type(a).__name__}")
@@ -223,8 +235,10 @@ class AgentSettings:
             found[a.name] = a
 
         redis_cfg = config.redis
-        broker = env.get("LLM_CONNECT_BROKER_URL") or _text(section, "broker_url") or (
-            redis_cfg.url if redis_cfg is not None else DEFAULT_REDIS_URL
+        broker = (
+            env.get("LLM_CONNECT_BROKER_URL")
+            or _text(section, "broker_url")
+            or (redis_cfg.url if redis_cfg is not None else DEFAULT_REDIS_URL)
         )
         redis_url = env.get("LLM_CONNECT_REDIS_URL") or (redis_cfg.url if redis_cfg is not None else None)
         if redis_url is None and broker.startswith(("redis://", "rediss://", "unix://")):

@@ -127,8 +127,13 @@ def handle_message(self: Any, message_dict: Mapping[str, Any], agent: str | None
     except Exception as exc:  # e.g. a bad config: still a reply, never a task failure
         log.exception("handle_message failed before the agent ran; sent the fallback reply")
         mid = message_dict.get("id") if isinstance(message_dict, Mapping) else None
-        reply = {"content": FALLBACK_REPLY, "agent": agent, "status": "fallback", "reply_to": mid,
-                 "error": f"{type(exc).__name__}: {exc}"}
+        reply = {
+            "content": FALLBACK_REPLY,
+            "agent": agent,
+            "status": "fallback",
+            "reply_to": mid,
+            "error": f"{type(exc).__name__}: {exc}",
+        }
     reply["worker"] = _worker(self)
     return reply
 
@@ -149,8 +154,12 @@ def delegate(
         reply = asyncio.run(_with_runtime("delegate", parent, to_agent, content, max_tokens))
     except Exception as exc:
         log.exception("delegate to %s failed before the agent ran", to_agent)
-        reply = {"content": FALLBACK_REPLY, "agent": to_agent, "status": "fallback",
-                 "error": f"{type(exc).__name__}: {exc}"}
+        reply = {
+            "content": FALLBACK_REPLY,
+            "agent": to_agent,
+            "status": "fallback",
+            "error": f"{type(exc).__name__}: {exc}",
+        }
     reply["worker"] = _worker(self)
     return reply
 

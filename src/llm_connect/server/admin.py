@@ -78,8 +78,9 @@ def _when(value: str | None, param: str) -> datetime | None:
     try:
         ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ApiError(422, f"{param} must be an ISO-8601 date or time", "invalid_request_error", "invalid_field",
-                       param) from None
+        raise ApiError(
+            422, f"{param} must be an ISO-8601 date or time", "invalid_request_error", "invalid_field", param
+        ) from None
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
@@ -96,15 +97,21 @@ async def handle_usage(engine: Engine, req: Request) -> Response:
     q = req.query_params()
     group_by = q.get("group_by", "model")
     if group_by not in _GROUP_BYS:
-        raise ApiError(422, f"group_by must be one of {', '.join(_GROUP_BYS)}", "invalid_request_error",
-                       "invalid_field", "group_by")
+        raise ApiError(
+            422,
+            f"group_by must be one of {', '.join(_GROUP_BYS)}",
+            "invalid_request_error",
+            "invalid_field",
+            "group_by",
+        )
     if principal.admin or not engine.auth.enabled:
         tenant = q.get("tenant") or None
     else:
         tenant = principal.tenant
         if q.get("tenant") not in (None, "", tenant):
-            raise ApiError(403, "a tenant key can only read its own usage", "permission_error", "tenant_mismatch",
-                           "tenant")
+            raise ApiError(
+                403, "a tenant key can only read its own usage", "permission_error", "tenant_mismatch", "tenant"
+            )
     since, until = _when(q.get("since"), "since"), _when(q.get("until"), "until")
     if engine.ledger is not None:
         rows = await engine.ledger.atotals(group_by, tenant, since=since, until=until)
@@ -120,8 +127,9 @@ async def handle_usage(engine: Engine, req: Request) -> Response:
             table = {"tenant": "by_tenant", "agent": "by_agent", "model": "by_model"}.get(group_by, "by_tenant")
             data = [{"key": k, **v} for k, v in sorted(stats[table].items())]
         source = "memory"
-    return Response(200, orjson.dumps({"object": "usage", "group_by": group_by, "tenant": tenant, "source": source,
-                                       "data": data}))
+    return Response(
+        200, orjson.dumps({"object": "usage", "group_by": group_by, "tenant": tenant, "source": source, "data": data})
+    )
 
 
 async def handle_openapi(engine: Engine, req: Request) -> Response:

@@ -31,21 +31,23 @@ __all__ = ["Gateway", "create_app", "serve"]
 Handler = Callable[[Engine, Request], Awaitable[Response | None]]
 
 #: (method, path) -> handler
-ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType({
-    ("POST", "/v1/chat/completions"): openai.handle_chat,
-    ("POST", "/chat/completions"): openai.handle_chat,
-    ("GET", "/v1/models"): openai.handle_models,
-    ("POST", "/execute"): execute.handle_execute,
-    ("POST", "/complete"): complete.handle_complete,
-    ("GET", "/health"): admin.handle_health,
-    ("GET", "/healthz"): admin.handle_health,
-    ("GET", "/ready"): admin.handle_ready,
-    ("GET", "/readyz"): admin.handle_ready,
-    ("GET", "/metrics"): admin.handle_metrics,
-    ("GET", "/v1/usage"): admin.handle_usage,
-    ("GET", "/openapi.json"): admin.handle_openapi,
-    ("GET", "/docs"): admin.handle_docs,
-})
+ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType(
+    {
+        ("POST", "/v1/chat/completions"): openai.handle_chat,
+        ("POST", "/chat/completions"): openai.handle_chat,
+        ("GET", "/v1/models"): openai.handle_models,
+        ("POST", "/execute"): execute.handle_execute,
+        ("POST", "/complete"): complete.handle_complete,
+        ("GET", "/health"): admin.handle_health,
+        ("GET", "/healthz"): admin.handle_health,
+        ("GET", "/ready"): admin.handle_ready,
+        ("GET", "/readyz"): admin.handle_ready,
+        ("GET", "/metrics"): admin.handle_metrics,
+        ("GET", "/v1/usage"): admin.handle_usage,
+        ("GET", "/openapi.json"): admin.handle_openapi,
+        ("GET", "/docs"): admin.handle_docs,
+    }
+)
 _PATHS = frozenset(path for _, path in ROUTES)
 _QUIET = frozenset({"/health", "/healthz", "/ready", "/readyz", "/metrics"})
 
@@ -110,11 +112,16 @@ class Gateway:
         if not cfg.auth:
             where = cfg.server.host
             loud = "" if where in ("127.0.0.1", "::1", "localhost") else " — and the gateway is NOT bound to loopback"
-            log.warning("auth is OFF: every request is accepted without an API key (config %s)%s; "
-                        "configure api_keys to turn it on", cfg.source, loud)
+            log.warning(
+                "auth is OFF: every request is accepted without an API key (config %s)%s; "
+                "configure api_keys to turn it on",
+                cfg.source,
+                loud,
+            )
         else:
-            log.info("auth is on: %d API key(s), admin key %s", len(cfg.api_keys),
-                     "set" if cfg.admin_key_hash else "not set")
+            log.info(
+                "auth is on: %d API key(s), admin key %s", len(cfg.api_keys), "set" if cfg.admin_key_hash else "not set"
+            )
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
@@ -127,8 +134,12 @@ class Gateway:
         try:
             if handler is None:
                 if req.path in _PATHS:
-                    raise ApiError(405, f"method {req.method} is not allowed on {req.path}", "invalid_request_error",
-                                   "method_not_allowed")
+                    raise ApiError(
+                        405,
+                        f"method {req.method} is not allowed on {req.path}",
+                        "invalid_request_error",
+                        "method_not_allowed",
+                    )
                 raise ApiError(404, f"no route {req.method} {req.path}", "invalid_request_error", "not_found")
             resp = await handler(self.engine, req)
             if resp is not None:
@@ -146,8 +157,14 @@ class Gateway:
             elif self.engine.metrics is not None:  # started during this request
                 self.engine.metrics.observe_request(route, req.status or 499, time.perf_counter() - t0)
             if self.config.server.access_log and req.path not in _QUIET:
-                log.info("%s %s %d %.1f ms %s", req.method, req.path, req.status, (time.perf_counter() - t0) * 1000,
-                         req.request_id)
+                log.info(
+                    "%s %s %d %.1f ms %s",
+                    req.method,
+                    req.path,
+                    req.status,
+                    (time.perf_counter() - t0) * 1000,
+                    req.request_id,
+                )
 
     async def _error(self, req: Request, err: ApiError) -> None:
         if req.started:  # a stream already answered: nothing more can be said over HTTP
@@ -170,14 +187,20 @@ def _factory() -> Gateway:
 def _check_workers(cfg: GatewayConfig, workers: int) -> None:
     if workers <= 1 or cfg.redis is not None:
         return
-    shared = any(k.budget or k.rpm or k.tpm for k in cfg.api_keys) or any(
-        t.budget or t.rpm or t.tpm for t in cfg.tenants.values()
-    ) or cfg.budgets.max_tokens_per_thread is not None
+    shared = (
+        any(k.budget or k.rpm or k.tpm for k in cfg.api_keys)
+        or any(t.budget or t.rpm or t.tpm for t in cfg.tenants.values())
+        or cfg.budgets.max_tokens_per_thread is not None
+    )
     if shared:
         from ..config import ConfigError
 
-        raise ConfigError("server.workers", f"{workers} workers need redis.url so that budgets and rate limits "
-                          "are shared (without it each worker would enforce its own copy)", source=cfg.source)
+        raise ConfigError(
+            "server.workers",
+            f"{workers} workers need redis.url so that budgets and rate limits "
+            "are shared (without it each worker would enforce its own copy)",
+            source=cfg.source,
+        )
 
 
 def serve(
@@ -213,9 +236,18 @@ def serve(
     port = cfg.server.port if port is None else port
     workers = workers or cfg.server.workers
     level = log_level or cfg.server.log_level
-    opts: dict[str, Any] = {"host": host, "port": port, "log_level": level, "access_log": False,
-                            "server_header": False, "date_header": False, "timeout_graceful_shutdown": 10,
-                            "lifespan": "on", "proxy_headers": False, "backlog": 2048}
+    opts: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": level,
+        "access_log": False,
+        "server_header": False,
+        "date_header": False,
+        "timeout_graceful_shutdown": 10,
+        "lifespan": "on",
+        "proxy_headers": False,
+        "backlog": 2048,
+    }
     opts.update(_fast_io())
     if workers > 1:
         if config_path is not None:

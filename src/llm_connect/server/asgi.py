@@ -103,11 +103,16 @@ class Request:
             try:
                 n = int(cl)
             except ValueError:
-                raise ApiError(400, "invalid Content-Length header", "invalid_request_error", "invalid_header",
-                               "Content-Length") from None
+                raise ApiError(
+                    400, "invalid Content-Length header", "invalid_request_error", "invalid_header", "Content-Length"
+                ) from None
             if n > limit:
-                raise ApiError(413, f"request body of {n} bytes is over the limit of {limit} bytes",
-                               "invalid_request_error", "request_too_large")
+                raise ApiError(
+                    413,
+                    f"request body of {n} bytes is over the limit of {limit} bytes",
+                    "invalid_request_error",
+                    "request_too_large",
+                )
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -118,8 +123,12 @@ class Request:
             if part:
                 size += len(part)
                 if size > limit:
-                    raise ApiError(413, f"request body is over the limit of {limit} bytes",
-                                   "invalid_request_error", "request_too_large")
+                    raise ApiError(
+                        413,
+                        f"request body is over the limit of {limit} bytes",
+                        "invalid_request_error",
+                        "request_too_large",
+                    )
                 chunks.append(part)
             if not msg.get("more_body", False):
                 break
@@ -129,8 +138,9 @@ class Request:
     async def json(self, limit: int) -> Any:
         raw = await self.body(limit)
         if not raw.strip():
-            raise ApiError(400, "the request body is empty; send a JSON object", "invalid_request_error",
-                           "invalid_json")
+            raise ApiError(
+                400, "the request body is empty; send a JSON object", "invalid_request_error", "invalid_json"
+            )
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -139,8 +149,13 @@ class Request:
     async def json_object(self, limit: int) -> dict[str, Any]:
         data = await self.json(limit)
         if not isinstance(data, dict):
-            raise ApiError(422, f"the body must be a JSON object, got {type(data).__name__}",
-                           "invalid_request_error", "invalid_field", None)
+            raise ApiError(
+                422,
+                f"the body must be a JSON object, got {type(data).__name__}",
+                "invalid_request_error",
+                "invalid_field",
+                None,
+            )
         return data
 
     async def respond(self, resp: Response) -> None:
@@ -153,12 +168,19 @@ class Request:
     async def start_stream(self, status: int, content_type: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
         self.started = True
-        await self.send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(_CT, content_type), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"),
-                        (b"x-request-id", self.request_id.encode()), *headers],
-        })
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (_CT, content_type),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                    (b"x-request-id", self.request_id.encode()),
+                    *headers,
+                ],
+            }
+        )
 
     async def write(self, data: bytes, more: bool = True) -> None:
         await self.send({"type": "http.response.body", "body": data, "more_body": more})

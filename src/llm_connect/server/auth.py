@@ -70,8 +70,13 @@ def _patterns(key: ApiKeyConfig | None, tenant: TenantConfig | None) -> tuple[tu
 
 def _valid_tenant(tenant_id: object) -> str:
     if not isinstance(tenant_id, str) or not tenant_id or len(tenant_id) > 128 or not tenant_id.isprintable():
-        raise ApiError(422, "tenant_id must be a non-empty printable string of at most 128 characters",
-                       "invalid_request_error", "invalid_field", "tenant_id")
+        raise ApiError(
+            422,
+            "tenant_id must be a non-empty printable string of at most 128 characters",
+            "invalid_request_error",
+            "invalid_field",
+            "tenant_id",
+        )
     return tenant_id
 
 
@@ -85,24 +90,26 @@ class Authenticator:
         self._by_hash: dict[str, tuple[str, Principal]] = {}
         for k in config.api_keys:
             tenant = self._tenants.get(k.tenant)
-            self._by_hash[k.key_hash] = (k.key_hash, Principal(
-                tenant=k.tenant,
-                key_name=k.name,
-                admin=k.admin,
-                authenticated=True,
-                unrestricted=k.admin,
-                patterns=_patterns(k, tenant),
-                scopes=_scopes(k, tenant),
-                tenant_budget=tenant.budget if tenant else None,
-                key_budget=k.budget,
-            ))
-        self._tenant_principals = {
-            tid: self._open_principal(tid, authenticated=False) for tid in self._tenants
-        }
+            self._by_hash[k.key_hash] = (
+                k.key_hash,
+                Principal(
+                    tenant=k.tenant,
+                    key_name=k.name,
+                    admin=k.admin,
+                    authenticated=True,
+                    unrestricted=k.admin,
+                    patterns=_patterns(k, tenant),
+                    scopes=_scopes(k, tenant),
+                    tenant_budget=tenant.budget if tenant else None,
+                    key_budget=k.budget,
+                ),
+            )
+        self._tenant_principals = {tid: self._open_principal(tid, authenticated=False) for tid in self._tenants}
         self._default = self._open_principal(DEFAULT_TENANT, authenticated=False)
 
-    def _open_principal(self, tenant_id: str, *, authenticated: bool, admin: bool = False,
-                        key_name: str | None = None) -> Principal:
+    def _open_principal(
+        self, tenant_id: str, *, authenticated: bool, admin: bool = False, key_name: str | None = None
+    ) -> Principal:
         tenant = self._tenants.get(tenant_id)
         return Principal(
             tenant=tenant_id,
@@ -134,8 +141,9 @@ class Authenticator:
             return self._default
         key = self._presented_key(headers)
         if not key:
-            raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "invalid_request_error",
-                           "invalid_api_key")
+            raise ApiError(
+                401, "missing API key: send 'Authorization: Bearer <key>'", "invalid_request_error", "invalid_api_key"
+            )
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
         entry = self._by_hash.get(digest)
         if entry is not None and hmac.compare_digest(entry[0], digest):
@@ -163,8 +171,13 @@ class Authenticator:
             return principal
         tid = _valid_tenant(tenant_id)
         if principal.authenticated and not principal.admin:
-            raise ApiError(403, f"this API key belongs to tenant {principal.tenant!r} and cannot act for {tid!r}",
-                           "permission_error", "tenant_mismatch", "tenant_id")
+            raise ApiError(
+                403,
+                f"this API key belongs to tenant {principal.tenant!r} and cannot act for {tid!r}",
+                "permission_error",
+                "tenant_mismatch",
+                "tenant_id",
+            )
         if principal.admin:
             return self._open_principal(tid, authenticated=True, admin=True, key_name=principal.key_name)
         cached = self._tenant_principals.get(tid)

@@ -74,16 +74,32 @@ def main(config_path: str | None = None, *, stdin: IO[bytes] | None = None, stdo
 
         payload, status = error_payload(err), exit_code(err.status, err.code)
     except LLMConfigurationError as exc:
-        payload = {"ok": False, "error": {"type": "configuration_error", "code": "configuration_error",
-                                          "message": str(exc), "param": getattr(exc, "path", None)}}
+        payload = {
+            "ok": False,
+            "error": {
+                "type": "configuration_error",
+                "code": "configuration_error",
+                "message": str(exc),
+                "param": getattr(exc, "path", None),
+            },
+        }
         status = 1
     except KeyboardInterrupt:
-        payload = {"ok": False, "error": {"type": "api_error", "code": "interrupted", "message": "interrupted",
-                                          "param": None}}
+        payload = {
+            "ok": False,
+            "error": {"type": "api_error", "code": "interrupted", "message": "interrupted", "param": None},
+        }
         status = 130
     except Exception as exc:  # never a traceback on stdout
-        payload = {"ok": False, "error": {"type": "api_error", "code": "internal_error",
-                                          "message": f"internal error ({type(exc).__name__})", "param": None}}
+        payload = {
+            "ok": False,
+            "error": {
+                "type": "api_error",
+                "code": "internal_error",
+                "message": f"internal error ({type(exc).__name__})",
+                "param": None,
+            },
+        }
         status = 1
     dst.write(orjson.dumps(payload) + b"\n")
     dst.flush()

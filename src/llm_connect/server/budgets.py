@@ -64,8 +64,13 @@ class Cap:
 
 def check_id(value: object, param: str) -> str:
     if not isinstance(value, str) or not value or len(value) > _MAX_ID or not value.isprintable():
-        raise ApiError(422, f"{param} must be a non-empty printable string of at most {_MAX_ID} characters",
-                       "invalid_request_error", "invalid_field", param)
+        raise ApiError(
+            422,
+            f"{param} must be a non-empty printable string of at most {_MAX_ID} characters",
+            "invalid_request_error",
+            "invalid_field",
+            param,
+        )
     return value
 
 
@@ -75,8 +80,9 @@ def parse_tokens(value: object, param: str) -> int | None:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ApiError(422, f"{param} must be a positive integer of tokens", "invalid_request_error",
-                       "invalid_field", param)
+        raise ApiError(
+            422, f"{param} must be a positive integer of tokens", "invalid_request_error", "invalid_field", param
+        )
     return value
 
 
@@ -157,8 +163,13 @@ class RedisCapRegistry:
             raw = await client.get(rkey)
             remaining = await client.ttl(rkey) if raw is not None else -2
         except Exception as exc:
-            raise ApiError(503, "the budget store is unreachable; try again later", "api_error",
-                           "budget_store_unavailable", retry_after=1) from exc
+            raise ApiError(
+                503,
+                "the budget store is unreachable; try again later",
+                "api_error",
+                "budget_store_unavailable",
+                retry_after=1,
+            ) from exc
         if raw is None:
             return None
         got = Cap.decode(raw.decode() if isinstance(raw, bytes) else raw)
@@ -235,21 +246,37 @@ class BudgetPlanner:
             bid = check_id(req.budget_id, "X-LLM-Budget-Id")
             max_tok = cfg.delegated_max_tokens
             if max_tok is not None and req.tokens is not None and req.tokens > max_tok:
-                raise ApiError(422, f"X-LLM-Budget-Tokens: at most {max_tok} tokens may be delegated",
-                               "invalid_request_error", "invalid_field", "X-LLM-Budget-Tokens")
+                raise ApiError(
+                    422,
+                    f"X-LLM-Budget-Tokens: at most {max_tok} tokens may be delegated",
+                    "invalid_request_error",
+                    "invalid_field",
+                    "X-LLM-Budget-Tokens",
+                )
             if cfg.delegated_max_usd is not None and req.usd is not None and req.usd > cfg.delegated_max_usd:
-                raise ApiError(422, f"X-LLM-Budget-USD: at most ${cfg.delegated_max_usd} may be delegated",
-                               "invalid_request_error", "invalid_field", "X-LLM-Budget-USD")
+                raise ApiError(
+                    422,
+                    f"X-LLM-Budget-USD: at most ${cfg.delegated_max_usd} may be delegated",
+                    "invalid_request_error",
+                    "invalid_field",
+                    "X-LLM-Budget-USD",
+                )
             want = None
             if req.tokens is not None or req.usd is not None:
                 want = Cap(req.tokens, req.usd, int(time.time() * 1000))
             cap = await self.caps.get_or_create(f"{p.tenant}:{bid}", want, cfg.delegated_ttl_seconds)
             if cap is None:
-                raise ApiError(422, f"budget {bid!r} does not exist; the request creating it must set "
-                               "X-LLM-Budget-Tokens and / or X-LLM-Budget-USD", "invalid_request_error",
-                               "unknown_budget", "X-LLM-Budget-Id")
-            tracker = self._tracker(tracker, f"delegated:{p.tenant}:{bid}:{cap.created}",
-                                    BudgetLimit(cap.tokens, cap.usd, None))
+                raise ApiError(
+                    422,
+                    f"budget {bid!r} does not exist; the request creating it must set "
+                    "X-LLM-Budget-Tokens and / or X-LLM-Budget-USD",
+                    "invalid_request_error",
+                    "unknown_budget",
+                    "X-LLM-Budget-Id",
+                )
+            tracker = self._tracker(
+                tracker, f"delegated:{p.tenant}:{bid}:{cap.created}", BudgetLimit(cap.tokens, cap.usd, None)
+            )
         if req.thread_id is not None and cfg.max_tokens_per_thread is not None:
             tid = check_id(req.thread_id, "X-LLM-Thread-Id")
             tracker = self._tracker(tracker, f"thread:{p.tenant}:{tid}", BudgetLimit(cfg.max_tokens_per_thread))

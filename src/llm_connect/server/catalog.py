@@ -85,8 +85,9 @@ def router_config(config: GatewayConfig, pricing: Any) -> dict[str, Any] | None:
 class ModelCatalog:
     """Resolves model names to adapters (see the module docstring)."""
 
-    def __init__(self, config: GatewayConfig, router: Router | None, pricing: Any = None,
-                 policy: LLMAdapter | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, router: Router | None, pricing: Any = None, policy: LLMAdapter | None = None
+    ) -> None:
         self.config = config
         self.router = router
         self.policy = policy
@@ -99,8 +100,14 @@ class ModelCatalog:
         self.default = config.default_model or (router.default_group if router is not None else None)
 
     # -- building adapters ------------------------------------------------------------------------
-    def _build(self, spec: str, api_key: str | None = None, api_base: str | None = None,
-               api_key_env: str | None = None, options: Mapping[str, Any] | None = None) -> LLMAdapter:
+    def _build(
+        self,
+        spec: str,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        api_key_env: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> LLMAdapter:
         import os
 
         from ..registry import create_adapter
@@ -124,8 +131,13 @@ class ModelCatalog:
             try:
                 a = self._build(spec)
             except LLMConfigurationError as exc:
-                raise ApiError(404, f"model {spec!r} is not available: {exc.message}", "invalid_request_error",
-                               "model_not_found", "model") from exc
+                raise ApiError(
+                    404,
+                    f"model {spec!r} is not available: {exc.message}",
+                    "invalid_request_error",
+                    "model_not_found",
+                    "model",
+                ) from exc
             self._specs[spec] = a
             while len(self._specs) > _MAX_SPECS:
                 self._specs.popitem(last=False)
@@ -136,16 +148,31 @@ class ModelCatalog:
         if hit is not None:
             return hit
         if depth > 8:
-            raise ApiError(404, f"model alias {name!r} does not resolve (a loop?)", "invalid_request_error",
-                           "model_not_found", "model")
+            raise ApiError(
+                404,
+                f"model alias {name!r} does not resolve (a loop?)",
+                "invalid_request_error",
+                "model_not_found",
+                "model",
+            )
         target = self.config.models[name]
         if isinstance(target, Mapping):
             try:
-                adapter = self._build(target["model"], target.get("api_key"), target.get("api_base"),
-                                      target.get("api_key_env"), target.get("options"))
+                adapter = self._build(
+                    target["model"],
+                    target.get("api_key"),
+                    target.get("api_base"),
+                    target.get("api_key_env"),
+                    target.get("options"),
+                )
             except LLMConfigurationError as exc:
-                raise ApiError(404, f"model {name!r} is not available: {exc.message}", "invalid_request_error",
-                               "model_not_found", "model") from exc
+                raise ApiError(
+                    404,
+                    f"model {name!r} is not available: {exc.message}",
+                    "invalid_request_error",
+                    "model_not_found",
+                    "model",
+                ) from exc
             t = Target(name, "alias", adapter)
         elif target in self._groups:
             t = Target(name, "alias", self.router, target)  # type: ignore[arg-type]
@@ -164,14 +191,20 @@ class ModelCatalog:
             name = POLICY
         if name == POLICY and self._policy_served:
             if not principal.may_use(POLICY, "group"):
-                raise ApiError(403, "this API key may not use the routing policy", "permission_error",
-                               "model_not_allowed", "model")
+                raise ApiError(
+                    403, "this API key may not use the routing policy", "permission_error", "model_not_allowed", "model"
+                )
             return Target(POLICY, "policy", self.policy)
         if name is None or name == "":
             name = self.default
             if name is None:
-                raise ApiError(422, "model: no model given and no default_model configured",
-                               "invalid_request_error", "invalid_field", "model")
+                raise ApiError(
+                    422,
+                    "model: no model given and no default_model configured",
+                    "invalid_request_error",
+                    "invalid_field",
+                    "model",
+                )
         if not isinstance(name, str) or len(name) > 256:
             raise ApiError(422, "model must be a string", "invalid_request_error", "invalid_field", "model")
         if name in self._groups:
@@ -181,11 +214,17 @@ class ModelCatalog:
         elif ":" in name or self._is_provider(name):
             kind = "spec"
         else:
-            raise ApiError(404, f"the model {name!r} does not exist (see GET /v1/models)", "invalid_request_error",
-                           "model_not_found", "model")
+            raise ApiError(
+                404,
+                f"the model {name!r} does not exist (see GET /v1/models)",
+                "invalid_request_error",
+                "model_not_found",
+                "model",
+            )
         if not principal.may_use(name, kind):
-            raise ApiError(403, f"this API key may not use the model {name!r}", "permission_error",
-                           "model_not_allowed", "model")
+            raise ApiError(
+                403, f"this API key may not use the model {name!r}", "permission_error", "model_not_allowed", "model"
+            )
         if kind == "group":
             return Target(name, "group", self.router, name)  # type: ignore[arg-type]
         if kind == "alias":
@@ -206,8 +245,13 @@ class ModelCatalog:
         for name in [*self._groups, *self.config.models]:
             kind = "group" if name in self._groups else "alias"
             if principal.may_use(name, kind):
-                entry: dict[str, Any] = {"id": name, "object": "model", "created": 0, "owned_by": "llm-connect",
-                                         "kind": kind}
+                entry: dict[str, Any] = {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "llm-connect",
+                    "kind": kind,
+                }
                 if name == self.default:
                     entry["default"] = True
                 out.append(entry)

@@ -44,11 +44,17 @@ async def handle_complete(engine: Engine, req: Request) -> Response:
         resp = await engine.complete(prep)
     except ApiError as err:
         if err.code in _UNAVAILABLE:
-            return Response(503, orjson.dumps({"error": "All providers unavailable", "detail": err.message}),
-                            headers=err.headers)
+            return Response(
+                503, orjson.dumps({"error": "All providers unavailable", "detail": err.message}), headers=err.headers
+            )
         raise
-    return Response(200, orjson.dumps({
-        "content": resp.text,
-        "model": resp.model,
-        "usage": {"prompt_tokens": resp.usage.input_tokens, "completion_tokens": resp.usage.output_tokens},
-    }))
+    return Response(
+        200,
+        orjson.dumps(
+            {
+                "content": resp.text,
+                "model": resp.model,
+                "usage": {"prompt_tokens": resp.usage.input_tokens, "completion_tokens": resp.usage.output_tokens},
+            }
+        ),
+    )

@@ -200,8 +200,9 @@ class Engine:
 
                 self._policy_state = RedisRouterState(redis.url, f"{redis.namespace}:policy")
             try:
-                policy = RoutingPolicy.from_config(cfg.policies, router=router, pricing=pricing,
-                                                   state=self._policy_state)
+                policy = RoutingPolicy.from_config(
+                    cfg.policies, router=router, pricing=pricing, state=self._policy_state
+                )
             except LLMError as exc:
                 from ..config import ConfigError
 

@@ -173,8 +173,13 @@ def from_exception(exc: BaseException, redact: Redactor | None = None) -> ApiErr
         from ..budget import StoreUnavailableError
 
         if isinstance(exc.__cause__, StoreUnavailableError):
-            return ApiError(503, "the budget store is unreachable; try again later", "api_error",
-                            "budget_store_unavailable", retry_after=1)
+            return ApiError(
+                503,
+                "the budget store is unreachable; try again later",
+                "api_error",
+                "budget_store_unavailable",
+                retry_after=1,
+            )
         return ApiError(429, msg, "insufficient_quota", "budget_exceeded")
     if isinstance(exc, LLMRateLimitError):
         return ApiError(429, msg, "rate_limit_error", "upstream_rate_limited", retry_after=exc.retry_after)
@@ -183,8 +188,9 @@ def from_exception(exc: BaseException, redact: Redactor | None = None) -> ApiErr
     if isinstance(exc, LLMProviderUnavailableError):
         return ApiError(503, r(_message(exc) + _attempts_summary(exc)), "api_error", "provider_unavailable")
     if isinstance(exc, LLMAuthenticationError):
-        return ApiError(502, "the provider refused the gateway's credentials", "api_error",
-                        "upstream_authentication_error")
+        return ApiError(
+            502, "the provider refused the gateway's credentials", "api_error", "upstream_authentication_error"
+        )
     if isinstance(exc, LLMContextWindowExceededError):
         return ApiError(400, msg, "invalid_request_error", "context_length_exceeded", "messages")
     if isinstance(exc, LLMContentFilterError):

@@ -35,11 +35,30 @@ from .validate import Fields, budget_from_headers, check_messages, header, with_
 
 __all__ = ["EXECUTE_FIELDS", "error_payload", "handle_execute", "parse_execute", "run_execute", "success_payload"]
 
-EXECUTE_FIELDS = frozenset({
-    "prompt", "messages", "model", "system_prompt", "max_tokens", "temperature", "top_p", "timeout", "stop", "seed",
-    "response_format", "json_mode", "tools", "tool_choice", "tenant_id", "agent", "thread_id", "task_type",
-    "metadata", "budget",
-})
+EXECUTE_FIELDS = frozenset(
+    {
+        "prompt",
+        "messages",
+        "model",
+        "system_prompt",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "timeout",
+        "stop",
+        "seed",
+        "response_format",
+        "json_mode",
+        "tools",
+        "tool_choice",
+        "tenant_id",
+        "agent",
+        "thread_id",
+        "task_type",
+        "metadata",
+        "budget",
+    }
+)
 _BUDGET_FIELDS = frozenset({"id", "total_tokens", "total_usd"})
 
 
@@ -125,12 +144,17 @@ def error_payload(err: ApiError) -> dict[str, Any]:
     return {"ok": False, "error": {"type": err.type, "code": err.code, "message": err.message, "param": err.param}}
 
 
-async def run_execute(engine: Engine, principal: Any, data: Any, headers: dict[str, str], request_id: str
-                      ) -> dict[str, Any]:
+async def run_execute(
+    engine: Engine, principal: Any, data: Any, headers: dict[str, str], request_id: str
+) -> dict[str, Any]:
     """Validate and run one execute request; returns the success payload (ApiError on failure)."""
     if not isinstance(data, dict):
-        raise ApiError(422, f"the request must be a JSON object, got {type(data).__name__}",
-                       "invalid_request_error", "invalid_field")
+        raise ApiError(
+            422,
+            f"the request must be a JSON object, got {type(data).__name__}",
+            "invalid_request_error",
+            "invalid_field",
+        )
     spec = parse_execute(data, headers)
     prep = await engine.prepare(principal, spec, request_id)
     resp = await engine.complete(prep)

@@ -40,23 +40,26 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("llm_gateway_requests", "HTTP requests answered", ["route", "status"], registry=r)
-        self.duration = Histogram("llm_gateway_request_duration_seconds", "Request latency", ["route"],
-                                  buckets=_BUCKETS, registry=r)
+        self.duration = Histogram(
+            "llm_gateway_request_duration_seconds", "Request latency", ["route"], buckets=_BUCKETS, registry=r
+        )
         gauge_kw: dict[str, Any] = {"multiprocess_mode": "livesum"} if self.multiprocess else {}
         self.in_flight = Gauge("llm_gateway_in_flight_requests", "Requests being served", registry=r, **gauge_kw)
-        self.tokens = Counter("llm_gateway_tokens", "Tokens of upstream calls", ["tenant", "model", "kind"],
-                              registry=r)
+        self.tokens = Counter("llm_gateway_tokens", "Tokens of upstream calls", ["tenant", "model", "kind"], registry=r)
         self.cost = Counter("llm_gateway_cost_usd", "USD cost of upstream calls", ["tenant", "model"], registry=r)
-        self.upstream = Counter("llm_gateway_upstream_calls", "Upstream call attempts", ["deployment", "outcome"],
-                                registry=r)
-        self.upstream_errors = Counter("llm_gateway_upstream_errors", "Failed upstream attempts",
-                                       ["deployment", "error"], registry=r)
-        self.budget_rejections = Counter("llm_gateway_budget_rejections", "Requests refused by a budget",
-                                         ["tenant"], registry=r)
-        self.rate_limited = Counter("llm_gateway_rate_limited", "Requests refused by an rpm / tpm limit",
-                                    ["tenant"], registry=r)
-        self.ledger_errors = Counter("llm_gateway_ledger_errors", "Usage events the ledger failed to store",
-                                     registry=r)
+        self.upstream = Counter(
+            "llm_gateway_upstream_calls", "Upstream call attempts", ["deployment", "outcome"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "llm_gateway_upstream_errors", "Failed upstream attempts", ["deployment", "error"], registry=r
+        )
+        self.budget_rejections = Counter(
+            "llm_gateway_budget_rejections", "Requests refused by a budget", ["tenant"], registry=r
+        )
+        self.rate_limited = Counter(
+            "llm_gateway_rate_limited", "Requests refused by an rpm / tpm limit", ["tenant"], registry=r
+        )
+        self.ledger_errors = Counter("llm_gateway_ledger_errors", "Usage events the ledger failed to store", registry=r)
         self._req_children: dict[tuple[str, int], Any] = {}
         self._dur_children: dict[str, Any] = {}
         self._event_children: dict[tuple[Any, ...], tuple[Any, ...]] = {}

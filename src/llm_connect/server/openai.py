@@ -75,16 +75,21 @@ def usage_dict(u: Usage) -> dict[str, Any]:
 
 
 def llm_headers(provider: str, model: str, cost: Any) -> list[tuple[bytes, bytes]]:
-    h = [(b"x-llm-provider", provider.encode("latin-1", "replace")),
-         (b"x-llm-model", model.encode("latin-1", "replace"))]
+    h = [
+        (b"x-llm-provider", provider.encode("latin-1", "replace")),
+        (b"x-llm-model", model.encode("latin-1", "replace")),
+    ]
     if cost is not None:
         h.append((b"x-llm-cost-usd", str(cost).encode()))
     return h
 
 
 def completion_body(resp: LLMResponse, cid: str) -> dict[str, Any]:
-    msg: dict[str, Any] = {"role": "assistant", "content": resp.text if (resp.text or not resp.tool_calls) else None,
-                           "refusal": None}
+    msg: dict[str, Any] = {
+        "role": "assistant",
+        "content": resp.text if (resp.text or not resp.tool_calls) else None,
+        "refusal": None,
+    }
     if resp.tool_calls:
         msg["tool_calls"] = resp.tool_calls
     return {
@@ -106,8 +111,9 @@ async def handle_chat(engine: Engine, req: Request) -> Response | None:
     cid = "chatcmpl-" + req.request_id
     if not stream:
         resp = await engine.complete(prep)
-        return Response(200, orjson.dumps(completion_body(resp, cid)),
-                        headers=llm_headers(resp.provider, resp.model, resp.cost_usd))
+        return Response(
+            200, orjson.dumps(completion_body(resp, cid)), headers=llm_headers(resp.provider, resp.model, resp.cost_usd)
+        )
     await _stream(engine, req, prep, cid, include_usage)
     return None
 
@@ -118,8 +124,13 @@ class _Chunks:
     __slots__ = ("base", "include_usage")
 
     def __init__(self, cid: str, model: str, include_usage: bool) -> None:
-        self.base = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-                     "system_fingerprint": None}
+        self.base = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+        }
         self.include_usage = include_usage
 
     def event(self, delta: dict[str, Any], finish: str | None = None) -> bytes:

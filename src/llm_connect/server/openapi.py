@@ -43,27 +43,63 @@ _MESSAGE = {
 
 _USAGE = {
     "type": "object",
-    "properties": {k: {"type": "integer"} for k in ("input_tokens", "output_tokens", "cache_read_tokens",
-                                                      "cache_write_tokens", "reasoning_tokens", "total_tokens")},
+    "properties": {
+        k: {"type": "integer"}
+        for k in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
+            "total_tokens",
+        )
+    },
 }
 
 _DELEGATION_HEADERS = [
-    {"name": "X-LLM-Budget-Id", "in": "header", "schema": {"type": "string"},
-     "description": "Shared budget of a delegation chain (per tenant)."},
-    {"name": "X-LLM-Budget-Tokens", "in": "header", "schema": {"type": "integer"},
-     "description": "Token cap of the budget, set by the request that creates it."},
-    {"name": "X-LLM-Budget-USD", "in": "header", "schema": {"type": "string"},
-     "description": "USD cap of the budget, set by the request that creates it."},
-    {"name": "X-LLM-Thread-Id", "in": "header", "schema": {"type": "string"},
-     "description": "Per-thread budget (budgets.max_tokens_per_thread)."},
+    {
+        "name": "X-LLM-Budget-Id",
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": "Shared budget of a delegation chain (per tenant).",
+    },
+    {
+        "name": "X-LLM-Budget-Tokens",
+        "in": "header",
+        "schema": {"type": "integer"},
+        "description": "Token cap of the budget, set by the request that creates it.",
+    },
+    {
+        "name": "X-LLM-Budget-USD",
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": "USD cap of the budget, set by the request that creates it.",
+    },
+    {
+        "name": "X-LLM-Thread-Id",
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": "Per-thread budget (budgets.max_tokens_per_thread).",
+    },
 ]
 
 
 def _schemas() -> dict[str, Any]:
     return {
-        "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
-            "message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": ["string", "null"]},
-            "param": {"type": ["string", "null"]}}}}},
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "code": {"type": ["string", "null"]},
+                        "param": {"type": ["string", "null"]},
+                    },
+                }
+            },
+        },
         "Message": _MESSAGE,
         "ExecuteRequest": {
             "type": "object",
@@ -72,46 +108,88 @@ def _schemas() -> dict[str, Any]:
                 "prompt": {"anyOf": [{"type": "string"}, {"type": "array", "items": _ref("Message")}]},
                 "messages": {"type": "array", "items": _ref("Message")},
                 "model": {"type": "string", "description": "group, alias or provider:model"},
-                "system_prompt": {"type": "string"}, "max_tokens": {"type": "integer", "minimum": 1},
+                "system_prompt": {"type": "string"},
+                "max_tokens": {"type": "integer", "minimum": 1},
                 "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-                "top_p": {"type": "number"}, "timeout": {"type": "number", "description": "seconds"},
+                "top_p": {"type": "number"},
+                "timeout": {"type": "number", "description": "seconds"},
                 "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-                "seed": {"type": "integer"}, "response_format": {"type": "object"}, "json_mode": {"type": "boolean"},
-                "tools": {"type": "array", "items": {"type": "object"}}, "tool_choice": {},
-                "tenant_id": {"type": "string"}, "agent": {"type": "string"}, "thread_id": {"type": "string"},
-                "task_type": {"type": "string"}, "metadata": {"type": "object"},
-                "budget": {"type": "object", "required": ["id"], "properties": {
-                    "id": {"type": "string"}, "total_tokens": {"type": "integer"}, "total_usd": {"type": "string"}}},
+                "seed": {"type": "integer"},
+                "response_format": {"type": "object"},
+                "json_mode": {"type": "boolean"},
+                "tools": {"type": "array", "items": {"type": "object"}},
+                "tool_choice": {},
+                "tenant_id": {"type": "string"},
+                "agent": {"type": "string"},
+                "thread_id": {"type": "string"},
+                "task_type": {"type": "string"},
+                "metadata": {"type": "object"},
+                "budget": {
+                    "type": "object",
+                    "required": ["id"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "total_tokens": {"type": "integer"},
+                        "total_usd": {"type": "string"},
+                    },
+                },
             },
         },
         "ExecuteResponse": {
             "type": "object",
             "properties": {
-                "ok": {"type": "boolean"}, "text": {"type": "string"}, "model": {"type": "string"},
-                "provider": {"type": "string"}, "finish_reason": {"type": ["string", "null"]}, "usage": _USAGE,
-                "cost_usd": {"type": ["string", "null"]}, "latency_ms": {"type": "number"},
-                "request_id": {"type": "string"}, "tool_calls": {"type": ["array", "null"]},
+                "ok": {"type": "boolean"},
+                "text": {"type": "string"},
+                "model": {"type": "string"},
+                "provider": {"type": "string"},
+                "finish_reason": {"type": ["string", "null"]},
+                "usage": _USAGE,
+                "cost_usd": {"type": ["string", "null"]},
+                "latency_ms": {"type": "number"},
+                "request_id": {"type": "string"},
+                "tool_calls": {"type": ["array", "null"]},
                 "budget": {"type": "object"},
                 "error": {"type": "object", "description": "when ok is false: type, code, message, param"},
             },
         },
-        "CompleteRequest": {"type": "object", "required": ["messages"], "properties": {
-            "model": {"type": "string"}, "messages": {"type": "array", "items": _ref("Message")},
-            "tenant_id": {"type": "string"}}},
-        "CompleteResponse": {"type": "object", "properties": {
-            "content": {"type": "string"}, "model": {"type": "string"},
-            "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer"},
-                                                       "completion_tokens": {"type": "integer"}}}}},
+        "CompleteRequest": {
+            "type": "object",
+            "required": ["messages"],
+            "properties": {
+                "model": {"type": "string"},
+                "messages": {"type": "array", "items": _ref("Message")},
+                "tenant_id": {"type": "string"},
+            },
+        },
+        "CompleteResponse": {
+            "type": "object",
+            "properties": {
+                "content": {"type": "string"},
+                "model": {"type": "string"},
+                "usage": {
+                    "type": "object",
+                    "properties": {"prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}},
+                },
+            },
+        },
         "ChatCompletionRequest": {
-            "type": "object", "required": ["messages"],
+            "type": "object",
+            "required": ["messages"],
             "description": "OpenAI Chat Completions. Extensions: tenant_id, agent, thread_id, task_type, timeout.",
             "properties": {
-                "model": {"type": "string"}, "messages": {"type": "array", "items": _ref("Message")},
-                "max_tokens": {"type": "integer"}, "max_completion_tokens": {"type": "integer"},
-                "temperature": {"type": "number"}, "top_p": {"type": "number"}, "stop": {}, "seed": {"type": "integer"},
+                "model": {"type": "string"},
+                "messages": {"type": "array", "items": _ref("Message")},
+                "max_tokens": {"type": "integer"},
+                "max_completion_tokens": {"type": "integer"},
+                "temperature": {"type": "number"},
+                "top_p": {"type": "number"},
+                "stop": {},
+                "seed": {"type": "integer"},
                 "stream": {"type": "boolean"},
                 "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
-                "response_format": {"type": "object"}, "tools": {"type": "array"}, "tool_choice": {},
+                "response_format": {"type": "object"},
+                "tools": {"type": "array"},
+                "tool_choice": {},
             },
         },
     }
@@ -122,47 +200,101 @@ def spec(config: GatewayConfig | None = None) -> dict[str, Any]:
     sec = [{"bearer": []}] if config is not None and config.auth else []
     return {
         "openapi": "3.1.0",
-        "info": {"title": "llm-connect gateway", "version": "1",
-                 "description": "OpenAI-compatible, multi-tenant LLM gateway with budgets, routing and usage."},
+        "info": {
+            "title": "llm-connect gateway",
+            "version": "1",
+            "description": "OpenAI-compatible, multi-tenant LLM gateway with budgets, routing and usage.",
+        },
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": {
-            "/v1/chat/completions": {"post": {
-                "summary": "Chat completion (OpenAI shape; SSE when stream=true)", "security": sec,
-                "parameters": _DELEGATION_HEADERS,
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": _ref("ChatCompletionRequest")}}},
-                "responses": {"200": {"description": "chat.completion, or text/event-stream of chat.completion.chunk"},
-                              **_ERRORS}}},
-            "/v1/models": {"get": {"summary": "Model groups and aliases this key may use", "security": sec,
-                                   "responses": {"200": {"description": "OpenAI model list"}, "401": _ERRORS["401"]}}},
-            "/execute": {"post": {
-                "summary": "The bridge's request / response over HTTP (seed FR-1)", "security": sec,
-                "parameters": _DELEGATION_HEADERS,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ExecuteRequest")}}},
-                "responses": {"200": _json(_ref("ExecuteResponse")),
-                              "default": _json(_ref("ExecuteResponse"), "ok=false with an error object")}}},
-            "/complete": {"post": {
-                "summary": "LLM pool completion (seed 002)", "security": sec,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CompleteRequest")}}},
-                "responses": {"200": _json(_ref("CompleteResponse")),
-                              "503": {"description": '{"error": "All providers unavailable"}'}, **_ERRORS}}},
-            "/v1/usage": {"get": {
-                "summary": "Usage totals (a tenant key sees its own tenant, the admin key all)", "security": sec,
-                "parameters": [
-                    {"name": "group_by", "in": "query", "schema": {"type": "string", "enum": [
-                        "tenant", "agent", "model", "provider", "day", "thread", "task_type"]}},
-                    {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-                    {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-                    {"name": "tenant", "in": "query", "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "rows of totals"}, "401": _ERRORS["401"]}}},
+            "/v1/chat/completions": {
+                "post": {
+                    "summary": "Chat completion (OpenAI shape; SSE when stream=true)",
+                    "security": sec,
+                    "parameters": _DELEGATION_HEADERS,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ChatCompletionRequest")}},
+                    },
+                    "responses": {
+                        "200": {"description": "chat.completion, or text/event-stream of chat.completion.chunk"},
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/v1/models": {
+                "get": {
+                    "summary": "Model groups and aliases this key may use",
+                    "security": sec,
+                    "responses": {"200": {"description": "OpenAI model list"}, "401": _ERRORS["401"]},
+                }
+            },
+            "/execute": {
+                "post": {
+                    "summary": "The bridge's request / response over HTTP (seed FR-1)",
+                    "security": sec,
+                    "parameters": _DELEGATION_HEADERS,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ExecuteRequest")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("ExecuteResponse")),
+                        "default": _json(_ref("ExecuteResponse"), "ok=false with an error object"),
+                    },
+                }
+            },
+            "/complete": {
+                "post": {
+                    "summary": "LLM pool completion (seed 002)",
+                    "security": sec,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("CompleteRequest")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("CompleteResponse")),
+                        "503": {"description": '{"error": "All providers unavailable"}'},
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/v1/usage": {
+                "get": {
+                    "summary": "Usage totals (a tenant key sees its own tenant, the admin key all)",
+                    "security": sec,
+                    "parameters": [
+                        {
+                            "name": "group_by",
+                            "in": "query",
+                            "schema": {
+                                "type": "string",
+                                "enum": ["tenant", "agent", "model", "provider", "day", "thread", "task_type"],
+                            },
+                        },
+                        {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                        {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                        {"name": "tenant", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {"200": {"description": "rows of totals"}, "401": _ERRORS["401"]},
+                }
+            },
             "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": '{"status": "ok"}'}}}},
-            "/ready": {"get": {"summary": "Readiness (Redis and ledger when configured)",
-                               "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics (admin key unless server.public_metrics)",
-                                 "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},
+            "/ready": {
+                "get": {
+                    "summary": "Readiness (Redis and ledger when configured)",
+                    "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (admin key unless server.public_metrics)",
+                    "responses": {"200": {"description": "text/plain; version=0.0.4"}},
+                }
+            },
         },
     }
 

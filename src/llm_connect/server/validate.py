@@ -169,8 +169,13 @@ def header(headers: Mapping[str, str] | None, name: str) -> str | None:
         return None
     if not v or len(v) > _MAX_STR or not v.isprintable():
         title = "-".join(w.upper() if w == "llm" else w.capitalize() for w in name.split("-"))
-        raise ApiError(422, f"{title} must be 1 to {_MAX_STR} printable characters", "invalid_request_error",
-                       "invalid_field", title)
+        raise ApiError(
+            422,
+            f"{title} must be 1 to {_MAX_STR} printable characters",
+            "invalid_request_error",
+            "invalid_field",
+            title,
+        )
     return v
 
 
@@ -182,8 +187,13 @@ def budget_from_headers(headers: Mapping[str, str]) -> BudgetRequest | None:
     usd = headers.get("x-llm-budget-usd")
     if bid is None and tid is None:
         if tokens is not None or usd is not None:
-            raise ApiError(422, "X-LLM-Budget-Tokens / X-LLM-Budget-USD need X-LLM-Budget-Id",
-                           "invalid_request_error", "invalid_field", "X-LLM-Budget-Id")
+            raise ApiError(
+                422,
+                "X-LLM-Budget-Tokens / X-LLM-Budget-USD need X-LLM-Budget-Id",
+                "invalid_request_error",
+                "invalid_field",
+                "X-LLM-Budget-Id",
+            )
         return None
     return BudgetRequest(
         budget_id=None if bid is None else check_id(bid, "X-LLM-Budget-Id"),
