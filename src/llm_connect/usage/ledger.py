@@ -79,13 +79,12 @@ GROUP_BYS = ("tenant", "agent", "model", "provider", "day", "thread", "task_type
 
 
 def default_db_path() -> Path:
-    """``$LLM_CONNECT_USAGE_DB``, else ``$XDG_DATA_HOME/llm-connect/usage.sqlite3``
-    (``~/.local/share/llm-connect/usage.sqlite3``)."""
-    env = os.environ.get("LLM_CONNECT_USAGE_DB")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "llm-connect" / "usage.sqlite3"
+    """The default SQLite ledger file: ``usage.sqlite3`` in the data directory (``$LLM_CONNECT_HOME``, else
+    ``$XDG_DATA_HOME/llm-connect``, else ``~/.local/share/llm-connect``). ``$LLM_CONNECT_LEDGER`` overrides
+    the whole target (see :func:`llm_connect.paths.default_ledger_url`)."""
+    from ..paths import data_dir
+
+    return data_dir() / "usage.sqlite3"
 
 
 def _utc(ts: datetime) -> datetime:
@@ -158,9 +157,12 @@ class Ledger(ABC):
     @staticmethod
     def open(target: str | os.PathLike[str] | None = None, **kwargs: Any) -> Ledger:
         """``postgresql://...`` / ``postgres://...`` -> PostgresLedger; ``sqlite:///path`` or a file path
-        (default :func:`default_db_path`) -> SqliteLedger. Keyword arguments go to the constructor."""
+        (default: ``$LLM_CONNECT_LEDGER``, else :func:`default_db_path`) -> SqliteLedger.
+        Keyword arguments go to the constructor."""
         if target is None:
-            return SqliteLedger(default_db_path(), **kwargs)
+            from ..paths import default_ledger_url
+
+            target = default_ledger_url()
         s = os.fspath(target)
         low = s.lower()
         if low.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):

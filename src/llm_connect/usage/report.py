@@ -148,7 +148,8 @@ def usage_command(
     """
     from rich.console import Console
 
-    from .ledger import GROUP_BYS, Ledger, default_db_path
+    from ..paths import default_ledger_url
+    from .ledger import GROUP_BYS, Ledger
 
     stream = out or sys.stdout
     # a pipe or file gets the full table width instead of rich's 80-column default
@@ -157,7 +158,7 @@ def usage_command(
     if by not in GROUP_BYS:
         err.print(f"error: --by must be one of {', '.join(GROUP_BYS)}, not {by!r}")
         return 2
-    target = db if db is not None else str(default_db_path())
+    target = db if db is not None else default_ledger_url()
     is_url = "://" in target and not target.lower().startswith("sqlite:///")
     if not is_url:
         path = target[len("sqlite:///") :] if target.lower().startswith("sqlite:///") else target
