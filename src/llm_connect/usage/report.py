@@ -118,6 +118,7 @@ def write_chart(ledger: Ledger, path_png: str | os.PathLike[str], tenant_id: str
         ax.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d"))
         ax.margins(y=0.15)
         ax.set_ylabel("USD")
+        ax.set_ylim(bottom=0, top=max(values) * 1.15 or 1.0)  # spend is never negative
         ax.set_xlabel("day (UTC)")
         total = sum((spend.get(d, Decimal(0)) for d in days), start=Decimal(0))
         n = sum(requests.values())
