@@ -45,6 +45,24 @@ __all__ = ["BudgetState", "BudgetTracker", "Reservation", "period_window"]
 
 log = logging.getLogger("llm_connect.budget")
 
+
+async def _to_completion(coro: Any) -> Any:
+    """Await a store call that must finish even if the caller is cancelled (a client hung up, a timeout):
+    a settle cut in half would lose spend, a reserve cut in half would hold budget until its lease ends.
+    The call runs on; the caller still sees its CancelledError."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_report_late_failure)
+        raise
+
+
+def _report_late_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("budget store call finished after cancellation with an error: %s", task.exception())
+
+
 Period = Literal["daily", "monthly"] | None
 #: a period's numbers are kept this long after the period ends (then the store may drop them)
 PERIOD_RETENTION_SECONDS = 31 * 86400
@@ -128,6 +146,7 @@ class BudgetTracker:
             raise ValueError(f"lease_seconds must be positive, got {lease_seconds!r}")
         period_window(period, 0.0)  # validates
         self._total = total
+        self._orphans: set[asyncio.Future[Any]] = set()
         self._total_usd = None if total_usd is None else usd_to_units(total_usd)
         self._store: BudgetStore = store if store is not None else MemoryBudgetStore()
         self._budget_id = str(budget_id) if budget_id is not None else _new_id()
@@ -474,8 +493,13 @@ class BudgetTracker:
         now = self._clock()
         levels = self._levels(now)
         res = Reservation(self, levels, tok, units, usd is not None, label, f"{self._id_prefix}{next(self._ids)}")
+        call = asyncio.ensure_future(self._store.areserve(levels, res.id, tok, units, now, now + self._lease))
         try:
-            refusal = await self._store.areserve(levels, res.id, tok, units, now, now + self._lease)
+            refusal = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # the caller is gone but the reservation may be made: give it back once the call lands
+            call.add_done_callback(lambda f: self._release_orphan(f, res))
+            raise
         except StoreUnavailableError as exc:
             self._unreachable(exc, "reserve")
             res._detached = True
@@ -483,6 +507,13 @@ class BudgetTracker:
         if refusal is not None:
             raise self._refused(levels, refusal, tok, units)
         return res
+
+    def _release_orphan(self, call: asyncio.Future[Any], res: Reservation) -> None:
+        if call.cancelled() or call.exception() is not None or call.result() is not None:
+            return  # never made, or refused
+        task = asyncio.ensure_future(res.arelease())
+        self._orphans.add(task)  # keep it alive until done
+        task.add_done_callback(self._orphans.discard)
 
     def consume(self, tokens: int, usd: Decimal | None = None) -> list[BudgetWarning]:
         """Spend directly (reserve + settle in one step). Raises LLMBudgetExceededError if it does not fit."""
@@ -676,16 +707,18 @@ class Reservation:
         t = self.tracker
         mode = RECORD if self._detached else LEASE
         try:
-            result = await t._store.asettle(
-                self.levels,
-                self.id,
-                self.tokens,
-                self.usd_units,
-                tok,
-                units,
-                t._clock(),
-                mode,
-                t._replayer(self.levels),
+            result = await _to_completion(
+                t._store.asettle(
+                    self.levels,
+                    self.id,
+                    self.tokens,
+                    self.usd_units,
+                    tok,
+                    units,
+                    t._clock(),
+                    mode,
+                    t._replayer(self.levels),
+                )
             )
         except StoreUnavailableError as exc:
             t._lost(exc, "settle")
@@ -705,7 +738,7 @@ class Reservation:
         if not self._claim("released") or self._detached:
             return
         try:
-            await self.tracker._store.arelease(self.levels, self.id, self.tokens, self.usd_units)
+            await _to_completion(self.tracker._store.arelease(self.levels, self.id, self.tokens, self.usd_units))
         except StoreUnavailableError as exc:
             self.tracker._lost(exc, "release")
 

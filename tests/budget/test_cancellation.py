@@ -1,0 +1,54 @@
+"""Cancelling a caller in the middle of a store call neither loses spend nor holds budget (Redis store)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from llm_connect.budget import BudgetTracker, RedisBudgetStore
+
+from .conftest import REDIS_URL, fresh_namespace, needs_redis
+
+pytestmark = needs_redis
+
+
+@pytest.fixture
+async def store():
+    s = RedisBudgetStore(REDIS_URL, namespace=fresh_namespace(), max_connections=4)
+    yield s
+    s.drop_namespace()
+    await s.aclose()
+
+
+async def test_cancelled_settles_still_land(store):
+    t = BudgetTracker(10**9, store=store, budget_id="b")
+    reservations = [await t.areserve(100) for _ in range(300)]
+    tasks = [asyncio.ensure_future(r.asettle(60)) for r in reservations]
+    await asyncio.sleep(0)
+    rng = random.Random(0)
+    for task in tasks:
+        if rng.random() < 0.5:
+            task.cancel()
+    out = await asyncio.gather(*tasks, return_exceptions=True)
+    assert any(isinstance(o, asyncio.CancelledError) for o in out)
+    await asyncio.sleep(0.3)  # the shielded store calls finish
+    state = await t.astate()
+    assert (state.spent, state.reserved) == (300 * 60, 0)
+
+
+async def test_cancelled_reserves_do_not_hold_budget(store):
+    t = BudgetTracker(10**6, store=store, budget_id="b")
+    rng = random.Random(1)
+    loop = asyncio.get_running_loop()
+    for _ in range(10):
+        tasks = [asyncio.ensure_future(t.areserve(100)) for _ in range(50)]
+        for task in tasks:
+            loop.call_later(rng.random() * 0.003, task.cancel)
+        for o in await asyncio.gather(*tasks, return_exceptions=True):
+            if not isinstance(o, BaseException):
+                await o.arelease()
+    await asyncio.sleep(0.5)
+    state = await t.astate()
+    assert (state.spent, state.reserved) == (0, 0)
