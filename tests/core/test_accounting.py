@@ -9,11 +9,13 @@ from decimal import Decimal
 import pytest
 
 from llm_connect import (
+    FakeAdapter,
     FakeReply,
     LLMBudgetExceededError,
     LLMProviderUnavailableError,
     Message,
     RunConfig,
+    StreamChunk,
     Usage,
     create_adapter,
 )
@@ -49,7 +51,25 @@ async def test_delegation_chain_across_three_adapters_hits_the_cap_and_not_one_t
             refused += 1
     assert settled == 500 and a_tracker.spent == 500 and a_tracker.reserved == 0
     assert refused == 10
-    assert c_tracker.spent + b_tracker.spent - c_tracker.spent <= 500
+    assert b_tracker.spent <= 500 and c_tracker.spent <= b_tracker.spent
+
+
+async def test_chain_cap_is_exact_when_calls_do_not_divide_it():
+    """Uneven calls: the last ones that still fit go through, then the cap holds to the token."""
+    a = BudgetTracker(total=1000)
+    c = a.child(total=5000).child(total=5000)
+    adapter = create_adapter("fake:a", replies=[" ".join(["w"] * 88)] * 40)
+    spent = 0
+    for _ in range(40):
+        try:
+            r = await adapter.async_execute_prompt("a b c d", RunConfig(max_tokens=88, budget_tracker=c))
+            spent += r.usage.total_tokens  # 5 + 88 = 93
+        except LLMBudgetExceededError:
+            pass
+    assert spent == 93 * 10 and a.spent == spent <= 1000 and a.reserved == 0
+    # 70 tokens are left: a call that fits in them still runs, clamped to what remains
+    r = await adapter.async_execute_prompt("a b c d", RunConfig(budget_tracker=c))
+    assert r.usage.total_tokens <= 70 and a.spent <= 1000
 
 
 async def test_refusal_happens_before_any_provider_call():
@@ -157,9 +177,12 @@ async def test_cancelled_stream_settles():
 async def test_completed_stream_settles_to_provider_usage_before_the_last_chunk_arrives():
     tracker = BudgetTracker(total=10_000)
     a = create_adapter("fake:s", replies=[FakeReply(text="a b c", usage=Usage(11, 3))])
+    seen_usage = False
     async for chunk in a.astream("go", RunConfig(max_tokens=10, budget_tracker=tracker)):
         if chunk.usage is not None:
+            seen_usage = True
             assert tracker.spent == 14 and tracker.reserved == 0  # already settled when the caller sees it
+    assert seen_usage
 
 
 async def test_warnings_fire_once_each_through_adapter_calls():
@@ -235,3 +258,96 @@ async def test_a_child_of_a_usd_budget_prices_its_reservations():
         a = create_adapter("openai:gpt-4o-mini", api_base=mock.openai_base, api_key="k")
         r = await a.async_execute_prompt("hello", RunConfig(max_tokens=20, budget_tracker=child))
     assert parent.spent_usd == r.cost_usd > 0 and child.spent == r.usage.total_tokens
+
+
+async def test_a_reply_without_usage_is_billed_an_estimate_not_zero():
+    from aiohttp import web
+
+    async def no_usage(request):
+        await request.read()
+        return web.json_response(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "forty two words " * 10},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", no_usage)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        tracker = BudgetTracker(total=200)
+        a = create_adapter("vllm:m", api_base=f"http://127.0.0.1:{port}/v1")
+        r = await a.async_execute_prompt("hi", RunConfig(max_tokens=100, budget_tracker=tracker))
+        assert r.usage.output_tokens == 100  # the estimate, capped at max_tokens
+        assert tracker.spent == r.usage.total_tokens > 0
+        with pytest.raises(LLMBudgetExceededError):  # the budget really is used up now
+            await a.async_execute_prompt("hi", RunConfig(max_tokens=100, budget_tracker=tracker))
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_early_stop_is_never_billed_more_output_than_max_tokens():
+    tracker = BudgetTracker(total=100_000)
+    a = create_adapter("fake:s", replies=[" ".join(["abcdefgh"] * 200)])
+    got = 0
+    async for chunk in a.astream("go", RunConfig(max_tokens=150, budget_tracker=tracker)):
+        got += bool(chunk.text)
+        if got == 120:
+            break
+    await settled(tracker)
+    assert tracker.spent <= a.count_input_tokens([Message("user", "go")], RunConfig()) + 150
+
+
+async def test_a_stopped_tool_call_stream_is_billed():
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+
+    class ToolStream(FakeAdapter):
+        async def _stream(self, messages, config, max_tokens):
+            for _ in range(50):
+                yield StreamChunk(tool_calls=[call])
+
+    tracker = BudgetTracker(total=100_000)
+    async for chunk in ToolStream("t").astream("go", RunConfig(max_tokens=500, budget_tracker=tracker)):
+        if chunk.tool_calls:
+            break
+    await settled(tracker)
+    assert tracker.spent > 0
+
+
+async def test_one_call_without_max_tokens_does_not_reserve_a_whole_shared_budget():
+    tracker = BudgetTracker(total=1_000_000)
+    a = create_adapter("fake:s", replies=[FakeReply(text="x", latency=0.05)] * 20)
+    await asyncio.gather(*(a.async_execute_prompt("go", RunConfig(budget_tracker=tracker)) for _ in range(20)))
+    assert tracker.reserved == 0 and tracker.spent > 0  # all 20 ran side by side: none was refused
+
+
+async def test_a_usd_only_budget_clamps_output_to_what_it_can_pay_for():
+    async with MockServer() as mock:
+        usd = BudgetTracker(total_usd=Decimal("0.001"))  # gpt-4o-mini: ~1 600 output tokens
+        a = create_adapter("openai:gpt-4o-mini", api_base=mock.openai_base, api_key="k")
+        await a.async_execute_prompt("hello", RunConfig(budget_tracker=usd))
+        sent = mock.last_request["body"]["max_tokens"]
+        assert 1000 < sent < 1700
+        assert usd.spent_usd <= Decimal("0.001")
+
+
+async def test_usd_reservation_prices_input_at_the_cache_write_rate():
+    """Anthropic bills a cache write at 1.25x input: the worst case must cover it."""
+    async with MockServer() as mock:
+        a = create_adapter("anthropic:claude-sonnet-4-5", api_base=mock.url, api_key="k")
+        plain = a.price(Usage(input_tokens=1000, output_tokens=10), estimate=True)
+        worst = a._worst_cost(1000, 10)
+        assert plain is not None and worst > plain

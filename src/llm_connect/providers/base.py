@@ -27,15 +27,18 @@ from ..errors import LLMError, LLMTimeoutError
 from ..types import LLMResponse, Message, Prompt, RunConfig, StreamChunk, Usage, normalize_messages
 
 if TYPE_CHECKING:
-    from ..budget import Reservation
+    from ..budget import BudgetTracker, Reservation
     from ..usage import Pricing, UsageTracker
 
 __all__ = ["BaseAdapter", "default_pricing", "estimate_tokens"]
 
 log = logging.getLogger("llm_connect")
 
-#: output ceiling reserved when only a USD cap applies and the caller set no max_tokens
-USD_ONLY_DEFAULT_MAX_TOKENS = 4096
+#: max_tokens sent on a budgeted call whose caller set none: what the budget has left, but at most this,
+#: so that one call does not reserve a whole shared budget and starve every other caller
+BUDGETED_DEFAULT_MAX_TOKENS = 4096
+#: an upper bound on what one image part costs as input (OpenAI high detail, Anthropic, Gemini tiles)
+IMAGE_PART_TOKENS = 2000
 
 
 def estimate_tokens(text: str) -> int:
@@ -81,11 +84,26 @@ class BaseAdapter(LLMAdapter):
         n = 3
         for m in messages:
             n += 4 + estimate_tokens(m.text)
+            if isinstance(m.content, list):
+                for part in m.content:
+                    if isinstance(part, dict) and part.get("type") not in (None, "text"):
+                        n += max(IMAGE_PART_TOKENS, len(orjson.dumps(part)))
             if m.tool_calls:
                 n += len(orjson.dumps(m.tool_calls))
-        if config.tools:
-            n += len(orjson.dumps(config.tools))
+        for extra in (config.tools, config.effective_response_format):
+            if extra:
+                n += len(orjson.dumps(extra))
         return n
+
+    def _estimated_usage(
+        self, messages: list[Message], config: RunConfig, est_in: int, produced: str, max_tokens: int | None
+    ) -> Usage:
+        """Usage to bill when the provider reported none: the prompt and what was produced, from above,
+        never more output than max_tokens allowed."""
+        out = estimate_tokens(produced)
+        if max_tokens is not None:
+            out = min(out, max_tokens)
+        return Usage(input_tokens=est_in or self.count_input_tokens(messages, config), output_tokens=out)
 
     # -- pricing -----------------------------------------------------------------------------------
     @property
@@ -104,17 +122,39 @@ class BaseAdapter(LLMAdapter):
             return max_tokens, None, 0
         est_in = self.count_input_tokens(messages, config)
         if max_tokens is None:
-            max_tokens = await tracker.amax_output_tokens(est_in)
-            if max_tokens is None and tracker.needs_usd:
-                max_tokens = USD_ONLY_DEFAULT_MAX_TOKENS
-            if max_tokens is not None and max_tokens < 1:
-                max_tokens = 1  # reserve() below refuses with a clear budget error
-        usd = None
-        if tracker.needs_usd:  # a USD cap here or on any ancestor
-            usd = self.price(Usage(input_tokens=est_in, output_tokens=max_tokens or 0), estimate=True)
+            fits = await tracker.amax_output_tokens(est_in)
+            if fits is not None or tracker.needs_usd:
+                max_tokens = BUDGETED_DEFAULT_MAX_TOKENS if fits is None else min(fits, BUDGETED_DEFAULT_MAX_TOKENS)
+                if tracker.needs_usd:
+                    affordable = await self._affordable_output(tracker, est_in)
+                    if affordable is not None:
+                        max_tokens = min(max_tokens, affordable)
+                max_tokens = max(max_tokens, 1)  # nothing fits: reserve() below refuses with a clear error
+        usd = self._worst_cost(est_in, max_tokens or 0) if tracker.needs_usd else None
         worst = est_in + (max_tokens or 0)
         res = await tracker.areserve(worst, usd, label=f"{self.provider}:{self.model}")
         return max_tokens, res, est_in
+
+    def _worst_cost(self, input_tokens: int, output_tokens: int) -> Decimal | None:
+        """The most this call can cost: every input token at the dearest input-side rate (a cache write
+        costs more than plain input), every output token at the output rate."""
+        plain = self.price(Usage(input_tokens=input_tokens, output_tokens=output_tokens), estimate=True)
+        if plain is None:
+            return None
+        written = self.price(
+            Usage(input_tokens=input_tokens, output_tokens=output_tokens, cache_write_tokens=input_tokens),
+            estimate=True,
+        )
+        return plain if written is None else max(plain, written)
+
+    async def _affordable_output(self, tracker: BudgetTracker, input_tokens: int) -> int | None:
+        """Output tokens the USD budget left can pay for after the prompt (None: no USD cap or no price)."""
+        left = await tracker.aremaining_usd()
+        per_million = self.price(Usage(output_tokens=1_000_000), estimate=True)
+        prompt = self._worst_cost(input_tokens, 0)
+        if left is None or not per_million or prompt is None:
+            return None
+        return max(0, int((left - prompt) * 1_000_000 / per_million))
 
     def _cap(self, config: RunConfig) -> float | None:
         return config.timeout or self.timeout
@@ -130,7 +170,7 @@ class BaseAdapter(LLMAdapter):
     async def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> LLMResponse:
         cfg = config if config is not None else RunConfig()
         messages = normalize_messages(prompt, cfg.system_prompt)
-        max_tokens, res, _ = await self._begin(messages, cfg)
+        max_tokens, res, est_in = await self._begin(messages, cfg)
         cap = self._cap(cfg)
         start = time.perf_counter()
         try:
@@ -148,6 +188,11 @@ class BaseAdapter(LLMAdapter):
         resp.latency_ms = (time.perf_counter() - start) * 1000
         resp.provider = resp.provider or self.provider
         resp.model = resp.model or self.model
+        if resp.usage == Usage() and (resp.text or resp.tool_calls):
+            # the provider reported no usage: bill an upper-bound estimate rather than nothing
+            produced = resp.text + (orjson.dumps(resp.tool_calls).decode() if resp.tool_calls else "")
+            resp.usage = self._estimated_usage(messages, cfg, est_in, produced, max_tokens)
+            log.warning("%s:%s reported no usage; billed an estimate %s", self.provider, resp.model, resp.usage)
         if resp.cost_usd is None:  # an adapter may report the provider's own billed cost
             resp.cost_usd = self.price(resp.usage, resp.model)
         if res is not None:
@@ -161,7 +206,9 @@ class BaseAdapter(LLMAdapter):
         max_tokens, res, est_in = await self._begin(messages, cfg)
         cap = self._cap(cfg)
         start = time.perf_counter()
-        produced: list[str] = []
+        produced: list[str] = []  # the text
+        tool_deltas: list[str] = []  # tool-call argument deltas: billed as output too
+        call = (messages, est_in, max_tokens, tool_deltas)
         finished = False
         deadline = None if cap is None else asyncio.get_running_loop().time() + cap
         agen = self._stream(messages, cfg, max_tokens)
@@ -174,6 +221,8 @@ class BaseAdapter(LLMAdapter):
                     break
                 if chunk.text:
                     produced.append(chunk.text)
+                if chunk.tool_calls:
+                    tool_deltas.append(orjson.dumps(chunk.tool_calls).decode())
                 if chunk.usage is not None:
                     # the final chunk: settle and record it BEFORE the caller sees it, so a stream whose
                     # end reached the caller is always accounted
@@ -181,20 +230,20 @@ class BaseAdapter(LLMAdapter):
                     if chunk.cost_usd is None:
                         chunk.cost_usd = self.price(chunk.usage, chunk.model)
                     finished = True
-                    await self._finish_stream(cfg, res, chunk, produced, est_in, start, None)
+                    await self._finish_stream(cfg, res, chunk, produced, call, start, None)
                 yield chunk
         except BaseException as exc:
             err = self._error(exc, cap)
             if not finished:
                 finished = True
-                await self._finish_stream(cfg, res, None, produced, est_in, start, err)
+                await self._finish_stream(cfg, res, None, produced, call, start, err)
             if err is not exc:
                 raise err from exc
             raise
         finally:
             await agen.aclose()
             if not finished:  # the source ended without a usage chunk
-                await self._finish_stream(cfg, res, None, produced, est_in, start, None)
+                await self._finish_stream(cfg, res, None, produced, call, start, None)
 
     async def _finish_stream(
         self,
@@ -202,7 +251,7 @@ class BaseAdapter(LLMAdapter):
         res: Reservation | None,
         final: StreamChunk | None,
         produced: list[str],
-        est_in: int,
+        call: tuple[list[Message], int, int | None, list[str]],
         start: float,
         failure: BaseException | None,
     ) -> None:
@@ -212,10 +261,11 @@ class BaseAdapter(LLMAdapter):
         cut) the prompt and the text produced so far are billed, estimated from above.
         """
         text = "".join(produced)
+        messages, est_in, max_tokens, tool_deltas = call
         if final is not None and final.usage is not None:
             usage, cost = final.usage, final.cost_usd
-        elif text:
-            usage = Usage(input_tokens=est_in, output_tokens=estimate_tokens(text))
+        elif text or tool_deltas:
+            usage = self._estimated_usage(messages, cfg, est_in, text + "".join(tool_deltas), max_tokens)
             cost = self.price(usage, estimate=True)
         else:
             usage, cost = None, None
