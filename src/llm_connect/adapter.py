@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import time
 from abc import ABC
@@ -39,8 +40,13 @@ class SyncRunner:
         self._thread.start()
 
     @classmethod
-    @functools.cache
     def shared(cls) -> SyncRunner:
+        """The process's runner (a forked child gets its own: the parent's loop thread does not exist there)."""
+        return cls._for_process(os.getpid())
+
+    @classmethod
+    @functools.cache
+    def _for_process(cls, pid: int) -> SyncRunner:
         return cls()
 
     @property
@@ -85,7 +91,8 @@ class SyncRunner:
             aclose = getattr(it, "aclose", None)
             if aclose is not None:
                 fut = asyncio.run_coroutine_threadsafe(aclose(), self._loop)
-                fut.result(timeout=30)
+                if threading.current_thread() is not self._thread:  # (the GC may finalise us on the loop)
+                    fut.result(timeout=30)
 
 
 @dataclass(slots=True)

@@ -8,9 +8,10 @@ events (SSE or NDJSON). Mapping network failures to LLMError happens in the adap
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
+import os
 import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -108,10 +109,14 @@ class Transport:
         session_factory: Callable[[], aiohttp.ClientSession] | None = None,
     ) -> None:
         self._factory = session_factory or functools.partial(_default_session, limit, connect_timeout)
-        # keyed by id(loop); a finalizer on the loop drops (and quietly closes) its session, so a user's
-        # asyncio.run() that never called aclose() does not leave "Unclosed client session" warnings behind
-        self._sessions: dict[int, aiohttp.ClientSession] = {}
+        # loop -> session. A session holds its loop, so neither is ever garbage: sessions of loops that
+        # have closed (a user's asyncio.run() that never called aclose()) are dropped whenever a new one
+        # is made, so repeated asyncio.run() calls do not pile up sessions and sockets.
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._closers: dict[asyncio.AbstractEventLoop, AsyncIterator[None]] = {}
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+        atexit.register(self._drop_dead)  # the last asyncio.run()'s session, quietly, at exit
 
     @classmethod
     @functools.cache
@@ -121,26 +126,46 @@ class Transport:
 
     def session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        key = id(loop)
-        s = self._sessions.get(key)
+        s = self._sessions.get(loop)
         if s is None or s.closed:
             with self._lock:
-                s = self._sessions.get(key)
+                if self._pid != os.getpid():  # a forked child: the parent's sockets are not ours
+                    self._sessions, self._closers, self._pid = {}, {}, os.getpid()
+                s = self._sessions.get(loop)
                 if s is None or s.closed:
+                    self._drop_dead()
                     s = self._factory()
-                    if key not in self._sessions:
-                        weakref.finalize(loop, self._forget, key)
-                    self._sessions[key] = s
+                    self._sessions[loop] = s
+                    self._close_with_loop(loop, s)
         return s
 
-    def _forget(self, key: int) -> None:
-        """The loop is gone: its sockets died with it. Drop the session without an unclosed warning."""
-        s = self._sessions.pop(key, None)
-        if s is not None and not s.closed:
-            connector = s.connector
-            if connector is not None:
-                connector._close()  # synchronous part of BaseConnector.close()
-            s.detach()
+    def _close_with_loop(self, loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> None:
+        """Close ``session`` properly when its loop shuts down: asyncio.run() closes every live async
+        generator before it closes the loop, so a parked generator's ``finally`` runs on the live loop."""
+
+        async def closer() -> AsyncIterator[None]:
+            try:
+                yield
+            finally:
+                if self._sessions.get(loop) is session:
+                    del self._sessions[loop]
+                await session.close()
+
+        agen = closer()
+        self._closers[loop] = agen  # a strong reference: the generator must outlive this call
+        loop.create_task(anext(agen))  # starts it (registering it with the loop) and parks it at ``yield``
+
+    def _drop_dead(self) -> None:
+        """Forget the sessions of closed loops (their sockets died with the loop)."""
+        for loop in [lp for lp in self._closers if lp.is_closed()]:
+            self._closers.pop(loop, None)
+        for loop in [lp for lp in self._sessions if lp.is_closed()]:
+            s = self._sessions.pop(loop)
+            if not s.closed:  # its loop is gone and its sockets with it: close without awaiting
+                connector = s.connector
+                if connector is not None:
+                    connector._close()  # the synchronous part of BaseConnector.close()
+                s.detach()
 
     async def post(
         self,
@@ -173,6 +198,6 @@ class Transport:
 
     async def aclose(self) -> None:
         """Close the session of the running loop (call from each loop that used this transport)."""
-        s = self._sessions.pop(id(asyncio.get_running_loop()), None)
+        s = self._sessions.pop(asyncio.get_running_loop(), None)
         if s is not None and not s.closed:
             await s.close()

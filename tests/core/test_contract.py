@@ -253,3 +253,35 @@ def test_every_public_module_imports():
 
 def test_lazy_export_table_matches_all():
     assert sorted(llm_connect._EXPORTS) == llm_connect.__all__
+
+
+def test_repeated_asyncio_run_does_not_pile_up_sessions_or_sockets():
+    import os
+
+    from llm_connect import Transport
+    from llm_connect.testing import MockServer
+
+    with MockServer.run_in_thread() as mock:
+        a = create_adapter("openai:gpt-4o-mini", api_base=mock.openai_base, api_key="k")
+        asyncio.run(a.async_execute_prompt("warm"))
+        fds = len(os.listdir("/proc/self/fd"))
+        for _ in range(50):
+            asyncio.run(a.async_execute_prompt("hi"))
+        assert len(Transport.default()._sessions) <= 1
+        time.sleep(0.5)  # the in-process mock server closes its side of each dropped connection
+        assert len(os.listdir("/proc/self/fd")) <= fds + 4
+
+
+def test_sync_api_works_in_a_forked_child():
+    import os
+
+    a = create_adapter("fake:m")
+    assert a.execute_prompt("parent").text == "echo: parent"
+    pid = os.fork()
+    if pid == 0:  # child: the parent's loop thread does not exist here
+        try:
+            ok = a.execute_prompt("child").text == "echo: child"
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
