@@ -94,3 +94,37 @@ async def test_missing_binary_is_a_configuration_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(LLMConfigurationError, match="not on PATH"):
         await create_adapter("claude_code").async_execute_prompt("x")
+
+
+async def test_stream_and_usd_budget(stub):
+    from llm_connect.budget import BudgetTracker
+
+    a = create_adapter("claude_code")
+    chunks = [c async for c in a.astream("hi", RunConfig())]
+    assert "".join(c.text for c in chunks) == "Stub answer to: hi"
+    assert chunks[-1].usage is not None and chunks[-1].cost_usd == Decimal("0.0123")
+    usd = BudgetTracker(total_usd=Decimal("1"))
+    r = await a.async_execute_prompt("hi", RunConfig(budget_tracker=usd))
+    assert usd.spent_usd == r.cost_usd == Decimal("0.0123") and usd.reserved_usd == 0
+
+
+async def test_timeout_kills_what_the_child_started(tmp_path, monkeypatch):
+    """A wrapper script that runs the real work in a grandchild: the timeout still ends both, on time."""
+    exe = tmp_path / "claude"
+    marker = tmp_path / "grandchild.pid"
+    exe.write_text(f"#!/bin/sh\nsleep 30 &\necho $! > {marker}\nwait\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    start = time.perf_counter()
+    with pytest.raises(LLMTimeoutError):
+        await create_adapter("claude_code").async_execute_prompt("x", RunConfig(timeout=1.0))
+    assert time.perf_counter() - start < 3
+    grandchild = int(marker.read_text())
+    for _ in range(50):
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the grandchild outlived the timeout")

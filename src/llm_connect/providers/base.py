@@ -76,8 +76,20 @@ class BaseAdapter(LLMAdapter):
     async def _complete(self, messages: list[Message], config: RunConfig, max_tokens: int | None) -> LLMResponse:
         raise NotImplementedError
 
-    def _stream(self, messages: list[Message], config: RunConfig, max_tokens: int | None) -> AsyncIterator[StreamChunk]:
-        raise NotImplementedError
+    async def _stream(
+        self, messages: list[Message], config: RunConfig, max_tokens: int | None
+    ) -> AsyncIterator[StreamChunk]:
+        """Default for providers that cannot stream: the whole answer as one delta, then the usage chunk."""
+        resp = await self._complete(messages, config, max_tokens)
+        if resp.text or resp.tool_calls:
+            yield StreamChunk(text=resp.text, tool_calls=resp.tool_calls, model=resp.model, request_id=resp.request_id)
+        yield StreamChunk(
+            finish_reason=resp.finish_reason,
+            usage=resp.usage if resp.usage != Usage() else None,
+            model=resp.model,
+            request_id=resp.request_id,
+            cost_usd=resp.cost_usd,
+        )
 
     def count_input_tokens(self, messages: list[Message], config: RunConfig) -> int:
         """Tokens the prompt will cost at most. Override with an exact tokenizer where there is one."""
@@ -210,9 +222,11 @@ class BaseAdapter(LLMAdapter):
         tool_deltas: list[str] = []  # tool-call argument deltas: billed as output too
         call = (messages, est_in, max_tokens, tool_deltas)
         finished = False
+        finish_reason: str | None = None
         deadline = None if cap is None else asyncio.get_running_loop().time() + cap
-        agen = self._stream(messages, cfg, max_tokens)
+        agen: AsyncIterator[StreamChunk] | None = None
         try:
+            agen = self._stream(messages, cfg, max_tokens)
             while True:
                 try:
                     async with asyncio.timeout_at(deadline):
@@ -223,6 +237,7 @@ class BaseAdapter(LLMAdapter):
                     produced.append(chunk.text)
                 if chunk.tool_calls:
                     tool_deltas.append(orjson.dumps(chunk.tool_calls).decode())
+                finish_reason = chunk.finish_reason or finish_reason
                 if chunk.usage is not None:
                     # the final chunk: settle and record it BEFORE the caller sees it, so a stream whose
                     # end reached the caller is always accounted
@@ -232,6 +247,16 @@ class BaseAdapter(LLMAdapter):
                     finished = True
                     await self._finish_stream(cfg, res, chunk, produced, call, start, None)
                 yield chunk
+            if not finished:
+                # the provider ended the stream without usage (e.g. a server that ignores include_usage):
+                # the last chunk still carries usage, an estimate from above, settled before it is seen
+                usage = self._estimated_usage(messages, cfg, est_in, "".join(produced + tool_deltas), max_tokens)
+                final = StreamChunk(
+                    finish_reason=finish_reason, usage=usage, model=self.model, cost_usd=self.price(usage)
+                )
+                finished = True
+                await self._finish_stream(cfg, res, final, produced, call, start, None)
+                yield final
         except BaseException as exc:
             err = self._error(exc, cap)
             if not finished:
@@ -241,9 +266,8 @@ class BaseAdapter(LLMAdapter):
                 raise err from exc
             raise
         finally:
-            await agen.aclose()
-            if not finished:  # the source ended without a usage chunk
-                await self._finish_stream(cfg, res, None, produced, call, start, None)
+            if agen is not None:
+                await agen.aclose()  # type: ignore[attr-defined]
 
     async def _finish_stream(
         self,

@@ -9,8 +9,10 @@ LLMConfigurationError. Usage comes from the CLI's JSON (Anthropic semantics, nor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 from decimal import Decimal
 from typing import Any
 
@@ -77,14 +79,16 @@ class ClaudeCodeAdapter(BaseAdapter):
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=os.environ.copy(),
+            start_new_session=True,  # its own process group: a timeout kills whatever it started too
         )
         try:
             out, err = await proc.communicate(prompt.encode())
         except BaseException:
-            # timeout or cancellation: the child must not outlive the call
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            # timeout or cancellation: neither the child nor anything it spawned may outlive the call
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 5)
             raise
         return self._parse(proc.returncode or 0, out, err)
 
@@ -115,9 +119,11 @@ class ClaudeCodeAdapter(BaseAdapter):
             raw=data,
         )
 
-    def price(self, usage: Usage, model: str | None = None) -> Decimal | None:
+    def price(self, usage: Usage, model: str | None = None, *, estimate: bool = False) -> Decimal | None:
         # the CLI reports its own cost; before the call (budget reservation) fall back to list prices
-        return super().price(usage, model if model and model != "default" else "claude-sonnet-4")
+        return self.pricing.price(
+            "anthropic", model if model and model != "default" else "claude-sonnet-4", usage, estimate=estimate
+        )
 
 
 def create(model: str = "", **options: Any) -> ClaudeCodeAdapter:

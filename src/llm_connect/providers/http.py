@@ -26,7 +26,20 @@ from .spec import ProviderSpec
 __all__ = ["HTTPAdapter", "ProviderSpec"]  # ProviderSpec re-exported from .spec
 
 
-_NETWORK_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
+#: everything the HTTP client can raise about the exchange itself (connection, protocol, bad URL)
+_NETWORK_ERRORS = (aiohttp.ClientError, ConnectionError, OSError)
+
+
+def _checked_base(base: str, provider: str) -> str:
+    """``http(s)://host[:port][/path]`` without a trailing slash. A bare ``host:port`` (how OLLAMA_HOST is
+    often written) gets ``http://``; anything else is a configuration error, not a failed request."""
+    base = base.strip().rstrip("/")
+    if "://" not in base:
+        base = "http://" + base
+    scheme, _, rest = base.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
+        raise LLMConfigurationError(f"api_base for {provider!r} must be an http(s) URL, got {base!r}")
+    return base
 
 
 class HTTPAdapter(BaseAdapter):
@@ -48,8 +61,12 @@ class HTTPAdapter(BaseAdapter):
             raise LLMConfigurationError(f"provider {spec.name!r} needs a model name, e.g. '{spec.name}:<model>'")
         self.spec = spec
         env_base = os.environ.get(spec.base_env) if spec.base_env else None
-        self.api_base = (api_base or env_base or spec.base_url).rstrip("/")
+        self.api_base = _checked_base(api_base or env_base or spec.base_url, spec.name)
         key = api_key or spec.find_key()
+        if key is not None:
+            key = key.strip()  # a key read from a file often ends in a newline
+            if not key.isprintable():
+                raise LLMConfigurationError(f"the API key for {spec.name!r} contains control characters")
         if key is None and spec.key_required and api_base is None and env_base is None:
             names = " or ".join(spec.key_env) or "an api_key"
             raise LLMConfigurationError(
@@ -87,7 +104,10 @@ class HTTPAdapter(BaseAdapter):
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             body = raw.decode("utf-8", "replace")[:2000]
-        err = self._wire.classify_error(status, body, headers)
+        try:
+            err = self._wire.classify_error(status, body, headers)
+        except Exception:  # an error body in no shape the codec knows: classify by status alone
+            err = self._wire.classify_error(status, None, headers)
         err.provider, err.model = self.provider, self.model
         err.request_id = err.request_id or headers.get("x-request-id") or headers.get("request-id")
         return err
@@ -107,7 +127,8 @@ class HTTPAdapter(BaseAdapter):
         try:
             reply = await self._transport.post(url, body, headers=headers, params=query)
         except _NETWORK_ERRORS as exc:
-            raise self._network_error(exc) from exc
+            # "from None": aiohttp errors may carry the request's headers (the key) in their repr
+            raise self._network_error(exc) from None
         if reply.status >= 400:
             raise self._upstream_error(reply.status, reply.body, reply.headers)
         try:
@@ -124,7 +145,7 @@ class HTTPAdapter(BaseAdapter):
         except LLMError as err:
             err.provider, err.model = self.provider, self.model
             raise
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except Exception as exc:  # any reply shape the codec cannot read
             raise LLMProviderUnavailableError(
                 f"unexpected reply shape: {type(exc).__name__}: {exc}", provider=self.provider, model=self.model
             ) from exc
@@ -158,8 +179,9 @@ class HTTPAdapter(BaseAdapter):
             err.provider, err.model = self.provider, self.model
             raise
         except _NETWORK_ERRORS as exc:
-            raise self._network_error(exc) from exc
-        except (ValueError, KeyError, TypeError) as exc:  # malformed event data
+            # "from None": aiohttp errors may carry the request's headers (the key) in their repr
+            raise self._network_error(exc) from None
+        except Exception as exc:  # malformed event data
             raise LLMProviderUnavailableError(
                 f"malformed stream event: {type(exc).__name__}: {exc}", provider=self.provider, model=self.model
             ) from exc

@@ -28,12 +28,12 @@ from ..types import Message, RunConfig, StreamChunk, Usage
 
 
 def to_int(value: Any) -> int:
-    """An int from a usage field that may be missing, None or a float."""
+    """A non-negative int from a usage field that may be missing, None, a float or nonsense."""
     if value is None or isinstance(value, bool):
         return 0
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        return max(0, int(value))
+    except (TypeError, ValueError, OverflowError):
         return 0
 
 
