@@ -233,6 +233,8 @@ def get_llm(**options: Any) -> LLMAdapter:
     if timeout and "timeout" not in options:
         try:
             options["timeout"] = float(timeout)
-        except ValueError as exc:
-            raise LLMConfigurationError(f"LLM_CONNECT_TIMEOUT must be a number of seconds, got {timeout!r}") from exc
+        except ValueError:
+            options["timeout"] = -1.0
+        if not options["timeout"] > 0:
+            raise LLMConfigurationError(f"LLM_CONNECT_TIMEOUT must be a positive number of seconds, got {timeout!r}")
     return create_adapter(None, **options)

@@ -77,6 +77,12 @@ def _to_message(m: Message | Mapping[str, Any], index: int) -> Message:
         content = m.get("content")
         if content is not None and not isinstance(content, (str, list)):
             raise LLMInvalidRequestError(f"messages[{index}].content must be a string, a list of parts or null")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+                    raise LLMInvalidRequestError(
+                        f"messages[{index}].content[{j}] must be a content part like {{'type': 'text', 'text': ...}}"
+                    )
         msg = Message(
             role=m["role"],
             content=content,
@@ -180,7 +186,27 @@ class RunConfig:
     extra_headers: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
-        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+        if self.metadata is None:
+            self.metadata = {}
+        for name, kind in (
+            ("response_format", dict),
+            ("extra_body", dict),
+            ("extra_headers", dict),
+            ("metadata", dict),
+            ("tools", list),
+        ):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                raise LLMInvalidRequestError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+        if self.tools is not None and not all(isinstance(t, dict) for t in self.tools):
+            raise LLMInvalidRequestError("tools must be a list of tool definitions (dicts)")
+        if self.stop is not None and not (
+            isinstance(self.stop, str) or (isinstance(self.stop, list) and all(isinstance(x, str) for x in self.stop))
+        ):
+            raise LLMInvalidRequestError(f"stop must be a string or a list of strings, got {self.stop!r}")
+        if self.max_tokens is not None and (
+            not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1
+        ):
             raise LLMInvalidRequestError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise LLMInvalidRequestError(f"timeout must be a positive number of seconds, got {self.timeout!r}")

@@ -285,3 +285,35 @@ def test_sync_api_works_in_a_forked_child():
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"stop": 5},
+        {"response_format": "json"},
+        {"tools": {"a": 1}},
+        {"tools": ["x"]},
+        {"extra_body": [1]},
+        {"max_tokens": True},
+        {"metadata": [1]},
+    ],
+)
+def test_wrongly_typed_run_config_fields_are_typed_errors(kw):
+    with pytest.raises(LLMInvalidRequestError):
+        RunConfig(**kw)
+
+
+def test_content_parts_must_be_parts():
+    with pytest.raises(LLMInvalidRequestError, match=r"content\[0\]"):
+        create_adapter("fake:m").execute_prompt([{"role": "user", "content": ["hello"]}])
+
+
+def test_unknown_options_are_configuration_errors(monkeypatch):
+    with pytest.raises(LLMConfigurationError):
+        create_adapter("fake:m", no_such_option=1)
+    monkeypatch.setenv("LLM_CONNECT_MODEL", "fake:m")
+    for bad in ("0", "-5", "soon"):
+        monkeypatch.setenv("LLM_CONNECT_TIMEOUT", bad)
+        with pytest.raises(LLMConfigurationError, match="LLM_CONNECT_TIMEOUT"):
+            get_llm()

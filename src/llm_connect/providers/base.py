@@ -99,7 +99,7 @@ class BaseAdapter(LLMAdapter):
             if isinstance(m.content, list):
                 for part in m.content:
                     if isinstance(part, dict) and part.get("type") not in (None, "text"):
-                        n += max(IMAGE_PART_TOKENS, len(orjson.dumps(part)))
+                        n += IMAGE_PART_TOKENS  # billed by pixels, not by the size of its (base64) bytes
             if m.tool_calls:
                 n += len(orjson.dumps(m.tool_calls))
         for extra in (config.tools, config.effective_response_format):

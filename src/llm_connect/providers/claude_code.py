@@ -129,4 +129,7 @@ class ClaudeCodeAdapter(BaseAdapter):
 def create(model: str = "", **options: Any) -> ClaudeCodeAdapter:
     options.pop("api_key", None)
     options.pop("api_base", None)
-    return ClaudeCodeAdapter(model, **options)
+    try:
+        return ClaudeCodeAdapter(model, **options)
+    except TypeError as exc:
+        raise LLMConfigurationError(f"claude_code provider: {exc}", provider="claude_code") from None

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
-from ..errors import LLMError
+from ..errors import LLMConfigurationError, LLMError
 from ..types import LLMResponse, Message, RunConfig, StreamChunk, Usage
 from .base import BaseAdapter
 
@@ -126,4 +126,7 @@ class FakeAdapter(BaseAdapter):
 def create(model: str = "echo", **options: object) -> FakeAdapter:
     options.pop("api_key", None)
     options.pop("api_base", None)
-    return FakeAdapter(model, **options)  # type: ignore[arg-type]
+    try:
+        return FakeAdapter(model, **options)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise LLMConfigurationError(f"fake provider: {exc}", provider="fake") from None

@@ -463,7 +463,13 @@ class LocalAdapter(BaseAdapter):
         if fmt.get("type") == "json_schema":
             schema = (fmt.get("json_schema") or {}).get("schema")
             if schema:
-                return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+                try:
+                    return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+                except Exception as exc:  # llama.cpp's converter raises AssertionError / ValueError
+                    raise LLMInvalidRequestError(
+                        f"response_format.json_schema.schema cannot be turned into a grammar: {exc}",
+                        provider="local",
+                    ) from exc
         return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
 
     # -- calls -------------------------------------------------------------------------------------
