@@ -146,9 +146,9 @@ class RedisRouterState:
         loop = asyncio.get_running_loop()
         c = self._clients.get(loop)
         if c is None:
-            import redis.asyncio as aioredis
+            from .._redis import async_client
 
-            c = aioredis.Redis.from_url(self.url)
+            c = async_client(self.url)
             self._clients[loop] = c
         return c
 

@@ -145,9 +145,9 @@ class RedisCapRegistry:
         loop = asyncio.get_running_loop()
         c = self._clients.get(loop)
         if c is None:
-            import redis.asyncio as aredis
+            from .._redis import async_client
 
-            c = self._clients[loop] = aredis.Redis.from_url(self.url, socket_timeout=2.0, socket_connect_timeout=1.0)
+            c = self._clients[loop] = async_client(self.url)
         return c
 
     async def get_or_create(self, key: str, cap: Cap | None, ttl: float) -> Cap | None:

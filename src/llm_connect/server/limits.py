@@ -152,9 +152,9 @@ class RedisRateLimiter:
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
         if entry is None:
-            import redis.asyncio as aredis
+            from .._redis import async_client
 
-            client = aredis.Redis.from_url(self.url, socket_timeout=2.0, socket_connect_timeout=1.0)
+            client = async_client(self.url)
             entry = self._clients[loop] = (client, client.register_script(_ACQUIRE_LUA))
         return entry
 
