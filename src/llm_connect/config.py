@@ -401,14 +401,15 @@ class GatewayConfig:
     def secrets(self) -> tuple[str, ...]:
         """Provider keys known to this config (to scrub from anything the gateway sends or logs)."""
         out = [p.api_key for p in self.providers.values() if p.api_key]
-        for m in self.models.values():
-            if isinstance(m, Mapping) and m.get("api_key"):
-                out.append(str(m["api_key"]))
+        entries = [m for m in self.models.values() if isinstance(m, Mapping)]
         groups = (self.router or {}).get("groups")
         for group in groups.values() if isinstance(groups, Mapping) else ():
-            for d in group if isinstance(group, list) else ():
-                if isinstance(d, Mapping) and d.get("api_key"):
-                    out.append(str(d["api_key"]))
+            entries.extend(d for d in (group if isinstance(group, list) else ()) if isinstance(d, Mapping))
+        for entry in entries:
+            if entry.get("api_key"):
+                out.append(str(entry["api_key"]))
+            if entry.get("api_key_env") and os.environ.get(str(entry["api_key_env"])):  # a key by reference
+                out.append(os.environ[str(entry["api_key_env"])])
         return tuple(s for s in dict.fromkeys(out) if len(s) >= 6)
 
 

@@ -83,6 +83,8 @@ def _to_message(m: Message | Mapping[str, Any], index: int) -> Message:
                     raise LLMInvalidRequestError(
                         f"messages[{index}].content[{j}] must be a content part like {{'type': 'text', 'text': ...}}"
                     )
+                if part["type"] == "text" and not isinstance(part.get("text"), str):
+                    raise LLMInvalidRequestError(f"messages[{index}].content[{j}].text must be a string")
         msg = Message(
             role=m["role"],
             content=content,

@@ -14,6 +14,7 @@ from llm_connect.testing import MockReply
 from .conftest import ACME_KEY, BETA_KEY, PROVIDER_KEY, GatewayProc, base_config, http
 
 CHAT = "/v1/chat/completions"
+TUNED_KEY = "sk-tuned-by-reference-0123456789"
 OK_MSGS = [{"role": "user", "content": "hi"}]
 
 
@@ -22,7 +23,12 @@ def gw(mock, tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
     cfg = base_config(mock, d)
     cfg["router"]["groups"]["leaky"] = [{"model": "openai:gpt-leak", "name": "leaky"}]
-    g = GatewayProc(cfg, d, name="bad").start()
+    cfg["models"]["tuned"] = {
+        "model": "openai:gpt-tuned",
+        "api_key_env": "TUNED_KEY_FOR_TEST",
+        "api_base": mock.openai_base,
+    }
+    g = GatewayProc(cfg, d, name="bad", env={"TUNED_KEY_FOR_TEST": TUNED_KEY}).start()
     yield g
     g.stop()
 
@@ -209,6 +215,13 @@ def test_provider_keys_never_leak(gw, mock):
     assert PROVIDER_KEY not in gw.log()
 
 
+def test_keys_given_by_env_reference_never_leak(gw, mock):
+    mock.script(MockReply(model="gpt-tuned", status=500, error_message=f"credentials: Bearer {TUNED_KEY}"))
+    status, _, data = call(gw, CHAT, {"model": "tuned", "messages": OK_MSGS})
+    assert status >= 500 and TUNED_KEY.encode() not in data
+    assert TUNED_KEY not in gw.log()
+
+
 def test_never_a_500(gw):
     weird = [
         {"model": "plain", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
@@ -218,9 +231,47 @@ def test_never_a_500(gw):
         {"model": "", "messages": OK_MSGS},
         {"model": "plain", "messages": OK_MSGS, "tenant_id": "x" * 500},
         {"model": "plain", "messages": [{"role": "tool", "content": None, "tool_call_id": "a"}]},
+        {"model": "plain", "messages": OK_MSGS, "seed": 1e30},
+        {"model": "plain", "messages": OK_MSGS, "max_tokens": 1180591620717411303424},
+        {"model": "plain", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
     ]
     for body in weird:
         status, _, data = call(gw, CHAT, body)
         assert status < 500, (body, data)
         if status >= 400:
             error_of(data)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-LLM-Budget-Id": "odd-1", "X-LLM-Budget-Tokens": "\u00b2"},
+        {"X-LLM-Budget-Id": "odd-2", "X-LLM-Budget-USD": "1e999999999"},
+        {"X-LLM-Budget-Id": "odd-3", "X-LLM-Budget-Tokens": "-5"},
+    ],
+)
+def test_odd_budget_headers_are_422(gw, headers):
+    import urllib.request
+
+    req = urllib.request.Request(
+        gw.url + "/execute",
+        data=orjson.dumps({"model": "plain", "prompt": "hi"}),
+        method="POST",
+        headers={"Authorization": f"Bearer {ACME_KEY}", "Content-Type": "application/json"},
+    )
+    for k, v in headers.items():  # latin-1 on the wire, as a client library would send it
+        req.add_header(k, v.encode("utf-8").decode("latin-1") if not v.isascii() else v)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            status, data = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, data = e.code, e.read()
+    assert status == 422, data
+    error_of(data)
+
+
+def test_usage_dates_out_of_range_are_422(gw):
+    from .conftest import ADMIN_KEY
+
+    status, _, data = call(gw, "/v1/usage?since=9999-12-31T23:59:59-12:00", method="GET", key=ADMIN_KEY)
+    assert status == 422, data

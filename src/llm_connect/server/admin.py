@@ -77,11 +77,11 @@ def _when(value: str | None, param: str) -> datetime | None:
         return None
     try:
         ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise ApiError(
             422, f"{param} must be an ISO-8601 date or time", "invalid_request_error", "invalid_field", param
         ) from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def _row(d: dict[str, Any]) -> dict[str, Any]:

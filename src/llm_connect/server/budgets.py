@@ -17,6 +17,7 @@ must fit in every level above it. Levels without a cap are left out (no store tr
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import weakref
 from collections import OrderedDict
@@ -74,12 +75,17 @@ def check_id(value: object, param: str) -> str:
     return value
 
 
+#: bounds on a cap a request may set: beyond them a number is a mistake (or an attack), not a budget
+MAX_TOKENS_CAP = 10**15
+MAX_USD_CAP = Decimal(10**9)
+
+
 def parse_tokens(value: object, param: str) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}", value.strip()):  # ASCII digits only
         value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS_CAP:
         raise ApiError(
             422, f"{param} must be a positive integer of tokens", "invalid_request_error", "invalid_field", param
         )
@@ -95,8 +101,14 @@ def parse_usd(value: object, param: str) -> Decimal | None:
         d = Decimal(str(value).strip())
     except InvalidOperation:
         d = Decimal(-1)
-    if not d.is_finite() or d <= 0:
-        raise ApiError(422, f"{param} must be a positive USD amount", "invalid_request_error", "invalid_field", param)
+    if not d.is_finite() or d <= 0 or d > MAX_USD_CAP:
+        raise ApiError(
+            422,
+            f"{param} must be a positive USD amount up to {MAX_USD_CAP}",
+            "invalid_request_error",
+            "invalid_field",
+            param,
+        )
     return d
 
 

@@ -13,6 +13,9 @@ __all__ = ["Fields", "budget_from_headers", "check_messages", "header", "with_th
 
 _MAX_STR = 256
 
+#: the largest integer any field may carry (what a 64-bit JSON encoder and every provider accept)
+INT64_MAX = 2**63 - 1
+
 
 class Fields:
     """Reads a JSON object; each getter validates one field (absent or null -> the default)."""
@@ -49,6 +52,8 @@ class Fields:
                 v = int(v)
             else:
                 raise field_error(self._p(key), f"must be an integer, got {v!r}")
+        if not -INT64_MAX <= v <= INT64_MAX:
+            raise field_error(self._p(key), "is out of range (a 64-bit integer)")
         if minimum is not None and v < minimum:
             raise field_error(self._p(key), f"must be >= {minimum}, got {v}")
         if maximum is not None and v > maximum:
@@ -155,6 +160,8 @@ def check_messages(v: Any, param: str) -> list[dict[str, Any]]:
             for j, part in enumerate(content):
                 if not isinstance(part, dict) or not isinstance(part.get("type"), str):
                     raise field_error(f"{p}.content[{j}]", "must be an object with a 'type'")
+                if part["type"] == "text" and not isinstance(part.get("text"), str):
+                    raise field_error(f"{p}.content[{j}].text", "must be a string")
         if content is None and role in ("user", "system", "developer"):
             raise field_error(f"{p}.content", "is required for this role")
         if m.get("tool_calls") is not None and not isinstance(m["tool_calls"], list):
