@@ -275,3 +275,48 @@ def test_usage_dates_out_of_range_are_422(gw):
 
     status, _, data = call(gw, "/v1/usage?since=9999-12-31T23:59:59-12:00", method="GET", key=ADMIN_KEY)
     assert status == 422, data
+
+
+def test_docs_page_script_is_valid_javascript(tmp_path):
+    import re
+    import shutil
+    import subprocess
+
+    from llm_connect.server.openapi import DOCS_HTML
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    script = tmp_path / "docs.js"
+    script.write_bytes(re.search(rb"<script>(.*)</script>", DOCS_HTML, re.S).group(1))
+    assert subprocess.run([node, "--check", str(script)], capture_output=True).returncode == 0
+
+
+def test_clients_cannot_set_the_gateways_own_metadata(gw):
+    status, _, data = call(
+        gw, "/execute", {"model": "plain", "prompt": "hi", "metadata": {"deployment": "spoofed-xyz", "x": 1}}
+    )
+    assert status == 200, data
+    from .conftest import ADMIN_KEY
+
+    _, _, metrics = call(gw, "/metrics", method="GET", key=ADMIN_KEY)
+    assert b"spoofed-xyz" not in metrics
+
+
+def test_a_ledger_that_cannot_be_opened_is_a_clean_start_up_error(mock, tmp_path):
+    import subprocess
+    import sys
+
+    cfg = base_config(mock, tmp_path)
+    cfg["ledger"] = {"url": "/proc/nope/usage.sqlite3"}
+    path = tmp_path / "bad-ledger.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run(
+        [sys.executable, "-m", "llm_connect.server", "--config", str(path), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "ledger.url" in out.stderr and "Traceback" not in out.stderr

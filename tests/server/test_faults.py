@@ -212,3 +212,33 @@ async def test_client_disconnect_stops_upstream_and_settles(gw, mock, workdir):
     )
     left = orjson.loads(raw)["budget"]["remaining_tokens"]
     assert status == 200 and 1000 - 300 < left < 1000
+
+
+async def test_client_disconnect_cancels_a_non_streaming_call(gw, mock, workdir):
+    """A client that gives up stops the call: nothing is recorded as a success, the budget is released."""
+    tag = f"gone-{time.time_ns()}"
+    mock.script(MockReply(model="solo", text="late answer", latency=2.0))
+    body = {"model": "solo", "messages": MSG, "agent": tag, "max_tokens": 50}
+    budget = {"X-LLM-Budget-Id": tag, "X-LLM-Budget-Tokens": "1000"}
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(asyncio.TimeoutError):
+            await s.post(
+                gw.url + "/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {ACME_KEY}", **budget},
+                timeout=aiohttp.ClientTimeout(total=0.4),
+            )
+    await asyncio.sleep(2.5)  # past the upstream's latency: had the call gone on, it would be recorded now
+    conn = sqlite3.connect(workdir / "usage.sqlite3")
+    try:
+        rows = conn.execute("SELECT success FROM llm_usage WHERE agent = ?", (tag,)).fetchall()
+    finally:
+        conn.close()
+    assert all(r[0] == 0 for r in rows), rows
+    status, _, raw = http(
+        "POST",
+        gw.url + "/execute",
+        {"prompt": "x", "model": "fake", "max_tokens": 2},
+        headers={"Authorization": f"Bearer {ACME_KEY}", "X-LLM-Budget-Id": tag},
+    )
+    assert status == 200 and orjson.loads(raw)["budget"]["remaining_tokens"] > 990

@@ -5,13 +5,17 @@ No framework: one dict lookup routes a request, orjson encodes, and a response i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from .errors import ApiError
+
+T = TypeVar("T")
 
 __all__ = ["JSON", "ClientGone", "Receive", "Request", "Response", "Scope", "Send", "json_response", "new_request_id"]
 
@@ -184,6 +188,25 @@ class Request:
 
     async def write(self, data: bytes, more: bool = True) -> None:
         await self.send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def unless_gone(self, work: Awaitable[T]) -> T:
+        """Await ``work`` (the body must have been read), but cancel it and raise ClientGone if the client
+        disconnects first: an abandoned call stops spending, and the local model is freed for the next."""
+        task = asyncio.ensure_future(work)
+        watcher = asyncio.ensure_future(self.wait_disconnect())
+        try:
+            await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this handler itself was cancelled (shutdown): so is the work
+            task.cancel()
+            raise
+        finally:
+            watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise ClientGone()
+        return task.result()
 
     async def wait_disconnect(self) -> None:
         """Return when the client goes away (the body must have been read already)."""

@@ -41,7 +41,7 @@ async def handle_complete(engine: Engine, req: Request) -> Response:
     )
     prep = await engine.prepare(principal, spec, req.request_id)
     try:
-        resp = await engine.complete(prep)
+        resp = await req.unless_gone(engine.complete(prep))
     except ApiError as err:
         if err.code in _UNAVAILABLE:
             return Response(

@@ -95,6 +95,10 @@ def _settle_heap() -> None:
     gc.set_threshold(max(gen0, 10_000), gen1, gen2)
 
 
+#: metadata keys a client may not set: the gateway and the router write them and metrics label by them
+RESERVED_METADATA = frozenset({"deployment", "model_group", "api_key", "gateway_request_id", "upstream_request_id"})
+
+
 class Engine:
     """Holds everything built from the config; :meth:`prepare` + :meth:`complete` / :meth:`stream` run calls."""
 
@@ -235,7 +239,12 @@ class Engine:
         low = lc.url.lower()
         if not low.startswith(("postgresql://", "postgres://")):
             kwargs["synchronous"] = lc.synchronous
-        return Ledger.open(lc.url, **kwargs)
+        try:
+            return Ledger.open(lc.url, **kwargs)
+        except Exception as exc:  # a path that cannot be written, a database that cannot be reached
+            from ..config import ConfigError
+
+            raise ConfigError("ledger.url", f"cannot open the ledger: {exc}", source=self.config.source) from None
 
     async def aclose(self) -> None:
         if not self._started:
@@ -280,7 +289,8 @@ class Engine:
             smallest = _smallest_token_cap(tracker)
             if smallest is None or smallest >= 4 * default:
                 max_tokens = default
-        md = dict(spec.metadata) if spec.metadata else {}
+        # the client's metadata, minus the keys the gateway itself sets and reads (metric labels, the ledger)
+        md = {k: v for k, v in (spec.metadata or {}).items() if k not in RESERVED_METADATA}
         md["gateway_request_id"] = request_id
         if principal.key_name:
             md["api_key"] = principal.key_name

@@ -170,7 +170,7 @@ async def handle_execute(engine: Engine, req: Request) -> Response:
     try:
         principal = engine.auth.authenticate(req.headers)
         data = await req.json(engine.config.server.max_body_bytes)
-        payload = await run_execute(engine, principal, data, req.headers, req.request_id)
+        payload = await req.unless_gone(run_execute(engine, principal, data, req.headers, req.request_id))
     except ClientGone:
         raise
     except Exception as exc:

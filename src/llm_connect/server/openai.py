@@ -110,7 +110,7 @@ async def handle_chat(engine: Engine, req: Request) -> Response | None:
     prep = await engine.prepare(principal, spec, req.request_id)
     cid = "chatcmpl-" + req.request_id
     if not stream:
-        resp = await engine.complete(prep)
+        resp = await req.unless_gone(engine.complete(prep))
         return Response(
             200, orjson.dumps(completion_body(resp, cid)), headers=llm_headers(resp.provider, resp.model, resp.cost_usd)
         )

@@ -299,7 +299,7 @@ def spec(config: GatewayConfig | None = None) -> dict[str, Any]:
     }
 
 
-DOCS_HTML = b"""<!doctype html>
+DOCS_HTML = rb"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>llm-connect gateway API</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
