@@ -320,3 +320,21 @@ def test_a_ledger_that_cannot_be_opened_is_a_clean_start_up_error(mock, tmp_path
         timeout=60,
     )
     assert out.returncode == 2 and "ledger.url" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_body_that_never_arrives_is_408(mock, tmp_path):
+    import socket as _socket
+
+    cfg = base_config(mock, tmp_path)
+    cfg["server"] = {**cfg.get("server", {}), "request_timeout": 1}
+    g = GatewayProc(cfg, tmp_path, name="slowbody").start()
+    try:
+        with _socket.create_connection(("127.0.0.1", g.port), timeout=10) as s:
+            s.sendall(
+                b"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer " + ACME_KEY.encode() + b"\r\nContent-Length: 100\r\n\r\n{"
+            )
+            reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    finally:
+        g.stop()

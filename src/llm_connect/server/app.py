@@ -125,7 +125,7 @@ class Gateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
-        req = Request(scope, receive, send)
+        req = Request(scope, receive, send, body_timeout=self.engine.request_timeout)
         handler = ROUTES.get((req.method, req.path))
         route = req.path if handler is not None else "other"
         metrics = self.engine.metrics

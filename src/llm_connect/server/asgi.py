@@ -62,6 +62,7 @@ class Request:
 
     __slots__ = (
         "_body",
+        "body_timeout",
         "headers",
         "method",
         "path",
@@ -75,8 +76,10 @@ class Request:
         "status",
     )
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send, *, body_timeout: float = 60.0) -> None:
         self.scope = scope
+        #: a client that does not finish sending its body within this many seconds gets a 408
+        self.body_timeout = body_timeout
         self.receive = receive
         self.send = send
         self.method: str = scope["method"]
@@ -117,6 +120,18 @@ class Request:
                     "invalid_request_error",
                     "request_too_large",
                 )
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await self._read_body(limit)
+        except TimeoutError:
+            raise ApiError(
+                408,
+                f"the request body did not arrive within {self.body_timeout:g} s",
+                "invalid_request_error",
+                "request_timeout",
+            ) from None
+
+    async def _read_body(self, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
