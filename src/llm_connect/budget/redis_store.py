@@ -45,8 +45,7 @@ try:
     import redis.asyncio as aredis
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import NoBackoff
-    from redis.exceptions import ConnectionError as _RedisConnectionError
-    from redis.exceptions import TimeoutError as _RedisTimeoutError
+    from redis.exceptions import RedisError as _RedisError
     from redis.retry import Retry
 except ImportError:  # pragma: no cover - exercised only without the extra
     redis = None  # type: ignore[assignment]
@@ -217,7 +216,8 @@ return out
 )
 
 _SCRIPTS = {"reserve": _RESERVE, "settle": _SETTLE, "release": _RELEASE, "peek": _PEEK}
-_DOWN = (_RedisConnectionError, _RedisTimeoutError, OSError) if redis is not None else (OSError,)
+#: every way Redis can fail to serve: down, slow, a read-only replica after a failover, out of memory
+_DOWN = (_RedisError, OSError) if redis is not None else (OSError,)
 
 
 def _snapshot(flat: list[bytes]) -> Snapshot:

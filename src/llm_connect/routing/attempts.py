@@ -240,7 +240,10 @@ class Call:
             return True
         # timeouts, 5xx, connection failures, broken replies, unknown LLMErrors: count toward the breaker
         if isinstance(exc, LLMTimeoutError):
-            node.observe(time.perf_counter() - t0, r._alpha, first_token=self.stream)
+            # a timeout was cut short, so its elapsed time flatters the deployment: count it as at least
+            # twice the slowest latency seen there, so latency routing moves away from it
+            seen = (node.ttft if self.stream else node.latency) or 0.0
+            node.observe(2 * max(time.perf_counter() - t0, seen), r._alpha, first_token=self.stream)
         await state.record_failure(node.name, now, r.cooldown, trip_for=None)
         return False
 
@@ -279,6 +282,7 @@ class Call:
                 model=self.group,
             )
             err.__cause__ = self.last_error
+            err.attempts = list(self.attempts)  # type: ignore[attr-defined]  # every try, as for a failure
             return err
         last = self.last_error
         if last is not None and isinstance(last, _SAME_KIND_RAISED):

@@ -91,6 +91,10 @@ def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=_UTC) if ts.tzinfo is None else ts.astimezone(_UTC)
 
 
+def _no_nul(value: Any) -> Any:
+    return value.replace("\x00", "").replace("\\u0000", "") if isinstance(value, str) else value
+
+
 def _dumps(meta: dict[str, Any]) -> str:
     return orjson.dumps(meta or {}, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
@@ -385,14 +389,15 @@ class Ledger(ABC):
         until: datetime | None = None,
     ) -> list[dict[str, Any]]:
         """One row per group, ordered by key: ``key``, ``requests``, ``failures``, the token sums,
-        ``cost_usd`` (exact Decimal over priced events), ``unpriced`` (events of unknown cost),
+        ``cost_usd`` (exact Decimal over priced events), ``unpriced`` (events that used tokens at an unknown price),
         ``avg_latency_ms``. Missing tenants/agents are grouped under ``"-"``; days are UTC ``YYYY-MM-DD``."""
         key = self._group_expr(group_by)
         where, params = self._where(tenant_id, since, until)
         token_sums = ", ".join(f"SUM({c})" for c in _TOKEN_COLS)
         sql = (
             f"SELECT {key} AS k, COUNT(*), SUM(CASE WHEN success THEN 0 ELSE 1 END), {token_sums}, "
-            f"{self._sum_cost_expr()}, SUM(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END), AVG(latency_ms) "
+            f"{self._sum_cost_expr()}, SUM(CASE WHEN cost_usd IS NULL AND total_tokens > 0 THEN 1 ELSE 0 END), "
+            f"AVG(latency_ms) "
             f"FROM {self.table}{where} GROUP BY k ORDER BY k"
         )
         with self._reader() as conn:
@@ -691,6 +696,12 @@ class PostgresLedger(Ledger):
         return out
 
     def _to_row(self, e: UsageEvent) -> tuple[Any, ...]:
+        # PostgreSQL text (and jsonb) cannot hold NUL: one such value (it can come from a client) would
+        # otherwise fail the whole group-commit batch it travels in
+        row = self._raw_row(e)
+        return tuple(_no_nul(v) for v in row)
+
+    def _raw_row(self, e: UsageEvent) -> tuple[Any, ...]:
         return (
             e.request_id,
             _utc(e.timestamp),

@@ -64,10 +64,10 @@ class UsageStats:
         self.cache_write_tokens += e.cache_write_tokens
         self.reasoning_tokens += e.reasoning_tokens
         self.total_tokens += e.total_tokens
-        if e.cost_usd is None:
-            self.unpriced += 1
-        else:
+        if e.cost_usd is not None:
             self.cost_usd += e.cost_usd
+        elif e.total_tokens > 0:  # used tokens at a price we do not know (a failure that used none is not)
+            self.unpriced += 1
         self.latency_ms_total += e.latency_ms
         if e.latency_ms > self.latency_ms_max:
             self.latency_ms_max = e.latency_ms
