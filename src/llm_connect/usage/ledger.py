@@ -18,6 +18,7 @@ Decimal aggregate.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import re
@@ -35,7 +36,10 @@ import orjson
 
 from ..errors import LLMConfigurationError, LLMUsageError
 from .events import UsageEvent
+from .spool import Spool
 from .tracker import NONE_KEY, UsageTracker
+
+log = logging.getLogger("llm_connect.usage")
 
 __all__ = ["GROUP_BYS", "Ledger", "LedgerSubscriber", "PostgresLedger", "SqliteLedger", "default_db_path"]
 
@@ -100,9 +104,12 @@ def _dumps(meta: dict[str, Any]) -> str:
 
 
 class _Item:
-    __slots__ = ("done", "error", "fut", "inserted", "loop", "row")
+    __slots__ = ("done", "error", "event", "fut", "inserted", "loop", "row")
 
-    def __init__(self, row: tuple[Any, ...], loop: asyncio.AbstractEventLoop | None = None, fut: Any = None):
+    def __init__(
+        self, event: UsageEvent, row: tuple[Any, ...], loop: asyncio.AbstractEventLoop | None = None, fut: Any = None
+    ):
+        self.event = event
         self.row = row
         self.loop = loop
         self.fut = fut
@@ -145,10 +152,14 @@ class Ledger(ABC):
     #: the SQL parameter marker of the dialect
     _P = "?"
 
-    def __init__(self, *, table: str = "llm_usage", batch_max: int = 512) -> None:
+    def __init__(
+        self, *, table: str = "llm_usage", batch_max: int = 512, spool: str | os.PathLike[str] | None = None
+    ) -> None:
         if not _TABLE_RE.match(table):
             raise LLMConfigurationError(f"ledger table name {table!r} is not a plain SQL identifier")
         self.table = table
+        #: where events go when the database cannot take them (written back on the next commit)
+        self.spool = Spool(spool) if spool is not None else None
         self.batch_max = max(1, int(batch_max))
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -206,7 +217,7 @@ class Ledger(ABC):
 
     def record(self, event: UsageEvent) -> bool:
         """Persist ``event``; returns once committed. True if new, False if its request_id was known."""
-        item = _Item(self._to_row(event))
+        item = _Item(event, self._to_row(event))
         self._submit(item)
         assert item.done is not None
         item.done.wait()
@@ -218,12 +229,12 @@ class Ledger(ABC):
         """Async :meth:`record`: the write runs on the writer thread; returns once committed."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
-        self._submit(_Item(self._to_row(event), loop, fut))
+        self._submit(_Item(event, self._to_row(event), loop, fut))
         return await fut
 
     def record_many(self, events: Sequence[UsageEvent]) -> int:
         """Persist several events (one transaction when queued together); returns how many were new."""
-        items = [_Item(self._to_row(e)) for e in events]
+        items = [_Item(e, self._to_row(e)) for e in events]
         for it in items:
             self._submit(it)
         for it in items:
@@ -281,6 +292,10 @@ class Ledger(ABC):
                 except Exception as exc:
                     error = exc
                     conn = self._discard(conn)
+            if error is not None and self.spool is not None:
+                error, inserted = self._to_spool(batch, error)
+            elif error is None and self.spool is not None and self.spool.pending:
+                conn = self._replay_spool(conn)
             for i, it in enumerate(batch):
                 it.error = error
                 it.inserted = inserted[i] if error is None else False
@@ -293,6 +308,31 @@ class Ledger(ABC):
                     except RuntimeError:  # the caller's loop is closed; nobody is waiting
                         pass
         self._discard(conn)
+
+    def _to_spool(self, batch: list[_Item], error: BaseException) -> tuple[BaseException | None, list[bool]]:
+        assert self.spool is not None
+        try:
+            self.spool.append([it.event for it in batch])
+        except OSError as exc:
+            log.error("ledger write failed (%s) and the spool %s cannot be written: %s", error, self.spool.path, exc)
+            return error, []
+        log.warning(
+            "ledger write failed (%s); %d event(s) kept in %s until it recovers", error, len(batch), self.spool.path
+        )
+        return None, [True] * len(batch)
+
+    def _replay_spool(self, conn: Any) -> Any:
+        assert self.spool is not None
+        events = self.spool.read()
+        try:
+            if events:
+                self._write(conn, [self._to_row(e) for e in events])
+            self.spool.clear(len(events))
+            log.warning("ledger recovered: %d spooled event(s) written back", len(events))
+        except Exception as exc:
+            log.warning("ledger spool replay failed, will retry: %s", exc)
+            return self._discard(conn)
+        return conn
 
     @staticmethod
     def _discard(conn: Any) -> None:
@@ -454,8 +494,9 @@ class SqliteLedger(Ledger):
         synchronous: str = "FULL",
         batch_max: int = 512,
         busy_timeout_ms: int = 30_000,
+        spool: str | os.PathLike[str] | None = None,
     ) -> None:
-        super().__init__(table=table, batch_max=batch_max)
+        super().__init__(table=table, batch_max=batch_max, spool=spool or f"{os.fspath(path)}.spool.jsonl")
         sync = synchronous.upper()
         if sync not in ("FULL", "NORMAL", "EXTRA"):
             raise LLMConfigurationError(f"sqlite synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
@@ -618,9 +659,19 @@ class PostgresLedger(Ledger):
     _P = "%s"
 
     def __init__(
-        self, url: str, *, table: str = "llm_usage", batch_max: int = 512, connect_timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        table: str = "llm_usage",
+        batch_max: int = 512,
+        connect_timeout: float = 10.0,
+        spool: str | os.PathLike[str] | None = None,
     ) -> None:
-        super().__init__(table=table, batch_max=batch_max)
+        if spool is None:
+            from ..paths import data_dir
+
+            spool = data_dir() / f"ledger-spool-{table}.jsonl"
+        super().__init__(table=table, batch_max=batch_max, spool=spool)
         self._psycopg = _import_psycopg()
         self.url = url
         self.connect_timeout = connect_timeout
