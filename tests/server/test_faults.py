@@ -242,3 +242,18 @@ async def test_client_disconnect_cancels_a_non_streaming_call(gw, mock, workdir)
         headers={"Authorization": f"Bearer {ACME_KEY}", "X-LLM-Budget-Id": tag},
     )
     assert status == 200 and orjson.loads(raw)["budget"]["remaining_tokens"] > 990
+
+
+def test_every_deployment_rate_limited_is_a_429_with_retry_after(gw, mock):
+    mock.reset()
+    mock.script(MockReply(model="gpt-plain", error="rate_limit", retry_after=3))
+    status, headers, raw = http(
+        "POST",
+        gw.url + "/v1/chat/completions",
+        {"model": "plain", "messages": MSG},
+        headers={"Authorization": f"Bearer {ACME_KEY}"},
+    )
+    assert status == 429, raw
+    assert orjson.loads(raw)["error"]["code"] == "upstream_rate_limited"
+    assert float(headers["retry-after"]) >= 2
+    mock.reset()

@@ -148,6 +148,16 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    out, seen = [], set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        out.append(cur)
+        cur = cur.__cause__
+    return out
+
+
 def _attempts_summary(exc: LLMProviderUnavailableError) -> str:
     if not exc.attempts:
         return ""
@@ -186,6 +196,17 @@ def from_exception(exc: BaseException, redact: Redactor | None = None) -> ApiErr
     if isinstance(exc, LLMTimeoutError):
         return ApiError(504, msg, "timeout_error", "timeout")
     if isinstance(exc, LLMProviderUnavailableError):
+        limited = [a for a in exc.attempts if a.error_type == "LLMRateLimitError"]
+        if limited and len(limited) == len(exc.attempts):  # every deployment said "slow down": that is a 429
+            waits = [getattr(c, "retry_after", None) for c in _causes(exc)]
+            retry = min((w for w in waits if w), default=None)
+            return ApiError(
+                429,
+                r(_message(exc) + _attempts_summary(exc)),
+                "rate_limit_error",
+                "upstream_rate_limited",
+                retry_after=retry,
+            )
         return ApiError(503, r(_message(exc) + _attempts_summary(exc)), "api_error", "provider_unavailable")
     if isinstance(exc, LLMAuthenticationError):
         return ApiError(
