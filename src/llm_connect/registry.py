@@ -17,7 +17,15 @@ from .adapter import LLMAdapter
 from .errors import LLMConfigurationError
 from .providers.spec import ProviderSpec
 
-__all__ = ["HTTP_PROVIDERS", "OTHER_PROVIDERS", "create_adapter", "default_spec", "get_llm", "provider_names"]
+__all__ = [
+    "HTTP_PROVIDERS",
+    "OTHER_PROVIDERS",
+    "check_spec",
+    "create_adapter",
+    "default_spec",
+    "get_llm",
+    "provider_names",
+]
 
 
 def _openai_compatible(
@@ -183,6 +191,17 @@ def _split(spec: str) -> tuple[str, str]:
     provider, _, model = spec.strip().partition(":")
     provider = provider.lower()
     return _ALIASES.get(provider, provider), model
+
+
+def check_spec(spec: str) -> str:
+    """Validate ``"provider:model"`` without building anything; returns the canonical provider name.
+    Raises LLMConfigurationError naming the known providers (config validation uses this at load)."""
+    provider, _ = _split(spec)
+    if provider not in HTTP_PROVIDERS and provider not in OTHER_PROVIDERS:
+        raise LLMConfigurationError(
+            f"unknown provider {provider!r} in {spec!r}; known: {', '.join(provider_names())}", provider=provider
+        )
+    return provider
 
 
 def _load_factory(name: str) -> Callable[..., LLMAdapter]:

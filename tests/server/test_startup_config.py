@@ -199,3 +199,40 @@ def test_missing_file(tmp_path):
     with pytest.raises(ConfigError) as ei:
         load_config(tmp_path / "nope.yaml")
     assert "cannot read" in str(ei.value)
+
+
+def test_a_router_deployment_with_an_unknown_provider_is_refused_at_start(mock, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from .conftest import base_config
+
+    cfg = base_config(mock, tmp_path)
+    cfg["router"]["groups"]["q"] = [{"model": "nope:x"}]
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run(
+        [sys.executable, "-m", "llm_connect.server", "--config", str(path), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "unknown provider 'nope'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_bridge_accepts_a_utf8_bom(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "llm_bridge.py"
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        input=b'\xef\xbb\xbf{"prompt": "x", "model": "fake:echo"}',
+        capture_output=True,
+        timeout=60,
+        env={**__import__("os").environ, "LLM_CONNECT_HOME": str(tmp_path)},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -73,6 +73,13 @@ class Deployment:
             raise LLMConfigurationError(f"{where}: give 'model' (a 'provider:model' spec) or 'adapter'")
         if self.model is not None and (not isinstance(self.model, str) or ":" not in self.model):
             raise LLMConfigurationError(f"{where}: model must be a 'provider:model' spec, got {self.model!r}")
+        if self.model is not None and self.adapter is None:
+            from ..registry import check_spec
+
+            try:
+                check_spec(self.model)  # a typo in a provider name fails at load, not on every call
+            except LLMConfigurationError as exc:
+                raise LLMConfigurationError(f"{exc.message} ({where})") from None
         if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool) or self.weight <= 0:
             raise LLMConfigurationError(f"{where}: weight must be a positive number, got {self.weight!r}")
         for attr in ("rpm", "tpm", "context_window"):

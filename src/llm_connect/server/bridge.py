@@ -64,6 +64,8 @@ def main(config_path: str | None = None, *, stdin: IO[bytes] | None = None, stdo
     status = 0
     try:
         raw = src.read()
+        if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM, as Windows tools write it
+            raw = raw[3:]
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
