@@ -61,6 +61,7 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 ("OPENAI_API_KEY",),
                 base_env="OPENAI_BASE_URL",
                 description="OpenAI Chat Completions",
+                max_tokens_field="max_completion_tokens",
             ),
             ProviderSpec(
                 "anthropic",

@@ -85,7 +85,7 @@ async def test_missing_max_tokens_is_clamped_to_what_remains():
         tracker = BudgetTracker(total=300)
         a = create_adapter("openai:gpt-4o-mini", api_base=mock.openai_base, api_key="k")
         await a.async_execute_prompt("hi", RunConfig(budget_tracker=tracker))
-        sent = mock.last_request["body"]["max_tokens"]
+        sent = mock.last_request["body"]["max_completion_tokens"]  # OpenAI's current name
         est_in = a.count_input_tokens([Message("user", "hi")], RunConfig())
         assert sent == 300 - est_in
         assert tracker.reserved == 0 and 0 < tracker.spent <= 300
@@ -339,7 +339,7 @@ async def test_a_usd_only_budget_clamps_output_to_what_it_can_pay_for():
         usd = BudgetTracker(total_usd=Decimal("0.001"))  # gpt-4o-mini: ~1 600 output tokens
         a = create_adapter("openai:gpt-4o-mini", api_base=mock.openai_base, api_key="k")
         await a.async_execute_prompt("hello", RunConfig(budget_tracker=usd))
-        sent = mock.last_request["body"]["max_tokens"]
+        sent = mock.last_request["body"]["max_completion_tokens"]  # OpenAI's current name
         assert 1000 < sent < 1700
         assert usd.spent_usd <= Decimal("0.001")
 

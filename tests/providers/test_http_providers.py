@@ -260,3 +260,11 @@ async def test_network_errors_never_carry_the_key_in_their_chain():
         await a.async_execute_prompt("x")
     text = "".join(traceback.format_exception(info.value))
     assert "sk-very-secret-999" not in text and "sk-very-secret-999" not in repr(info.value)
+
+
+async def test_openai_gets_max_completion_tokens_and_compatible_servers_max_tokens(mock):
+    await make(mock, "openai").async_execute_prompt("x", RunConfig(max_tokens=7))
+    body = mock.last_request["body"]
+    assert body["max_completion_tokens"] == 7 and "max_tokens" not in body  # reasoning models refuse max_tokens
+    await make(mock, "vllm").async_execute_prompt("x", RunConfig(max_tokens=7))
+    assert mock.last_request["body"]["max_tokens"] == 7

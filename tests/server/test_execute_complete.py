@@ -77,7 +77,7 @@ def test_execute_seed_payload(gw, mock):
     assert body["latency_ms"] >= 0
     sent = mock.last_request["body"]
     assert sent["messages"][0] == {"role": "system", "content": BRIDGE_PAYLOAD["system_prompt"]}
-    assert sent["max_tokens"] == 64 and sent["temperature"] == 0.2
+    assert sent["max_completion_tokens"] == 64 and sent["temperature"] == 0.2
 
 
 def test_execute_with_messages_and_default_model(gw):

@@ -93,6 +93,9 @@ class HTTPAdapter(BaseAdapter):
         self, messages: list[Message], config: RunConfig, max_tokens: int | None, stream: bool
     ) -> tuple[str, dict[str, Any], dict[str, str], dict[str, str] | None]:
         req = self._wire.build_request(self.model, messages, config, stream=stream, max_tokens=max_tokens)
+        field = self.spec.max_tokens_field
+        if field != "max_tokens" and "max_tokens" in req.body and field not in req.body:
+            req.body[field] = req.body.pop("max_tokens")
         headers = self._headers | req.headers
         if config.extra_headers:
             headers = headers | config.extra_headers

@@ -24,6 +24,9 @@ class ProviderSpec:
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: env var that overrides base_url (e.g. OLLAMA_HOST)
     base_env: str | None = None
+    #: the body field that carries max_tokens, where a provider renamed it (OpenAI: max_completion_tokens,
+    #: which its reasoning models require; compatible servers keep max_tokens)
+    max_tokens_field: str = "max_tokens"
     description: str = ""
 
     def find_key(self) -> str | None:
