@@ -322,3 +322,27 @@ def test_duplicate_deployments_get_distinct_names() -> None:
     assert router.deployment_names() == ["g/fake:a", "g/fake:a#1", "h/fake:a"]
     with pytest.raises(LLMConfigurationError, match="used twice"):
         Router({"g": [Deployment(model="fake:a", name="x"), Deployment(model="fake:b", name="x")]})
+
+
+async def test_a_deployment_the_usd_budget_refuses_is_skipped_for_one_that_fits():
+    from decimal import Decimal
+
+    from llm_connect.budget import BudgetTracker
+    from llm_connect.testing import MockServer
+
+    async with MockServer() as mock:
+        router = Router(
+            groups={
+                "g": [
+                    Deployment(model="ollama:unpriced-local", api_base=mock.url, name="unpriced"),
+                    Deployment(model="openai:gpt-4o-mini", api_base=mock.openai_base, api_key="k", name="priced"),
+                ]
+            },
+            strategy="ordered",
+        )
+        usd = BudgetTracker(total_usd=Decimal("1"))
+        r = await router.async_execute_prompt("hi", RunConfig(model_name="g", max_tokens=10, budget_tracker=usd))
+        assert r.model.startswith("gpt-4o-mini") and usd.spent_usd == r.cost_usd
+        tiny = BudgetTracker(total=1)  # nothing fits anywhere: the budget error itself, not "unavailable"
+        with pytest.raises(LLMBudgetExceededError):
+            await router.async_execute_prompt("hi", RunConfig(model_name="g", max_tokens=10, budget_tracker=tiny))

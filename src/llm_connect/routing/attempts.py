@@ -38,7 +38,12 @@ if TYPE_CHECKING:
 __all__ = ["Call"]
 
 #: errors that, when every attempt ended in one of them, are raised as they are (not wrapped)
-_SAME_KIND_RAISED = (LLMAuthenticationError, LLMConfigurationError, LLMContextWindowExceededError)
+_SAME_KIND_RAISED = (
+    LLMAuthenticationError,
+    LLMBudgetExceededError,
+    LLMConfigurationError,
+    LLMContextWindowExceededError,
+)
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
@@ -236,7 +241,12 @@ class Call:
             self.banned.add(node)
             self._switch([g for t in targets for g in r._chains[t]])
             return False
-        if isinstance(exc, (LLMInvalidRequestError, LLMBudgetExceededError, LLMUsageError)):
+        if isinstance(exc, LLMBudgetExceededError):
+            # refused before any provider call, and the refusal may be this deployment's own (no price, a
+            # dearer worst case): another deployment may fit. Not the deployment's fault: no breaker count.
+            self.banned.add(node)
+            return False
+        if isinstance(exc, (LLMInvalidRequestError, LLMUsageError)):
             return True
         # timeouts, 5xx, connection failures, broken replies, unknown LLMErrors: count toward the breaker
         if isinstance(exc, LLMTimeoutError):
