@@ -310,7 +310,7 @@ class RedisConfig:
 class LedgerConfig:
     #: a file path, sqlite:///path, postgresql://...; None = no ledger
     url: str | None
-    synchronous: str = "FULL"
+    synchronous: str = "NORMAL"
     table: str = "llm_usage"
 
 
@@ -500,7 +500,7 @@ def _ledger(r: _Reader) -> LedgerConfig | None:
         raw = {"url": raw}
     s = _Reader(raw, "ledger", r.source)
     url = s.str("url", "default") or "default"
-    sync = (s.str("synchronous", "FULL") or "FULL").upper()
+    sync = (s.str("synchronous", "NORMAL") or "NORMAL").upper()
     table = s.str("table", "llm_usage") or "llm_usage"
     s.done()
     if url.lower() in ("off", "none", "false"):

@@ -241,6 +241,8 @@ class RedisBudgetStore(BudgetStore):
     Not for Redis Cluster: a chain's keys must live on one node.
     """
 
+    atomic_async = False  # network round trips: the tracker shields them from cancellation
+
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",

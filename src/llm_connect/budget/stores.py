@@ -147,6 +147,10 @@ class BudgetStore(ABC):
     microseconds (memory); network stores override them.
     """
 
+    #: True when the async twins never suspend (they run the sync operation): a cancelled caller cannot
+    #: interrupt one half-way, so the tracker need not shield them. Stores that do I/O set False.
+    atomic_async: bool = True
+
     @abstractmethod
     def reserve(
         self, levels: Sequence[Level], res_id: str, tokens: int, usd: int, now: float, lease_until: float

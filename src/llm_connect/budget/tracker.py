@@ -46,10 +46,13 @@ __all__ = ["BudgetState", "BudgetTracker", "Reservation", "period_window"]
 log = logging.getLogger("llm_connect.budget")
 
 
-async def _to_completion(coro: Any) -> Any:
+async def _to_completion(coro: Any, store: BudgetStore) -> Any:
     """Await a store call that must finish even if the caller is cancelled (a client hung up, a timeout):
     a settle cut in half would lose spend, a reserve cut in half would hold budget until its lease ends.
-    The call runs on; the caller still sees its CancelledError."""
+    The call runs on; the caller still sees its CancelledError. (A store whose async calls never suspend
+    cannot be cut in half: no task needed.)"""
+    if store.atomic_async:
+        return await coro
     task = asyncio.ensure_future(coro)
     try:
         return await asyncio.shield(task)
@@ -493,12 +496,19 @@ class BudgetTracker:
         now = self._clock()
         levels = self._levels(now)
         res = Reservation(self, levels, tok, units, usd is not None, label, f"{self._id_prefix}{next(self._ids)}")
-        call = asyncio.ensure_future(self._store.areserve(levels, res.id, tok, units, now, now + self._lease))
+        if self._store.atomic_async:
+            call: asyncio.Future[Any] | None = None
+        else:
+            call = asyncio.ensure_future(self._store.areserve(levels, res.id, tok, units, now, now + self._lease))
         try:
-            refusal = await asyncio.shield(call)
+            if call is None:
+                refusal = await self._store.areserve(levels, res.id, tok, units, now, now + self._lease)
+            else:
+                refusal = await asyncio.shield(call)
         except asyncio.CancelledError:
             # the caller is gone but the reservation may be made: give it back once the call lands
-            call.add_done_callback(lambda f: self._release_orphan(f, res))
+            if call is not None:
+                call.add_done_callback(lambda f: self._release_orphan(f, res))
             raise
         except StoreUnavailableError as exc:
             self._unreachable(exc, "reserve")
@@ -718,7 +728,8 @@ class Reservation:
                     t._clock(),
                     mode,
                     t._replayer(self.levels),
-                )
+                ),
+                t._store,
             )
         except StoreUnavailableError as exc:
             t._lost(exc, "settle")
@@ -738,7 +749,8 @@ class Reservation:
         if not self._claim("released") or self._detached:
             return
         try:
-            await _to_completion(self.tracker._store.arelease(self.levels, self.id, self.tokens, self.usd_units))
+            store = self.tracker._store
+            await _to_completion(store.arelease(self.levels, self.id, self.tokens, self.usd_units), store)
         except StoreUnavailableError as exc:
             self.tracker._lost(exc, "release")
 

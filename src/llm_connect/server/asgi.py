@@ -6,7 +6,6 @@ No framework: one dict lookup routes a request, orjson encodes, and a response i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
@@ -206,22 +205,29 @@ class Request:
 
     async def unless_gone(self, work: Awaitable[T]) -> T:
         """Await ``work`` (the body must have been read), but cancel it and raise ClientGone if the client
-        disconnects first: an abandoned call stops spending, and the local model is freed for the next."""
-        task = asyncio.ensure_future(work)
-        watcher = asyncio.ensure_future(self.wait_disconnect())
+        disconnects first: an abandoned call stops spending, and the local model is freed for the next.
+        One watcher task cancels this task on a disconnect; the work itself runs inline."""
+        me = asyncio.current_task()
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            await self.wait_disconnect()
+            gone = True
+            if me is not None:
+                me.cancel()
+
+        watcher = asyncio.ensure_future(watch())
         try:
-            await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # this handler itself was cancelled (shutdown): so is the work
-            task.cancel()
+            return await work
+        except asyncio.CancelledError:
+            if gone:
+                if me is not None:
+                    me.uncancel()  # our own cancel, now a ClientGone: nothing else is cancelling this task
+                raise ClientGone() from None
             raise
         finally:
             watcher.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            raise ClientGone()
-        return task.result()
 
     async def wait_disconnect(self) -> None:
         """Return when the client goes away (the body must have been read already)."""
