@@ -10,7 +10,7 @@ Usage is normalised across providers (see docs/contract.md):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -230,8 +230,39 @@ class RunConfig:
         return {"type": "json_object"} if self.json_mode else None
 
     def replace(self, **changes: Any) -> RunConfig:
-        """A copy with some fields changed (the tracker objects are shared, not copied)."""
-        return replace(self, **changes)
+        """A copy with some fields changed (the tracker objects are shared, not copied).
+
+        On every routed call, so it copies the slots directly instead of going through __init__; the
+        changed fields are validated as the constructor would."""
+        unknown = changes.keys() - _RUN_CONFIG_FIELDS
+        if unknown:
+            raise TypeError(f"RunConfig has no field(s) {sorted(unknown)}")
+        new = object.__new__(RunConfig)
+        for name in _RUN_CONFIG_FIELDS:
+            object.__setattr__(new, name, changes[name] if name in changes else getattr(self, name))
+        if changes.keys() - _UNVALIDATED_FIELDS:
+            new.__post_init__()
+        return new
+
+
+_RUN_CONFIG_FIELDS = frozenset(f.name for f in fields(RunConfig))
+#: fields __post_init__ does not check: changing only these needs no validation
+_UNVALIDATED_FIELDS = frozenset(
+    {
+        "model_name",
+        "tenant_id",
+        "agent",
+        "thread_id",
+        "task_type",
+        "budget_tracker",
+        "usage_tracker",
+        "seed",
+        "system_prompt",
+        "tool_choice",
+        "json_mode",
+        "top_p",
+    }
+)
 
 
 @dataclass(slots=True)
