@@ -161,9 +161,13 @@ class LLMProviderUnavailableError(LLMError):
     retryable = True
     code = "provider_unavailable"
 
-    def __init__(self, message: str = "", *, attempts: list[Attempt] | None = None, **kw: Any) -> None:
+    def __init__(
+        self, message: str = "", *, attempts: list[Attempt] | None = None, retry_after: float | None = None, **kw: Any
+    ) -> None:
         super().__init__(message, **kw)
         self.attempts: list[Attempt] = list(attempts or [])
+        #: seconds the provider asked us to wait (a 503 or 529 with Retry-After), or None
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         base = super().__str__()

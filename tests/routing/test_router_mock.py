@@ -281,3 +281,13 @@ def test_sync_facade_routes_too() -> None:
         router = Router({"g": [dep(mock, "a"), dep(mock, "b")]}, strategy="ordered")
         assert router.execute_prompt("sync").model == "b"
         assert "".join(c.text for c in router.stream("sync stream")) == "mock reply to: sync stream"
+
+
+@pytest.mark.parametrize("error", ["unavailable", "overloaded"])
+async def test_a_503_or_529_with_retry_after_is_believed(mock: MockServer, error: str) -> None:
+    mock.script(MockReply(model="a", error=error, retry_after=1))
+    router = Router({"g": [dep(mock, "a"), dep(mock, "b")]}, strategy="ordered", cooldown=FAST_COOLDOWN)
+    assert (await router.async_execute_prompt("one")).model == "b"
+    assert (await router.async_execute_prompt("two")).model == "b"  # a is out for the second it asked for
+    await asyncio.sleep(1.05)
+    assert (await router.async_execute_prompt("three")).model == "a"

@@ -254,7 +254,9 @@ class Call:
             # twice the slowest latency seen there, so latency routing moves away from it
             seen = (node.ttft if self.stream else node.latency) or 0.0
             node.observe(2 * max(time.perf_counter() - t0, seen), r._alpha, first_token=self.stream)
-        await state.record_failure(node.name, now, r.cooldown, trip_for=None)
+        wait = getattr(exc, "retry_after", None)  # a 503/529 that said when to come back: believe it
+        trip_for = r.cooldown.cooldown_for(wait) if wait else None
+        await state.record_failure(node.name, now, r.cooldown, trip_for=trip_for)
         return False
 
     async def broken(self, node: Node, exc: LLMError, t0: float) -> None:

@@ -211,9 +211,9 @@ def make_error(
     retry_after: float | None = None,
     request_id: str | None = None,
 ) -> LLMError:
-    """Build ``cls`` with status and body set; rate-limit errors get ``retry_after``."""
+    """Build ``cls`` with status and body set; rate-limit and unavailable (503/529) errors get ``retry_after``."""
     message = message or (f"HTTP {status}" if status is not None else cls.__name__)
-    if issubclass(cls, LLMRateLimitError):
+    if issubclass(cls, (LLMRateLimitError, LLMProviderUnavailableError)):
         ra = parse_retry_after(headers)
         return cls(
             message,
