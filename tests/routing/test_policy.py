@@ -273,6 +273,32 @@ router:
             "rule 0 (task_type 'triage'): max_cost_per_1k 0.0001 is below every candidate: "
             "openrouter:anthropic/claude-haiku-4.5 (0.0030/1k), openai:gpt-4o-mini (0.0004/1k)",
         ),
+        (
+            [{"prefer": ["fake:x"]}, {"task_type": "triage", "when": {"autonomous": True}, "prefer": ["fake:y"]}],
+            {},
+            "rule 1 (task_type 'triage'): can never match: rule 0 (task_type any) already takes every call",
+        ),
+        (
+            [
+                {"task_type": "a", "prefer": ["fake:x"]},
+                {"task_type": "a", "when": {"trust": "x"}, "prefer": ["fake:y"]},
+            ],
+            {},
+            "rule 1 (task_type 'a'): can never match: an earlier rule already takes task_type 'a'",
+        ),
+        (
+            [{"prefer": ["fake:x"]}],
+            {"default": {"prefer": ["fake:y"]}},
+            "default rule: can never be used: rule 0 (task_type any) already takes every call",
+        ),
+        (
+            [
+                {"task_type": "a", "prefer": ["fake:x"], "fallback": {"rule": "b"}},
+                {"task_type": "b", "prefer": ["fake:x"]},
+            ],
+            {},
+            "rule 0 (task_type 'a'): fallback can never be reached: every candidate it names is already preferred",
+        ),
         ([seed_rule(max_cost_per_1k=-1)], {}, "max_cost_per_1k must be a positive number"),
         ([{"task_type": "t", "prefer": [{"group": "fast"}]}], {}, "names group 'fast' but the policy has no router"),
         ([{"task_type": "t", "fallback": {"rule": "nope"}}], {}, "refers to rule 'nope'"),

@@ -490,21 +490,28 @@ class RoutingPolicy(LLMAdapter):
         return None if any(p is None for p in prices) else min(prices)  # type: ignore[type-var]
 
     def _validate(self) -> None:
-        covered: set[str] = set()
+        covered: set[str] = set()  # task types an earlier unconditional rule takes
         catch_all: Rule | None = None
         for rule in self.rules:
+            if catch_all is not None:  # conditional or not, nothing after a catch-all is ever looked at
+                raise _err(rule.label, f"can never match: {catch_all.label} already takes every call", rule)
+            if rule.task_types is not None and set(rule.task_types) <= covered:
+                raise _err(
+                    rule.label,
+                    f"can never match: an earlier rule already takes task_type {rule.task_types[0]!r}",
+                    rule,
+                )
             if not rule.when:
-                if catch_all is not None:
-                    raise _err(rule.label, f"can never match: {catch_all.label} already takes every call", rule)
                 if rule.task_types is None:
                     catch_all = rule
                 else:
-                    dup = [t for t in rule.task_types if t in covered]
-                    if dup and set(rule.task_types) <= covered:
-                        raise _err(
-                            rule.label, f"can never match: an earlier rule already takes task_type {dup[0]!r}", rule
-                        )
                     covered.update(rule.task_types)
+        if catch_all is not None and self.default_rule is not None:
+            raise _err(
+                self.default_rule.label,
+                f"can never be used: {catch_all.label} already takes every call",
+                self.default_rule,
+            )
         for rule in self._all_rules():
             seen: dict[str, str] = {}
             for section, cands in (("prefer", rule.prefer), ("fallback", rule.fallback)):
@@ -520,6 +527,10 @@ class RoutingPolicy(LLMAdapter):
             prefer = self._expand(Rule(rule.index, rule.task_types, {}, rule.prefer, []), [rule])
             chain = list({c.label: c for c in self._expand(rule, [])}.values())
             n_prefer = len({c.label for c in prefer})
+            if rule.fallback and len(chain) == n_prefer:
+                raise _err(
+                    rule.label, "fallback can never be reached: every candidate it names is already preferred", rule
+                )
             if rule.max_cost_per_1k is not None:
                 cap = rule.max_cost_per_1k
                 skipped: list[tuple[str, Decimal]] = []
