@@ -52,3 +52,16 @@ async def test_cancelled_reserves_do_not_hold_budget(store):
     await asyncio.sleep(0.5)
     state = await t.astate()
     assert (state.spent, state.reserved) == (0, 0)
+
+
+def test_cleanup_with_a_call_in_flight_loses_no_spend(store):
+    from llm_connect.budget import ThreadBudgetRegistry
+
+    tenant = BudgetTracker(10_000, store=store, budget_id="tenant")
+    registry = ThreadBudgetRegistry(1_000, parent=tenant)
+    res = registry.tracker("t1").reserve(500)  # a call starts on the thread
+    registry.cleanup_thread("t1")  # the conversation ends while it runs
+    res.settle(300)  # the call lands
+    state = tenant.state()
+    assert (state.spent, state.reserved) == (300, 0)
+    assert registry.cleanup_thread("t1") is not None  # now it can be cleaned up for good

@@ -14,6 +14,7 @@ Seed-style use::
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -24,6 +25,8 @@ from .tracker import BudgetState, BudgetTracker
 from .warnings import DEFAULT_THRESHOLDS, BudgetWarning
 
 __all__ = ["ThreadBudget", "ThreadBudgetRegistry"]
+
+log = logging.getLogger("llm_connect.budget")
 
 
 class ThreadBudget:
@@ -290,6 +293,14 @@ class ThreadBudgetRegistry:
             budget = self._new(thread_id)
         tracker = budget.tracker
         budget._final = tracker.state()
+        if budget._final.reserved or budget._final.reserved_usd:
+            # calls still in flight: deleting the thread's state now would make their settles look like
+            # duplicates and lose the spend on every budget above the thread; keep it until they land
+            log.warning(
+                "thread %r cleaned up with calls in flight; its budget state is kept until they settle",
+                thread_id,
+            )
+            return budget
         self._store.delete(tracker._levels(tracker._clock())[:1])
         return budget
 
