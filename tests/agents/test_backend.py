@@ -147,3 +147,26 @@ async def test_in_process_resolution_order() -> None:
                 await b.complete("nowhere", MSGS)
         finally:
             await b.aclose()
+
+
+async def test_in_process_uses_the_providers_section_and_key_references(monkeypatch) -> None:
+    monkeypatch.setenv("AGENT_TUNED_KEY", "sk-by-reference")
+    with MockServer.run_in_thread() as mock:
+        mock.require_key = None
+        cfg = parse_config(
+            {
+                "providers": {"openai": {"api_key": "sk-from-providers", "api_base": mock.openai_base}},
+                "router": {"groups": {"quality": [{"model": "openai:gpt-q"}]}},
+                "models": {
+                    "tuned": {"model": "openai:gpt-t", "api_key_env": "AGENT_TUNED_KEY", "api_base": mock.openai_base}
+                },
+            }
+        )
+        b = InProcessBackend(cfg)
+        try:
+            assert (await b.complete("quality", MSGS)).model == "gpt-q"  # no "no API key" for the group
+            assert mock.last_request["auth"] is True
+            assert (await b.complete("tuned", MSGS)).model == "gpt-t"
+            assert mock.last_request["auth"] is True
+        finally:
+            await b.aclose()

@@ -7,6 +7,7 @@ return a :class:`ModelReply` with the upstream-reported usage. Failures are LLME
 from __future__ import annotations
 
 import asyncio
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -213,8 +214,9 @@ class InProcessBackend(ModelBackend):
     def _get_router(self) -> Any:
         if self._router is None and self._config is not None and self._config.router:
             from ..routing.router import Router
+            from ..server.catalog import router_config  # the gateway's own filling-in of credentials
 
-            self._router = Router.from_config(self._config.router)
+            self._router = Router.from_config(router_config(self._config, None) or self._config.router)
             self._router_owned = True
         return self._router
 
@@ -256,6 +258,8 @@ class InProcessBackend(ModelBackend):
                 for k in ("api_base", "api_key"):
                     if target.get(k):
                         extra[k] = target[k]
+                if target.get("api_key_env") and os.environ.get(str(target["api_key_env"])):
+                    extra["api_key"] = os.environ[str(target["api_key_env"])]
                 return self._spec(str(target["model"]), extra), None
         if ":" in group or group in ("local", "fake"):
             return self._spec(group), None
