@@ -161,3 +161,11 @@ def test_message_errors_name_the_field(data: dict, field: str) -> None:
 def test_message_must_be_a_mapping() -> None:
     with pytest.raises(InvalidMessageError, match="must be an object"):
         InboundMessage.from_dict(["not", "a", "dict"])
+
+
+@pytest.mark.parametrize("tenant", ["t" * 500, "bad\nid"])
+def test_ids_the_gateway_would_refuse_are_invalid_messages(tenant):
+    from llm_connect.agents.models import InboundMessage, InvalidMessageError
+
+    with pytest.raises(InvalidMessageError, match="tenant_id"):
+        InboundMessage.from_dict({"sender": "u", "content": "x", "tenant_id": tenant})

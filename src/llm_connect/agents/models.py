@@ -183,12 +183,20 @@ def _req_text(value: Any, where: str, *, allow_empty: bool = False) -> str:
     return value
 
 
+#: ids travel as HTTP header values and store keys: what the gateway accepts, no more
+_MAX_ID = 128
+
+
 def _opt_msg_text(value: Any, where: str) -> str | None:
+    """An optional id (``id``, ``tenant_id``, ``thread_id``, ``reply_to``): printable, at most 128 characters."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    return _req_text(value, where)
+    text = _req_text(value, where)
+    if len(text) > _MAX_ID or not text.isprintable():
+        raise InvalidMessageError(where, f"must be a printable id of at most {_MAX_ID} characters")
+    return text
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
