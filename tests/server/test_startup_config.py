@@ -236,3 +236,24 @@ def test_the_bridge_accepts_a_utf8_bom(tmp_path):
         env={**__import__("os").environ, "LLM_CONNECT_HOME": str(tmp_path)},
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_broken_agents_section_is_a_start_up_error(mock, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from .conftest import base_config
+
+    cfg = base_config(mock, tmp_path)
+    cfg["agents"] = {"personas": {"ada": {"role": "x", "may_delegate_to": ["ghost"]}}}
+    path = tmp_path / "agents.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run(
+        [sys.executable, "-m", "llm_connect.server", "--config", str(path), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "agents" in out.stderr and "ghost" in out.stderr and "Traceback" not in out.stderr

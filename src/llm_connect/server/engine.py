@@ -168,6 +168,15 @@ class Engine:
 
     def _build(self) -> None:
         cfg = self.config
+        if cfg.agents:  # the gateway serves the agents: a broken section is a start-up error here, not later
+            from ..agents.settings import AgentSettings
+
+            try:
+                AgentSettings.from_config(cfg)
+            except LLMError as exc:
+                from ..config import ConfigError
+
+                raise ConfigError("agents", exc.message, source=cfg.source) from None
         from ..usage import Pricing, UsageTracker
 
         pricing = Pricing(cfg.pricing) if cfg.pricing else None
