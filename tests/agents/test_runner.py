@@ -121,6 +121,17 @@ async def test_exhausted_thread_gets_a_clear_reply_and_no_model_call(rt_parts) -
     assert other["status"] == "ok"
 
 
+async def test_a_message_no_thread_budget_could_hold_is_invalid_not_exhaustion(rt_parts) -> None:
+    from llm_connect.agents.runner import TOO_LARGE_REPLY
+
+    fake, rt = rt_parts
+    calls = len(fake.calls)
+    reply = await rt.handle_message(_msg("word " * 5_000, thread="huge"), agent="lead")  # cap: 2 000 tokens
+    assert reply["status"] == "invalid" and reply["content"] == TOO_LARGE_REPLY
+    assert len(fake.calls) == calls
+    assert (await rt.handle_message(_msg("hi", thread="huge"), agent="lead"))["status"] == "ok"  # nothing spent
+
+
 async def test_model_failure_gives_the_polite_fallback_and_is_logged(rt_parts, caplog) -> None:
     fake, rt = rt_parts
     fake.add_replies(FakeReply(error=LLMProviderUnavailableError("All providers unavailable")))

@@ -40,6 +40,7 @@ __all__ = [
     "DELEGATION_EXHAUSTED_REPLY",
     "FALLBACK_REPLY",
     "THREAD_BUDGET_PREFIX",
+    "TOO_LARGE_REPLY",
     "AgentReply",
     "AgentRuntime",
     "run_agent",
@@ -56,6 +57,7 @@ BUDGET_EXHAUSTED_REPLY = (
 )
 #: a delegated sub-task whose budget (or an ancestor's) is used up
 DELEGATION_EXHAUSTED_REPLY = "The token budget for this delegated task is used up, so it was not run."
+TOO_LARGE_REPLY = "That message is too long for me to handle in one go. Please shorten it or split it up."
 #: budget ids of agent thread budgets: f"{THREAD_BUDGET_PREFIX}{tenant}/{thread}/{agent}"
 THREAD_BUDGET_PREFIX = "agent-thread:"
 
@@ -298,6 +300,17 @@ class AgentRuntime:
         )
 
         est_in = estimate_prompt_tokens(messages)
+        alone = estimate_prompt_tokens(build_messages(build_system_prompt(agent), message.text))
+        if tracker.total is not None and alone >= tracker.total:
+            # no thread budget of this size could ever take it: the message is too large, not the thread spent
+            await self._requeue(ref, notes)
+            return AgentReply(
+                TOO_LARGE_REPLY,
+                agent.name,
+                status="invalid",
+                error=f"the message needs ~{alone} tokens; the thread budget is {tracker.total}",
+                delegation=delegation,
+            )
         max_tokens = s.output_cap(agent)
         try:
             headroom = await tracker.aremaining()
