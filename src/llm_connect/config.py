@@ -688,7 +688,12 @@ def parse_config(
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError("", f"the config must be a mapping at the top, got {type(data).__name__}", source=source)
-    data = interpolate(dict(data), "", environ)
+    try:
+        data = interpolate(dict(data), "", environ)
+    except ConfigError as exc:
+        if exc.source is None and source is not None:  # name the file, as every other config error does
+            raise ConfigError(exc.path, exc.problem, source=source) from None
+        raise
     r = _Reader(data, "", source)
     unknown = sorted(str(k) for k in data if k not in _TOP_KEYS)
     if unknown:

@@ -253,3 +253,12 @@ async def test_budget_store_down_is_a_failure_not_an_exhausted_thread() -> None:
         await store.aclose()
     assert r["status"] == "fallback" and r["content"] == FALLBACK_REPLY  # fail_closed: no model call
     assert "budget store unreachable" in r["error"] and fake.calls == []
+
+
+@pytest.mark.parametrize("bad", [None, 5, ["x"], "", "a\nb"])
+async def test_cleanup_thread_refuses_ids_that_are_not_ids(rt_parts, bad) -> None:
+    from llm_connect.agents.models import InvalidMessageError
+
+    _, rt = rt_parts
+    with pytest.raises(InvalidMessageError):
+        await rt.cleanup_thread(bad)

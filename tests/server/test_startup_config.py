@@ -257,3 +257,27 @@ def test_a_broken_agents_section_is_a_start_up_error(mock, tmp_path):
         timeout=60,
     )
     assert out.returncode == 2 and "agents" in out.stderr and "ghost" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_unset_variable_error_names_the_file(tmp_path, monkeypatch):
+    from llm_connect.config import ConfigError, load_config
+
+    monkeypatch.delenv("SURELY_UNSET_PORT", raising=False)
+    path = tmp_path / "c.yaml"
+    path.write_text("server:\n  port: ${SURELY_UNSET_PORT}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "server.port" in str(info.value)
+
+
+def test_usage_groupings_that_need_the_ledger_are_422_without_it(mock, tmp_path, start_gateway):
+    from .conftest import ADMIN_KEY, base_config, http
+
+    cfg = base_config(mock, tmp_path)
+    cfg["ledger"] = {"url": "off"}
+    gw = start_gateway(cfg, name="noledger")
+    hdr = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    status, _, raw = http("GET", gw.url + "/v1/usage?group_by=day", headers=hdr)
+    assert status == 422 and b"group_by" in raw
+    status, _, _ = http("GET", gw.url + "/v1/usage?group_by=model", headers=hdr)
+    assert status == 200

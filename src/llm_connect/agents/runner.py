@@ -499,6 +499,11 @@ class AgentRuntime:
         completion_tokens, turns}}, budgets: {name: final thread budget}}``. ``total_tokens`` is what the
         thread budgets were charged (delegated sub-tasks included).
         """
+        for name, value in (("thread_id", thread_id), ("tenant_id", tenant_id)):
+            if value is None and name == "tenant_id":
+                continue
+            if not isinstance(value, str) or not value or len(value) > 128 or not value.isprintable():
+                raise InvalidMessageError(name, "must be a printable id of at most 128 characters")
         key = thread_key(tenant_id, thread_id)
         state = await self.history.thread_state(key)
         budgets: dict[str, Any] = {}

@@ -124,8 +124,16 @@ async def handle_usage(engine: Engine, req: Request) -> Response:
             t = stats["by_tenant"].get(tenant)
             data = [{"key": tenant, **t}] if t else []
         else:
-            table = {"tenant": "by_tenant", "agent": "by_agent", "model": "by_model"}.get(group_by, "by_tenant")
-            data = [{"key": k, **v} for k, v in sorted(stats[table].items())]
+            tables = {"tenant": "by_tenant", "agent": "by_agent", "model": "by_model"}
+            if group_by not in tables:  # without a ledger only the live aggregates exist
+                raise ApiError(
+                    422,
+                    f"group_by={group_by!r} needs the ledger (it is off); without it: {', '.join(tables)}",
+                    "invalid_request_error",
+                    "invalid_field",
+                    "group_by",
+                )
+            data = [{"key": k, **v} for k, v in sorted(stats[tables[group_by]].items())]
         source = "memory"
     return Response(
         200, orjson.dumps({"object": "usage", "group_by": group_by, "tenant": tenant, "source": source, "data": data})
