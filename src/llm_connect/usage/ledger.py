@@ -199,8 +199,37 @@ class Ledger(ABC):
     def _write(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """Insert-or-ignore ``rows`` in one transaction and commit; per row: was it new?"""
 
-    @abstractmethod
-    def _to_row(self, e: UsageEvent) -> tuple[Any, ...]: ...
+    def _to_row(self, e: UsageEvent) -> tuple[Any, ...]:
+        """The row of ``e`` in COLUMNS order; the dialect hooks shape timestamps, costs and flags."""
+        return (
+            e.request_id,
+            self._ts_param(e.timestamp),
+            e.provider,
+            e.model,
+            e.tenant_id,
+            e.agent,
+            e.thread_id,
+            e.task_type,
+            e.input_tokens,
+            e.output_tokens,
+            e.cache_read_tokens,
+            e.cache_write_tokens,
+            e.reasoning_tokens,
+            e.total_tokens,
+            self._cost_param(e.cost_usd),
+            float(e.latency_ms),
+            self._flag(e.success),
+            e.error_type,
+            self._flag(e.streamed),
+            e.deployment,
+            _dumps(e.metadata),
+        )
+
+    def _cost_param(self, cost: Decimal | None) -> Any:
+        return cost
+
+    def _flag(self, value: bool) -> Any:
+        return bool(value)
 
     @abstractmethod
     def _from_row(self, row: Sequence[Any]) -> UsageEvent: ...
@@ -581,30 +610,11 @@ class SqliteLedger(Ledger):
             known.update(r[0] for r in conn.execute(q, part))
         return known
 
-    def _to_row(self, e: UsageEvent) -> tuple[Any, ...]:
-        return (
-            e.request_id,
-            _utc(e.timestamp).isoformat(timespec="microseconds"),
-            e.provider,
-            e.model,
-            e.tenant_id,
-            e.agent,
-            e.thread_id,
-            e.task_type,
-            e.input_tokens,
-            e.output_tokens,
-            e.cache_read_tokens,
-            e.cache_write_tokens,
-            e.reasoning_tokens,
-            e.total_tokens,
-            None if e.cost_usd is None else str(e.cost_usd),
-            float(e.latency_ms),
-            1 if e.success else 0,
-            e.error_type,
-            1 if e.streamed else 0,
-            e.deployment,
-            _dumps(e.metadata),
-        )
+    def _cost_param(self, cost: Decimal | None) -> Any:
+        return None if cost is None else str(cost)  # exact decimal text, summed by decsum
+
+    def _flag(self, value: bool) -> Any:
+        return 1 if value else 0
 
     def _from_row(self, r: Sequence[Any]) -> UsageEvent:
         return UsageEvent(
@@ -750,33 +760,7 @@ class PostgresLedger(Ledger):
     def _to_row(self, e: UsageEvent) -> tuple[Any, ...]:
         # PostgreSQL text (and jsonb) cannot hold NUL: one such value (it can come from a client) would
         # otherwise fail the whole group-commit batch it travels in
-        row = self._raw_row(e)
-        return tuple(_no_nul(v) for v in row)
-
-    def _raw_row(self, e: UsageEvent) -> tuple[Any, ...]:
-        return (
-            e.request_id,
-            _utc(e.timestamp),
-            e.provider,
-            e.model,
-            e.tenant_id,
-            e.agent,
-            e.thread_id,
-            e.task_type,
-            e.input_tokens,
-            e.output_tokens,
-            e.cache_read_tokens,
-            e.cache_write_tokens,
-            e.reasoning_tokens,
-            e.total_tokens,
-            e.cost_usd,
-            float(e.latency_ms),
-            bool(e.success),
-            e.error_type,
-            bool(e.streamed),
-            e.deployment,
-            _dumps(e.metadata),
-        )
+        return tuple(_no_nul(v) for v in super()._to_row(e))
 
     def _from_row(self, r: Sequence[Any]) -> UsageEvent:
         meta = r[20]
