@@ -38,6 +38,44 @@ def test_idempotent_on_request_id(ledger: Ledger, make_event) -> None:
     assert row["requests"] == 2 and row["input_tokens"] == 101 + 103  # req-1 and req-3, first writes
 
 
+def test_sqlite_batches_split_by_the_variable_limit_and_count_repeats_once(tmp_path, make_event, monkeypatch) -> None:
+    connect = SqliteLedger._connect
+
+    def small_limit(self: SqliteLedger) -> sqlite3.Connection:
+        conn = connect(self)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 100)  # 4 rows of 21 columns per INSERT
+        return conn
+
+    monkeypatch.setattr(SqliteLedger, "_connect", small_limit)
+    led = SqliteLedger(tmp_path / "u.sqlite3")
+    try:
+        fresh = [make_event(i) for i in range(100, 130)]
+        assert led.record_many(fresh) == 30  # all new: the insert count alone answers
+        assert led.record(make_event(0)) is True
+        events = [make_event(i % 30) for i in range(90)]  # ids 0..29, each three times; 0 already stored
+        assert led.record_many(events) == 29  # repeats and a known id: looked up, written again
+        assert led.count() == 60
+        assert led.record(make_event(29)) is False
+    finally:
+        led.close()
+
+
+def test_sqlite_batch_write_flags_each_row_new_or_known(tmp_path, make_event) -> None:
+    """One transaction: the insert count answers when every id is new; a batch with a repeated or stored id is
+    written again after a look-up, and each row is flagged exactly."""
+    led = SqliteLedger(tmp_path / "u.sqlite3")
+    conn = led._connect()
+    try:
+        rows = [led._to_row(make_event(i)) for i in (1, 2, 3)]
+        assert led._write(conn, rows) == [True, True, True]
+        mixed = [led._to_row(make_event(i)) for i in (4, 2, 4, 5, 1)]
+        assert led._write(conn, mixed) == [True, False, False, True, False]
+        assert led.count() == 5
+    finally:
+        conn.close()
+        led.close()
+
+
 def test_query_filters(ledger: Ledger, make_event) -> None:
     ledger.record_many([make_event(i) for i in range(30)])
     assert {e.tenant_id for e in ledger.query(tenant_id="a")} == {"a"}

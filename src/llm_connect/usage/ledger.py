@@ -4,7 +4,7 @@ Durability contract: :meth:`Ledger.record` and :meth:`Ledger.arecord` return onl
 holding the event is committed. An event whose call was acknowledged after its record returned is never
 lost, ``kill -9`` included. SQLite runs in WAL mode with ``synchronous=NORMAL`` by default (a commit is in the
 WAL before the call returns: it survives any process kill); ``synchronous="FULL"`` also fsyncs the WAL at each
-commit, so it survives an OS crash or power cut too, at about a fifth of the gateway's throughput.
+commit, so it survives an OS crash or power cut too (one fsync per group commit).
 PostgreSQL commits with its own (default: synchronous) durability.
 
 One dedicated writer thread per ledger owns the write connection. Events queued while a commit is running
@@ -119,13 +119,15 @@ class _Item:
         self.error: BaseException | None = None
 
 
-def _resolve_future(fut: asyncio.Future[bool], inserted: bool, error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(inserted)
+def _resolve_futures(items: list[_Item]) -> None:
+    for it in items:
+        fut = it.fut
+        if fut.done():  # the caller was cancelled
+            continue
+        if it.error is not None:
+            fut.set_exception(it.error)
+        else:
+            fut.set_result(it.inserted)
 
 
 class LedgerSubscriber:
@@ -326,6 +328,7 @@ class Ledger(ABC):
                 error, inserted = self._to_spool(batch, error)
             elif error is None and self.spool is not None and self.spool.pending:
                 conn = self._replay_spool(conn)
+            waiting: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
             for i, it in enumerate(batch):
                 it.error = error
                 it.inserted = inserted[i] if error is None else False
@@ -333,10 +336,12 @@ class Ledger(ABC):
                     it.done.set()
                 else:
                     assert it.loop is not None
-                    try:
-                        it.loop.call_soon_threadsafe(_resolve_future, it.fut, it.inserted, error)
-                    except RuntimeError:  # the caller's loop is closed; nobody is waiting
-                        pass
+                    waiting.setdefault(it.loop, []).append(it)
+            for loop, items in waiting.items():  # one wake-up per event loop, not one per event
+                try:
+                    loop.call_soon_threadsafe(_resolve_futures, items)
+                except RuntimeError:  # the caller's loop is closed; nobody is waiting
+                    pass
         self._discard(conn)
 
     def _to_spool(self, batch: list[_Item], error: BaseException) -> tuple[BaseException | None, list[bool]]:
@@ -535,6 +540,8 @@ class SqliteLedger(Ledger):
             raise LLMConfigurationError("the SQLite ledger needs a file (it is shared by a writer thread)")
         self.synchronous = sync
         self.busy_timeout_ms = int(busy_timeout_ms)
+        #: INSERT statement text per number of rows (at most batch_max entries; built once each)
+        self._insert_sqls: dict[int, str] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
         try:
@@ -584,11 +591,25 @@ class SqliteLedger(Ledger):
         return conn
 
     def _write(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
-        sql = f"INSERT OR IGNORE INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        """Insert-or-ignore the batch with one multi-row statement per chunk, and count what it inserted.
+
+        Each statement is one ``sqlite3_step``, and sqlite3 drops and retakes the GIL around every step; under
+        load each retake waits on the event-loop thread. So no ``executemany`` (a step per row) and no
+        ``RETURNING`` (a step per returned row): when the insert count says every id was new — the normal
+        case — that is the answer; otherwise (a re-recorded event) the batch is rolled back and written again
+        after looking its ids up, still inside the write lock."""
+        unique = {r[0] for r in rows}
         conn.execute("BEGIN IMMEDIATE")
         try:
-            known = self._known_ids(conn, [r[0] for r in rows])  # inside the write lock: exact
-            conn.executemany(sql, rows)  # one C loop for the whole batch
+            before = conn.total_changes
+            self._insert(conn, rows)
+            if conn.total_changes - before == len(unique):
+                new_ids = unique
+            else:
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                new_ids = unique - self._known_ids(conn, list(unique))
+                self._insert(conn, rows)
             conn.execute("COMMIT")
         except BaseException:
             try:
@@ -598,9 +619,23 @@ class SqliteLedger(Ledger):
             raise
         out: list[bool] = []
         for r in rows:  # an id repeated inside one batch is new only once
-            out.append(r[0] not in known)
-            known.add(r[0])
+            out.append(r[0] in new_ids)
+            new_ids.discard(r[0])
         return out
+
+    def _insert(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        per = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(COLUMNS))
+        for i in range(0, len(rows), per):
+            chunk = rows[i : i + per]
+            conn.execute(self._insert_sql(len(chunk)), [v for row in chunk for v in row])
+
+    def _insert_sql(self, nrows: int) -> str:
+        sql = self._insert_sqls.get(nrows)
+        if sql is None:
+            one = f"({', '.join('?' * len(COLUMNS))})"
+            sql = f"INSERT OR IGNORE INTO {self.table} ({', '.join(COLUMNS)}) VALUES {', '.join([one] * nrows)}"
+            self._insert_sqls[nrows] = sql
+        return sql
 
     def _known_ids(self, conn: sqlite3.Connection, ids: list[str]) -> set[str]:
         known: set[str] = set()
