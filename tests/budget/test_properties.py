@@ -1,5 +1,6 @@
-"""Property tests: any sequence of reserve / settle / release / consume / child operations keeps, on every
-budget, ``0 <= spent <= total`` and ``reserved >= 0`` — and matches a plain reference model exactly."""
+"""Property tests: any sequence of reserve / settle / release / consume / record / child operations, leases
+expiring (and settled or released late) included, keeps on every budget ``0 <= spent <= total`` and
+``reserved >= 0`` — and matches a plain reference model exactly."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from llm_connect.budget import (
     Reservation,
 )
 from llm_connect.budget.stores import usd_to_units
+from llm_connect.errors import LLMUsageError
 
-from .conftest import REDIS_URL, _redis_up, fresh_namespace
+from .conftest import REDIS_URL, Clock, _redis_up, fresh_namespace
+
+LEASE = 60.0
 
 caps = st.one_of(st.none(), st.integers(0, 3000))
 usd_caps = st.one_of(st.none(), st.integers(0, 3000).map(lambda n: Decimal(n) / 1000))
@@ -54,6 +58,8 @@ class BudgetMachine(RuleBasedStateMachine):
         self.trackers: list[BudgetTracker] = []
         self.nodes: list[Node] = []
         self.open: list[tuple[Reservation, int, int, int]] = []  # reservation, node, tokens, usd units
+        self.expired: list[tuple[Reservation, int, int, int]] = []  # leases the store has reclaimed
+        self.clock = Clock()
 
     def chain(self, i: int | None) -> list[Node]:
         out = []
@@ -75,7 +81,16 @@ class BudgetMachine(RuleBasedStateMachine):
 
     @initialize(total=caps, total_usd=usd_caps)
     def root(self, total: int | None, total_usd: Decimal | None) -> None:
-        self.trackers.append(BudgetTracker(total, total_usd=total_usd, store=self.store, thresholds=(0.5, 0.9)))
+        self.trackers.append(
+            BudgetTracker(
+                total,
+                total_usd=total_usd,
+                store=self.store,
+                thresholds=(0.5, 0.9),
+                lease_seconds=LEASE,
+                clock=self.clock,
+            )
+        )
         self.nodes.append(Node(total, None if total_usd is None else usd_to_units(total_usd), None))
 
     @precondition(lambda self: len(self.trackers) < 8)
@@ -149,6 +164,43 @@ class BudgetMachine(RuleBasedStateMachine):
         assert fits
         self._charge(i, tokens, units)
 
+    @rule(who=pick, tokens=amounts, usd=st.one_of(st.none(), dollars))
+    def record(self, who: int, tokens: int, usd: Decimal | None) -> None:
+        i = who % len(self.trackers)
+        if usd is None and any(n.total_usd is not None for n in self.chain(i)):
+            with pytest.raises(LLMUsageError):  # a USD cap needs the cost: nothing is recorded
+                self.trackers[i].record(tokens, usd)
+            return
+        self.trackers[i].record(tokens, usd)
+        self._charge(i, tokens, 0 if usd is None else usd_to_units(usd))
+
+    @precondition(lambda self: self.open)
+    @rule()
+    def leases_expire(self) -> None:
+        """The callers holding the open reservations crashed: once their leases end the room comes back."""
+        self.clock.advance(LEASE + 1)
+        for _res, i, tokens, units in self.open:
+            for n in self.chain(i):
+                n.reserved -= tokens
+                n.reserved_usd -= units
+        self.expired += self.open
+        self.open = []
+
+    @precondition(lambda self: self.expired)
+    @rule(which=pick, actual=st.integers(0, 2000), usd=dollars)
+    def settle_late(self, which: int, actual: int, usd: Decimal) -> None:
+        """A call that outlived its lease still settles: its spend is charged (overrun if it no longer fits)."""
+        res, i, _tokens, _units = self.expired.pop(which % len(self.expired))
+        ct, cu = self._charge(i, actual, usd_to_units(usd))
+        res.settle(actual, usd)
+        assert (res.charged_tokens, res.charged_usd_units) == (ct, cu)
+
+    @precondition(lambda self: self.expired)
+    @rule(which=pick)
+    def release_late(self, which: int) -> None:
+        res, *_ = self.expired.pop(which % len(self.expired))
+        res.release()  # the room already came back: nothing changes
+
     @invariant()
     def numbers_hold(self) -> None:
         for t, n in zip(self.trackers, self.nodes, strict=True):
@@ -163,7 +215,7 @@ class BudgetMachine(RuleBasedStateMachine):
             assert usd_to_units(st_.reserved_usd) == n.reserved_usd
 
     def teardown(self) -> None:
-        for res, *_ in self.open:
+        for res, *_ in self.open + self.expired:
             res.release()
 
 

@@ -197,3 +197,27 @@ def test_large_usd_amounts_stay_exact(redis_store: RedisBudgetStore) -> None:
     t.consume(1, Decimal("4999999.999999999"))
     assert t.spent_usd == Decimal("4999999.999999999")
     assert t.remaining_usd() == Decimal("0.000000001")
+
+
+def test_reservations_made_after_a_fork_never_share_an_id(redis_store: RedisBudgetStore) -> None:
+    """A tracker built before a prefork server forks its workers: each worker's reservations hold their own room."""
+    import os
+
+    tracker = BudgetTracker(total=1000, store=redis_store, budget_id="forked")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: reserve, report the id, keep the reservation open
+        try:
+            res = tracker.reserve(600)
+            os.write(w, res.id.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    child_id = os.read(r, 200).decode()
+    os.waitpid(pid, 0)
+    os.close(r)
+    assert child_id
+    with pytest.raises(LLMBudgetExceededError):  # the child's 600 are held: 600 more do not fit
+        tracker.reserve(600)
+    mine = tracker.reserve(400)
+    assert mine.id != child_id and tracker.state().reserved == 1000

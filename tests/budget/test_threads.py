@@ -149,3 +149,20 @@ def test_concurrent_consumers_fire_each_threshold_once(store: BudgetStore) -> No
     b = reg.get_budget("shared")
     assert b.total_tokens == 10_000 and b.request_count == 200 and not errors
     assert sorted(fired) == [0.75, 0.9, 0.95]
+
+
+def test_thread_usage_under_a_usd_capped_parent_needs_its_cost(store: BudgetStore) -> None:
+    from decimal import Decimal
+
+    from llm_connect.errors import LLMUsageError
+
+    tenant = BudgetTracker(total_usd=Decimal("2"), store=store, budget_id="usd-parent")
+    reg = ThreadBudgetRegistry(max_tokens_per_thread=1_000, parent=tenant)
+    with pytest.raises(LLMUsageError, match="usd-parent"):
+        reg.consume("t1", 10, 5)
+    budget = reg.get_budget("t1")
+    assert (budget.prompt_tokens, budget.request_count, tenant.spent) == (0, 0, 0)  # nothing counted
+    reg.consume("t1", 10, 5, usd=Decimal("0.5"))
+    budget.consume(1, 1, usd=Decimal("0.25"))
+    assert (budget.prompt_tokens, budget.completion_tokens, budget.request_count) == (11, 6, 2)
+    assert (tenant.spent, tenant.spent_usd) == (17, Decimal("0.75"))

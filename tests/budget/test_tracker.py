@@ -304,3 +304,23 @@ def test_invalid_arguments() -> None:
         res.settle(-1, None)
     assert not res.done  # a bad settle does not close the reservation
     res.release()
+
+
+async def test_record_on_a_usd_capped_chain_needs_the_cost(store: BudgetStore) -> None:
+    from llm_connect.errors import LLMUsageError
+
+    tenant = BudgetTracker(total_usd=Decimal("1"), store=store, budget_id="usd-tenant")
+    agent = tenant.child(total=1_000, budget_id="usd-agent")  # tokens only, under a USD cap
+    for tracker in (tenant, agent):
+        with pytest.raises(LLMUsageError, match="usd-tenant"):
+            tracker.record(100)
+        with pytest.raises(LLMUsageError):
+            await tracker.arecord(100)
+    assert agent.spent == 0 and tenant.spent_usd == 0  # nothing was recorded
+    agent.record(100, Decimal("0.25"))
+    await agent.arecord(50, Decimal("0.25"))
+    assert (agent.spent, tenant.spent, tenant.spent_usd) == (150, 150, Decimal("0.5"))
+    # a token-only chain still records without a cost
+    plain = BudgetTracker(total=10, store=store, budget_id="tokens-only")
+    plain.record(20)
+    assert plain.spent + plain.overrun == 20

@@ -54,6 +54,8 @@ LEASE, DIRECT, RECORD = 0, 1, 2
 
 def usd_to_units(value: Decimal | int | str) -> int:
     """Dollars → nano-dollars, rounded up (a budget never under-counts). Floats are refused."""
+    if type(value) is Decimal and value.is_finite() and value >= 0:  # the common case, on every call
+        return int(value.scaleb(USD_SCALE).to_integral_value(ROUND_CEILING))
     if isinstance(value, float) or isinstance(value, bool):
         raise TypeError(f"USD amounts must be Decimal, int or str, never float: got {value!r}")
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from decimal import Decimal
 from typing import Any, Literal
 
 from ..errors import BudgetExhaustedError
@@ -101,18 +102,24 @@ class ThreadBudget:
             self.completion_tokens += completion_tokens
             self.request_count += 1
 
-    def _consumed(self, prompt_tokens: int, completion_tokens: int) -> tuple[SettleResult | None, list[BudgetWarning]]:
+    def _consumed(
+        self, prompt_tokens: int, completion_tokens: int, usd: Decimal | None
+    ) -> tuple[SettleResult | None, list[BudgetWarning]]:
         if self._final is not None:
             raise ValueError(f"thread {self.thread_id!r} was cleaned up; its budget is closed")
+        result = self.tracker._record(prompt_tokens + completion_tokens, usd)  # validates before counting
         self._count(prompt_tokens, completion_tokens)
-        return self.tracker._record(prompt_tokens + completion_tokens, None)
+        return result
 
-    def consume(self, prompt_tokens: int = 0, completion_tokens: int = 0) -> list[BudgetWarning]:
+    def consume(
+        self, prompt_tokens: int = 0, completion_tokens: int = 0, *, usd: Decimal | None = None
+    ) -> list[BudgetWarning]:
         """Record usage that already happened (never refused; beyond the cap it is kept as overrun).
 
-        Returns the thresholds this usage crossed.
+        ``usd`` (the usage's cost) is required when a parent budget caps USD. Returns the thresholds this
+        usage crossed.
         """
-        return self._consumed(prompt_tokens, completion_tokens)[1]
+        return self._consumed(prompt_tokens, completion_tokens, usd)[1]
 
     def to_dict(self) -> dict[str, Any]:
         st = self.state()
@@ -255,15 +262,16 @@ class ThreadBudgetRegistry:
     check_budget = check
 
     def consume(
-        self, thread_id: str, prompt_tokens: int = 0, completion_tokens: int = 0
+        self, thread_id: str, prompt_tokens: int = 0, completion_tokens: int = 0, *, usd: Decimal | None = None
     ) -> tuple[ThreadBudget, list[BudgetWarning]]:
         """Record usage that already happened. Returns (budget, warnings crossed by this usage).
 
         The usage is always recorded (what does not fit is kept as overrun). Raises BudgetExhaustedError
-        when it did not fit, i.e. the thread (or its parent) went over its cap with this call.
+        when it did not fit, i.e. the thread (or its parent) went over its cap with this call. Under a parent
+        with a USD cap, ``usd`` (the usage's cost) is required: LLMUsageError, and nothing recorded, without it.
         """
         budget = self.get_budget(thread_id)
-        result, warnings = budget._consumed(prompt_tokens, completion_tokens)
+        result, warnings = budget._consumed(prompt_tokens, completion_tokens, usd)
         if result is not None and result.overrun > 0:
             err = self._exhausted(budget, prompt_tokens + completion_tokens)
             err.warnings = warnings  # type: ignore[attr-defined]

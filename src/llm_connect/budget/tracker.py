@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import inspect
-import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,7 +22,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from ..errors import LLMBudgetExceededError
+from .._ids import random_hex
+from ..errors import LLMBudgetExceededError, LLMUsageError
 from .stores import (
     DIRECT,
     LEASE,
@@ -89,7 +88,14 @@ def period_window(period: str | None, now: float) -> tuple[str, float]:
 
 
 def _new_id() -> str:
-    return os.urandom(9).hex()
+    return random_hex(9)
+
+
+def _op_id() -> str:
+    """The id of one reservation or direct spend: the store's leases and once-markers key on it, so it must
+    never repeat, also between processes forked after the tracker was made (96 random bits, reseeded per
+    process)."""
+    return random_hex(12)
 
 
 def _check_tokens(tokens: int) -> int:
@@ -157,14 +163,17 @@ class BudgetTracker:
         self._on_unavailable = on_unavailable
         self._thresholds = normalize_thresholds(thresholds)
         self._lease = float(lease_seconds)
+        #: the store's async reserve / settle are its sync ones (never suspend): call those directly
+        self._inline = (
+            self._store.atomic_async
+            and type(self._store).areserve is BudgetStore.areserve
+            and type(self._store).asettle is BudgetStore.asettle
+        )
         self._clock = clock
         self._parent = _parent
         self._chain: tuple[BudgetTracker, ...] = (self,) + (_parent._chain if _parent is not None else ())
         self._needs_usd = any(t._total_usd is not None for t in self._chain)
         self._level_cache: tuple[Level, float] | None = None
-        # reservation ids: unique per tracker (random prefix) and cheap (a counter; next() is atomic)
-        self._id_prefix = _new_id()[:12] + "-"
-        self._ids = itertools.count()
         self._subscribers: tuple[Callable[[BudgetWarning], Any], ...] = ()
         self._sub_lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()  # async callbacks in flight (kept referenced)
@@ -479,7 +488,7 @@ class BudgetTracker:
         tok, units = self._amounts(tokens, usd)
         now = self._clock()
         levels = self._levels(now)
-        res = Reservation(self, levels, tok, units, usd is not None, label, f"{self._id_prefix}{next(self._ids)}")
+        res = Reservation(self, levels, tok, units, usd is not None, label, _op_id())
         try:
             refusal = self._store.reserve(levels, res.id, tok, units, now, now + self._lease)
         except StoreUnavailableError as exc:
@@ -495,16 +504,18 @@ class BudgetTracker:
         tok, units = self._amounts(tokens, usd)
         now = self._clock()
         levels = self._levels(now)
-        res = Reservation(self, levels, tok, units, usd is not None, label, f"{self._id_prefix}{next(self._ids)}")
+        res = Reservation(self, levels, tok, units, usd is not None, label, _op_id())
         if self._store.atomic_async:
             call: asyncio.Future[Any] | None = None
         else:
             call = asyncio.ensure_future(self._store.areserve(levels, res.id, tok, units, now, now + self._lease))
         try:
-            if call is None:
-                refusal = await self._store.areserve(levels, res.id, tok, units, now, now + self._lease)
-            else:
+            if call is not None:
                 refusal = await asyncio.shield(call)
+            elif self._inline:
+                refusal = self._store.reserve(levels, res.id, tok, units, now, now + self._lease)
+            else:
+                refusal = await self._store.areserve(levels, res.id, tok, units, now, now + self._lease)
         except asyncio.CancelledError:
             # the caller is gone but the reservation may be made: give it back once the call lands
             if call is not None:
@@ -530,7 +541,7 @@ class BudgetTracker:
         tok, units = self._amounts(tokens, usd)
         now = self._clock()
         levels = self._levels(now)
-        rid = f"{self._id_prefix}{next(self._ids)}"
+        rid = _op_id()
         try:
             result = self._store.settle(levels, rid, 0, 0, tok, units, now, DIRECT, self._replayer(levels))
         except StoreUnavailableError as exc:
@@ -544,7 +555,7 @@ class BudgetTracker:
         tok, units = self._amounts(tokens, usd)
         now = self._clock()
         levels = self._levels(now)
-        rid = f"{self._id_prefix}{next(self._ids)}"
+        rid = _op_id()
         try:
             result = await self._store.asettle(levels, rid, 0, 0, tok, units, now, DIRECT, self._replayer(levels))
         except StoreUnavailableError as exc:
@@ -555,21 +566,33 @@ class BudgetTracker:
         return self._deliver(levels, result)
 
     def record(self, tokens: int, usd: Decimal | None = None) -> list[BudgetWarning]:
-        """Record a spend that already happened, without a check: what does not fit goes to ``overrun``."""
+        """Record a spend that already happened, without a check: what does not fit goes to ``overrun``.
+
+        On a chain with a USD cap ``usd`` is required (LLMUsageError, nothing recorded, if it is missing):
+        recording the tokens at $0 would let the USD cap be overspent unseen."""
         return self._record(tokens, usd)[1]
 
     async def arecord(self, tokens: int, usd: Decimal | None = None) -> list[BudgetWarning]:
         return (await self._arecord(tokens, usd))[1]
 
+    def _recorded_units(self, usd: Decimal | None) -> int:
+        if usd is not None:
+            return usd_to_units(usd)
+        if self._needs_usd:
+            owner = next(t for t in self._chain if t._total_usd is not None)
+            raise LLMUsageError(
+                f"budget {owner._budget_id!r} caps USD: recording a spend needs its cost (usd=...; price the "
+                "usage with llm_connect.usage.Pricing); nothing was recorded"
+            )
+        return 0
+
     def _record(self, tokens: int, usd: Decimal | None) -> tuple[SettleResult | None, list[BudgetWarning]]:
         tok = _check_tokens(tokens)
-        units = 0 if usd is None else usd_to_units(usd)
+        units = self._recorded_units(usd)
         now = self._clock()
         levels = self._levels(now)
         try:
-            result = self._store.settle(
-                levels, f"{self._id_prefix}{next(self._ids)}", 0, 0, tok, units, now, RECORD, self._replayer(levels)
-            )
+            result = self._store.settle(levels, _op_id(), 0, 0, tok, units, now, RECORD, self._replayer(levels))
         except StoreUnavailableError as exc:
             self._lost(exc, "record")
             return None, []
@@ -577,13 +600,11 @@ class BudgetTracker:
 
     async def _arecord(self, tokens: int, usd: Decimal | None) -> tuple[SettleResult | None, list[BudgetWarning]]:
         tok = _check_tokens(tokens)
-        units = 0 if usd is None else usd_to_units(usd)
+        units = self._recorded_units(usd)
         now = self._clock()
         levels = self._levels(now)
         try:
-            result = await self._store.asettle(
-                levels, f"{self._id_prefix}{next(self._ids)}", 0, 0, tok, units, now, RECORD, self._replayer(levels)
-            )
+            result = await self._store.asettle(levels, _op_id(), 0, 0, tok, units, now, RECORD, self._replayer(levels))
         except StoreUnavailableError as exc:
             self._lost(exc, "record")
             return None, []
@@ -690,8 +711,10 @@ class Reservation:
         tok, units = self._settle_args(tokens, usd)
         if not self._claim("settled"):
             return []
+        return self._settle_now(tok, units)
+
+    def _settle_now(self, tok: int, units: int) -> list[BudgetWarning]:
         t = self.tracker
-        mode = RECORD if self._detached else LEASE
         try:
             result = t._store.settle(
                 self.levels,
@@ -701,7 +724,7 @@ class Reservation:
                 tok,
                 units,
                 t._clock(),
-                mode,
+                RECORD if self._detached else LEASE,
                 t._replayer(self.levels),
             )
         except StoreUnavailableError as exc:
@@ -715,6 +738,8 @@ class Reservation:
         if not self._claim("settled"):
             return []
         t = self.tracker
+        if t._inline:  # a store whose async twin only runs the sync operation: no coroutine needed
+            return self._settle_now(tok, units)
         mode = RECORD if self._detached else LEASE
         try:
             result = await _to_completion(

@@ -6,13 +6,13 @@ Token fields follow :class:`llm_connect.types.Usage`: ``input_tokens`` includes 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from .._ids import random_hex
 from ..types import LLMResponse, RunConfig, Usage
 
 if TYPE_CHECKING:
@@ -24,8 +24,8 @@ _UTC = UTC
 
 
 def new_request_id() -> str:
-    """A fresh request id for calls whose provider gave none."""
-    return uuid.uuid4().hex
+    """A fresh id for a usage event: 32 random hex digits, as unlikely to repeat as a UUID4."""
+    return random_hex(16)
 
 
 def _utc(ts: datetime | None) -> datetime:
