@@ -108,6 +108,18 @@ async def test_stream_and_usd_budget(stub):
     assert usd.spent_usd == r.cost_usd == Decimal("0.0123") and usd.reserved_usd == 0
 
 
+@pytest.mark.parametrize("model", ["sonnet", "opus", "haiku", "claude-opus-4-1", "some-future-model", ""])
+async def test_cli_model_aliases_are_priced_for_usd_budgets(stub, model):
+    """The CLI's aliases (and names the price list does not know yet) still get a list price to reserve."""
+    from llm_connect.budget import BudgetTracker
+
+    a = create_adapter(f"claude_code:{model}" if model else "claude_code")
+    assert a._worst_cost(1000, 1000) is not None
+    usd = BudgetTracker(total_usd=Decimal("5"))
+    r = await a.async_execute_prompt("hi", RunConfig(budget_tracker=usd, max_tokens=100))
+    assert usd.spent_usd == r.cost_usd and usd.reserved_usd == 0
+
+
 async def test_timeout_kills_what_the_child_started(tmp_path, monkeypatch):
     """A wrapper script that runs the real work in a grandchild: the timeout still ends both, on time."""
     exe = tmp_path / "claude"

@@ -202,6 +202,25 @@ def test_matches_genai_prices_calc_price_for_every_model() -> None:
     assert checked > 1000
 
 
+def test_worst_cost_is_the_dearer_of_plain_and_cache_written_input_for_every_model() -> None:
+    """What a budget reserves: exactly max(cost with plain input, cost with every input token a cache write)."""
+    from genai_prices import data_snapshot
+
+    pricing = Pricing()
+    at = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
+    sizes = [(0, 0), (1, 0), (0, 1), (12_345, 678), (260_000, 5_000), (1_000_000, 64_000)]
+    checked = 0
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            rate = pricing._timed_rate(model, at)
+            for inp, out in sizes:
+                plain = rate.cost(Usage(input_tokens=inp, output_tokens=out))
+                written = rate.cost(Usage(input_tokens=inp, output_tokens=out, cache_write_tokens=inp))
+                assert rate.worst_cost(inp, out) == max(plain, written), (provider.id, model.id, inp, out)
+                checked += 1
+    assert checked > 1000
+
+
 def test_hot_path_cost_is_small(pricing: Pricing) -> None:
     usage = Usage(input_tokens=1_234, output_tokens=567, cache_read_tokens=200, reasoning_tokens=50)
     models = [

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .._timeout import Timeout
 from ..adapter import LLMAdapter
 from ..errors import LLMError, LLMTimeoutError
 from ..types import LLMResponse, Message, Prompt, RunConfig, StreamChunk, Usage, normalize_messages
@@ -122,8 +123,13 @@ class BaseAdapter(LLMAdapter):
     def pricing(self) -> Pricing:
         return self._pricing if self._pricing is not None else default_pricing()
 
+    def _price_key(self, model: str | None) -> tuple[str, str]:
+        """(provider, model) under which this adapter's calls are priced."""
+        return self.provider, model or self.model
+
     def price(self, usage: Usage, model: str | None = None, *, estimate: bool = False) -> Decimal | None:
-        return self.pricing.price(self.provider, model or self.model, usage, estimate=estimate)
+        provider, name = self._price_key(model)
+        return self.pricing.price(provider, name, usage, estimate=estimate)
 
     # -- pipeline ----------------------------------------------------------------------------------
     async def _begin(self, messages: list[Message], config: RunConfig) -> tuple[int | None, Reservation | None, int]:
@@ -148,16 +154,9 @@ class BaseAdapter(LLMAdapter):
         return max_tokens, res, est_in
 
     def _worst_cost(self, input_tokens: int, output_tokens: int) -> Decimal | None:
-        """The most this call can cost: every input token at the dearest input-side rate (a cache write
-        costs more than plain input), every output token at the output rate."""
-        plain = self.price(Usage(input_tokens=input_tokens, output_tokens=output_tokens), estimate=True)
-        if plain is None:
-            return None
-        written = self.price(
-            Usage(input_tokens=input_tokens, output_tokens=output_tokens, cache_write_tokens=input_tokens),
-            estimate=True,
-        )
-        return plain if written is None else max(plain, written)
+        """The most this call can cost (see :meth:`ModelRate.worst_cost`); None when unpriced."""
+        rate = self.pricing.rate(*self._price_key(None))
+        return None if rate is None else rate.worst_cost(input_tokens, output_tokens)
 
     async def _affordable_output(self, tracker: BudgetTracker, input_tokens: int) -> int | None:
         """Output tokens the USD budget left can pay for after the prompt (None: no USD cap or no price)."""
@@ -186,7 +185,7 @@ class BaseAdapter(LLMAdapter):
         cap = self._cap(cfg)
         start = time.perf_counter()
         try:
-            async with asyncio.timeout(cap):
+            async with Timeout(cap):
                 resp = await self._complete(messages, cfg, max_tokens)
         except BaseException as exc:
             if res is not None:
@@ -200,7 +199,7 @@ class BaseAdapter(LLMAdapter):
         resp.latency_ms = (time.perf_counter() - start) * 1000
         resp.provider = resp.provider or self.provider
         resp.model = resp.model or self.model
-        if resp.usage == Usage() and (resp.text or resp.tool_calls):
+        if not resp.usage.total_tokens and resp.usage == Usage() and (resp.text or resp.tool_calls):
             # the provider reported no usage: bill an upper-bound estimate rather than nothing
             produced = resp.text + (orjson.dumps(resp.tool_calls).decode() if resp.tool_calls else "")
             resp.usage = self._estimated_usage(messages, cfg, est_in, produced, max_tokens)
@@ -229,7 +228,7 @@ class BaseAdapter(LLMAdapter):
             agen = self._stream(messages, cfg, max_tokens)
             while True:
                 try:
-                    async with asyncio.timeout_at(deadline):
+                    async with Timeout(when=deadline):
                         chunk = await anext(agen)
                 except StopAsyncIteration:
                     break
@@ -317,7 +316,7 @@ class BaseAdapter(LLMAdapter):
         trackers = [t for t in (cfg.usage_tracker, self.usage_tracker) if t is not None]
         if not trackers:
             return
-        from ..usage import UsageEvent
+        from ..usage.events import UsageEvent  # a module, not the package: no per-call fromlist work
 
         event = UsageEvent.from_response(
             resp, cfg, success=error is None, error=error, streamed=streamed, deployment=cfg.metadata.get("deployment")

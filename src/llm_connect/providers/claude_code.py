@@ -119,11 +119,24 @@ class ClaudeCodeAdapter(BaseAdapter):
             raw=data,
         )
 
-    def price(self, usage: Usage, model: str | None = None, *, estimate: bool = False) -> Decimal | None:
-        # the CLI reports its own cost; before the call (budget reservation) fall back to list prices
-        return self.pricing.price(
-            "anthropic", model if model and model != "default" else "claude-sonnet-4", usage, estimate=estimate
-        )
+    def _price_key(self, model: str | None) -> tuple[str, str]:
+        # the CLI reports its own cost; before the call (budget reservation) Anthropic's list prices stand in.
+        # The CLI's aliases name the current model of a family; anything unknown is priced as its default.
+        name = model or self.model or ""
+        name = _ALIASES.get(name.lower(), name)
+        if self.pricing.rate("anthropic", name) is None:
+            name = _ALIASES["default"]
+        return "anthropic", name
+
+
+#: the CLI's model aliases -> the Anthropic model whose list price a reservation uses
+_ALIASES = {
+    "": "claude-sonnet-4-5",
+    "default": "claude-sonnet-4-5",
+    "sonnet": "claude-sonnet-4-5",
+    "opus": "claude-opus-4-1",
+    "haiku": "claude-haiku-4-5",
+}
 
 
 def create(model: str = "", **options: Any) -> ClaudeCodeAdapter:

@@ -6,12 +6,13 @@ No framework: one dict lookup routes a request, orjson encodes, and a response i
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
 import orjson
 
+from .._ids import random_hex
+from .._timeout import Timeout
 from .errors import ApiError
 
 T = TypeVar("T")
@@ -31,7 +32,7 @@ class ClientGone(Exception):
 
 
 def new_request_id() -> str:
-    return os.urandom(12).hex()
+    return random_hex(12)
 
 
 class Response:
@@ -61,6 +62,9 @@ class Request:
 
     __slots__ = (
         "_body",
+        "_gone",
+        "_task",
+        "_watcher",
         "body_timeout",
         "headers",
         "method",
@@ -88,6 +92,9 @@ class Request:
         rid = self.headers.get("x-request-id")
         self.request_id = rid if rid and len(rid) <= 128 and rid.isprintable() else new_request_id()
         self._body: bytes | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._gone = False
         #: set by streaming handlers that send the response themselves
         self.status = 0
         self.started = False
@@ -120,7 +127,7 @@ class Request:
                     "request_too_large",
                 )
         try:
-            async with asyncio.timeout(self.body_timeout):
+            async with Timeout(self.body_timeout):
                 return await self._read_body(limit)
         except TimeoutError:
             raise ApiError(
@@ -209,35 +216,31 @@ class Request:
 
         Most calls end in milliseconds, so the disconnect watcher (a task reading the ASGI channel) is only
         started once a call has run ``watch_after`` seconds: a timer costs far less than a task per call."""
-        me = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        gone = False
-        watcher: asyncio.Task[None] | None = None
-
-        async def watch() -> None:
-            nonlocal gone
-            await self.wait_disconnect()
-            gone = True
-            if me is not None:
-                me.cancel()
-
-        def start_watching() -> None:
-            nonlocal watcher
-            watcher = loop.create_task(watch())
-
-        timer = loop.call_later(watch_after, start_watching)
+        self._task = asyncio.current_task()
+        self._gone = False
+        timer = asyncio.get_running_loop().call_later(watch_after, self._start_watching)
         try:
             return await work
         except asyncio.CancelledError:
-            if gone:
-                if me is not None:
-                    me.uncancel()  # our own cancel, now a ClientGone: nothing else is cancelling this task
+            if self._gone:
+                if self._task is not None:
+                    self._task.uncancel()  # our own cancel, now a ClientGone: nothing else is cancelling this task
                 raise ClientGone() from None
             raise
         finally:
             timer.cancel()
-            if watcher is not None:
-                watcher.cancel()
+            if self._watcher is not None:
+                self._watcher.cancel()
+                self._watcher = None
+
+    def _start_watching(self) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        await self.wait_disconnect()
+        self._gone = True
+        if self._task is not None:
+            self._task.cancel()
 
     async def wait_disconnect(self) -> None:
         """Return when the client goes away (the body must have been read already)."""

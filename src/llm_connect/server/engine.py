@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._timeout import Timeout
 from ..config import GatewayConfig
 from ..errors import LLMBudgetExceededError, LLMError, LLMTimeoutError
 from ..types import LLMResponse, RunConfig, StreamChunk
@@ -344,7 +345,7 @@ class Engine:
         """Run a prepared call to completion. Errors come out as ApiError."""
         assert self.limiter is not None
         try:
-            async with asyncio.timeout(self._guard(prep)):
+            async with Timeout(self._guard(prep)):
                 resp = await prep.target.adapter.async_execute_prompt(prep.prompt, prep.config)
         except TimeoutError as exc:
             raise self._failed(prep, LLMTimeoutError(f"no answer within {self._guard(prep):g} s")) from exc
@@ -361,7 +362,7 @@ class Engine:
         agen = prep.target.adapter.astream(prep.prompt, prep.config)
         tokens = 0
         try:
-            async with asyncio.timeout(self._guard(prep)):
+            async with Timeout(self._guard(prep)):
                 async for chunk in agen:
                     if chunk.usage is not None:
                         tokens = chunk.usage.total_tokens

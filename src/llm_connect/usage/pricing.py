@@ -139,6 +139,21 @@ class ModelRate:
             total += out * leaf_out / _MTOK
         return total
 
+    def worst_cost(self, input_tokens: int, output_tokens: int) -> Decimal:
+        """The most a call of this size can cost, for budget reservations: every input token at the dearest
+        input-side rate (a cache write costs more than plain input), every output token at the output rate.
+        Equal to the larger of :meth:`cost` for plain input and for input written wholly to the cache."""
+        total = self.per_request
+        inp = _pick(self.input, input_tokens)
+        write = _pick(self.cache_write, input_tokens)
+        dearest = write if inp is None else inp if write is None else max(inp, write)
+        if dearest is not None and input_tokens > 0:
+            total += dearest * input_tokens / _MTOK
+        out = _pick(self.output, input_tokens)
+        if out is not None and output_tokens > 0:
+            total += out * output_tokens / _MTOK
+        return total
+
     def per_1k(self) -> Decimal | None:
         """Blended USD per 1000 tokens: mean of the base input and output prices, divided by 1000."""
         inp = _pick(self.input, 0)

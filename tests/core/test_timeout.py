@@ -1,0 +1,107 @@
+"""The hot-path Timeout keeps asyncio.timeout's contract."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from llm_connect._timeout import Timeout
+
+
+async def test_expiry_raises_timeout_error_from_the_cancellation() -> None:
+    t = Timeout(0.01)
+    with pytest.raises(TimeoutError) as info:
+        async with t:
+            await asyncio.sleep(5)
+    assert t.expired and isinstance(info.value.__cause__, asyncio.CancelledError)
+    assert asyncio.current_task().cancelling() == 0  # our cancel() was balanced
+
+
+async def test_a_block_that_finishes_in_time_is_untouched() -> None:
+    t = Timeout(5)
+    async with t:
+        await asyncio.sleep(0)
+    assert not t.expired
+    await asyncio.sleep(0.01)  # the timer was cancelled: nothing fires later
+
+
+async def test_none_and_absolute_deadlines() -> None:
+    async with Timeout(None):
+        await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    with pytest.raises(TimeoutError):
+        async with Timeout(when=loop.time() + 0.01):
+            await asyncio.sleep(5)
+    with pytest.raises(TimeoutError):  # a deadline already past expires at the next loop turn
+        async with Timeout(when=loop.time() - 1):
+            await asyncio.sleep(5)
+
+
+async def test_an_outside_cancellation_is_never_swallowed() -> None:
+    async def body() -> None:
+        async with Timeout(5):
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(body())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_an_outside_cancellation_racing_the_expiry_stays_a_cancellation() -> None:
+    async def body() -> None:
+        t = Timeout(0.01)
+        async with t:
+            try:
+                await asyncio.sleep(5)
+            finally:
+                # the timeout fired; someone else cancels too before the block unwinds
+                asyncio.current_task().cancel()
+                await asyncio.sleep(0)
+
+    task = asyncio.create_task(body())
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_nested_inner_expires_first_and_outer_keeps_running() -> None:
+    outer = Timeout(5)
+    async with outer:
+        inner = Timeout(0.01)
+        with pytest.raises(TimeoutError):
+            async with inner:
+                await asyncio.sleep(5)
+        await asyncio.sleep(0.01)
+    assert inner.expired and not outer.expired
+
+
+async def test_nested_outer_expiry_is_the_outer_ones() -> None:
+    outer = Timeout(0.01)
+    inner = Timeout(5)
+    with pytest.raises(TimeoutError):
+        async with outer:
+            async with inner:
+                await asyncio.sleep(5)
+    assert outer.expired and not inner.expired
+
+
+def test_outside_a_task_is_refused() -> None:
+    async def coro() -> None:
+        async with Timeout(1):
+            pass
+
+    c = coro()
+    with pytest.raises(RuntimeError):
+        c.send(None)
+    c.close()
+
+
+async def test_entering_twice_is_refused() -> None:
+    t = Timeout(5)
+    async with t:
+        pass
+    with pytest.raises(RuntimeError):
+        async with t:
+            pass
