@@ -9,7 +9,7 @@ Usage is normalised across providers (see docs/contract.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -190,18 +190,20 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.metadata is None:
             self.metadata = {}
-        for name, kind in (
-            ("response_format", dict),
-            ("extra_body", dict),
-            ("extra_headers", dict),
-            ("metadata", dict),
-            ("tools", list),
-        ):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, kind):
-                raise LLMInvalidRequestError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
-        if self.tools is not None and not all(isinstance(t, dict) for t in self.tools):
-            raise LLMInvalidRequestError("tools must be a list of tool definitions (dicts)")
+        # straight-line checks: this runs for every call (the gateway builds one config per request)
+        if self.response_format is not None and not isinstance(self.response_format, dict):
+            _wrong_type("response_format", self.response_format, dict)
+        if self.extra_body is not None and not isinstance(self.extra_body, dict):
+            _wrong_type("extra_body", self.extra_body, dict)
+        if self.extra_headers is not None and not isinstance(self.extra_headers, dict):
+            _wrong_type("extra_headers", self.extra_headers, dict)
+        if not isinstance(self.metadata, dict):
+            _wrong_type("metadata", self.metadata, dict)
+        if self.tools is not None:
+            if not isinstance(self.tools, list):
+                _wrong_type("tools", self.tools, list)
+            if not all(isinstance(t, dict) for t in self.tools):
+                raise LLMInvalidRequestError("tools must be a list of tool definitions (dicts)")
         if self.stop is not None and not (
             isinstance(self.stop, str) or (isinstance(self.stop, list) and all(isinstance(x, str) for x in self.stop))
         ):
@@ -229,25 +231,43 @@ class RunConfig:
             return self.response_format
         return {"type": "json_object"} if self.json_mode else None
 
-    def replace(self, **changes: Any) -> RunConfig:
-        """A copy with some fields changed (the tracker objects are shared, not copied).
+    def copy(self) -> RunConfig:
+        """A shallow copy (trackers, metadata and other dicts are shared, not copied)."""
+        return _copy_config(self)
 
-        On every routed call, so it copies the slots directly instead of going through __init__; the
-        changed fields are validated as the constructor would."""
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with some fields changed (shallow, like :meth:`copy`); the result is validated as the
+        constructor would when a checked field changes."""
         unknown = changes.keys() - _RUN_CONFIG_FIELDS
         if unknown:
             raise TypeError(f"RunConfig has no field(s) {sorted(unknown)}")
-        new = object.__new__(RunConfig)
-        for name in _RUN_CONFIG_FIELDS:
-            object.__setattr__(new, name, changes[name] if name in changes else getattr(self, name))
-        if changes.keys() - _UNVALIDATED_FIELDS:
+        new = _copy_config(self)
+        for name, value in changes.items():
+            setattr(new, name, value)
+        if changes.keys() - _UNCHECKED_FIELDS:
             new.__post_init__()
         return new
 
 
+def _wrong_type(name: str, value: Any, kind: type) -> None:
+    raise LLMInvalidRequestError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+
+
+def _make_copier() -> Callable[[RunConfig], RunConfig]:
+    """A shallow copy of a RunConfig as one function with a line per field, generated from the dataclass
+    fields as dataclasses generates ``__init__``: a routed call copies its config per attempt, and this is
+    ten times faster than ``copy.copy`` of a slots dataclass."""
+    body = "".join(f"    new.{f.name} = old.{f.name}\n" for f in fields(RunConfig))
+    namespace: dict[str, Any] = {"make": object.__new__, "cls": RunConfig}
+    exec(f"def copy_config(old):\n    new = make(cls)\n{body}    return new\n", namespace)
+    copier: Callable[[RunConfig], RunConfig] = namespace["copy_config"]
+    return copier
+
+
+_copy_config = _make_copier()
 _RUN_CONFIG_FIELDS = frozenset(f.name for f in fields(RunConfig))
-#: fields __post_init__ does not check: changing only these needs no validation
-_UNVALIDATED_FIELDS = frozenset(
+#: fields __post_init__ does not check: a replace() changing only these needs no validation
+_UNCHECKED_FIELDS = frozenset(
     {
         "model_name",
         "tenant_id",

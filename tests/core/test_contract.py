@@ -185,6 +185,20 @@ def test_bad_run_config_is_a_typed_error(kw):
         RunConfig(**kw)
 
 
+def test_run_config_replace_copies_and_validates_the_result_once():
+    base = RunConfig(model_name="m", max_tokens=5, metadata={"a": 1}, tenant_id="t")
+    copy = base.replace(temperature=0.5, timeout=2.0)
+    assert (copy.model_name, copy.max_tokens, copy.temperature, copy.timeout, copy.tenant_id) == ("m", 5, 0.5, 2.0, "t")
+    assert base.temperature is None and copy.metadata is base.metadata  # shallow: trackers and dicts are shared
+    with pytest.raises(LLMInvalidRequestError):
+        base.replace(max_tokens=0)
+    with pytest.raises(TypeError, match="no field"):
+        base.replace(colour="blue")
+    broken = RunConfig()
+    broken.temperature = 2.5  # set after construction, bypassing validation
+    assert broken.replace(temperature=1.0).temperature == 1.0  # a replace may repair it
+
+
 def test_messages_and_system_prompt():
     a = create_adapter("fake:m")
     a.execute_prompt(
@@ -270,6 +284,40 @@ def test_repeated_asyncio_run_does_not_pile_up_sessions_or_sockets():
         assert len(Transport.default()._sessions) <= 1
         time.sleep(0.5)  # the in-process mock server closes its side of each dropped connection
         assert len(os.listdir("/proc/self/fd")) <= fds + 4
+
+
+async def test_provider_cookies_are_not_replayed_on_later_calls(http_route):
+    """One shared HTTP session serves every caller: a cookie set by a provider's edge must not ride along on
+    the next tenant's request."""
+    from aiohttp import web
+
+    from llm_connect import Transport
+
+    seen: list[str | None] = []
+
+    async def chat(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        resp = web.json_response(
+            {
+                "id": f"c{len(seen)}",
+                "object": "chat.completion",
+                "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
+        resp.set_cookie("__cf_bm", "edge-session-of-the-first-caller")
+        return resp
+
+    base = await http_route("/v1/chat/completions", chat)
+    # a host name: aiohttp's default jar would ignore cookies from a bare IP address
+    a = create_adapter("openai:gpt-4o-mini", api_base=base.replace("127.0.0.1", "localhost") + "/v1", api_key="k")
+    try:
+        for _ in range(3):
+            assert (await a.async_execute_prompt("hi")).text == "ok"
+        assert seen == [None, None, None]
+    finally:
+        await Transport.default().aclose()
 
 
 def test_sync_api_works_in_a_forked_child():

@@ -1,6 +1,6 @@
 """One routed call: which deployments to try, in what order, and what each failure means.
 
-``_Call.plan()`` yields deployments one at a time; the router reports each outcome back
+``Call.next_attempt()`` hands out deployments one at a time; the router reports each outcome back
 (:meth:`Call.failed` / :meth:`Call.succeeded`) and the plan adapts: the next deployment of the group, the
 fallback groups, larger context windows after a context overflow, content-policy fallback groups after a
 safety refusal, backoff rounds, and finally the typed error listing every attempt.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import (
@@ -59,6 +59,12 @@ class Call:
     """The routing state of one call (see the module docstring)."""
 
     __slots__ = (
+        "_gi",
+        "_nodes",
+        "_now",
+        "_order",
+        "_round",
+        "_statuses",
         "attempts",
         "banned",
         "cfg",
@@ -92,6 +98,13 @@ class Call:
         self.last_error: LLMError | None = None
         self.timeout = cfg.timeout if cfg.timeout is not None else router._call_timeout
         self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        # where next_attempt() stands: the round, the next group's index, the current group's pick order
+        self._round = 0
+        self._gi = 0
+        self._order: Iterator[int] | None = None
+        self._nodes: Sequence[Node] = ()
+        self._statuses: Sequence[Status] = ()
+        self._now = 0.0
 
     # -- planning ----------------------------------------------------------------------------------
     def _window_ok(self, node: Node) -> bool:
@@ -122,43 +135,56 @@ class Call:
 
         return ok
 
-    async def plan(self) -> AsyncIterator[tuple[Node, Status, bool]]:
-        """Yield (deployment, its status, is_probe) until the caller stops on a success or the plan runs out."""
+    async def next_attempt(self) -> tuple[Node, Status, bool] | None:
+        """The next (deployment, its status, is_probe) to try, or None when the plan has run out.
+
+        Round by round (retries), group by group (the group, then its fallbacks), each group in the strategy's
+        order; after :meth:`failed` switched groups (context-window / content-policy fallbacks) it starts over
+        on the new list. A plain coroutine rather than an async generator: one per attempt, no generator
+        bookkeeping on the event loop for every routed call."""
         r = self.router
-        state, strategy = r._state_proxy, r._strategy
-        for rnd in range(r.retry.num_retries + 1):
-            self.tried = set()
-            i = 0
-            while i < len(self.groups):
-                g = self.groups[i]
-                i += 1
-                nodes = r._groups[g]
-                now = time.time()
-                statuses = await state.snapshot(r._names[g], now, r._counted[g])
-                minute = current_minute(now)
-                ok = self._availability(nodes, statuses, now, minute)
-                ctx = PickContext(self.stream, minute, r._rng, r._pricing, r._cum[g])
-                for k in strategy.order(nodes, statuses, ok, ctx):
+        state = r._state_proxy
+        while True:
+            if self._order is not None:
+                if self.switched:
+                    self.switched = False
+                    self._gi = 0
+                    self._order = None
+                    continue
+                now = self._now
+                for k in self._order:
                     if self._expired():
-                        return
-                    node, st = nodes[k], statuses[k]
+                        return None
+                    node, st = self._nodes[k], self._statuses[k]
                     probe = st.half_open(now)
                     if probe and not await state.claim_probe(node.name, now, r.cooldown):
                         continue
                     if node.rpm is not None:
                         await state.record_start(node.name, now)
                     self.tried.add(node)
-                    yield node, st, probe
-                    if self.switched:
-                        self.switched = False
-                        i = 0
-                        break
-            if rnd == r.retry.num_retries or self._expired():
-                return
-            delay = await self._delay(rnd)
+                    return node, st, probe
+                self._order = None
+            if self._gi < len(self.groups):  # the next group of this round
+                g = self.groups[self._gi]
+                self._gi += 1
+                nodes = r._groups[g]
+                now = time.time()
+                statuses = await state.snapshot(r._names[g], now, r._counted[g])
+                minute = current_minute(now)
+                ok = self._availability(nodes, statuses, now, minute)
+                ctx = PickContext(self.stream, minute, r._rng, r._pricing, r._cum[g])
+                self._nodes, self._statuses, self._now = nodes, statuses, now
+                self._order = iter(r._strategy.order(nodes, statuses, ok, ctx))
+                continue
+            if self._round == r.retry.num_retries or self._expired():  # every group tried in every round
+                return None
+            delay = await self._delay(self._round)
             if delay is None:
-                return
+                return None
             await asyncio.sleep(delay)
+            self._round += 1
+            self.tried = set()
+            self._gi = 0
 
     async def _delay(self, rnd: int) -> float | None:
         """Seconds to wait before the next round, or None to give up now."""
@@ -193,9 +219,12 @@ class Call:
         md = dict(self.cfg.metadata) if self.cfg.metadata else {}
         md["deployment"] = node.name
         md["model_group"] = node.group
-        if self.deadline is None:
-            return self.cfg.replace(metadata=md, model_name=None)
-        return self.cfg.replace(metadata=md, model_name=None, timeout=max(0.001, self.deadline - time.monotonic()))
+        cfg = self.cfg.copy()  # the values set below are valid by construction: no re-validation
+        cfg.metadata = md
+        cfg.model_name = None
+        if self.deadline is not None:
+            cfg.timeout = max(0.001, self.deadline - time.monotonic())
+        return cfg
 
     # -- outcomes ----------------------------------------------------------------------------------
     def _record(self, node: Node, exc: LLMError, t0: float) -> None:

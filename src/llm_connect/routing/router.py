@@ -169,14 +169,13 @@ class _GroupView(LLMAdapter):
         self.model = group
         self.timeout = router.timeout
 
-    def _cfg(self, config: RunConfig | None) -> RunConfig:
-        return RunConfig(model_name=self.model) if config is None else config.replace(model_name=self.model)
+    # the group is handed to the router as is: no copy of the caller's config to rename its model
 
     async def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> LLMResponse:
-        return await self.router.async_execute_prompt(prompt, self._cfg(config))
+        return await self.router._execute(prompt, config, self.model)
 
     async def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
-        async with aclosing(self.router.astream(prompt, self._cfg(config))) as agen:
+        async with aclosing(self.router._stream(prompt, config, self.model)) as agen:
             async for chunk in agen:
                 yield chunk
 
@@ -230,7 +229,10 @@ class Router(LLMAdapter):
         self._pricing = pricing
         self._pricing_loaded = pricing is not None
         self._state = state if state is not None else MemoryRouterState()
-        self._state_proxy = _SafeState(self._state)
+        # in-process state cannot become unreachable: only a shared one needs the degrade-on-outage wrapper
+        self._state_proxy: RouterState | _SafeState = (
+            self._state if type(self._state) is MemoryRouterState else _SafeState(self._state)
+        )
         self._owns_state = False
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
             raise LLMConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -451,91 +453,100 @@ class Router(LLMAdapter):
                 log.warning("no pricing for the cost strategy (%s: %s)", type(exc).__name__, exc)
 
     # -- calls -------------------------------------------------------------------------------------
-    def _call(self, config: RunConfig | None, stream: bool) -> Call:
+    def _call(self, config: RunConfig | None, stream: bool, group: str | None) -> Call:
         cfg = config if config is not None else RunConfig()
         if not self._pricing_loaded and self._strategy.name == "cost":
             self._load_pricing()
-        return Call(self, self.resolve_group(cfg.model_name), cfg, stream=stream)
+        return Call(self, group if group is not None else self.resolve_group(cfg.model_name), cfg, stream=stream)
 
     async def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> LLMResponse:
-        call = self._call(config, stream=False)
-        async with aclosing(call.plan()) as plan:
-            async for node, st, probe in plan:
-                t0 = time.perf_counter()
-                node.in_flight += 1
-                try:
-                    resp = await node.adapter().async_execute_prompt(prompt, call.config_for(node))
-                except LLMError as exc:
-                    if await call.failed(node, exc, t0, probe):
-                        raise
-                    log.debug("routing: %s failed (%s), trying the next deployment", node.name, type(exc).__name__)
-                    continue
-                except BaseException:
-                    if probe:
-                        await self._state_proxy.release_probe(node.name)
-                    raise
-                finally:
-                    node.in_flight -= 1
-                node.observe(time.perf_counter() - t0, self._alpha, first_token=False)
-                await call.succeeded(node, st, resp.usage.total_tokens, probe)
-                return resp
-        raise await call.exhausted()
+        return await self._execute(prompt, config, None)
 
-    async def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
+    def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
         """Stream from the first deployment that produces text. Before the first text chunk a failure moves
         on to the next deployment (nothing has reached the caller); after it, the stream ends with
-        LLMProviderUnavailableError ("stream failed after N chunks")."""
-        call = self._call(config, stream=True)
-        async with aclosing(call.plan()) as plan:
-            async for node, st, probe in plan:
-                t0 = time.perf_counter()
-                node.in_flight += 1
-                held: list[StreamChunk] = []
-                started = False
-                sent = 0
-                tokens = 0
-                agen = None
-                try:
-                    agen = node.adapter().astream(prompt, call.config_for(node))
-                    async for chunk in agen:
-                        if chunk.usage is not None:
-                            tokens = chunk.usage.total_tokens
-                        if not started:
-                            if not (chunk.text or chunk.tool_calls):
-                                held.append(chunk)
-                                continue
-                            started = True
-                            node.observe(time.perf_counter() - t0, self._alpha, first_token=True)
-                            for h in held:
-                                sent += 1
-                                yield h
-                            held.clear()
-                        sent += 1
-                        yield chunk
-                    for h in held:  # an answer without text: only the final chunk(s)
-                        yield h
-                except LLMError as exc:
-                    if not started:
-                        if await call.failed(node, exc, t0, probe):
-                            raise
-                        continue
-                    await call.broken(node, exc, t0)
-                    raise LLMProviderUnavailableError(
-                        f"stream from {node.name} failed after {sent} chunks: {type(exc).__name__}: {exc}",
-                        attempts=call.attempts,
-                        provider="router",
-                        model=call.group,
-                    ) from exc
-                except BaseException:
-                    if probe:
-                        await self._state_proxy.release_probe(node.name)
+        LLMProviderUnavailableError ("stream failed after N chunks").
+
+        Returns the stream itself (an async generator): no extra generator layer on every chunk."""
+        return self._stream(prompt, config, None)
+
+    async def _execute(self, prompt: Prompt, config: RunConfig | None, group: str | None) -> LLMResponse:
+        """A routed call on ``group`` (None: the group config.model_name names, or the default)."""
+        call = self._call(config, stream=False, group=group)
+        while (picked := await call.next_attempt()) is not None:
+            node, st, probe = picked
+            t0 = time.perf_counter()
+            node.in_flight += 1
+            try:
+                resp = await node.adapter().async_execute_prompt(prompt, call.config_for(node))
+            except LLMError as exc:
+                if await call.failed(node, exc, t0, probe):
                     raise
-                finally:
-                    node.in_flight -= 1
-                    if agen is not None:
-                        await agen.aclose()
-                await call.succeeded(node, st, tokens, probe)
-                return
+                log.debug("routing: %s failed (%s), trying the next deployment", node.name, type(exc).__name__)
+                continue
+            except BaseException:
+                if probe:
+                    await self._state_proxy.release_probe(node.name)
+                raise
+            finally:
+                node.in_flight -= 1
+            node.observe(time.perf_counter() - t0, self._alpha, first_token=False)
+            await call.succeeded(node, st, resp.usage.total_tokens, probe)
+            return resp
+        raise await call.exhausted()
+
+    async def _stream(self, prompt: Prompt, config: RunConfig | None, group: str | None) -> AsyncIterator[StreamChunk]:
+        call = self._call(config, stream=True, group=group)
+        while (picked := await call.next_attempt()) is not None:
+            node, st, probe = picked
+            t0 = time.perf_counter()
+            node.in_flight += 1
+            held: list[StreamChunk] = []
+            started = False
+            sent = 0
+            tokens = 0
+            agen = None
+            try:
+                agen = node.adapter().astream(prompt, call.config_for(node))
+                async for chunk in agen:
+                    if chunk.usage is not None:
+                        tokens = chunk.usage.total_tokens
+                    if not started:
+                        if not (chunk.text or chunk.tool_calls):
+                            held.append(chunk)
+                            continue
+                        started = True
+                        node.observe(time.perf_counter() - t0, self._alpha, first_token=True)
+                        for h in held:
+                            sent += 1
+                            yield h
+                        held.clear()
+                    sent += 1
+                    yield chunk
+                for h in held:  # an answer without text: only the final chunk(s)
+                    yield h
+            except LLMError as exc:
+                if not started:
+                    if await call.failed(node, exc, t0, probe):
+                        raise
+                    continue
+                await call.broken(node, exc, t0)
+                raise LLMProviderUnavailableError(
+                    f"stream from {node.name} failed after {sent} chunks: {type(exc).__name__}: {exc}",
+                    attempts=call.attempts,
+                    provider="router",
+                    model=call.group,
+                ) from exc
+            except BaseException:
+                if probe:
+                    await self._state_proxy.release_probe(node.name)
+                raise
+            finally:
+                node.in_flight -= 1
+                if agen is not None:
+                    await agen.aclose()
+            await call.succeeded(node, st, tokens, probe)
+            return
         raise await call.exhausted()
 
     # -- lifecycle ---------------------------------------------------------------------------------
