@@ -88,6 +88,9 @@ def _default_session(limit: int, connect_timeout: float) -> aiohttp.ClientSessio
     connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, keepalive_timeout=30)
     return aiohttp.ClientSession(
         connector=connector,
+        # provider calls carry their credentials in headers; a shared jar would replay one caller's cookies
+        # (a provider's load-balancer or bot-check cookie) on every tenant's requests, and costs a look-up per call
+        cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
         json_serialize=lambda o: orjson.dumps(o).decode(),
         skip_auto_headers=("User-Agent",),

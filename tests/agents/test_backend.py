@@ -28,7 +28,7 @@ MSGS = [{"role": "system", "content": "s"}, {"role": "user", "content": "hello t
 
 
 @pytest.fixture
-async def gateway_stub() -> AsyncIterator[tuple[str, list[dict[str, Any]], list[Any]]]:
+async def gateway_stub(http_route) -> AsyncIterator[tuple[str, list[dict[str, Any]], list[Any]]]:
     """A loopback HTTP server answering /complete with whatever the test queues."""
     seen: list[dict[str, Any]] = []
     answers: list[Any] = []
@@ -40,17 +40,7 @@ async def gateway_stub() -> AsyncIterator[tuple[str, list[dict[str, Any]], list[
             await asyncio.sleep(delay)
         return web.Response(status=status, body=body, headers=headers, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_post("/complete", complete)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", seen, answers
-    finally:
-        await runner.cleanup()
+    yield await http_route("/complete", complete), seen, answers
 
 
 async def test_gateway_request_and_reply(gateway_stub) -> None:

@@ -260,7 +260,7 @@ async def test_a_child_of_a_usd_budget_prices_its_reservations():
     assert parent.spent_usd == r.cost_usd > 0 and child.spent == r.usage.total_tokens
 
 
-async def test_a_reply_without_usage_is_billed_an_estimate_not_zero():
+async def test_a_reply_without_usage_is_billed_an_estimate_not_zero(http_route):
     from aiohttp import web
 
     async def no_usage(request):
@@ -280,23 +280,14 @@ async def test_a_reply_without_usage_is_billed_an_estimate_not_zero():
             }
         )
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", no_usage)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        tracker = BudgetTracker(total=200)
-        a = create_adapter("vllm:m", api_base=f"http://127.0.0.1:{port}/v1")
-        r = await a.async_execute_prompt("hi", RunConfig(max_tokens=100, budget_tracker=tracker))
-        assert r.usage.output_tokens == 100  # the estimate, capped at max_tokens
-        assert tracker.spent == r.usage.total_tokens > 0
-        with pytest.raises(LLMBudgetExceededError):  # the budget really is used up now
-            await a.async_execute_prompt("hi", RunConfig(max_tokens=100, budget_tracker=tracker))
-    finally:
-        await runner.cleanup()
+    base = await http_route("/v1/chat/completions", no_usage)
+    tracker = BudgetTracker(total=200)
+    a = create_adapter("vllm:m", api_base=f"{base}/v1")
+    r = await a.async_execute_prompt("hi", RunConfig(max_tokens=100, budget_tracker=tracker))
+    assert r.usage.output_tokens == 100  # the estimate, capped at max_tokens
+    assert tracker.spent == r.usage.total_tokens > 0
+    with pytest.raises(LLMBudgetExceededError):  # the budget really is used up now
+        await a.async_execute_prompt("hi", RunConfig(max_tokens=100, budget_tracker=tracker))
 
 
 async def test_an_early_stop_is_never_billed_more_output_than_max_tokens():

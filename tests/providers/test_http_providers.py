@@ -208,7 +208,7 @@ async def test_tool_calls_come_back_in_openai_shape(mock):
 
 @pytest.mark.parametrize("body", [b"[]", b'"ok"', b"null", b"42", b'{"choices": ["x"]}', b'{"usage": [1, 2]}'])
 @pytest.mark.parametrize("stream", [False, True])
-async def test_replies_in_no_known_shape_are_typed_errors(body, stream):
+async def test_replies_in_no_known_shape_are_typed_errors(body, stream, http_route):
     from aiohttp import web
 
     async def odd(request):
@@ -217,25 +217,16 @@ async def test_replies_in_no_known_shape_are_typed_errors(body, stream):
             return web.Response(body=b"data: " + body + b"\n\n", content_type="text/event-stream")
         return web.Response(body=body, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", odd)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        a = create_adapter("openai:gpt-4o-mini", api_base=f"http://127.0.0.1:{port}/v1", api_key="sk-secret-123")
-        with pytest.raises(LLMProviderUnavailableError) as info:
-            if stream:
-                [c async for c in a.astream("x")]
-            else:
-                await a.async_execute_prompt("x")
-        import traceback
+    base = await http_route("/v1/chat/completions", odd)
+    a = create_adapter("openai:gpt-4o-mini", api_base=f"{base}/v1", api_key="sk-secret-123")
+    with pytest.raises(LLMProviderUnavailableError) as info:
+        if stream:
+            [c async for c in a.astream("x")]
+        else:
+            await a.async_execute_prompt("x")
+    import traceback
 
-        assert "sk-secret-123" not in "".join(traceback.format_exception(info.value))
-    finally:
-        await runner.cleanup()
+    assert "sk-secret-123" not in "".join(traceback.format_exception(info.value))
 
 
 def test_api_base_without_a_scheme(monkeypatch):
