@@ -68,6 +68,33 @@ def effective_max_tokens(config: RunConfig, max_tokens: int | None) -> int | Non
     return max_tokens if max_tokens is not None else config.max_tokens
 
 
+def sampling(
+    config: RunConfig,
+    max_tokens: int | None,
+    *,
+    max_tokens_key: str,
+    top_p_key: str = "top_p",
+    stop_key: str = "stop",
+    seed_key: str | None = "seed",
+    stop_as_list: bool = True,
+) -> dict[str, Any]:
+    """The sampling settings of a call under one wire format's names (only those set; ``seed_key=None`` for
+    formats without a seed). The ``max_tokens`` argument wins over ``config.max_tokens``."""
+    out: dict[str, Any] = {}
+    mt = effective_max_tokens(config, max_tokens)
+    if mt is not None:
+        out[max_tokens_key] = mt
+    if config.temperature is not None:
+        out["temperature"] = config.temperature
+    if config.top_p is not None:
+        out[top_p_key] = config.top_p
+    if config.stop is not None:
+        out[stop_key] = config.stop_list if stop_as_list else config.stop
+    if seed_key is not None and config.seed is not None:
+        out[seed_key] = config.seed
+    return out
+
+
 def merge_extra_body(body: dict[str, Any], config: RunConfig) -> dict[str, Any]:
     """``config.extra_body`` is merged last (shallow) so callers can set any provider field."""
     if config.extra_body:

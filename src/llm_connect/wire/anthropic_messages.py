@@ -25,13 +25,13 @@ from ._common import (
     coerce_body,
     context_or,
     dumps,
-    effective_max_tokens,
     image_url_of,
     loads_arguments,
     make_error,
     merge_extra_body,
     openai_tool_function,
     parse_data_url,
+    sampling,
     to_int,
     tool_call,
 )
@@ -188,20 +188,15 @@ def build_request(
 ) -> WireRequest:
     """The Messages request. ``response_format``/``seed`` have no Anthropic equivalent and are not sent."""
     system, turns = _messages(messages)
-    mt = effective_max_tokens(config, max_tokens)
+    params = sampling(config, max_tokens, max_tokens_key="max_tokens", stop_key="stop_sequences", seed_key=None)
     body: dict[str, Any] = {
         "model": model,
-        "max_tokens": mt if mt is not None else DEFAULT_MAX_TOKENS,
+        "max_tokens": params.pop("max_tokens", DEFAULT_MAX_TOKENS),
         "messages": turns,
     }
     if system is not None:
         body["system"] = system
-    if config.temperature is not None:
-        body["temperature"] = config.temperature
-    if config.top_p is not None:
-        body["top_p"] = config.top_p
-    if config.stop is not None:
-        body["stop_sequences"] = config.stop_list
+    body.update(params)
     if config.tools:
         body["tools"] = _tools(config.tools)
     if config.tool_choice is not None:

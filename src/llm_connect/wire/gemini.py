@@ -26,7 +26,6 @@ from ._common import (
     coerce_body,
     context_or,
     dumps,
-    effective_max_tokens,
     image_url_of,
     loads_arguments,
     make_error,
@@ -34,6 +33,7 @@ from ._common import (
     openai_tool_function,
     parse_data_url,
     parse_duration,
+    sampling,
     to_int,
     tool_call,
     try_json,
@@ -189,18 +189,7 @@ def build_request(
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}
-    gen: dict[str, Any] = {}
-    mt = effective_max_tokens(config, max_tokens)
-    if mt is not None:
-        gen["maxOutputTokens"] = mt
-    if config.temperature is not None:
-        gen["temperature"] = config.temperature
-    if config.top_p is not None:
-        gen["topP"] = config.top_p
-    if config.stop is not None:
-        gen["stopSequences"] = config.stop_list
-    if config.seed is not None:
-        gen["seed"] = config.seed
+    gen = sampling(config, max_tokens, max_tokens_key="maxOutputTokens", top_p_key="topP", stop_key="stopSequences")
     rf = config.effective_response_format
     if rf is not None and rf.get("type") in ("json_object", "json_schema"):
         gen["responseMimeType"] = "application/json"

@@ -17,12 +17,12 @@ from ._common import (
     coerce_body,
     context_or,
     dumps,
-    effective_max_tokens,
     image_url_of,
     loads_arguments,
     make_error,
     merge_extra_body,
     parse_data_url,
+    sampling,
     to_int,
     tool_call,
 )
@@ -84,18 +84,7 @@ def build_request(
                 names[tc["id"]] = (tc.get("function") or {}).get("name", "")
         wire_messages.append(_message(m, names))
     body: dict[str, Any] = {"model": model, "messages": wire_messages, "stream": stream}
-    options: dict[str, Any] = {}
-    mt = effective_max_tokens(config, max_tokens)
-    if mt is not None:
-        options["num_predict"] = mt
-    if config.temperature is not None:
-        options["temperature"] = config.temperature
-    if config.top_p is not None:
-        options["top_p"] = config.top_p
-    if config.stop is not None:
-        options["stop"] = config.stop_list
-    if config.seed is not None:
-        options["seed"] = config.seed
+    options = sampling(config, max_tokens, max_tokens_key="num_predict")
     if options:
         body["options"] = options
     rf = config.effective_response_format

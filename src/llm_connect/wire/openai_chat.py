@@ -24,9 +24,9 @@ from ._common import (
     class_for_status,
     coerce_body,
     context_or,
-    effective_max_tokens,
     make_error,
     merge_extra_body,
+    sampling,
     to_int,
 )
 
@@ -53,17 +53,7 @@ def build_request(
 ) -> WireRequest:
     """The Chat Completions request body; messages are already in OpenAI shape."""
     body: dict[str, Any] = {"model": model, "messages": [m.to_dict() for m in messages]}
-    mt = effective_max_tokens(config, max_tokens)
-    if mt is not None:
-        body["max_tokens"] = mt
-    if config.temperature is not None:
-        body["temperature"] = config.temperature
-    if config.top_p is not None:
-        body["top_p"] = config.top_p
-    if config.stop is not None:
-        body["stop"] = config.stop
-    if config.seed is not None:
-        body["seed"] = config.seed
+    body.update(sampling(config, max_tokens, max_tokens_key="max_tokens", stop_as_list=False))
     rf = config.effective_response_format
     if rf is not None:
         body["response_format"] = rf
