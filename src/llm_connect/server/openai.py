@@ -27,37 +27,64 @@ _SSE = b"text/event-stream"
 _DONE = b"data: [DONE]\n\n"
 
 
+#: the body fields parse_chat reads besides ``messages`` (most requests carry two or three of them)
+_CHAT_FIELDS = frozenset(
+    {
+        "n",
+        "max_completion_tokens",
+        "max_tokens",
+        "stream",
+        "stream_options",
+        "thread_id",
+        "metadata",
+        "model",
+        "temperature",
+        "top_p",
+        "timeout",
+        "stop",
+        "seed",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "tenant_id",
+        "agent",
+        "task_type",
+    }
+)
+
+
 def parse_chat(data: dict[str, Any], headers: dict[str, str]) -> tuple[CallSpec, bool, bool]:
     """(spec, stream?, include_usage?) from a Chat Completions body."""
     f = Fields(data)
     messages = f.messages()
-    n = f.int("n", minimum=1)
-    if n not in (None, 1):
+    has = data.keys() & _CHAT_FIELDS  # only the fields present are validated one by one
+    if "n" in has and f.int("n", minimum=1) not in (None, 1):
         raise field_error("n", "only n=1 is supported")
-    max_tokens = f.int("max_completion_tokens", minimum=1)
-    if max_tokens is None:
+    max_tokens = f.int("max_completion_tokens", minimum=1) if "max_completion_tokens" in has else None
+    if max_tokens is None and "max_tokens" in has:
         max_tokens = f.int("max_tokens", minimum=1)
-    stream = f.bool("stream")
-    opts = f.obj("stream_options") or {}
-    include_usage = Fields(opts, "stream_options.").bool("include_usage")
-    budget = with_thread(budget_from_headers(headers), f.ident("thread_id"))
-    md = f.metadata()
+    stream = "stream" in has and f.bool("stream")
+    include_usage = False
+    if "stream_options" in has:
+        include_usage = Fields(f.obj("stream_options") or {}, "stream_options.").bool("include_usage")
+    budget = with_thread(budget_from_headers(headers), f.ident("thread_id") if "thread_id" in has else None)
+    md = f.metadata() if "metadata" in has else None
     spec = CallSpec(
         prompt=messages,
-        model=f.str("model"),
+        model=f.str("model") if "model" in has else None,
         max_tokens=max_tokens,
-        temperature=f.num("temperature", lo=0, hi=2),
-        top_p=f.num("top_p", lo=0, hi=1),
-        timeout=f.num("timeout", positive=True),
-        stop=f.stop(),
-        seed=f.int("seed"),
-        response_format=f.response_format(),
-        tools=f.tools(),
+        temperature=f.num("temperature", lo=0, hi=2) if "temperature" in has else None,
+        top_p=f.num("top_p", lo=0, hi=1) if "top_p" in has else None,
+        timeout=f.num("timeout", positive=True) if "timeout" in has else None,
+        stop=f.stop() if "stop" in has else None,
+        seed=f.int("seed") if "seed" in has else None,
+        response_format=f.response_format() if "response_format" in has else None,
+        tools=f.tools() if "tools" in has else None,
         tool_choice=data.get("tool_choice"),
-        tenant_id=f.ident("tenant_id") or header(headers, "x-llm-tenant-id"),
-        agent=f.str("agent") or header(headers, "x-llm-agent"),
+        tenant_id=(f.ident("tenant_id") if "tenant_id" in has else None) or header(headers, "x-llm-tenant-id"),
+        agent=(f.str("agent") if "agent" in has else None) or header(headers, "x-llm-agent"),
         thread_id=budget.thread_id if budget else None,
-        task_type=f.str("task_type") or header(headers, "x-llm-task-type"),
+        task_type=(f.str("task_type") if "task_type" in has else None) or header(headers, "x-llm-task-type"),
         metadata={"openai_metadata": md} if md else {},
         budget=budget,
     )

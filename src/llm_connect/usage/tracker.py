@@ -132,7 +132,7 @@ class UsageTracker:
         for cb in self._subscribers:
             try:
                 result = cb(event)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     self._run_awaitable(result, cb)
             except Exception:
                 self._failed(cb)
@@ -146,7 +146,7 @@ class UsageTracker:
             try:
                 acall = getattr(cb, "acall", None)
                 result = acall(event) if acall is not None else cb(event)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     pending.append((cb, result))
             except Exception:
                 self._failed(cb)
