@@ -6,11 +6,15 @@
              SQLite ledger (each response sent after its usage event is committed), one worker
 
 For each: sequential p50 / p99 (one keep-alive connection), requests/s at 32 connections (wrk when installed,
-else an aiohttp load loop) with the server's CPU time per request (less sensitive than req/s to other load on
-the machine), idle RSS and time to ready. Then the stdin bridge per call vs /execute per call.
+else an aiohttp load loop) with the server's CPU time per request, idle RSS and time to ready. Then the stdin
+bridge per call vs /execute per call.
+
+The floor and the gateway run side by side and are measured in alternating rounds (floor, gateway, floor,
+gateway, ...): a burst of load from elsewhere on a shared VM then hits both sides of a round, and the ratios
+reported are the medians of the per-round ratios.
 Targets: gateway p50 <= 3x floor, gateway req/s >= 0.35x floor, idle RSS <= 80 MB, ready <= 1 s.
 
-    python bench/gateway_bench.py [--seq 2000] [--duration 8] [--sync FULL|NORMAL|both]
+    python bench/gateway_bench.py [--seq 2000] [--duration 8] [--rounds 3] [--sync FULL|NORMAL|both]
 """
 
 from __future__ import annotations
@@ -279,6 +283,10 @@ def measure(name: str, url: str, headers: dict[str, str], args: argparse.Namespa
     return row
 
 
+def median_row(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+
+
 def bridge_vs_serve(cfg: Path, gw_url: str, n: int) -> tuple[float, float]:
     payload = orjson.dumps({"prompt": "hello there", "model": "bench", "max_tokens": 16})
     times = []
@@ -298,6 +306,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seq", type=int, default=2000, help="sequential requests per target")
     ap.add_argument("--duration", type=float, default=8.0, help="seconds of load per target")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating floor / gateway rounds (medians reported)")
     ap.add_argument("--sync", default="both", choices=["FULL", "NORMAL", "both"], help="ledger synchronous mode")
     ap.add_argument("--bridge-calls", type=int, default=10)
     args = ap.parse_args()
@@ -326,9 +335,8 @@ def main() -> None:
         procs.append(floor)
         time.sleep(0.5)
         floor_rss = rss_mb(floor.p.pid)
-        rows["floor"] = measure("floor proxy", floor.url + "/v1/chat/completions", {}, args, floor.p.pid)
-        rows["floor"].update(rss=floor_rss, ready=floor.ready)
-        floor.stop()
+        floor_url = floor.url + "/v1/chat/completions"
+        floor_rounds: list[dict[str, float]] = []
 
         syncs = ["FULL", "NORMAL"] if args.sync == "both" else [args.sync]
         gw_cfg = None
@@ -343,33 +351,49 @@ def main() -> None:
             time.sleep(1.0)
             idle = rss_mb(gw.p.pid)
             name = f"gateway {sync}"
-            rows[name] = measure(
-                f"gateway (ledger {sync})",
-                gw.url + "/v1/chat/completions",
-                {"Authorization": f"Bearer {KEY}"},
-                args,
-                gw.p.pid,
-            )
+            gw_rounds: list[dict[str, float]] = []
+            for rnd in range(args.rounds):
+                print(f"round {rnd + 1}/{args.rounds}", flush=True)
+                f = measure("floor proxy", floor_url, {}, args, floor.p.pid)
+                g = measure(
+                    f"gateway (ledger {sync})",
+                    gw.url + "/v1/chat/completions",
+                    {"Authorization": f"Bearer {KEY}"},
+                    args,
+                    gw.p.pid,
+                )
+                floor_rounds.append(f)
+                g["p50/floor"] = g["p50"] / f["p50"]
+                g["rps/floor"] = g["rps"] / f["rps"]
+                gw_rounds.append(g)
+            rows[name] = median_row(gw_rounds)
             rows[name].update(rss=idle, ready=gw.ready)
             if sync == syncs[-1]:
                 assert gw_cfg is not None
                 bridge_ms, serve_ms = bridge_vs_serve(gw_cfg, gw.url, args.bridge_calls)
             gw.stop()
+        rows["floor"] = median_row(floor_rounds)
+        rows["floor"].update({"rss": floor_rss, "ready": floor.ready, "p50/floor": 1.0, "rps/floor": 1.0})
+        floor.stop()
     finally:
         for p in procs:
             p.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     fl = rows["floor"]
+    rows["direct"]["p50/floor"] = rows["direct"]["p50"] / fl["p50"]
+    rows["direct"]["rps/floor"] = rows["direct"]["rps"] / fl["rps"]
     print()
+    print(f"medians over {args.rounds} alternating round(s); the ratios are medians of the per-round ratios")
     print(
         f"{'target':<16}{'p50 ms':>9}{'p99 ms':>9}{'req/s @32':>11}{'CPU-µs/req':>12}{'p50/floor':>11}"
         f"{'rps/floor':>11}{'idle RSS MB':>13}{'ready s':>9}"
     )
-    for name, r in rows.items():
+    for name in ["direct", "floor", *[k for k in rows if k.startswith("gateway")]]:
+        r = rows[name]
         print(
             f"{name:<16}{r['p50']:>9.3f}{r['p99']:>9.3f}{r['rps']:>11,.0f}{r['cpu']:>12.0f}"
-            f"{r['p50'] / fl['p50']:>11.2f}{r['rps'] / fl['rps']:>11.2f}{r['rss']:>13.1f}{r['ready']:>9.2f}"
+            f"{r['p50/floor']:>11.2f}{r['rps/floor']:>11.2f}{r['rss']:>13.1f}{r['ready']:>9.2f}"
         )
     print()
     print(
