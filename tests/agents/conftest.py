@@ -207,6 +207,28 @@ class Workers:
         return "\n".join(p.read_text(errors="replace") for p in self.logs)
 
 
+def wait_result(result: Any, timeout: float, workers: Workers | None = None) -> Any:
+    """The value of a Celery ``AsyncResult``, waited for in slices of ``AsyncResult.get``.
+
+    One ``get`` reads the stored state once, then waits on a pub/sub notification; the Redis result consumer
+    can miss one (celery/celery#4039: the result is stored, ``get`` still times out), which would fail a test
+    for the client's sake. Each slice starts by reading the stored state again, so a missed notification costs
+    a slice, not the test. On a real timeout the assertion names the task's last state and the end of every
+    worker log."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return result.get(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+        except CeleryTimeout:
+            if time.monotonic() >= deadline:
+                logs = "" if workers is None else workers.log_text()[-6000:]
+                raise AssertionError(
+                    f"task {result.id} still {result.state} after {timeout:g} s; worker logs:\n{logs}"
+                ) from None
+
+
 @pytest.fixture(scope="session")
 def celery_client(session: Session) -> Any:
     """The Celery app of llm_connect.agents.tasks, pointed at this session's Redis DB."""

@@ -19,7 +19,7 @@ from llm_connect.agents.runner import THREAD_BUDGET_PREFIX
 from llm_connect.budget import BudgetTracker, RedisBudgetStore, ThreadBudgetRegistry
 from llm_connect.testing import MockReply, MockServer
 
-from .conftest import FAN_LATENCY, REDIS_URL, Session, Workers, free_port, needs_redis, personas
+from .conftest import FAN_LATENCY, REDIS_URL, Session, Workers, free_port, needs_redis, personas, wait_result
 
 pytestmark = [needs_redis, pytest.mark.timeout(180)]
 
@@ -40,7 +40,7 @@ def _msg(text: str, thread: str | None = None, **kw: Any) -> dict[str, Any]:
 def _send(celery: Any, queue: str, msg: dict[str, Any], agent: str, timeout: float = 60) -> dict[str, Any]:
     from llm_connect.agents.tasks import handle_message
 
-    return handle_message.apply_async(args=(msg,), kwargs={"agent": agent}, queue=queue).get(timeout=timeout)
+    return wait_result(handle_message.apply_async(args=(msg,), kwargs={"agent": agent}, queue=queue), timeout)
 
 
 def _upstream(mock: MockServer, model: str) -> list[list[dict[str, Any]]]:
@@ -147,11 +147,12 @@ def test_five_agent_fan_out_takes_the_slowest_agents_time(
 
     agents = [f"fan{i}" for i in range(1, 6)]
     # warm up: every worker thread has imported and connected once
-    collective_proposal(_msg("warm up"), agents, queue=gw_workers.queue).get(timeout=60)
+    wait_result(collective_proposal(_msg("warm up"), agents, queue=gw_workers.queue), 60, gw_workers)
     mock.clear_requests()
 
     t0 = time.perf_counter()
-    result = collective_proposal(_msg("Should we ship on Friday?"), agents, queue=gw_workers.queue).get(timeout=60)
+    proposal = collective_proposal(_msg("Should we ship on Friday?"), agents, queue=gw_workers.queue)
+    result = wait_result(proposal, 60, gw_workers)
     elapsed = time.perf_counter() - t0
 
     slowest, total = max(FAN_LATENCY.values()), sum(FAN_LATENCY.values())
@@ -210,7 +211,7 @@ def test_cleanup_records_final_usage(celery_client: Any, gw_workers: Workers, se
     assert all(r["status"] == "ok" for r in replies)
     used = sum(r["usage"]["total_tokens"] for r in replies)
 
-    final = cleanup_thread.apply_async(args=(thread, "acme"), queue=gw_workers.queue).get(timeout=30)
+    final = wait_result(cleanup_thread.apply_async(args=(thread, "acme"), queue=gw_workers.queue), 30, gw_workers)
     assert final["thread_id"] == thread and final["tenant_id"] == "acme"
     assert final["total_tokens"] == used
     assert final["agents"]["ada"] == {
@@ -297,7 +298,7 @@ def test_delegation_chain_cap_holds_across_two_worker_processes(
     hosts = {s["worker"]["hostname"] for steps in runs for s in steps}
     assert hosts == set(inproc_workers.names)  # the steps ran in both worker processes
 
-    final = cleanup_thread.apply_async(args=(thread,), queue=inproc_workers.queue).get(timeout=30)
+    final = wait_result(cleanup_thread.apply_async(args=(thread,), queue=inproc_workers.queue), 30, inproc_workers)
     assert final["total_tokens"] == state.spent
     assert sum(a["turns"] for a in final["agents"].values()) == calls
     assert {"lead", "analyst", "checker"} == set(final["agents"])
@@ -316,7 +317,7 @@ def _steps(result: Any) -> list[dict[str, Any]]:
     out = []
     node = result
     while node is not None:
-        out.append(node.get(timeout=90))
+        out.append(wait_result(node, 90))
         node = node.parent
     return out[::-1]
 
@@ -329,7 +330,7 @@ def test_delegation_ran_in_both_processes(celery_client: Any, inproc_workers: Wo
         results = [
             delegation_chain(_msg(f"job {i}"), ["lead", "analyst"], [300], queue=inproc_workers.queue) for i in range(8)
         ]
-        finals = [r.get(timeout=60) for r in results]
+        finals = [wait_result(r, 60, inproc_workers) for r in results]
     finally:
         mock.clear_scripts()
     assert all(f["status"] == "ok" for f in finals)
