@@ -61,16 +61,20 @@ def test_sqlite_batches_split_by_the_variable_limit_and_count_repeats_once(tmp_p
 
 
 def test_sqlite_batch_write_flags_each_row_new_or_known(tmp_path, make_event) -> None:
-    """One transaction: the insert count answers when every id is new; a batch with a repeated or stored id is
-    written again after a look-up, and each row is flagged exactly."""
+    """All new ids: one INSERT statement, its own transaction. A batch with a repeated or stored id fails that
+    statement whole and is written again after a look-up, and each row is flagged exactly."""
     led = SqliteLedger(tmp_path / "u.sqlite3")
     conn = led._connect()
     try:
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
         rows = [led._to_row(make_event(i)) for i in (1, 2, 3)]
         assert led._write(conn, rows) == [True, True, True]
+        assert [q.split()[0] for q in statements] == ["INSERT"]  # all new: one statement, its own transaction
         mixed = [led._to_row(make_event(i)) for i in (4, 2, 4, 5, 1)]
         assert led._write(conn, mixed) == [True, False, False, True, False]
         assert led.count() == 5
+        assert not conn.in_transaction
     finally:
         conn.close()
         led.close()

@@ -541,7 +541,7 @@ class SqliteLedger(Ledger):
         self.synchronous = sync
         self.busy_timeout_ms = int(busy_timeout_ms)
         #: INSERT statement text per number of rows (at most batch_max entries; built once each)
-        self._insert_sqls: dict[int, str] = {}
+        self._insert_sqls: dict[tuple[int, bool], str] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
         try:
@@ -591,13 +591,21 @@ class SqliteLedger(Ledger):
         return conn
 
     def _write(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
-        """Insert-or-ignore the batch with one multi-row statement per chunk, and count what it inserted.
+        """Write the batch and flag each row new (True) or already stored (False).
 
         Each statement is one ``sqlite3_step``, and sqlite3 drops and retakes the GIL around every step; under
-        load each retake waits on the event-loop thread. So no ``executemany`` (a step per row) and no
-        ``RETURNING`` (a step per returned row): when the insert count says every id was new — the normal
-        case — that is the answer; otherwise (a re-recorded event) the batch is rolled back and written again
-        after looking its ids up, still inside the write lock."""
+        load each retake waits for the event-loop thread to let go. So the normal case — every id new, the
+        batch within one statement's variable limit — is a single plain multi-row ``INSERT`` in autocommit
+        mode: one statement, one transaction, one step. An id already stored (or repeated in the batch) makes
+        that statement fail whole, writing nothing; then, inside ``BEGIN IMMEDIATE``, an ``INSERT OR IGNORE``
+        per chunk whose insert count answers when every id was new, else a look-up of the ids and the insert
+        again. No ``executemany`` (a step per row) and no ``RETURNING`` (a step per returned row)."""
+        if len(rows) <= self._rows_per_insert(conn):
+            try:  # autocommit: one statement, one transaction, one sqlite3_step
+                conn.execute(self._insert_sql(len(rows), plain=True), [v for row in rows for v in row])
+                return [True] * len(rows)
+            except sqlite3.IntegrityError:  # an id already stored or repeated in the batch: nothing was written
+                pass
         unique = {r[0] for r in rows}
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -623,18 +631,24 @@ class SqliteLedger(Ledger):
             new_ids.discard(r[0])
         return out
 
+    @staticmethod
+    def _rows_per_insert(conn: sqlite3.Connection) -> int:
+        return max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(COLUMNS))
+
     def _insert(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-        per = max(1, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(COLUMNS))
+        per = self._rows_per_insert(conn)
         for i in range(0, len(rows), per):
             chunk = rows[i : i + per]
             conn.execute(self._insert_sql(len(chunk)), [v for row in chunk for v in row])
 
-    def _insert_sql(self, nrows: int) -> str:
-        sql = self._insert_sqls.get(nrows)
+    def _insert_sql(self, nrows: int, *, plain: bool = False) -> str:
+        """``INSERT OR IGNORE`` of ``nrows`` rows; ``plain``: an ``INSERT`` that fails whole on a known id."""
+        sql = self._insert_sqls.get((nrows, plain))
         if sql is None:
             one = f"({', '.join('?' * len(COLUMNS))})"
-            sql = f"INSERT OR IGNORE INTO {self.table} ({', '.join(COLUMNS)}) VALUES {', '.join([one] * nrows)}"
-            self._insert_sqls[nrows] = sql
+            verb = "INSERT" if plain else "INSERT OR IGNORE"
+            sql = f"{verb} INTO {self.table} ({', '.join(COLUMNS)}) VALUES {', '.join([one] * nrows)}"
+            self._insert_sqls[(nrows, plain)] = sql
         return sql
 
     def _known_ids(self, conn: sqlite3.Connection, ids: list[str]) -> set[str]:
