@@ -25,8 +25,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..adapter import LLMAdapter
@@ -169,15 +168,14 @@ class _GroupView(LLMAdapter):
         self.model = group
         self.timeout = router.timeout
 
-    # the group is handed to the router as is: no copy of the caller's config to rename its model
+    # The group is handed to the router as is (no copy of the caller's config to rename its model), and the
+    # router's coroutine / stream is returned itself: no extra frame to pass through on every resume.
 
-    async def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> LLMResponse:
-        return await self.router._execute(prompt, config, self.model)
+    def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> Coroutine[Any, Any, LLMResponse]:
+        return self.router._execute(prompt, config, self.model)
 
-    async def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
-        async with aclosing(self.router._stream(prompt, config, self.model)) as agen:
-            async for chunk in agen:
-                yield chunk
+    def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
+        return self.router._stream(prompt, config, self.model)
 
 
 class Router(LLMAdapter):
@@ -459,8 +457,9 @@ class Router(LLMAdapter):
             self._load_pricing()
         return Call(self, group if group is not None else self.resolve_group(cfg.model_name), cfg, stream=stream)
 
-    async def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> LLMResponse:
-        return await self._execute(prompt, config, None)
+    def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> Coroutine[Any, Any, LLMResponse]:
+        """A routed call (a coroutine, like any adapter's): the router's own, without a frame around it."""
+        return self._execute(prompt, config, None)
 
     def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
         """Stream from the first deployment that produces text. Before the first text chunk a failure moves
