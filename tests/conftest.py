@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -29,3 +30,29 @@ async def http_route() -> AsyncIterator[Callable[[str, Handler], Awaitable[str]]
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture
+def in_fork() -> Callable[[Callable[[], str]], str]:
+    """``text = in_fork(fn)``: run ``fn`` in a forked child (as a prefork server runs its workers) and return
+    the text it returned; the child exits at once, without running the parent's clean-up."""
+
+    def run(fn: Callable[[], str]) -> str:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.write(w, fn().encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        try:
+            out = b""
+            while chunk := os.read(r, 65536):
+                out += chunk
+        finally:
+            os.close(r)
+            os.waitpid(pid, 0)
+        return out.decode()
+
+    return run

@@ -199,23 +199,10 @@ def test_large_usd_amounts_stay_exact(redis_store: RedisBudgetStore) -> None:
     assert t.remaining_usd() == Decimal("0.000000001")
 
 
-def test_reservations_made_after_a_fork_never_share_an_id(redis_store: RedisBudgetStore) -> None:
+def test_reservations_made_after_a_fork_never_share_an_id(redis_store: RedisBudgetStore, in_fork) -> None:
     """A tracker built before a prefork server forks its workers: each worker's reservations hold their own room."""
-    import os
-
     tracker = BudgetTracker(total=1000, store=redis_store, budget_id="forked")
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: reserve, report the id, keep the reservation open
-        try:
-            res = tracker.reserve(600)
-            os.write(w, res.id.encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    child_id = os.read(r, 200).decode()
-    os.waitpid(pid, 0)
-    os.close(r)
+    child_id = in_fork(lambda: tracker.reserve(600).id)  # the child's reservation stays open
     assert child_id
     with pytest.raises(LLMBudgetExceededError):  # the child's 600 are held: 600 more do not fit
         tracker.reserve(600)

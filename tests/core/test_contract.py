@@ -320,19 +320,11 @@ async def test_provider_cookies_are_not_replayed_on_later_calls(http_route):
         await Transport.default().aclose()
 
 
-def test_sync_api_works_in_a_forked_child():
-    import os
-
+def test_sync_api_works_in_a_forked_child(in_fork):
     a = create_adapter("fake:m")
     assert a.execute_prompt("parent").text == "echo: parent"
-    pid = os.fork()
-    if pid == 0:  # child: the parent's loop thread does not exist here
-        try:
-            ok = a.execute_prompt("child").text == "echo: child"
-        finally:
-            os._exit(0 if ok else 1)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    # the parent's loop thread does not exist in the child
+    assert in_fork(lambda: a.execute_prompt("child").text) == "echo: child"
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
@@ -31,17 +30,7 @@ def test_event_ids_are_uuid7_in_time_order() -> None:
     assert later == sorted(later, key=lambda x: x[:12])  # never back in time within one process
 
 
-def test_a_forked_child_draws_other_ids() -> None:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.write(w, (random_hex(16) + time_ordered_hex()[12:]).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    child = os.read(r, 100).decode()
-    os.waitpid(pid, 0)
-    os.close(r)
+def test_a_forked_child_draws_other_ids(in_fork) -> None:
+    child = in_fork(lambda: random_hex(16) + time_ordered_hex()[12:])
     mine = random_hex(16) + time_ordered_hex()[12:]
     assert len(child) == 52 and child != mine
