@@ -21,7 +21,7 @@ class Timeout:
         """``delay`` seconds from entry, or an absolute ``when`` on the loop's clock; neither: no limit."""
         self._delay = delay
         self._when = when
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.Handle | None = None
         self._task: asyncio.Task[object] | None = None
         self._cancelling = 0
         self._entered = False
@@ -40,10 +40,14 @@ class Timeout:
         self._task = task
         self._cancelling = task.cancelling()
         loop = asyncio.get_running_loop()
-        if self._when is not None:
-            self._handle = loop.call_at(self._when, self._expire)
+        now = loop.time()
+        when = self._when if self._when is not None else now + self._delay  # type: ignore[operator]
+        if when <= now:
+            # already due: cancel at the block's next step, as asyncio.timeout does. A timer would only run
+            # after the ready callbacks, so a block that yields once (sleep(0), a ready chunk) would finish first
+            self._handle = loop.call_soon(self._expire)
         else:
-            self._handle = loop.call_later(self._delay, self._expire)  # type: ignore[arg-type]
+            self._handle = loop.call_at(when, self._expire)
         return self
 
     def _expire(self) -> None:

@@ -105,3 +105,30 @@ async def test_entering_twice_is_refused() -> None:
     with pytest.raises(RuntimeError):
         async with t:
             pass
+
+
+@pytest.mark.parametrize("kw", [{"when": -1.0}, {"delay": 0}, {"delay": -0.5}])
+async def test_a_deadline_already_due_stops_a_block_that_yields_once(kw) -> None:
+    """As asyncio.timeout does: no timer to wait for, the block is cancelled at its next step."""
+    if "when" in kw:
+        kw = {"when": asyncio.get_running_loop().time() + kw["when"]}
+    with pytest.raises(TimeoutError):
+        async with Timeout(**kw):
+            await asyncio.sleep(0)
+    with pytest.raises(TimeoutError):  # the reference behaviour
+        async with asyncio.timeout(0):
+            await asyncio.sleep(0)
+
+
+async def test_a_stream_past_its_deadline_stops_even_when_every_chunk_is_ready() -> None:
+    """The per-chunk deadline of a stream holds when chunks come without waiting and the consumer is slow."""
+    from llm_connect import LLMTimeoutError, RunConfig, create_adapter
+
+    a = create_adapter("fake:m", replies=[" ".join(f"w{i}" for i in range(100))])
+    got = 0
+    t0 = asyncio.get_running_loop().time()
+    with pytest.raises(LLMTimeoutError):
+        async for _ in a.astream("hi", RunConfig(timeout=0.05)):
+            got += 1
+            await asyncio.sleep(0.005)  # a slow consumer
+    assert got < 100 and asyncio.get_running_loop().time() - t0 < 0.3
