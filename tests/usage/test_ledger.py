@@ -80,6 +80,41 @@ def test_sqlite_batch_write_flags_each_row_new_or_known(tmp_path, make_event) ->
         led.close()
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [{"model": None}, {"provider": None}, {"request_id": ""}, {"input_tokens": None}, {"latency_ms": float("nan")}],
+)
+async def test_an_event_the_table_cannot_hold_is_refused_before_it_is_queued(ledger: Ledger, make_event, bad) -> None:
+    """Never acknowledged and then dropped inside a batch: the caller gets LLMUsageError, nothing is written."""
+    wrong = make_event(1, **bad)
+    with pytest.raises(LLMUsageError, match="not storable"):
+        ledger.record(wrong)
+    with pytest.raises(LLMUsageError):
+        await ledger.arecord(wrong)
+    with pytest.raises(LLMUsageError):
+        ledger.record_many([make_event(2), wrong])  # refused whole: the good event is not half-written
+    assert ledger.count() == 0
+    assert ledger.record(make_event(3)) is True
+
+
+def test_sqlite_batch_write_skips_known_ids_and_nothing_else(tmp_path, make_event) -> None:
+    """Only a known id is skipped: a row breaking another constraint fails its batch loudly, on either path."""
+    led = SqliteLedger(tmp_path / "u.sqlite3")
+    conn = led._connect()
+    try:
+        assert led._write(conn, [led._to_row(make_event(1))]) == [True]
+        broken = list(led._to_row(make_event(2)))
+        broken[3] = None  # model: NOT NULL
+        for batch in ([tuple(broken)], [led._to_row(make_event(1)), tuple(broken)]):  # fast path, careful path
+            with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
+                led._write(conn, batch)
+            assert not conn.in_transaction
+        assert led.count() == 1
+    finally:
+        conn.close()
+        led.close()
+
+
 def test_query_filters(ledger: Ledger, make_event) -> None:
     ledger.record_many([make_event(i) for i in range(30)])
     assert {e.tenant_id for e in ledger.query(tenant_id="a")} == {"a"}

@@ -11,7 +11,7 @@ One dedicated writer thread per ledger owns the write connection. Events queued 
 are written together in the next transaction (group commit), so the fsync cost is shared under load;
 ``arecord`` hands its event to that thread and awaits a future, so the event loop never blocks on I/O.
 
-Writes are idempotent on ``request_id`` (primary key, insert-or-ignore): recording an event twice never
+Writes are idempotent on ``request_id`` (primary key; a known id is skipped): recording an event twice never
 counts it twice. Costs are exact: NUMERIC in PostgreSQL, decimal text in SQLite summed with an exact
 Decimal aggregate.
 """
@@ -202,8 +202,11 @@ class Ledger(ABC):
         """Insert-or-ignore ``rows`` in one transaction and commit; per row: was it new?"""
 
     def _to_row(self, e: UsageEvent) -> tuple[Any, ...]:
-        """The row of ``e`` in COLUMNS order; the dialect hooks shape timestamps, costs and flags."""
-        return (
+        """The row of ``e`` in COLUMNS order; the dialect hooks shape timestamps, costs and flags.
+
+        An event the table cannot hold (a missing id, provider, model or token count, a NaN latency) is refused
+        here, in the caller's thread, with LLMUsageError — before it is queued, never dropped in a batch."""
+        row = (
             e.request_id,
             self._ts_param(e.timestamp),
             e.provider,
@@ -226,6 +229,9 @@ class Ledger(ABC):
             e.deployment,
             _dumps(e.metadata),
         )
+        if None in row[:4] or None in row[8:14] or row[15] != row[15] or not row[0]:
+            raise LLMUsageError(f"usage event not storable (an id, provider, model or count is missing): {e!r}")
+        return row
 
     def _cost_param(self, cost: Decimal | None) -> Any:
         return cost
@@ -597,15 +603,18 @@ class SqliteLedger(Ledger):
         load each retake waits for the event-loop thread to let go. So the normal case — every id new, the
         batch within one statement's variable limit — is a single plain multi-row ``INSERT`` in autocommit
         mode: one statement, one transaction, one step. An id already stored (or repeated in the batch) makes
-        that statement fail whole, writing nothing; then, inside ``BEGIN IMMEDIATE``, an ``INSERT OR IGNORE``
-        per chunk whose insert count answers when every id was new, else a look-up of the ids and the insert
-        again. No ``executemany`` (a step per row) and no ``RETURNING`` (a step per returned row)."""
+        that statement fail whole, writing nothing; then, inside ``BEGIN IMMEDIATE``, an insert that skips
+        known ids (``ON CONFLICT (request_id) DO NOTHING``) per chunk, whose insert count answers when every
+        id was new, else a look-up of the ids and the insert again. No ``executemany`` (a step per row) and
+        no ``RETURNING`` (a step per returned row)."""
         if len(rows) <= self._rows_per_insert(conn):
             try:  # autocommit: one statement, one transaction, one sqlite3_step
                 conn.execute(self._insert_sql(len(rows), plain=True), [v for row in rows for v in row])
                 return [True] * len(rows)
-            except sqlite3.IntegrityError:  # an id already stored or repeated in the batch: nothing was written
-                pass
+            except sqlite3.IntegrityError as exc:  # nothing was written
+                if exc.sqlite_errorcode != sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+                    raise
+                # an id already stored, or repeated in the batch: the careful path below
         unique = {r[0] for r in rows}
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -642,12 +651,14 @@ class SqliteLedger(Ledger):
             conn.execute(self._insert_sql(len(chunk)), [v for row in chunk for v in row])
 
     def _insert_sql(self, nrows: int, *, plain: bool = False) -> str:
-        """``INSERT OR IGNORE`` of ``nrows`` rows; ``plain``: an ``INSERT`` that fails whole on a known id."""
+        """An insert of ``nrows`` rows that skips known ids (and only those: any other constraint still fails);
+        ``plain``: one that fails whole on a known id."""
         sql = self._insert_sqls.get((nrows, plain))
         if sql is None:
             one = f"({', '.join('?' * len(COLUMNS))})"
-            verb = "INSERT" if plain else "INSERT OR IGNORE"
-            sql = f"{verb} INTO {self.table} ({', '.join(COLUMNS)}) VALUES {', '.join([one] * nrows)}"
+            sql = f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES {', '.join([one] * nrows)}"
+            if not plain:
+                sql += " ON CONFLICT (request_id) DO NOTHING"
             self._insert_sqls[(nrows, plain)] = sql
         return sql
 
