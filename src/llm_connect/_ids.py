@@ -5,6 +5,8 @@ each from ``os.urandom`` is a system call that also releases the GIL, and on a l
 (the ledger writer) takes the GIL for the rest of its switch interval. Instead one generator per process is seeded
 from ``os.urandom`` once, and again in every forked child, so processes never share a sequence — and it is our own
 instance, so a program that calls ``random.seed()`` does not make ids repeat between runs.
+These ids are unique, not secret (a Mersenne Twister can be predicted from its output): anything an
+attacker must not guess — keys, tokens — comes from :mod:`secrets`.
 
 Usage events, the rows of the ledger, get time-ordered ids (UUIDv7): a random key puts every insert on a
 random page of the primary-key index, so each event dirties, logs and later checkpoints a page of its own; a
