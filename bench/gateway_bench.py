@@ -1,4 +1,5 @@
-"""Gateway overhead, side by side in one run, against an instant upstream (a raw asyncio HTTP server):
+"""Gateway overhead, side by side in one run, against an instant upstream (nginx from Debian when installed —
+``apt-get install nginx-light wrk`` — else a raw asyncio HTTP server, which adds its own latency to every side):
 
   direct   — the client calls the upstream itself
   floor    — a ~30-line raw-ASGI + aiohttp pass-through proxy on uvicorn (uvloop, httptools): the Python floor
@@ -15,6 +16,7 @@ reported are the medians of the per-round ratios.
 Targets: gateway p50 <= 3x floor, gateway req/s >= 0.35x floor, idle RSS <= 80 MB, ready <= 1 s.
 
     python bench/gateway_bench.py [--seq 2000] [--duration 8] [--rounds 3] [--sync FULL|NORMAL|both]
+                                  [--upstream auto|nginx|python]
 """
 
 from __future__ import annotations
@@ -76,6 +78,34 @@ async def main():
 asyncio.run(main())
 """
 
+# nginx answers every POST from memory; $request_id (32 random hex digits) keeps each reply's id unique
+NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    fastcgi_temp_path {work}/nginx-fastcgi;
+    uwsgi_temp_path {work}/nginx-uwsgi;
+    scgi_temp_path {work}/nginx-scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=1024;
+        location / {{
+            default_type application/json;
+            return 200 '{{"id":"chatcmpl-$request_id","object":"chat.completion","created":1,"model":"gpt-4o-mini",\
+"choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}},"finish_reason":"stop"}}],\
+"usage":{{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}}}';
+        }}
+    }}
+}}
+"""
+
 FLOOR = r"""
 import os, sys, aiohttp, uvicorn
 UP = os.environ["UPSTREAM"]
@@ -135,6 +165,7 @@ class Proc:
         method: str = "GET",
         body: bytes | None = None,
     ) -> None:
+        self.args = args
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         t0 = time.perf_counter()
@@ -283,6 +314,17 @@ def measure(name: str, url: str, headers: dict[str, str], args: argparse.Namespa
     return row
 
 
+def start_upstream(choice: str, work: Path, port: int, py: str) -> Proc:
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if choice == "nginx" and nginx is None:
+        raise SystemExit("nginx not found: apt-get install nginx-light (or pass --upstream python)")
+    if choice != "python" and nginx is not None:
+        conf = work / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(work=work, port=port))
+        return Proc([nginx, "-c", str(conf), "-e", "stderr"], port, "/v1/chat/completions", method="POST", body=b"{}")
+    return Proc([py, "-c", UPSTREAM, str(port)], port, "/v1/chat/completions", method="POST", body=b"{}")
+
+
 def median_row(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
 
@@ -309,6 +351,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating floor / gateway rounds (medians reported)")
     ap.add_argument("--sync", default="both", choices=["FULL", "NORMAL", "both"], help="ledger synchronous mode")
     ap.add_argument("--bridge-calls", type=int, default=10)
+    ap.add_argument(
+        "--upstream", default="auto", choices=["auto", "nginx", "python"], help="instant upstream (auto: nginx if found)"
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llmc-bench-"))
     py = sys.executable
@@ -317,9 +362,10 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {}
     try:
         up_port = free_port()
-        up = Proc([py, "-c", UPSTREAM, str(up_port)], up_port, "/v1/chat/completions", method="POST", body=b"{}")
+        up = start_upstream(args.upstream, work, up_port, py)
         procs.append(up)
-        print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; upstream {up.url}", flush=True)
+        kind = "nginx" if "nginx" in up.args[0] else "python asyncio"
+        print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; upstream {kind} {up.url}", flush=True)
         rows["direct"] = measure("direct upstream", up.url + "/v1/chat/completions", {}, args, up.p.pid)
         rows["direct"].update(rss=rss_mb(up.p.pid), ready=up.ready)
 
