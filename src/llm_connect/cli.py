@@ -5,10 +5,12 @@ Each command imports what it needs when it runs, so ``llm-connect bridge`` start
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 app = typer.Typer(
     name="llm-connect",
@@ -19,14 +21,26 @@ app = typer.Typer(
 )
 
 
+class _Command(TyperCommand):
+    """Usage lines in the usual shape (``run [OPTIONS] PROMPT``), not typer's ``{PROMPT}``."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or (param.name or "arg").upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(
-    prompt: Annotated[str, typer.Argument(help="The prompt; '-' reads it from stdin.")],
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt; '-' reads it from stdin.")],
     model: Annotated[
         str | None,
         typer.Option(
@@ -34,15 +48,23 @@ def run(
         ),
     ] = None,
     system: Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1)] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0)] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    api_base: Annotated[str | None, typer.Option("--api-base")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", min=1, help="Cap on output tokens (default: the provider's).")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature; 0 = greedy.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Sampling seed, for repeatable answers.")] = None,
+    api_base: Annotated[str | None, typer.Option("--api-base", help="Base URL of the provider's API.")] = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print tokens as they arrive.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole response as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole response as JSON (never streamed).")] = False,
     show_usage: Annotated[bool, typer.Option("--usage", help="Print token usage and cost to stderr.")] = False,
 ) -> None:
-    """Send one prompt to a model and print the answer (no keys needed: the local model answers)."""
+    """Send one prompt to a model and print the answer (no keys needed: the local model answers).
+
+    The answer streams to stdout as it is generated; while the model loads (or the first token is on its way) a
+    spinner shows on stderr when that is a terminal.
+    """
     from .errors import LLMError
     from .registry import create_adapter
     from .types import RunConfig
@@ -51,8 +73,10 @@ def run(
     try:
         adapter = create_adapter(model, api_base=api_base)
         cfg = RunConfig(system_prompt=system, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        waiting = _waiting(adapter)
         if as_json or not stream:
-            resp = adapter.execute_prompt(text, cfg)
+            with waiting:
+                resp = adapter.execute_prompt(text, cfg)
             if as_json:
                 import orjson
 
@@ -62,12 +86,24 @@ def run(
             usage, cost = resp.usage, resp.cost_usd
         else:
             usage, cost = None, None
-            for chunk in adapter.stream(text, cfg):
-                if chunk.text:
-                    sys.stdout.write(chunk.text)
-                    sys.stdout.flush()
-                if chunk.usage is not None:
-                    usage, cost = chunk.usage, chunk.cost_usd
+            started = False
+            waiting.__enter__()
+            try:
+                for chunk in adapter.stream(text, cfg):
+                    if chunk.text:
+                        if not started:
+                            waiting.__exit__(None, None, None)
+                            started = True
+                            chunk_text = chunk.text.lstrip()
+                        else:
+                            chunk_text = chunk.text
+                        sys.stdout.write(chunk_text)
+                        sys.stdout.flush()
+                    if chunk.usage is not None:
+                        usage, cost = chunk.usage, chunk.cost_usd
+            finally:
+                if not started:
+                    waiting.__exit__(None, None, None)
             sys.stdout.write("\n")
     except LLMError as exc:
         _fail(f"{type(exc).__name__}: {exc}")
@@ -77,6 +113,22 @@ def run(
             f"cost_usd={'n/a' if cost is None else cost}",
             err=True,
         )
+
+
+def _waiting(adapter: object) -> contextlib.AbstractContextManager[object]:
+    """A spinner on stderr until the answer starts (only when stderr is a terminal)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return contextlib.nullcontext()
+    engine = getattr(adapter, "engine", None)
+    name = f"{getattr(adapter, 'provider', '?')}:{getattr(adapter, 'model', '?')}"
+    if engine is not None and not getattr(engine, "loaded", True):
+        label = f"loading local model {name} …"
+    else:
+        label = f"waiting for {name} …"
+    return console.status(label, spinner="dots")
 
 
 @app.command()
@@ -134,7 +186,7 @@ def models() -> None:
             "in-process",
             "-",
             {
-                "local": "llama.cpp, packaged Gemma 3 270M",
+                "local": "llama.cpp: smollm2-135m (default, instruction-tuned), gemma3-270m (base)",
                 "claude_code": "the claude CLI",
                 "fake": "scripted, for tests",
             }[name],

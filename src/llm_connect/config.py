@@ -70,7 +70,7 @@ auth: false
 ledger:
   url: default
 models:
-  local: local:gemma3-270m
+  local: local:smollm2-135m
   fake: fake:echo
 default_model: local
 """

