@@ -352,7 +352,10 @@ def main() -> None:
     ap.add_argument("--sync", default="both", choices=["FULL", "NORMAL", "both"], help="ledger synchronous mode")
     ap.add_argument("--bridge-calls", type=int, default=10)
     ap.add_argument(
-        "--upstream", default="auto", choices=["auto", "nginx", "python"], help="instant upstream (auto: nginx if found)"
+        "--upstream",
+        default="auto",
+        choices=["auto", "nginx", "python"],
+        help="instant upstream (auto: nginx if found)",
     )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llmc-bench-"))

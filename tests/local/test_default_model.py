@@ -89,7 +89,15 @@ def test_cli_run_streams(default_adapter: LocalAdapter) -> None:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "LLM_CONNECT_MODEL"}
     t0 = time.perf_counter()
     p = subprocess.Popen(
-        [sys.executable, "-m", "llm_connect.cli", "run", "Write a short paragraph about the sea.", "--max-tokens", "120"],
+        [
+            sys.executable,
+            "-m",
+            "llm_connect.cli",
+            "run",
+            "Write a short paragraph about the sea.",
+            "--max-tokens",
+            "120",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
