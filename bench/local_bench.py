@@ -1,6 +1,6 @@
 """Tokens/s of the ``local`` provider vs raw llama-cpp-python, in one run, on the same loaded model.
 
-    python bench/local_bench.py [--rounds 7] [--max-tokens 128] [--threads N]
+    python bench/local_bench.py [--rounds 7] [--max-tokens 128] [--threads N] [--model smollm2-135m|gemma3-270m|PATH]
 
 Each round runs, in alternating order, the same greedy prompt four ways:
 
@@ -27,28 +27,25 @@ import sys
 import time
 
 from llm_connect import RunConfig
-from llm_connect.providers._gemma import render_gemma
 from llm_connect.providers.local import LocalAdapter
 from llm_connect.types import normalize_messages
 
 PROMPT = "Write one sentence about the sea."
 
 
-def raw_call(llm, prompt: str, max_tokens: int, stream: bool) -> tuple[int, float]:
+def raw_call(llm, prompt: str, stops: list[str], max_tokens: int, stream: bool) -> tuple[int, float]:
     llm.reset()
     start = time.perf_counter()
     if stream:
         n_text = 0
-        for chunk in llm.create_completion(
-            prompt, max_tokens=max_tokens, temperature=0, stop=["<end_of_turn>"], stream=True
-        ):
+        for chunk in llm.create_completion(prompt, max_tokens=max_tokens, temperature=0, stop=stops, stream=True):
             n_text += len(chunk["choices"][0]["text"])
         elapsed = time.perf_counter() - start
         # the raw stream reports no usage: count the tokens the same greedy call produces
         llm.reset()
-        out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0, stop=["<end_of_turn>"])
+        out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0, stop=stops)
         return out["usage"]["completion_tokens"], elapsed
-    out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0, stop=["<end_of_turn>"])
+    out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0, stop=stops)
     return out["usage"]["completion_tokens"], time.perf_counter() - start
 
 
@@ -80,12 +77,13 @@ async def main() -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: os.cpu_count())")
+    ap.add_argument("--model", default="", help="packaged model name or GGUF path (default: the packaged default)")
     args = ap.parse_args()
 
-    adapter = LocalAdapter(n_threads=args.threads)
+    adapter = LocalAdapter(args.model, n_threads=args.threads)
     await adapter.async_execute_prompt("Hi.", RunConfig(max_tokens=4, temperature=0))  # load + warm up
     llm = adapter.engine.llama
-    prompt = render_gemma(normalize_messages(PROMPT))
+    prompt, _, stops = adapter.render_prompt(normalize_messages(PROMPT))
 
     modes = ("raw", "adapter", "raw-s", "adapter-s", "sync-s")
     rates: dict[str, list[float]] = {m: [] for m in modes}
@@ -95,7 +93,7 @@ async def main() -> int:
         # ABBA order inside each pair, so drift in machine load hits both sides alike
         for mode in ("raw", "adapter", "adapter", "raw", "raw-s", "adapter-s", "adapter-s", "raw-s", "sync-s"):
             if mode.startswith("raw"):
-                n, dt = raw_call(llm, prompt, args.max_tokens, mode == "raw-s")
+                n, dt = raw_call(llm, prompt, stops, args.max_tokens, mode == "raw-s")
             elif mode == "sync-s":
                 n, dt = await asyncio.to_thread(sync_stream_call, adapter, args.max_tokens)
             else:
