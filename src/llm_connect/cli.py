@@ -1,4 +1,4 @@
-"""The ``llm-connect`` command: run | serve | bridge | usage | models | mock-server.
+"""The ``llm-connect`` command: run | serve | bridge | usage | models | mock-server | config.
 
 Each command imports what it needs when it runs, so ``llm-connect bridge`` starts fast.
 """
@@ -205,6 +205,56 @@ def mock_server(
     from .testing.mock_server import run_mock_server
 
     run_mock_server(host, port)
+
+
+config_app = typer.Typer(
+    name="config",
+    help="The config file: print its JSON Schema, check a file before serving it.",
+    no_args_is_help=True,
+)
+app.add_typer(config_app)
+
+
+@config_app.command("schema")
+def config_schema(
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Write the schema to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of llm-connect.yaml (point your editor's YAML support at it)."""
+    import json
+
+    from .config import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        from pathlib import Path
+
+        Path(output).write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[str, typer.Argument(help="The YAML config file to check.", metavar="FILE")],
+) -> None:
+    """Check a config file as `serve` would (schema, routers, policies, agents) without starting anything."""
+    from .errors import LLMConfigurationError
+    from .server.app import check_config
+
+    try:
+        cfg = check_config(file)
+    except LLMConfigurationError as exc:
+        _fail(str(exc), 2)
+    groups, aliases = len(cfg.router_groups), len(cfg.models)
+    ledger = cfg.ledger.url if cfg.ledger is not None else "off"
+    typer.echo(
+        f"ok: {file}: {groups} router group(s), {aliases} alias(es), {len(cfg.tenants)} tenant(s), "
+        f"{len(cfg.api_keys)} API key(s); auth {'on' if cfg.auth else 'OFF'}; default model {cfg.default_model or '(none)'}; "
+        f"ledger {ledger}"
+    )
 
 
 def main() -> None:

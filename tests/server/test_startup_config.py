@@ -135,7 +135,7 @@ def test_full_config_parses_with_env(tmp_path):
         "admin_key": "${ADMIN:-admin-0123456789abcdef}",
         "budgets": {"max_tokens_per_thread": 1000, "delegated_max_tokens": 5000},
         "pricing": {"openai:my-model": {"input_per_mtok": 1, "output_per_mtok": 2}},
-        "agents": {"triage": {"persona": "x"}},
+        "agents": {"personas": {"triage": {"persona": "x"}}},
     }
     env = {"OPENAI_KEY": "sk-abcdef123456", "ACME_KEY": "acme-key-0123456789"}
     cfg = parse_config(doc, environ=env)
@@ -147,7 +147,7 @@ def test_full_config_parses_with_env(tmp_path):
     assert cfg.api_keys[0].key_hash == hash_key("acme-key-0123456789") and cfg.api_keys[0].name == "key0"
     assert cfg.auth is True and cfg.admin_key_hash == hash_key("admin-0123456789abcdef")
     assert cfg.default_model == "fast"
-    assert dict(cfg.agents) == {"triage": {"persona": "x"}}
+    assert dict(cfg.agents) == {"personas": {"triage": {"persona": "x"}}}
     assert "sk-abcdef123456" in cfg.secrets()
     assert "acme-key" not in repr(cfg) and "sk-abcdef" not in repr(cfg)
 

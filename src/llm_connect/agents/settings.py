@@ -217,13 +217,18 @@ class AgentSettings:
     ) -> AgentSettings:
         """Validate ``config.agents`` (a GatewayConfig, or a raw mapping of the whole file) with errors naming
         the key. ``personas`` adds agents defined in Python."""
-        from ..config import GatewayConfig, parse_config
+        from ..config import ConfigError, GatewayConfig, parse_config
 
         env = os.environ if environ is None else environ
         if config is None:
             config = parse_config({})
         elif not isinstance(config, GatewayConfig):
-            config = parse_config(config, environ=env)
+            try:
+                config = parse_config(config, environ=env)
+            except ConfigError as exc:  # the file's schema refused a key of this section: say it as ours
+                if exc.path == "agents" or exc.path.startswith(("agents.", "agents[")):
+                    raise AgentConfigError(exc.path, exc.problem) from exc
+                raise
         section = dict(config.agents or {})
         unknown = sorted(set(section) - _KEYS)
         if unknown:

@@ -26,7 +26,7 @@ from .asgi import ClientGone, Receive, Request, Response, Scope, Send
 from .engine import Engine
 from .errors import ApiError, RedactingFilter, from_exception, log
 
-__all__ = ["Gateway", "create_app", "serve"]
+__all__ = ["Gateway", "check_config", "create_app", "serve"]
 
 Handler = Callable[[Engine, Request], Awaitable[Response | None]]
 
@@ -203,6 +203,20 @@ def _check_workers(cfg: GatewayConfig, workers: int) -> None:
         )
 
 
+def check_config(config: GatewayConfig | str | os.PathLike[str] | None, *, workers: int | None = None) -> GatewayConfig:
+    """Everything ``serve`` checks before it binds a port, without binding one or touching the network: the
+    file against its schema, then routers, policies, aliases and the agents section built for real.
+    Raises :class:`~llm_connect.errors.LLMConfigurationError` (a ConfigError names the key)."""
+    cfg = config if isinstance(config, GatewayConfig) else load_config(config)
+    _check_workers(cfg, workers or cfg.server.workers)
+    Engine(cfg, metrics=False, ledger=False).build()  # validates router and policies
+    if cfg.agents:
+        from ..agents.settings import AgentSettings
+
+        AgentSettings.from_config(cfg, environ={})
+    return cfg
+
+
 def serve(
     config_path: str | os.PathLike[str] | None = None,
     host: str | None = None,
@@ -222,7 +236,7 @@ def serve(
         cfg = load_config(config_path)
         _check_workers(cfg, workers or cfg.server.workers)
         if (workers or cfg.server.workers) > 1:
-            Engine(cfg, metrics=False, ledger=False).build()  # validates router and policies
+            check_config(cfg, workers=workers)
             gateway = None
         else:
             gateway = Gateway(cfg)

@@ -287,11 +287,11 @@ class BudgetPlanner:
                     "X-LLM-Budget-Id",
                 )
             tracker = self._tracker(
-                tracker, f"delegated:{p.tenant}:{bid}:{cap.created}", BudgetLimit(cap.tokens, cap.usd, None)
+                tracker, f"delegated:{p.tenant}:{bid}:{cap.created}", BudgetLimit(tokens=cap.tokens, usd=cap.usd)
             )
         if req.thread_id is not None and cfg.max_tokens_per_thread is not None:
             tid = check_id(req.thread_id, "X-LLM-Thread-Id")
-            tracker = self._tracker(tracker, f"thread:{p.tenant}:{tid}", BudgetLimit(cfg.max_tokens_per_thread))
+            tracker = self._tracker(tracker, f"thread:{p.tenant}:{tid}", BudgetLimit(tokens=cfg.max_tokens_per_thread))
         return tracker
 
     async def aclose(self) -> None:
