@@ -250,9 +250,10 @@ def config_check(
         _fail(str(exc), 2)
     groups, aliases = len(cfg.router_groups), len(cfg.models)
     ledger = cfg.ledger.url if cfg.ledger is not None else "off"
+    default = cfg.default_model or "(none)"
     typer.echo(
         f"ok: {file}: {groups} router group(s), {aliases} alias(es), {len(cfg.tenants)} tenant(s), "
-        f"{len(cfg.api_keys)} API key(s); auth {'on' if cfg.auth else 'OFF'}; default model {cfg.default_model or '(none)'}; "
+        f"{len(cfg.api_keys)} API key(s); auth {'on' if cfg.auth else 'OFF'}; default model {default}; "
         f"ledger {ledger}"
     )
 
