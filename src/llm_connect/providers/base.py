@@ -57,6 +57,9 @@ def default_pricing() -> Pricing:
 class BaseAdapter(LLMAdapter):
     """Shared call pipeline for native adapters. See the module docstring."""
 
+    #: the config's name for this adapter's deployment (a ``models:`` alias), priced after the model ids
+    price_alias: str | None = None
+
     def __init__(
         self,
         *,
@@ -128,8 +131,13 @@ class BaseAdapter(LLMAdapter):
         return self.provider, model or self.model
 
     def price(self, usage: Usage, model: str | None = None, *, estimate: bool = False) -> Decimal | None:
+        """USD cost of ``usage``; ``model`` is the id the provider reported. Looked up under it, then under
+        the id this adapter asked for and its config alias (``Pricing.price``'s order), so reserve, settle,
+        the ledger and the response all use the same rate."""
         provider, name = self._price_key(model)
-        return self.pricing.price(provider, name, usage, estimate=estimate)
+        return self.pricing.price(
+            provider, name, usage, estimate=estimate, requested=self.model, alias=self.price_alias
+        )
 
     # -- pipeline ----------------------------------------------------------------------------------
     async def _begin(self, messages: list[Message], config: RunConfig) -> tuple[int | None, Reservation | None, int]:
@@ -155,7 +163,7 @@ class BaseAdapter(LLMAdapter):
 
     def _worst_cost(self, input_tokens: int, output_tokens: int) -> Decimal | None:
         """The most this call can cost (see :meth:`ModelRate.worst_cost`); None when unpriced."""
-        rate = self.pricing.rate(*self._price_key(None))
+        rate = self.pricing.rate(*self._price_key(None), alias=self.price_alias)
         return None if rate is None else rate.worst_cost(input_tokens, output_tokens)
 
     async def _affordable_output(self, tracker: BudgetTracker, input_tokens: int) -> int | None:

@@ -173,6 +173,8 @@ class ModelCatalog:
                     "model_not_found",
                     "model",
                 ) from exc
+            if hasattr(adapter, "price_alias"):  # an adapter of its own: `pricing: {<alias>: ...}` prices it
+                adapter.price_alias = name
             t = Target(name, "alias", adapter)
         elif target in self._groups:
             t = Target(name, "alias", self.router, target)  # type: ignore[arg-type]

@@ -46,6 +46,8 @@ class MockReply:
     text: str | None = None
     model: str | None = None
     provider: str | None = None
+    #: the model id the reply names, as providers answer under a dated id (``gpt-4o-mini-2024-07-18``)
+    reported_model: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_tokens: int | None = None

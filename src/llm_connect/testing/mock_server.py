@@ -412,7 +412,7 @@ class MockServer:
         out = s.output_tokens if s is not None and s.output_tokens is not None else len(pieces) + reasoning
         inp = s.input_tokens if s is not None and s.input_tokens is not None else input_tokens
         return F.Reply(
-            model=parsed.model,
+            model=(s.reported_model if s is not None and s.reported_model else parsed.model),
             pieces=pieces,
             finish=finish,
             input_tokens=inp,

@@ -12,14 +12,20 @@ reasoning to the output price) — exactly what ``genai_prices.calc_price`` does
 the default (5-minute) write price; tiered prices (long-context tiers) pick the tier by total input tokens;
 time-dependent prices (off-peak discounts) use the request time.
 
-Resolution order for ``price(provider, model, usage)``:
+Resolution order for ``price(provider, model, usage, requested=..., alias=...)``, where ``model`` is the id the
+provider reported (``gpt-4o-mini-2024-07-18``), ``requested`` the id the call asked for (``gpt-4o-mini``) and
+``alias`` the config's name for the deployment (``tuned``); reservations, settlement, the ledger and every
+response price a call through this one order, so they agree:
 
-1. overrides: ``"provider:model"``, then ``"model"``, then ``"provider:*"``;
+1. overrides: ``"provider:<reported>"``, ``"<reported>"``, ``"provider:<requested>"``, ``"<requested>"``,
+   ``"<alias>"``, then ``"provider:*"`` (a negotiated price on ``openai:gpt-4o-mini`` applies to the dated id
+   the provider answers with);
 2. providers ``local`` and ``fake`` cost 0 (they run in-process; documented, explicit);
 3. self-hosted providers (``ollama``, ``vllm``, ``lmstudio``, ``llamacpp``, ``tgi``) are unpriced unless an
    override prices them (e.g. ``{"ollama:*": {"input_per_mtok": 0, "output_per_mtok": 0}}``);
-4. ``genai-prices`` under the mapped provider id (``gemini`` → ``google``, ``xai`` → ``x-ai``, ...); for
-   ``openrouter`` a model ``vendor/name`` it does not list is looked up as ``name`` under ``vendor``;
+4. ``genai-prices`` under the mapped provider id (``gemini`` → ``google``, ``xai`` → ``x-ai``, ...), the
+   reported id first, then the requested one; for ``openrouter`` a model ``vendor/name`` it does not list is
+   looked up as ``name`` under ``vendor``;
 5. otherwise unpriced: ``None``, one warning per (provider, model) per Pricing instance, counted in
    :attr:`Pricing.unpriced`.
 
@@ -245,7 +251,7 @@ class Pricing:
         self._overrides: dict[str, ModelRate] = {
             str(name).lower(): _rate_from_override(str(name), spec) for name, spec in (overrides or {}).items()
         }
-        self._cache: dict[tuple[str, str], _Resolved] = {}
+        self._cache: dict[tuple[str, str, str | None, str | None], _Resolved] = {}
         self._rate_by_price: dict[int, tuple[Any, ModelRate]] = {}
         self._lock = threading.Lock()
         #: (provider, model) -> number of calls that could not be priced
@@ -260,15 +266,26 @@ class Pricing:
     # -- public API ---------------------------------------------------------------------------------
 
     def price(
-        self, provider: str, model: str, usage: Usage, *, at: datetime | None = None, estimate: bool = False
+        self,
+        provider: str,
+        model: str,
+        usage: Usage,
+        *,
+        at: datetime | None = None,
+        estimate: bool = False,
+        requested: str | None = None,
+        alias: str | None = None,
     ) -> Decimal | None:
         """USD cost of ``usage`` on ``provider``/``model``, or None if no price is known.
 
-        ``estimate=True`` (e.g. a budget reservation) does not count or warn about an unpriced model.
+        ``model`` is the id the provider reported; ``requested`` / ``alias`` are looked up after it (see the
+        module docstring). ``estimate=True`` (e.g. a budget reservation) does not count or warn about an
+        unpriced model.
         """
-        res = self._cache.get((provider, model))
+        key = (provider, model, requested, alias)
+        res = self._cache.get(key)
         if res is None:
-            res = self._resolve(provider, model)
+            res = self._resolve(key)
         rate = res.rate
         if rate is None:
             if res.model_info is None:
@@ -278,12 +295,15 @@ class Pricing:
             rate = self._timed_rate(res.model_info, at)
         return rate.cost(usage)
 
-    def price_per_1k(self, provider: str, model: str, *, at: datetime | None = None) -> Decimal | None:
+    def price_per_1k(
+        self, provider: str, model: str, *, at: datetime | None = None, alias: str | None = None
+    ) -> Decimal | None:
         """Blended USD per 1000 tokens ((input + output) / 2, base tier), or None if unpriced.
 
         Used by routing's ``max_cost_per_1k``; unpriced models are not counted as unpriced calls here.
         """
-        res = self._cache.get((provider, model)) or self._resolve(provider, model)
+        key = (provider, model, None, alias)
+        res = self._cache.get(key) or self._resolve(key)
         rate = res.rate
         if rate is None:
             if res.model_info is None:
@@ -291,17 +311,27 @@ class Pricing:
             rate = self._timed_rate(res.model_info, at)
         return rate.per_1k()
 
-    def rate(self, provider: str, model: str, *, at: datetime | None = None) -> ModelRate | None:
-        """The per-Mtok prices used for ``provider``/``model`` (None if unpriced)."""
-        res = self._cache.get((provider, model)) or self._resolve(provider, model)
+    def rate(
+        self,
+        provider: str,
+        model: str,
+        *,
+        at: datetime | None = None,
+        requested: str | None = None,
+        alias: str | None = None,
+    ) -> ModelRate | None:
+        """The per-Mtok prices used for ``provider``/``model`` (None if unpriced), in :meth:`price`'s order."""
+        key = (provider, model, requested, alias)
+        res = self._cache.get(key) or self._resolve(key)
         if res.rate is not None or res.model_info is None:
             return res.rate
         return self._timed_rate(res.model_info, at)
 
-    def source(self, provider: str, model: str) -> str:
+    def source(self, provider: str, model: str, *, requested: str | None = None, alias: str | None = None) -> str:
         """Where the price comes from: ``override:<key>``, ``free``, ``genai-prices:<provider>/<model>``
         or ``unpriced``."""
-        return (self._cache.get((provider, model)) or self._resolve(provider, model)).source
+        key = (provider, model, requested, alias)
+        return (self._cache.get(key) or self._resolve(key)).source
 
     # -- internals ----------------------------------------------------------------------------------
 
@@ -322,29 +352,34 @@ class Pricing:
         self._rate_by_price[id(mp)] = (mp, rate)
         return rate
 
-    def _resolve(self, provider: str, model: str) -> _Resolved:
-        res = self._lookup(provider, model)
+    def _resolve(self, key: tuple[str, str, str | None, str | None]) -> _Resolved:
+        res = self._lookup(*key)
         if len(self._cache) >= _MAX_CACHE:
             self._cache.clear()
-        self._cache[(provider, model)] = res
+        self._cache[key] = res
         return res
 
-    def _lookup(self, provider: str, model: str) -> _Resolved:
+    def _lookup(self, provider: str, model: str, requested: str | None, alias: str | None) -> _Resolved:
         prov = (provider or "").lower()
-        mdl = (model or "").lower()
-        for key in (f"{prov}:{mdl}", mdl, f"{prov}:*"):
+        ids = list(dict.fromkeys(m.lower() for m in (model, requested) if m))  # reported, then requested
+        keys = [k for mdl in ids for k in (f"{prov}:{mdl}", mdl)]
+        for key in [*keys, *([alias.lower()] if alias else []), f"{prov}:*"]:
             rate = self._overrides.get(key)
             if rate is not None:
                 return _Resolved(rate, None, f"override:{key}")
         if prov in FREE_PROVIDERS:
             return _Resolved(_FREE_RATE, None, "free")
-        if prov in SELF_HOSTED_PROVIDERS or not mdl:
+        if prov in SELF_HOSTED_PROVIDERS or not ids:
             return _UNPRICED
         genai_id = _PROVIDER_IDS.get(prov, prov)
-        found = _genai_find(genai_id or None, mdl)
-        if found is None and "/" in mdl and genai_id == "openrouter":
-            vendor, _, name = mdl.partition("/")
-            found = _genai_find(_PROVIDER_IDS.get(vendor, vendor), name)
+        found = None
+        for mdl in ids:
+            found = _genai_find(genai_id or None, mdl)
+            if found is None and "/" in mdl and genai_id == "openrouter":
+                vendor, _, name = mdl.partition("/")
+                found = _genai_find(_PROVIDER_IDS.get(vendor, vendor), name)
+            if found is not None:
+                break
         if found is None:
             return _UNPRICED
         gp, info = found
