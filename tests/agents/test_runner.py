@@ -47,7 +47,7 @@ def _settings(**kw: object) -> AgentSettings:
         Agent("analyst", "analyst", model_preference="m", may_delegate_to=("checker",), max_output_tokens=20),
         Agent("checker", "checker", model_preference="m", max_output_tokens=20),
     ]
-    return AgentSettings(personas={a.name: a for a in personas}, mode="in_process", **kw)  # type: ignore[arg-type]
+    return AgentSettings(personas={a.id: a for a in personas}, mode="in_process", **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=["redis", "memory"])
@@ -262,3 +262,22 @@ async def test_cleanup_thread_refuses_ids_that_are_not_ids(rt_parts, bad) -> Non
     _, rt = rt_parts
     with pytest.raises(InvalidMessageError):
         await rt.cleanup_thread(bad)
+
+
+async def test_the_model_sees_the_display_name_while_budgets_and_replies_use_the_id() -> None:
+    fake = FakeAdapter("m", replies=["Charmed."])
+    ada = Agent("Ada Lovelace", "historian", id="ada", model_preference="m")
+    s = AgentSettings(personas={"ada": ada}, mode="in_process", redis_url=None)
+    async with AgentRuntime(
+        s,
+        backend=InProcessBackend(adapters={"m": fake}),
+        history=MemoryThreadHistory(),
+        budget_store=MemoryBudgetStore(),
+    ) as rt:
+        r = await rt.handle_message(_msg("who are you?", thread="dn"), agent="ada")
+        assert r["status"] == "ok" and r["agent"] == "ada" and r["agent_name"] == "Ada Lovelace"
+        assert r["budget"]["budget_id"] == f"{THREAD_BUDGET_PREFIX}_/dn/ada"
+        system = fake.calls[0][0]
+        assert system.role == "system" and "Your name is Ada Lovelace. Your role is historian." in system.text
+        refused = await rt.handle_message(_msg("hi"), agent="Ada Lovelace")  # a display name is not an id
+        assert refused["status"] == "refused" and "no such agent id" in refused["error"]
