@@ -71,6 +71,7 @@ __all__ = [
     "handle_message",
     "load_config",
     "run_agent",
+    "run_agent_reply",
 ]
 
 # public name -> module that defines it
@@ -131,6 +132,7 @@ _EXPORTS = {
     "handle_message": "agents.tasks",
     "load_config": "config",
     "run_agent": "agents.runner",
+    "run_agent_reply": "agents.runner",
 }
 
 
@@ -151,7 +153,7 @@ if TYPE_CHECKING:
     from .adapter import LLMAdapter, LLMBackend, LLMResult
     from .agents.models import Agent, InboundMessage
     from .agents.prompts import build_messages, build_system_prompt
-    from .agents.runner import AgentReply, AgentRuntime, run_agent
+    from .agents.runner import AgentReply, AgentRuntime, run_agent, run_agent_reply
     from .agents.tasks import handle_message
     from .budget import (
         BudgetTracker,

@@ -15,11 +15,14 @@ from llm_connect.agents import (
     BUDGET_EXHAUSTED_REPLY,
     FALLBACK_REPLY,
     Agent,
+    AgentReply,
     AgentRuntime,
     AgentSettings,
+    InboundMessage,
     InProcessBackend,
     build_system_prompt,
     run_agent,
+    run_agent_reply,
 )
 from llm_connect.agents.history import MemoryThreadHistory, RedisThreadHistory
 from llm_connect.agents.runner import THREAD_BUDGET_PREFIX
@@ -208,7 +211,7 @@ async def test_delegation_is_refused_outside_may_delegate_to(rt_parts) -> None:
     assert r["status"] == "refused"
 
 
-async def test_run_agent_seed_api() -> None:
+async def test_run_agent_seed_api_returns_the_reply_text() -> None:
     fake = FakeAdapter("m", replies=["hello there"])
     s = _settings(redis_url=None)
     rt = AgentRuntime(
@@ -217,12 +220,29 @@ async def test_run_agent_seed_api() -> None:
         history=MemoryThreadHistory(),
         budget_store=MemoryBudgetStore(),
     )
-    reply = await run_agent({"sender": "u", "content": "hi"}, s.agent("ada"), runtime=rt)
-    assert reply.ok and reply.content == "hello there" and reply.agent == "ada"
+    text = await run_agent(InboundMessage.from_dict({"sender": "u", "content": "hi"}), s.agent("ada"), runtime=rt)
+    assert text == "hello there" and type(text) is str
     fake.add_replies(FakeReply(error=LLMProviderUnavailableError("down")))
-    reply = await run_agent({"sender": "u", "content": "hi"}, "ada", runtime=rt)
-    assert reply.status == "fallback" and reply.content == FALLBACK_REPLY
+    assert await run_agent({"sender": "u", "content": "hi"}, "ada", runtime=rt) == FALLBACK_REPLY
     await rt.aclose()
+
+
+async def test_run_agent_reply_keeps_the_whole_outcome() -> None:
+    fake = FakeAdapter("m", replies=["hello there", FakeReply(error=LLMProviderUnavailableError("down"))])
+    s = _settings(redis_url=None)
+    async with AgentRuntime(
+        s,
+        backend=InProcessBackend(adapters={"m": fake}),
+        history=MemoryThreadHistory(),
+        budget_store=MemoryBudgetStore(),
+    ) as rt:
+        reply = await run_agent_reply({"sender": "u", "content": "hi"}, s.agent("ada"), runtime=rt)
+        assert isinstance(reply, AgentReply)
+        assert reply.ok and reply.content == "hello there" and reply.agent == "ada" and reply.agent_name == "ada"
+        assert reply.completion_tokens == 2 and reply.budget is not None and reply.budget["spent"] > 0
+        reply = await run_agent_reply({"sender": "u", "content": "hi"}, "ada", runtime=rt)
+        assert reply.status == "fallback" and reply.content == FALLBACK_REPLY
+        assert "LLMProviderUnavailableError" in (reply.error or "")
 
 
 async def test_gateway_unreachable_gives_the_fallback() -> None:

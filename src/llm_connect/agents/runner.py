@@ -44,6 +44,7 @@ __all__ = [
     "AgentReply",
     "AgentRuntime",
     "run_agent",
+    "run_agent_reply",
 ]
 
 log = logging.getLogger("llm_connect.agents")
@@ -575,24 +576,26 @@ class AgentRuntime:
         return record
 
 
-async def run_agent(
-    message: InboundMessage | Mapping[str, Any],
+async def run_agent_reply(
+    msg: InboundMessage | Mapping[str, Any],
     agent: Agent | str | None = None,
     *,
     settings: AgentSettings | None = None,
     runtime: AgentRuntime | None = None,
 ) -> AgentReply:
-    """Seed 002's ``run_agent``: run one agent on one message and return its reply.
+    """Run one agent on message ``msg`` and return the whole :class:`AgentReply` (status, usage, budget, …).
 
-    Uses ``runtime`` if given (else opens one from ``settings`` / the config and closes it). Model failures
-    give the polite fallback reply (status "fallback"); a used-up thread gives status "budget_exhausted".
+    ``agent`` is an :class:`Agent` or an agent id (None: ``message.context["agent"]``, else the default
+    agent). Uses ``runtime`` if given (else opens one from ``settings`` / the config and closes it). Model
+    failures give the polite fallback reply (status "fallback"); a used-up thread gives status
+    "budget_exhausted". An invalid message or an unknown agent raises (InvalidMessageError, AgentConfigError).
     """
-    msg = InboundMessage.from_dict(message)
+    inbound = InboundMessage.from_dict(msg)
     rt = runtime if runtime is not None else AgentRuntime(settings)
     try:
-        persona = agent if isinstance(agent, Agent) else rt.settings.agent(agent or msg.context.get("agent"))
+        persona = agent if isinstance(agent, Agent) else rt.settings.agent(agent or inbound.context.get("agent"))
         try:
-            return await rt.run(msg, persona)
+            return await rt.run(inbound, persona)
         except LLMError as exc:
             log.warning(
                 "agent %s: the model call failed (%s: %s); sent the fallback reply",
@@ -610,3 +613,20 @@ async def run_agent(
     finally:
         if runtime is None:
             await rt.aclose()
+
+
+async def run_agent(
+    msg: InboundMessage | Mapping[str, Any],
+    agent: Agent | str | None = None,
+    *,
+    settings: AgentSettings | None = None,
+    runtime: AgentRuntime | None = None,
+) -> str:
+    """Seed 002's ``async def run_agent(msg, agent) -> str``: the agent's reply text.
+
+    The text is what the user should see: the model's answer, or the polite fallback when the model cannot
+    be reached, or the budget message of a used-up thread. :func:`run_agent_reply` returns the same run as
+    an :class:`AgentReply` (status, usage, budget, warnings) for callers that need more than the text.
+    """
+    reply = await run_agent_reply(msg, agent, settings=settings, runtime=runtime)
+    return reply.content
