@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "Deployment",
     "FakeAdapter",
+    "FakeBackend",
     "FakeReply",
     "GatewayConfig",
     "InboundMessage",
@@ -86,6 +87,7 @@ _EXPORTS = {
     "ConfigError": "config",
     "Deployment": "routing",
     "FakeAdapter": "providers.fake",
+    "FakeBackend": "testing.fake_backend",
     "FakeReply": "providers.fake",
     "GatewayConfig": "config",
     "InboundMessage": "agents.models",
@@ -192,6 +194,7 @@ if TYPE_CHECKING:
         RoutingPolicy,
         RoutingPolicyError,
     )
+    from .testing.fake_backend import FakeBackend
     from .transport import Transport
     from .types import LLMResponse, Message, RunConfig, StreamChunk, Usage
     from .usage import Ledger, Pricing, UsageEvent, UsageTracker
