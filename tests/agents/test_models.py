@@ -126,6 +126,7 @@ def test_display_name_and_explicit_id_are_separate() -> None:
     b = Agent.from_dict({"name": "José Núñez", "role": "support"}, key="jose")
     assert (b.id, b.name) == ("jose", "José Núñez")
     assert Agent.from_dict({"role": "support"}, key="jose").name == "jose"
+    assert Agent.from_dict({"name": None, "role": "support"}, key="jose").name == "jose"
     with pytest.raises(AgentConfigError, match="differs from its key") as ei:
         Agent.from_dict({"id": "other", "role": "r"}, key="jose")
     assert ei.value.field == "agents.personas.jose.id"

@@ -26,6 +26,7 @@ __all__ = [
     "InvalidMessageError",
     "MessageContent",
     "Sender",
+    "slug_id",
 ]
 
 #: how far an agent's output may act on its own: "restricted" (answers only), "supervised" (actions need
@@ -202,7 +203,8 @@ class Agent:
             if inner != key:
                 raise AgentConfigError(where + ".id", f"differs from its key ({inner!r})")
             fields["id"] = key
-            fields.setdefault("name", key)
+            if fields.get("name") is None:
+                fields["name"] = key
         else:
             if fields.get("name") is None and fields.get("id") is None:
                 raise AgentConfigError(where, "every agent needs a 'name' (or an 'id')")
