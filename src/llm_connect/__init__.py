@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "Deployment",
     "FakeAdapter",
+    "FakeBackend",
     "FakeReply",
     "GatewayConfig",
     "InboundMessage",
@@ -71,6 +72,7 @@ __all__ = [
     "handle_message",
     "load_config",
     "run_agent",
+    "run_agent_reply",
 ]
 
 # public name -> module that defines it
@@ -85,6 +87,7 @@ _EXPORTS = {
     "ConfigError": "config",
     "Deployment": "routing",
     "FakeAdapter": "providers.fake",
+    "FakeBackend": "testing.fake_backend",
     "FakeReply": "providers.fake",
     "GatewayConfig": "config",
     "InboundMessage": "agents.models",
@@ -131,6 +134,7 @@ _EXPORTS = {
     "handle_message": "agents.tasks",
     "load_config": "config",
     "run_agent": "agents.runner",
+    "run_agent_reply": "agents.runner",
 }
 
 
@@ -151,7 +155,7 @@ if TYPE_CHECKING:
     from .adapter import LLMAdapter, LLMBackend, LLMResult
     from .agents.models import Agent, InboundMessage
     from .agents.prompts import build_messages, build_system_prompt
-    from .agents.runner import AgentReply, AgentRuntime, run_agent
+    from .agents.runner import AgentReply, AgentRuntime, run_agent, run_agent_reply
     from .agents.tasks import handle_message
     from .budget import (
         BudgetTracker,
@@ -190,6 +194,7 @@ if TYPE_CHECKING:
         RoutingPolicy,
         RoutingPolicyError,
     )
+    from .testing.fake_backend import FakeBackend
     from .transport import Transport
     from .types import LLMResponse, Message, RunConfig, StreamChunk, Usage
     from .usage import Ledger, Pricing, UsageEvent, UsageTracker

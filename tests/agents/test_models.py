@@ -68,7 +68,7 @@ def test_agent_from_config_mapping() -> None:
             "model_preference": "fast",
             "max_tokens_per_thread": 2000,
         },
-        name="rex",
+        key="rex",
     )
     assert (a.name, a.trust_level, a.may_delegate_to, a.model_preference) == ("rex", "auto_apply", ("writer",), "fast")
     assert a.can_delegate_to("writer") and not a.can_delegate_to("rex")
@@ -90,15 +90,91 @@ def test_agent_from_config_mapping() -> None:
 )
 def test_agent_errors_name_the_field(fields: dict, where: str) -> None:
     with pytest.raises(AgentConfigError) as ei:
-        Agent.from_dict(fields, name="x")
+        Agent.from_dict(fields, key="x")
     assert ei.value.field == where
     assert str(ei.value).startswith(where)
     assert isinstance(ei.value, LLMConfigurationError)
 
 
-def test_agent_name_is_checked() -> None:
-    with pytest.raises(AgentConfigError, match="name"):
-        Agent("has space", "r")
+# -- ids and display names ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "derived_id"),
+    [
+        ("Ada Lovelace", "Ada-Lovelace"),
+        ("José Núñez", "Jose-Nunez"),
+        ("O'Brien", "O-Brien"),
+        ("  Mara  ", "Mara"),
+        ("ada", "ada"),
+        ("Dr. Jekyll & Mr. Hyde", "Dr.-Jekyll-Mr.-Hyde"),
+    ],
+)
+def test_any_human_name_is_a_display_name_and_an_id_is_derived(name: str, derived_id: str) -> None:
+    a = Agent(name, "historian")
+    assert a.name == name.strip() and a.id == derived_id
+    assert f"Your name is {name.strip()}. Your role is historian." in build_system_prompt(a)
+
+
+def test_display_name_and_explicit_id_are_separate() -> None:
+    a = Agent("Ada Lovelace", "analyst", id="ada", may_delegate_to=("rex",))
+    assert (a.id, a.name) == ("ada", "Ada Lovelace")
+    prompt = build_system_prompt(a)
+    assert "Your name is Ada Lovelace. Your role is analyst." in prompt and "Your name is ada" not in prompt
+    assert a.to_dict()["id"] == "ada" and Agent.from_dict(a.to_dict()) == a
+    # personas keyed by id carry the display name inside
+    b = Agent.from_dict({"name": "José Núñez", "role": "support"}, key="jose")
+    assert (b.id, b.name) == ("jose", "José Núñez")
+    assert Agent.from_dict({"role": "support"}, key="jose").name == "jose"
+    assert Agent.from_dict({"name": None, "role": "support"}, key="jose").name == "jose"
+    with pytest.raises(AgentConfigError, match="differs from its key") as ei:
+        Agent.from_dict({"id": "other", "role": "r"}, key="jose")
+    assert ei.value.field == "agents.personas.jose.id"
+
+
+@pytest.mark.parametrize("bad_id", ["has space", "-lead", "a/b", "x" * 65, "Ada Lovelace", "é", "a\nb"])
+def test_invalid_ids_are_refused_with_a_typed_error(bad_id: str) -> None:
+    with pytest.raises(AgentConfigError) as ei:
+        Agent("Ada Lovelace", "r", id=bad_id)
+    assert isinstance(ei.value, LLMConfigurationError)
+    assert ei.value.field == f"agents.personas.{bad_id}.id" and "letters, digits" in str(ei.value)
+    with pytest.raises(AgentConfigError, match="is not an agent id"):
+        Agent("Ada Lovelace", "r", may_delegate_to=(bad_id,))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ada\nLovelace",
+        "Ada\tLovelace",
+        "Ada\x00",
+        "Ada\x1b[31m",
+        "Ada\x7f",
+        "Ada\u0085x",
+        "Ada\u2028x",
+        "Ada\u202eecalevol",
+    ],
+)
+def test_control_characters_in_names_are_refused(name: str) -> None:
+    with pytest.raises(AgentConfigError, match="control characters") as ei:
+        Agent(name, "r", id="ada")
+    assert ei.value.field == "agents.personas.ada.name"
+
+
+@pytest.mark.parametrize(("name", "problem"), [("   ", "must not be empty"), ("x" * 101, "at most 100"), (7, "string")])
+def test_names_must_be_non_empty_bounded_text(name: object, problem: str) -> None:
+    with pytest.raises(AgentConfigError, match=problem):
+        Agent(name, "r", id="ada")  # type: ignore[arg-type]
+    assert Agent("x" * 100, "r", id="ada").name == "x" * 100
+
+
+def test_a_name_with_no_latin_letters_needs_an_explicit_id() -> None:
+    with pytest.raises(AgentConfigError, match="give the agent an id") as ei:
+        Agent("李雷", "r")
+    assert ei.value.field == "agents.personas.id"
+    assert Agent("李雷", "r", id="li-lei").name == "李雷"
+    zwj = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # Persian, with a zero-width non-joiner
+    assert Agent(zwj, "r", id="fa").name == zwj
 
 
 # -- messages -----------------------------------------------------------------------------------------------

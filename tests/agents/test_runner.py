@@ -15,11 +15,14 @@ from llm_connect.agents import (
     BUDGET_EXHAUSTED_REPLY,
     FALLBACK_REPLY,
     Agent,
+    AgentReply,
     AgentRuntime,
     AgentSettings,
+    InboundMessage,
     InProcessBackend,
     build_system_prompt,
     run_agent,
+    run_agent_reply,
 )
 from llm_connect.agents.history import MemoryThreadHistory, RedisThreadHistory
 from llm_connect.agents.runner import THREAD_BUDGET_PREFIX
@@ -47,7 +50,7 @@ def _settings(**kw: object) -> AgentSettings:
         Agent("analyst", "analyst", model_preference="m", may_delegate_to=("checker",), max_output_tokens=20),
         Agent("checker", "checker", model_preference="m", max_output_tokens=20),
     ]
-    return AgentSettings(personas={a.name: a for a in personas}, mode="in_process", **kw)  # type: ignore[arg-type]
+    return AgentSettings(personas={a.id: a for a in personas}, mode="in_process", **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=["redis", "memory"])
@@ -208,7 +211,7 @@ async def test_delegation_is_refused_outside_may_delegate_to(rt_parts) -> None:
     assert r["status"] == "refused"
 
 
-async def test_run_agent_seed_api() -> None:
+async def test_run_agent_seed_api_returns_the_reply_text() -> None:
     fake = FakeAdapter("m", replies=["hello there"])
     s = _settings(redis_url=None)
     rt = AgentRuntime(
@@ -217,12 +220,29 @@ async def test_run_agent_seed_api() -> None:
         history=MemoryThreadHistory(),
         budget_store=MemoryBudgetStore(),
     )
-    reply = await run_agent({"sender": "u", "content": "hi"}, s.agent("ada"), runtime=rt)
-    assert reply.ok and reply.content == "hello there" and reply.agent == "ada"
+    text = await run_agent(InboundMessage.from_dict({"sender": "u", "content": "hi"}), s.agent("ada"), runtime=rt)
+    assert text == "hello there" and type(text) is str
     fake.add_replies(FakeReply(error=LLMProviderUnavailableError("down")))
-    reply = await run_agent({"sender": "u", "content": "hi"}, "ada", runtime=rt)
-    assert reply.status == "fallback" and reply.content == FALLBACK_REPLY
+    assert await run_agent({"sender": "u", "content": "hi"}, "ada", runtime=rt) == FALLBACK_REPLY
     await rt.aclose()
+
+
+async def test_run_agent_reply_keeps_the_whole_outcome() -> None:
+    fake = FakeAdapter("m", replies=["hello there", FakeReply(error=LLMProviderUnavailableError("down"))])
+    s = _settings(redis_url=None)
+    async with AgentRuntime(
+        s,
+        backend=InProcessBackend(adapters={"m": fake}),
+        history=MemoryThreadHistory(),
+        budget_store=MemoryBudgetStore(),
+    ) as rt:
+        reply = await run_agent_reply({"sender": "u", "content": "hi"}, s.agent("ada"), runtime=rt)
+        assert isinstance(reply, AgentReply)
+        assert reply.ok and reply.content == "hello there" and reply.agent == "ada" and reply.agent_name == "ada"
+        assert reply.completion_tokens == 2 and reply.budget is not None and reply.budget["spent"] > 0
+        reply = await run_agent_reply({"sender": "u", "content": "hi"}, "ada", runtime=rt)
+        assert reply.status == "fallback" and reply.content == FALLBACK_REPLY
+        assert "LLMProviderUnavailableError" in (reply.error or "")
 
 
 async def test_gateway_unreachable_gives_the_fallback() -> None:
@@ -262,3 +282,22 @@ async def test_cleanup_thread_refuses_ids_that_are_not_ids(rt_parts, bad) -> Non
     _, rt = rt_parts
     with pytest.raises(InvalidMessageError):
         await rt.cleanup_thread(bad)
+
+
+async def test_the_model_sees_the_display_name_while_budgets_and_replies_use_the_id() -> None:
+    fake = FakeAdapter("m", replies=["Charmed."])
+    ada = Agent("Ada Lovelace", "historian", id="ada", model_preference="m")
+    s = AgentSettings(personas={"ada": ada}, mode="in_process", redis_url=None)
+    async with AgentRuntime(
+        s,
+        backend=InProcessBackend(adapters={"m": fake}),
+        history=MemoryThreadHistory(),
+        budget_store=MemoryBudgetStore(),
+    ) as rt:
+        r = await rt.handle_message(_msg("who are you?", thread="dn"), agent="ada")
+        assert r["status"] == "ok" and r["agent"] == "ada" and r["agent_name"] == "Ada Lovelace"
+        assert r["budget"]["budget_id"] == f"{THREAD_BUDGET_PREFIX}_/dn/ada"
+        system = fake.calls[0][0]
+        assert system.role == "system" and "Your name is Ada Lovelace. Your role is historian." in system.text
+        refused = await rt.handle_message(_msg("hi"), agent="Ada Lovelace")  # a display name is not an id
+        assert refused["status"] == "refused" and "no such agent id" in refused["error"]

@@ -36,9 +36,41 @@ agents:
     assert s.redis_url == "redis://127.0.0.1:6379/3" and s.namespace == "acme"
     assert s.broker_url == "redis://127.0.0.1:6379/3" and s.effective_result_backend == s.broker_url
     assert s.thresholds == (0.5, 0.9) and s.max_tokens_per_thread == 5000
-    assert s.agent().name == "ada" and s.agent("rex").model_preference == "fast"
+    assert s.agent().id == "ada" and s.agent("rex").model_preference == "fast"
     assert s.thread_cap(s.agent("ada")) == 5000 and s.thread_cap(s.agent("rex")) == 900
     assert s.output_cap(s.agent("rex")) == 300
+
+
+def test_personas_are_keyed_by_id_and_carry_free_text_display_names(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        """
+agents:
+  default_agent: ada
+  personas:
+    ada: {name: Ada Lovelace, role: analyst, may_delegate_to: [obrien]}
+    obrien: {name: "O'Brien", role: fact checker}
+    jose: {name: José Núñez, role: support}
+"""
+    )
+    s = load_settings(path, environ={})
+    assert sorted(s.personas) == ["ada", "jose", "obrien"]
+    assert (s.agent().id, s.agent().name) == ("ada", "Ada Lovelace")
+    assert s.agent("obrien").name == "O'Brien" and s.agent("jose").name == "José Núñez"
+    assert s.agent("ada").can_delegate_to("obrien")
+    with pytest.raises(AgentConfigError, match="no such agent id"):
+        s.agent("Ada Lovelace")  # lookups are by id, never by display name
+    listed = AgentSettings.from_config(
+        _cfg({"personas": [{"name": "Ada Lovelace", "role": "r"}, {"id": "rex", "name": "Rex", "role": "r"}]}),
+        environ={},
+    )
+    assert sorted(listed.personas) == ["Ada-Lovelace", "rex"]
+    with pytest.raises(AgentConfigError, match="control characters") as ei:
+        AgentSettings.from_config(_cfg({"personas": {"ada": {"name": "Ada\u0007", "role": "r"}}}), environ={})
+    assert ei.value.field == "agents.personas.ada.name"
+    with pytest.raises(AgentConfigError) as ei:
+        AgentSettings.from_config(_cfg({"personas": {"two words": {"role": "r"}}}), environ={})
+    assert ei.value.field == "agents.personas.two words.id"
 
 
 def test_defaults_and_env_overrides() -> None:

@@ -49,7 +49,7 @@ def _upstream(mock: MockServer, model: str) -> list[list[dict[str, Any]]]:
 
 
 def _agent(name: str) -> Agent:
-    return Agent.from_dict(personas()[name], name=name)
+    return Agent.from_dict(personas()[name], key=name)
 
 
 def test_no_registered_task_is_async_def(celery_client: Any, gw_workers: Workers) -> None:

@@ -261,7 +261,16 @@ def test_default_spec_without_keys_is_local(monkeypatch):
 
 
 def test_every_public_module_imports():
-    for mod in ("adapter", "errors", "types", "transport", "registry", "providers.http", "providers.fake"):
+    for mod in (
+        "adapter",
+        "errors",
+        "exceptions",
+        "types",
+        "transport",
+        "registry",
+        "providers.http",
+        "providers.fake",
+    ):
         importlib.import_module(f"llm_connect.{mod}")
 
 

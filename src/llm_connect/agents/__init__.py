@@ -2,9 +2,10 @@
 
 ::
 
-    from llm_connect.agents import Agent, build_system_prompt, build_messages, run_agent
+    from llm_connect.agents import Agent, build_system_prompt, build_messages, run_agent, run_agent_reply
     from llm_connect.agents.tasks import handle_message          # needs celery: pip install 'llm-connect[agents]'
 
+``run_agent`` returns the reply text (seed 002); ``run_agent_reply`` the whole :class:`AgentReply`.
 Names are imported on first use, so importing this package does not import Celery (only ``tasks`` does).
 See docs/agents.md.
 """
@@ -44,6 +45,7 @@ _EXPORTS = {
     "handle_message": "tasks",
     "load_settings": "settings",
     "run_agent": "runner",
+    "run_agent_reply": "runner",
 }
 
 __all__ = [
@@ -75,6 +77,7 @@ __all__ = [
     "handle_message",
     "load_settings",
     "run_agent",
+    "run_agent_reply",
 ]
 
 
@@ -113,6 +116,6 @@ if TYPE_CHECKING:
         Sender,
     )
     from .prompts import AI_TRANSPARENCY_CLAUSE, build_messages, build_system_prompt
-    from .runner import BUDGET_EXHAUSTED_REPLY, FALLBACK_REPLY, AgentReply, AgentRuntime, run_agent
+    from .runner import BUDGET_EXHAUSTED_REPLY, FALLBACK_REPLY, AgentReply, AgentRuntime, run_agent, run_agent_reply
     from .settings import AgentSettings, load_settings
     from .tasks import cleanup_thread, collective_proposal, delegate, delegation_chain, handle_message

@@ -8,6 +8,7 @@ agent sees it; :meth:`InboundMessage.from_dict` accepts the JSON a Celery task r
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 from ..errors import LLMConfigurationError, LLMInvalidRequestError
 
 __all__ = [
+    "MAX_AGENT_NAME",
     "TRUST_LEVELS",
     "Agent",
     "AgentConfigError",
@@ -24,13 +26,20 @@ __all__ = [
     "InvalidMessageError",
     "MessageContent",
     "Sender",
+    "slug_id",
 ]
 
 #: how far an agent's output may act on its own: "restricted" (answers only), "supervised" (actions need
 #: review; the default), "auto_apply" (acts autonomously — routing policies may forbid it for some tasks)
 TRUST_LEVELS = ("restricted", "supervised", "auto_apply")
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+#: an agent id: a slug that travels in store keys, budget ids, Celery arguments and ``may_delegate_to``
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_ID_RULE = "1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
+#: longest display name, in characters
+MAX_AGENT_NAME = 100
+#: invisible characters that reorder text (bidirectional embeddings, overrides and isolates)
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class InvalidMessageError(LLMInvalidRequestError):
@@ -56,6 +65,33 @@ class AgentConfigError(LLMConfigurationError):
 # -- agents ------------------------------------------------------------------------------------------------
 
 
+def _display_name(value: Any, where: str) -> str:
+    """A human name: any script and punctuation, trimmed, 1-100 characters, one line, no control characters."""
+    if not isinstance(value, str):
+        raise AgentConfigError(where, f"must be a string, got {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        raise AgentConfigError(where, "must not be empty")
+    if len(text) > MAX_AGENT_NAME:
+        raise AgentConfigError(where, f"must be at most {MAX_AGENT_NAME} characters, got {len(text)}")
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in _BIDI_CONTROLS:
+            raise AgentConfigError(where, f"must not contain control characters (found U+{ord(ch):04X})")
+    return text
+
+
+def slug_id(name: str) -> str:
+    """The id derived from a display name: accents folded to ASCII, every run of other characters one '-'.
+
+    A name that already is a valid id is its own id (``"ada"`` → ``"ada"``); ``"Ada Lovelace"`` →
+    ``"Ada-Lovelace"``, ``"José Núñez"`` → ``"Jose-Nunez"``, ``"O'Brien"`` → ``"O-Brien"``. Empty when the name
+    has no Latin letters or digits at all (then the agent needs an explicit ``id``).
+    """
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^A-Za-z0-9_.\-]+", "-", folded).lstrip("_.-")
+    return slug[:64].rstrip("-")
+
+
 def _opt_text(value: Any, where: str) -> str | None:
     if value is None:
         return None
@@ -76,6 +112,12 @@ def _opt_positive_int(value: Any, where: str) -> int | None:
 class Agent:
     """One agent persona.
 
+    ``id`` is what code, config keys, thread budgets, Celery tasks and ``may_delegate_to`` use: a strict slug
+    (1-64 letters, digits, ``_``, ``-``, ``.``). ``name`` is the display name the model is told ("Your name is
+    …"): free text in any script — "Ada Lovelace", "José Núñez", "O'Brien" — trimmed, at most 100 characters,
+    no control characters. Without an ``id`` the id is derived from the name (:func:`slug_id`); a name that
+    is already a valid id is its own id, so ``Agent("ada", "support")`` has id and name ``"ada"``.
+
     ``model_preference`` is a router group ("quality", "fast", …) — or, in in-process mode, a
     ``provider:model`` spec. ``max_tokens_per_thread`` (None: the runtime default) caps every conversation
     thread this agent serves; ``max_output_tokens`` (None: the runtime default) caps each reply.
@@ -92,11 +134,27 @@ class Agent:
     may_delegate_to: tuple[str, ...] = ()
     max_output_tokens: int | None = None
     temperature: float | None = None
+    #: the strict id ("" → derived from ``name``)
+    id: str = ""
 
     def __post_init__(self) -> None:
-        where = f"agents.personas.{self.name}" if isinstance(self.name, str) else "agents.personas"
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise AgentConfigError(where + ".name", f"must be 1-64 letters, digits, '_', '-' or '.', got {self.name!r}")
+        if not isinstance(self.id, str):
+            raise AgentConfigError("agents.personas.id", f"must be a string, got {type(self.id).__name__}")
+        if self.id:
+            if not _ID.match(self.id):
+                raise AgentConfigError(f"agents.personas.{self.id}.id", f"must be {_ID_RULE}, got {self.id!r}")
+            where = f"agents.personas.{self.id}"
+            name = _display_name(self.name, where + ".name")
+        else:
+            name = _display_name(self.name, "agents.personas.name")
+            derived = slug_id(name)
+            if not derived:
+                raise AgentConfigError(
+                    "agents.personas.id", f"cannot be derived from the name {name!r}; give the agent an id ({_ID_RULE})"
+                )
+            object.__setattr__(self, "id", derived)
+            where = f"agents.personas.{derived}"
+        object.__setattr__(self, "name", name)
         if not isinstance(self.role, str) or not self.role.strip():
             raise AgentConfigError(where + ".role", "is required (a short description of the agent's job)")
         object.__setattr__(self, "role", self.role.strip())
@@ -119,46 +177,56 @@ class Agent:
             raise AgentConfigError(where + ".temperature", f"must be between 0 and 2, got {self.temperature!r}")
         targets = self.may_delegate_to
         if isinstance(targets, str) or not isinstance(targets, Iterable):
-            raise AgentConfigError(where + ".may_delegate_to", "must be a list of agent names")
+            raise AgentConfigError(where + ".may_delegate_to", "must be a list of agent ids")
         names = tuple(targets)
         for t in names:
-            if not isinstance(t, str) or not _NAME.match(t):
-                raise AgentConfigError(where + ".may_delegate_to", f"{t!r} is not an agent name")
-        if self.name in names:
+            if not isinstance(t, str) or not _ID.match(t):
+                raise AgentConfigError(where + ".may_delegate_to", f"{t!r} is not an agent id")
+        if self.id in names:
             raise AgentConfigError(where + ".may_delegate_to", "an agent cannot delegate to itself")
         object.__setattr__(self, "may_delegate_to", names)
 
     def can_delegate_to(self, other: str) -> bool:
+        """Whether the agent with id ``other`` is in ``may_delegate_to``."""
         return other in self.may_delegate_to
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, name: str | None = None) -> Agent:
-        """Build from a config mapping; ``name`` comes from the mapping key when personas are keyed by name."""
+    def from_dict(cls, data: Mapping[str, Any], *, key: str | None = None) -> Agent:
+        """Build from a config mapping. Personas keyed by id pass the mapping ``key``: it is the id, and the
+        display ``name`` defaults to it. In a list, each entry has a ``name`` and/or an ``id``."""
+        where = f"agents.personas.{key}" if key is not None else "agents.personas[]"
         if not isinstance(data, Mapping):
-            raise AgentConfigError(f"agents.personas.{name or '?'}", "must be a mapping of agent fields")
+            raise AgentConfigError(where, "must be a mapping of agent fields")
         fields = dict(data)
-        if name is not None:
-            inner = fields.pop("name", name)
-            if inner != name:
-                raise AgentConfigError(f"agents.personas.{name}.name", f"differs from its key ({inner!r})")
+        if key is not None:
+            inner = fields.pop("id", key)
+            if inner != key:
+                raise AgentConfigError(where + ".id", f"differs from its key ({inner!r})")
+            fields["id"] = key
+            if fields.get("name") is None:
+                fields["name"] = key
         else:
-            name = fields.pop("name", None)
-            if name is None:
-                raise AgentConfigError("agents.personas[]", "every agent needs a 'name'")
+            if fields.get("name") is None and fields.get("id") is None:
+                raise AgentConfigError(where, "every agent needs a 'name' (or an 'id')")
+            if fields.get("name") is None:
+                fields["name"] = fields["id"]
+            if isinstance(fields.get("id"), str):
+                where = f"agents.personas.{fields['id']}"
         if "trust" in fields and "trust_level" not in fields:
             fields["trust_level"] = fields.pop("trust")
-        known = set(cls.__dataclass_fields__) - {"name"}
+        known = set(cls.__dataclass_fields__)
         unknown = sorted(set(fields) - known)
         if unknown:
-            raise AgentConfigError(f"agents.personas.{name}", f"unknown field(s) {unknown}; known: {sorted(known)}")
+            raise AgentConfigError(where, f"unknown field(s) {unknown}; known: {sorted(known)}")
         if "may_delegate_to" in fields and fields["may_delegate_to"] is None:
             fields["may_delegate_to"] = ()
         if "role" not in fields:
-            raise AgentConfigError(f"agents.personas.{name}.role", "is required")
-        return cls(name=name, **fields)
+            raise AgentConfigError(where + ".role", "is required")
+        return cls(**fields)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "name": self.name,
             "role": self.role,
             "persona": self.persona,

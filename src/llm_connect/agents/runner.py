@@ -44,6 +44,7 @@ __all__ = [
     "AgentReply",
     "AgentRuntime",
     "run_agent",
+    "run_agent_reply",
 ]
 
 log = logging.getLogger("llm_connect.agents")
@@ -81,7 +82,10 @@ def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
 
 @dataclass(slots=True)
 class AgentReply:
-    """The outcome of one agent run. ``status``: ok, budget_exhausted, fallback, refused, skipped, invalid."""
+    """The outcome of one agent run. ``status``: ok, budget_exhausted, fallback, refused, skipped, invalid.
+
+    ``agent`` is the agent's id; ``agent_name`` its display name (None when no agent could be picked).
+    """
 
     content: str
     agent: str
@@ -97,6 +101,7 @@ class AgentReply:
     delegation: dict[str, Any] | None = None
     error: str | None = None
     latency_ms: float = 0.0
+    agent_name: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -106,6 +111,7 @@ class AgentReply:
         return {
             "content": self.content,
             "agent": self.agent,
+            "agent_name": self.agent_name,
             "status": self.status,
             "model": self.model,
             "usage": {
@@ -211,7 +217,7 @@ class AgentRuntime:
         return reg
 
     def thread_tracker(self, tenant_id: str | None, thread_id: str, agent: Agent) -> BudgetTracker:
-        return self.registry(agent).tracker(thread_ref(tenant_id, thread_id, agent.name))
+        return self.registry(agent).tracker(thread_ref(tenant_id, thread_id, agent.id))
 
     def chain_tracker(self, chain: Sequence[Mapping[str, Any]]) -> BudgetTracker:
         """Rebuild a delegation chain ``[{"budget_id", "total"}, ...]`` (root first) on this runtime's store."""
@@ -267,7 +273,7 @@ class AgentRuntime:
         s = self.settings
         thread_id = message.conversation_id
         delegated = tracker is not None
-        ref = thread_ref(message.tenant_id, thread_id, agent.name)
+        ref = thread_ref(message.tenant_id, thread_id, agent.id)
         if tracker is None:
             tracker = self.thread_tracker(message.tenant_id, thread_id, agent)
             chain = [{"budget_id": tracker.budget_id, "total": tracker.total}]
@@ -287,16 +293,17 @@ class AgentRuntime:
         messages = with_system_notes(messages, notes)
 
         delegation = {
-            "agent": agent.name,
+            "agent": agent.id,
             "tenant_id": message.tenant_id,
             "thread_id": thread_id,
             "chain": chain,
         }
         exhausted = AgentReply(
             DELEGATION_EXHAUSTED_REPLY if delegated else BUDGET_EXHAUSTED_REPLY,
-            agent.name,
+            agent.id,
             status="budget_exhausted",
             delegation=delegation,
+            agent_name=agent.name,
         )
 
         est_in = estimate_prompt_tokens(messages)
@@ -306,10 +313,11 @@ class AgentRuntime:
             await self._requeue(ref, notes)
             return AgentReply(
                 TOO_LARGE_REPLY,
-                agent.name,
+                agent.id,
                 status="invalid",
                 error=f"the message needs ~{alone} tokens; the thread budget is {tracker.total}",
                 delegation=delegation,
+                agent_name=agent.name,
             )
         max_tokens = s.output_cap(agent)
         try:
@@ -318,12 +326,12 @@ class AgentRuntime:
                 max_tokens = min(max_tokens, headroom - est_in)
             if max_tokens < 1:
                 raise LLMBudgetExceededError("no room left", budget_id=tracker.budget_id, remaining=headroom)
-            reservation = await tracker.areserve(est_in + max_tokens, label=f"agent:{agent.name}")
+            reservation = await tracker.areserve(est_in + max_tokens, label=f"agent:{agent.id}")
         except LLMBudgetExceededError as exc:
             await self._requeue(ref, notes)
             if isinstance(exc.__cause__, StoreUnavailableError):
                 raise  # the budget store is down (fail_closed): a failure, not a spent budget
-            log.info("agent %s: budget %s has no room for a call (%s); no model call", agent.name, exc.budget_id, exc)
+            log.info("agent %s: budget %s has no room for a call (%s); no model call", agent.id, exc.budget_id, exc)
             exhausted.error = str(exc)
             try:
                 exhausted.budget = _budget_view(tracker, await tracker.astate())
@@ -339,7 +347,7 @@ class AgentRuntime:
                 max_tokens=max_tokens,
                 temperature=agent.temperature,
                 tenant_id=message.tenant_id,
-                agent=agent.name,
+                agent=agent.id,
                 thread_id=thread_id,
                 timeout=s.call_timeout,
             )
@@ -363,7 +371,7 @@ class AgentRuntime:
                 )
             await self.history.note_turn(
                 key,
-                agent.name,
+                agent.id,
                 reply.prompt_tokens,
                 reply.completion_tokens,
                 member=not delegated,
@@ -373,7 +381,7 @@ class AgentRuntime:
             log.warning("could not store the turn of %s (%s: %s)", ref, type(exc).__name__, exc)
         return AgentReply(
             reply.content,
-            agent.name,
+            agent.id,
             model=reply.model,
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
@@ -381,6 +389,7 @@ class AgentRuntime:
             budget=budget_view,
             delegation=delegation,
             latency_ms=(time.perf_counter() - start) * 1000,
+            agent_name=agent.name,
         )
 
     # -- surfaces used by the Celery tasks (never raise) ----------------------------------------------------
@@ -402,12 +411,13 @@ class AgentRuntime:
         """Validate ``data``, pick the agent (``agent``, else ``context["agent"]``, else the default), run it,
         and return the reply dict. Every failure becomes a reply: the polite fallback, logged."""
         msg: InboundMessage | None = None
+        persona: Agent | None = None
         name = agent or "?"
         try:
             msg = InboundMessage.from_dict(data)
             name = agent or msg.context.get("agent") or None
             persona = self.settings.agent(name)
-            name = persona.name
+            name = persona.id
             reply = await self.run(msg, persona)
         except (InvalidMessageError, AgentConfigError) as exc:
             log.warning("message refused (%s): %s", type(exc).__name__, exc)
@@ -421,6 +431,8 @@ class AgentRuntime:
         except Exception as exc:
             log.exception("agent %s: unexpected failure; sent the fallback reply", name)
             reply = AgentReply(FALLBACK_REPLY, str(name), status="fallback", error=f"{type(exc).__name__}: {exc}")
+        if reply.agent_name is None and persona is not None:
+            reply.agent_name = persona.name
         return self._envelope(msg, reply)
 
     async def delegate(
@@ -442,61 +454,70 @@ class AgentRuntime:
         except (InvalidMessageError, AgentConfigError) as exc:
             log.warning("delegation refused: %s", exc)
             return self._envelope(None, AgentReply("", to_agent, status="refused", error=str(exc)))
-        if not src.can_delegate_to(target.name):
-            text = (
-                f"agent {src.name!r} may not delegate to {target.name!r} (may_delegate_to: {list(src.may_delegate_to)})"
-            )
+        if not src.can_delegate_to(target.id):
+            text = f"agent {src.id!r} may not delegate to {target.id!r} (may_delegate_to: {list(src.may_delegate_to)})"
             log.warning("delegation refused: %s", text)
-            return self._envelope(None, AgentReply("", target.name, status="refused", error=text, delegation=dict(d)))
+            return self._envelope(
+                None,
+                AgentReply("", target.id, status="refused", error=text, delegation=dict(d), agent_name=target.name),
+            )
         if parent.get("status") != "ok" and content is None:
             # nothing to work on: a chain stops cleanly at the first step that did not run
             return self._envelope(
                 None,
                 AgentReply(
                     "",
-                    target.name,
+                    target.id,
                     status="skipped",
                     error=f"parent status {parent.get('status')!r}",
-                    delegation={**d, "agent": target.name},
+                    delegation={**d, "agent": target.id},
+                    agent_name=target.name,
                 ),
             )
         text = content if content is not None else str(parent.get("content") or "")
         chain = [dict(c) for c in d["chain"]]
-        sub_id = f"{chain[-1]['budget_id']}>{target.name}-{uuid.uuid4().hex[:8]}"
+        sub_id = f"{chain[-1]['budget_id']}>{target.id}-{uuid.uuid4().hex[:8]}"
         chain.append({"budget_id": sub_id, "total": max_tokens})
         msg = InboundMessage(
             id=uuid.uuid4().hex,
             channel="delegation",
-            sender=Sender(src.name, is_bot=True),
+            sender=Sender(src.id, src.name, is_bot=True),
             content=MessageContent(text or "(no content)"),
             timestamp=datetime.now(UTC),
             tenant_id=d.get("tenant_id"),
             thread_id=d.get("thread_id"),
             reply_to=parent.get("id"),
-            context={"delegated_by": src.name},
+            context={"delegated_by": src.id},
         )
         try:
             tracker = self.chain_tracker(chain)
             reply = await self.run(msg, target, tracker=tracker, chain=chain, use_history=False)
         except LLMError as exc:
-            log.warning("delegated agent %s: the model call failed (%s: %s)", target.name, type(exc).__name__, exc)
+            log.warning("delegated agent %s: the model call failed (%s: %s)", target.id, type(exc).__name__, exc)
             reply = AgentReply(
                 FALLBACK_REPLY,
-                target.name,
+                target.id,
                 status="fallback",
                 error=f"{type(exc).__name__}: {exc}",
-                delegation={**d, "agent": target.name, "chain": chain},
+                delegation={**d, "agent": target.id, "chain": chain},
+                agent_name=target.name,
             )
         except Exception as exc:
-            log.exception("delegated agent %s: unexpected failure", target.name)
-            reply = AgentReply(FALLBACK_REPLY, target.name, status="fallback", error=f"{type(exc).__name__}: {exc}")
+            log.exception("delegated agent %s: unexpected failure", target.id)
+            reply = AgentReply(
+                FALLBACK_REPLY,
+                target.id,
+                status="fallback",
+                error=f"{type(exc).__name__}: {exc}",
+                agent_name=target.name,
+            )
         return self._envelope(msg, reply)
 
     async def cleanup_thread(self, thread_id: str, tenant_id: str | None = None) -> dict[str, Any]:
         """End a thread: free its budgets, history and notes; record and return its final usage.
 
-        The record: ``{thread_id, tenant_id, ended_at, total_tokens, agents: {name: {prompt_tokens,
-        completion_tokens, turns}}, budgets: {name: final thread budget}}``. ``total_tokens`` is what the
+        The record: ``{thread_id, tenant_id, ended_at, total_tokens, agents: {id: {prompt_tokens,
+        completion_tokens, turns}}, budgets: {id: final thread budget}}``. ``total_tokens`` is what the
         thread budgets were charged (delegated sub-tasks included).
         """
         for name, value in (("thread_id", thread_id), ("tenant_id", tenant_id)):
@@ -555,32 +576,57 @@ class AgentRuntime:
         return record
 
 
-async def run_agent(
-    message: InboundMessage | Mapping[str, Any],
+async def run_agent_reply(
+    msg: InboundMessage | Mapping[str, Any],
     agent: Agent | str | None = None,
     *,
     settings: AgentSettings | None = None,
     runtime: AgentRuntime | None = None,
 ) -> AgentReply:
-    """Seed 002's ``run_agent``: run one agent on one message and return its reply.
+    """Run one agent on message ``msg`` and return the whole :class:`AgentReply` (status, usage, budget, …).
 
-    Uses ``runtime`` if given (else opens one from ``settings`` / the config and closes it). Model failures
-    give the polite fallback reply (status "fallback"); a used-up thread gives status "budget_exhausted".
+    ``agent`` is an :class:`Agent` or an agent id (None: ``message.context["agent"]``, else the default
+    agent). Uses ``runtime`` if given (else opens one from ``settings`` / the config and closes it). Model
+    failures give the polite fallback reply (status "fallback"); a used-up thread gives status
+    "budget_exhausted". An invalid message or an unknown agent raises (InvalidMessageError, AgentConfigError).
     """
-    msg = InboundMessage.from_dict(message)
+    inbound = InboundMessage.from_dict(msg)
     rt = runtime if runtime is not None else AgentRuntime(settings)
     try:
-        persona = agent if isinstance(agent, Agent) else rt.settings.agent(agent or msg.context.get("agent"))
+        persona = agent if isinstance(agent, Agent) else rt.settings.agent(agent or inbound.context.get("agent"))
         try:
-            return await rt.run(msg, persona)
+            return await rt.run(inbound, persona)
         except LLMError as exc:
             log.warning(
                 "agent %s: the model call failed (%s: %s); sent the fallback reply",
-                persona.name,
+                persona.id,
                 type(exc).__name__,
                 exc,
             )
-            return AgentReply(FALLBACK_REPLY, persona.name, status="fallback", error=f"{type(exc).__name__}: {exc}")
+            return AgentReply(
+                FALLBACK_REPLY,
+                persona.id,
+                status="fallback",
+                error=f"{type(exc).__name__}: {exc}",
+                agent_name=persona.name,
+            )
     finally:
         if runtime is None:
             await rt.aclose()
+
+
+async def run_agent(
+    msg: InboundMessage | Mapping[str, Any],
+    agent: Agent | str | None = None,
+    *,
+    settings: AgentSettings | None = None,
+    runtime: AgentRuntime | None = None,
+) -> str:
+    """Seed 002's ``async def run_agent(msg, agent) -> str``: the agent's reply text.
+
+    The text is what the user should see: the model's answer, or the polite fallback when the model cannot
+    be reached, or the budget message of a used-up thread. :func:`run_agent_reply` returns the same run as
+    an :class:`AgentReply` (status, usage, budget, warnings) for callers that need more than the text.
+    """
+    reply = await run_agent_reply(msg, agent, settings=settings, runtime=runtime)
+    return reply.content

@@ -16,7 +16,8 @@
       max_output_tokens: 1024             # per reply, unless the persona sets its own
       default_agent: assistant
       personas:
-        assistant:
+        assistant:                        # the agent's id (a slug: letters, digits, '_', '-', '.')
+          name: Ada Lovelace              # display name the model is told; free text, default: the id
           role: a helpful assistant for ACME's customers
           persona: patient, concise
           model_preference: quality
@@ -101,15 +102,15 @@ def _personas(raw: Any) -> dict[str, Agent]:
         return {}
     out: dict[str, Agent] = {}
     if isinstance(raw, Mapping):
-        items: Iterable[Agent] = (Agent.from_dict(v or {}, name=str(k)) for k, v in raw.items())
+        items: Iterable[Agent] = (Agent.from_dict(v or {}, key=str(k)) for k, v in raw.items())
     elif isinstance(raw, list):
         items = (Agent.from_dict(v) for v in raw)
     else:
-        raise AgentConfigError("agents.personas", "must be a mapping name -> fields (or a list with 'name')")
+        raise AgentConfigError("agents.personas", "must be a mapping id -> fields (or a list with 'name' / 'id')")
     for a in items:
-        if a.name in out:
-            raise AgentConfigError(f"agents.personas.{a.name}", "is defined twice")
-        out[a.name] = a
+        if a.id in out:
+            raise AgentConfigError(f"agents.personas.{a.id}", "is defined twice")
+        out[a.id] = a
     return out
 
 
@@ -142,13 +143,13 @@ class AgentSettings:
 
     def __post_init__(self) -> None:
         personas = (
-            dict(self.personas) if not isinstance(self.personas, (list, tuple)) else {a.name: a for a in self.personas}
+            dict(self.personas) if not isinstance(self.personas, (list, tuple)) else {a.id: a for a in self.personas}
         )
         for k, a in personas.items():
             if not isinstance(a, Agent):
                 raise AgentConfigError(f"agents.personas.{k}", f"must be an Agent, got {type(a).__name__}")
-            if k != a.name:
-                raise AgentConfigError(f"agents.personas.{k}", f"is keyed by a different name than {a.name!r}")
+            if k != a.id:
+                raise AgentConfigError(f"agents.personas.{k}", f"is keyed by a different id than {a.id!r}")
         object.__setattr__(self, "personas", MappingProxyType(personas))
         if self.mode not in MODES:
             raise AgentConfigError("agents.mode", f"must be one of {list(MODES)}, got {self.mode!r}")
@@ -171,25 +172,25 @@ class AgentSettings:
             for target in a.may_delegate_to:
                 if target not in personas:
                     raise AgentConfigError(
-                        f"agents.personas.{a.name}.may_delegate_to", f"{target!r} is not a defined persona"
+                        f"agents.personas.{a.id}.may_delegate_to", f"{target!r} is not a defined persona"
                     )
 
     # -- lookups -----------------------------------------------------------------------------------
-    def agent(self, name: str | None = None) -> Agent:
-        """The persona called ``name`` (None: the default agent, or the only one)."""
-        if name is None:
+    def agent(self, agent_id: str | None = None) -> Agent:
+        """The persona with id ``agent_id`` (None: the default agent, or the only one)."""
+        if agent_id is None:
             if self.default_agent is not None:
-                name = self.default_agent
+                agent_id = self.default_agent
             elif len(self.personas) == 1:
-                name = next(iter(self.personas))
+                agent_id = next(iter(self.personas))
             else:
                 raise AgentConfigError(
                     "agents.default_agent", "the message names no agent and no default agent is configured"
                 )
-        a = self.personas.get(name)
+        a = self.personas.get(agent_id)
         if a is None:
             known = ", ".join(sorted(self.personas)) or "none"
-            raise AgentConfigError(f"agents.personas.{name}", f"no such agent (defined: {known})")
+            raise AgentConfigError(f"agents.personas.{agent_id}", f"no such agent id (defined: {known})")
         return a
 
     def thread_cap(self, agent: Agent) -> int:
@@ -235,9 +236,9 @@ class AgentSettings:
             raise AgentConfigError(f"agents.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_KEYS))})")
         found = _personas(section.get("personas"))
         for a in personas:
-            if a.name in found:
-                raise AgentConfigError(f"agents.personas.{a.name}", "is defined both in the config and in Python")
-            found[a.name] = a
+            if a.id in found:
+                raise AgentConfigError(f"agents.personas.{a.id}", "is defined both in the config and in Python")
+            found[a.id] = a
 
         redis_cfg = config.redis
         broker = (

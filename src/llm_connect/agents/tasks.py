@@ -130,6 +130,7 @@ def handle_message(self: Any, message_dict: Mapping[str, Any], agent: str | None
         reply = {
             "content": FALLBACK_REPLY,
             "agent": agent,
+            "agent_name": None,
             "status": "fallback",
             "reply_to": mid,
             "error": f"{type(exc).__name__}: {exc}",
@@ -157,6 +158,7 @@ def delegate(
         reply = {
             "content": FALLBACK_REPLY,
             "agent": to_agent,
+            "agent_name": None,
             "status": "fallback",
             "error": f"{type(exc).__name__}: {exc}",
         }

@@ -1,5 +1,18 @@
-"""Test helpers shipped with llm-connect: a mock LLM provider server speaking the real wire formats."""
+"""Test helpers shipped with llm-connect: a mock LLM provider server speaking the real wire formats, and
+``FakeBackend``, seed 004's canned-output backend (for code taking an ``LLMBackend``, and for agent runtimes).
+"""
 
+from .fake_backend import FakeBackend, FakeCall
 from .mock_server import FAULTS, MockReply, MockServer, Script, main, run_mock_server, serve
 
-__all__ = ["FAULTS", "MockReply", "MockServer", "Script", "main", "run_mock_server", "serve"]
+__all__ = [
+    "FAULTS",
+    "FakeBackend",
+    "FakeCall",
+    "MockReply",
+    "MockServer",
+    "Script",
+    "main",
+    "run_mock_server",
+    "serve",
+]
