@@ -156,7 +156,7 @@ def test_schema_key_sets_match_the_loaders_of_their_sections():
     assert fields(S.RuleEntry) == set(policy._RULE_KEYS)
     assert fields(S.ConstraintEntry) == set(policy._CONSTRAINT_KEYS)
     assert fields(S.AgentsSection) == set(agent_settings._KEYS)
-    assert fields(S.PersonaEntry) <= {f.name for f in dataclasses.fields(agent_models.Agent)}
+    assert fields(S.PersonaEntry) == {f.name for f in dataclasses.fields(agent_models.Agent)}
     assert fields(S.PriceEntry) == set(pricing._OVERRIDE_KEYS)
 
 

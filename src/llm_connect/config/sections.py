@@ -434,7 +434,8 @@ class PersonaEntry(BaseModel):
 
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True, defer_build=True)
 
-    name: str | None = Field(None, description="display name (default: the key, when personas are keyed)")
+    id: str | None = Field(None, description="strict id (letters, digits, - _); default: the key, or from the name")
+    name: str | None = Field(None, description="display name, any human name (default: the id)")
     role: str | None = Field(None, description="what the agent does")
     persona: str | None = Field(None, description="who the agent is, in its own words")
     system_prompt: str | None = Field(None, description="replaces the prompt built from role and persona")
