@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -19,8 +20,10 @@ KEYS = (
 )
 
 
-def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in KEYS}
+def cli(
+    *args: str, stdin: str | None = None, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if k not in KEYS}, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "llm_connect.cli", *args],
         input=stdin,
@@ -61,3 +64,19 @@ def test_errors_are_one_clear_line_not_a_traceback():
 def test_models_lists_providers():
     out = cli("models")
     assert out.returncode == 0 and "anthropic" in out.stdout and "local" in out.stdout
+
+
+@pytest.mark.parametrize("command", ["mock-server", "serve"])
+def test_a_busy_port_is_one_line_and_exit_code_2(command, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = cli(
+            command, "--host", "127.0.0.1", "--port", str(port), timeout=60, env={"LLM_CONNECT_HOME": str(tmp_path)}
+        )
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert f"127.0.0.1:{port}" in lines[0] and "already in use" in lines[0]
