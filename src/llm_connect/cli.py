@@ -154,10 +154,23 @@ def bridge(
     raise typer.Exit(bridge_main(config_path=config))
 
 
-@app.command()
+class _UsageCommand(_Command):
+    """``usage --help`` lists the values ``--by`` accepts: the ledger's GROUP_BYS, the one list that
+    ``usage`` also checks ``--by`` against. Imported only when the help is shown, so other starts stay fast."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from .usage.ledger import GROUP_BYS
+
+        for param in self.params:
+            if param.name == "by":
+                param.help = f"Group the totals by: {' | '.join(GROUP_BYS)}."
+        super().format_help(ctx, formatter)
+
+
+@app.command(cls=_UsageCommand)
 def usage(
     db: Annotated[str | None, typer.Option("--db", help="Ledger: SQLite path or postgresql:// URL.")] = None,
-    by: Annotated[str, typer.Option("--by", help="tenant | agent | model | day")] = "tenant",
+    by: Annotated[str, typer.Option("--by", help="Group the totals by one of the ledger's columns.")] = "tenant",
     chart: Annotated[str | None, typer.Option("--chart", help="Write a PNG chart of spend over time.")] = None,
     tenant: Annotated[str | None, typer.Option("--tenant")] = None,
 ) -> None:

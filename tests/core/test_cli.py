@@ -80,3 +80,48 @@ def test_a_busy_port_is_one_line_and_exit_code_2(command, tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     assert f"127.0.0.1:{port}" in lines[0] and "already in use" in lines[0]
+
+
+def _expected_key(group_by: str) -> str:
+    """What each --by value puts in the first column for the one event written below."""
+    return {
+        "tenant": "acme",
+        "agent": "ada",
+        "model": "openai:gpt-4o-mini",
+        "provider": "openai",
+        "day": "2025-03-01",
+        "thread": "th-1",
+        "task_type": "triage",
+    }[group_by]
+
+
+def test_usage_help_lists_every_accepted_group_by_and_each_one_works(tmp_path):
+    from datetime import UTC, datetime
+
+    from llm_connect.usage import GROUP_BYS, Ledger, UsageEvent
+
+    db = tmp_path / "usage.sqlite3"
+    with Ledger.open(db) as led:
+        led.record(
+            UsageEvent(
+                request_id="r1",
+                timestamp=datetime(2025, 3, 1, 12, tzinfo=UTC),
+                provider="openai",
+                model="gpt-4o-mini",
+                tenant_id="acme",
+                agent="ada",
+                thread_id="th-1",
+                task_type="triage",
+                input_tokens=10,
+                output_tokens=5,
+                total_tokens=15,
+            )
+        )
+    help_text = " ".join(cli("usage", "--help", env={"COLUMNS": "200"}).stdout.split())
+    for value in GROUP_BYS:
+        assert value in help_text, value
+        out = cli("usage", "--db", str(db), "--by", value)
+        assert out.returncode == 0, (value, out.stderr)
+        assert _expected_key(value) in out.stdout and "Traceback" not in out.stderr
+    bad = cli("usage", "--db", str(db), "--by", "colour")
+    assert bad.returncode == 2 and all(v in bad.stderr for v in GROUP_BYS), bad.stderr
