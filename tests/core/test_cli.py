@@ -125,3 +125,31 @@ def test_usage_help_lists_every_accepted_group_by_and_each_one_works(tmp_path):
         assert _expected_key(value) in out.stdout and "Traceback" not in out.stderr
     bad = cli("usage", "--db", str(db), "--by", "colour")
     assert bad.returncode == 2 and all(v in bad.stderr for v in GROUP_BYS), bad.stderr
+
+
+def _commands(command, path=()):
+    """(path, click command) for every command and sub-command of the typer app."""
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_every_command_option_and_argument_has_help():
+    import typer.main
+
+    from llm_connect.cli import app
+
+    root = typer.main.get_command(app)
+    missing = []
+    seen = 0
+    for path, command in _commands(root):
+        if path and not (command.help or "").strip():
+            missing.append(" ".join(path))
+        for param in command.params:
+            seen += 1
+            # typer vendors click (typer._click): tell arguments by param_type_name, not isinstance
+            kind = "argument" if param.param_type_name == "argument" else "option"
+            if not (getattr(param, "help", None) or "").strip():
+                missing.append(f"{' '.join(path)} {kind} {param.name}")
+    assert seen > 10  # the walk did reach the commands' parameters
+    assert not missing, f"no help text: {missing}"
