@@ -13,16 +13,19 @@ import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import MappingProxyType
 
 from .errors import LLMConfigurationError
 
 __all__ = ["check_listen", "listen_error", "startup_errors"]
 
-_REASONS = {
-    errno.EADDRINUSE: "the port is already in use (another server is listening there)",
-    errno.EACCES: "permission denied (ports below 1024 need privileges)",
-    errno.EADDRNOTAVAIL: "the address is not one of this machine's",
-}
+_REASONS = MappingProxyType(
+    {
+        errno.EADDRINUSE: "the port is already in use (another server is listening there)",
+        errno.EACCES: "permission denied (ports below 1024 need privileges)",
+        errno.EADDRNOTAVAIL: "the address is not one of this machine's",
+    }
+)
 
 
 def listen_error(host: str, port: int, exc: OSError) -> LLMConfigurationError:
