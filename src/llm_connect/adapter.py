@@ -1,8 +1,9 @@
 """The adapter contract: ``LLMAdapter``.
 
 The core is async. ``execute_prompt`` / ``stream`` are a thin sync facade that runs the async method on
-one background event loop per process (so keep-alive connections are shared by every thread). Calling
-the sync facade from inside a running event loop raises :class:`LLMUsageError` instead of deadlocking.
+one background event loop per process (so keep-alive connections are shared by every thread); at
+interpreter exit that loop is shut down and its HTTP sessions closed. Calling the sync facade from inside a
+running event loop raises :class:`LLMUsageError` instead of deadlocking.
 
 A third-party adapter may implement only ``execute_prompt`` (sync): ``async_execute_prompt`` then runs
 it in the default executor (seed FR-3). Either method must be implemented.
@@ -14,6 +15,8 @@ Every adapter also satisfies seed 004's ``LLMBackend`` protocol: ``model``, ``ti
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import functools
 import os
 import threading
@@ -32,12 +35,20 @@ T = TypeVar("T")
 
 
 class SyncRunner:
-    """One daemon thread running an event loop; sync callers submit coroutines to it."""
+    """One daemon thread running an event loop; sync callers submit coroutines to it.
+
+    The loop lives as long as the process, so the HTTP sessions opened on it (and their keep-alive pools)
+    serve every sync call. At interpreter exit :meth:`close` shuts it down as ``asyncio.run`` would: the
+    transport closes the loop's session (no "Unclosed client session" warnings), then the loop is closed.
+    """
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="llm-connect-sync", daemon=True)
+        self._pid = os.getpid()
+        self._closed = False
         self._thread.start()
+        atexit.register(self.close)
 
     @classmethod
     def shared(cls) -> SyncRunner:
@@ -53,6 +64,30 @@ class SyncRunner:
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the loop: cancel what still runs on it, close its async generators (the transport's session
+        closers among them), stop and close it. Idempotent; run at interpreter exit. Later sync calls raise
+        LLMUsageError."""
+        if self._closed or self._pid != os.getpid() or threading.current_thread() is self._thread:
+            return  # a forked child's copy of its parent's runner has no thread to stop
+        self._closed = True
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._loop.shutdown_asyncgens()
+        await asyncio.sleep(0)  # let the closed connections' transports finish closing
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
             asyncio.get_running_loop()
@@ -64,6 +99,9 @@ class SyncRunner:
                 "the sync API (execute_prompt / stream) was called inside a running event loop; "
                 "use 'await adapter.async_execute_prompt(...)' or 'async for c in adapter.astream(...)'"
             )
+        if self._closed:
+            coro.close()
+            raise LLMUsageError("the sync API was called after its event loop was closed (at interpreter exit)")
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return fut.result()
@@ -89,7 +127,7 @@ class SyncRunner:
                 yield item
         finally:
             aclose = getattr(it, "aclose", None)
-            if aclose is not None:
+            if aclose is not None and not self._closed:
                 fut = asyncio.run_coroutine_threadsafe(aclose(), self._loop)
                 if threading.current_thread() is not self._thread:  # (the GC may finalise us on the loop)
                     fut.result(timeout=30)

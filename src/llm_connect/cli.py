@@ -133,10 +133,18 @@ def _waiting(adapter: object) -> contextlib.AbstractContextManager[object]:
 
 @app.command()
 def serve(
-    config: Annotated[str | None, typer.Option("--config", "-c", help="YAML config (default: embedded).")] = None,
-    host: Annotated[str | None, typer.Option("--host")] = None,
-    port: Annotated[int | None, typer.Option("--port", "-p")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Default: server.workers or 1.")] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="YAML config (default: $LLM_CONNECT_CONFIG, else embedded).")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to listen on (default: server.host, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", "-p", help="Port to listen on (default: server.port, 9999).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, help="Worker processes (default: server.workers, 1).")
+    ] = None,
 ) -> None:
     """Run the OpenAI-compatible gateway (/v1/chat/completions, /execute, /complete, /metrics …)."""
     from .server.app import serve as _serve
@@ -146,7 +154,9 @@ def serve(
 
 @app.command()
 def bridge(
-    config: Annotated[str | None, typer.Option("--config", "-c", help="YAML config (default: embedded).")] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="YAML config (default: $LLM_CONNECT_CONFIG, else embedded).")
+    ] = None,
 ) -> None:
     """Read one JSON request on stdin, write one JSON response on stdout (errors are JSON too, exit != 0)."""
     from .server.bridge import main as bridge_main
@@ -154,12 +164,25 @@ def bridge(
     raise typer.Exit(bridge_main(config_path=config))
 
 
-@app.command()
+class _UsageCommand(_Command):
+    """``usage --help`` lists the values ``--by`` accepts: the ledger's GROUP_BYS, the one list that
+    ``usage`` also checks ``--by`` against. Imported only when the help is shown, so other starts stay fast."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from .usage.ledger import GROUP_BYS
+
+        for param in self.params:
+            if param.name == "by":
+                param.help = f"Group the totals by: {' | '.join(GROUP_BYS)}."
+        super().format_help(ctx, formatter)
+
+
+@app.command(cls=_UsageCommand)
 def usage(
     db: Annotated[str | None, typer.Option("--db", help="Ledger: SQLite path or postgresql:// URL.")] = None,
-    by: Annotated[str, typer.Option("--by", help="tenant | agent | model | day")] = "tenant",
+    by: Annotated[str, typer.Option("--by", help="Group the totals by one of the ledger's columns.")] = "tenant",
     chart: Annotated[str | None, typer.Option("--chart", help="Write a PNG chart of spend over time.")] = None,
-    tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's calls.")] = None,
 ) -> None:
     """Print usage totals from the ledger; optionally chart spend over time."""
     from .paths import default_ledger_url
@@ -198,8 +221,8 @@ def models() -> None:
 
 @app.command("mock-server")
 def mock_server(
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p")] = 8765,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on (0: any free port).")] = 8765,
 ) -> None:
     """Serve the mock provider (OpenAI, Anthropic, Gemini, Ollama wire formats) for tests."""
     from .testing.mock_server import run_mock_server

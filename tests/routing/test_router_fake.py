@@ -304,6 +304,8 @@ def test_from_config_builds_groups_fallbacks_and_policies(monkeypatch: pytest.Mo
         ({"groups": {"g": ["fake:a"]}, "strategy": "fastest"}, "unknown routing strategy 'fastest'"),
         ({"groups": {"g": [{"model": "fake:a", "wieght": 2}]}}, "groups['g'][0]: unknown key(s) ['wieght']"),
         ({"groups": {"g": [{"model": "fake:a", "weight": 0}]}}, "weight must be a positive number"),
+        ({"groups": {"g": [{"model": "fake:a", "timeout": 0}]}}, "timeout must be a positive number"),
+        ({"groups": {"g": [{"model": "fake:a", "timeout": "5s"}]}}, "timeout must be a positive number"),
         ({"groups": {"g": [{"model": "gpt-4o"}]}}, "must be a 'provider:model' spec"),
         ({"groups": {"g": ["fake:a"]}, "retry": {"num_retries": -1}}, "retry.num_retries must be an integer"),
         ({"groups": {"g": ["fake:a"]}, "cooldown": {"cooldown": 3}}, "cooldown: unknown key(s) ['cooldown']"),
@@ -315,6 +317,15 @@ def test_bad_router_configs_are_rejected_clearly(config: dict, message: str) -> 
     with pytest.raises(LLMConfigurationError) as ei:
         Router.from_config(config)
     assert message in str(ei.value)
+
+
+async def test_an_injected_adapter_deployment_timeout_caps_each_attempt() -> None:
+    slow = Deployment(adapter=FakeAdapter("slow", replies=[FakeReply("late", latency=2)]), options={"timeout": 0.2})
+    router = Router({"g": [slow, fake("quick", "on time")]}, strategy="ordered", num_retries=0)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    resp = await router.async_execute_prompt("x")  # no request timeout: the deployment's own still applies
+    assert resp.text == "on time" and loop.time() - t0 < 1
 
 
 def test_duplicate_deployments_get_distinct_names() -> None:

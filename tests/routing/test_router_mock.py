@@ -13,6 +13,7 @@ from llm_connect import (
     LLMContextWindowExceededError,
     LLMInvalidRequestError,
     LLMProviderUnavailableError,
+    LLMTimeoutError,
     RunConfig,
 )
 from llm_connect.routing import Router
@@ -291,3 +292,42 @@ async def test_a_503_or_529_with_retry_after_is_believed(mock: MockServer, error
     assert (await router.async_execute_prompt("two")).model == "b"  # a is out for the second it asked for
     await asyncio.sleep(1.05)
     assert (await router.async_execute_prompt("three")).model == "a"
+
+
+def _slow_primary(mock: MockServer, own_timeout: float) -> Router:
+    """Group "primary": one deployment with its own timeout whose replies come after 5 s; "backup" answers."""
+    mock.script(MockReply(model="slow", latency=5, repeat=True))
+    return Router(
+        {"primary": [dep(mock, "slow", options={"timeout": own_timeout})], "backup": [dep(mock, "spare")]},
+        fallbacks={"primary": ["backup"]},
+        num_retries=0,
+    )
+
+
+async def test_a_request_timeout_caps_the_deployment_timeout_and_the_fallback_is_still_reached(
+    mock: MockServer,
+) -> None:
+    router = _slow_primary(mock, own_timeout=0.5)
+    t0 = time.monotonic()
+    resp = await router.async_execute_prompt("hi", RunConfig(model_name="primary", timeout=3))
+    took = time.monotonic() - t0
+    # the primary gave up at its own 0.5 s (not at the request's 3 s) and left the rest to the fallback
+    assert resp.model == "spare" and 0.4 < took < 1.5, took
+    assert (hits(mock, "slow"), hits(mock, "spare")) == (1, 1)
+
+
+async def test_a_request_timeout_shorter_than_the_deployment_timeout_wins(mock: MockServer) -> None:
+    router = _slow_primary(mock, own_timeout=4)
+    t0 = time.monotonic()
+    with pytest.raises(LLMTimeoutError):
+        await router.async_execute_prompt("hi", RunConfig(model_name="primary", timeout=0.5))
+    assert time.monotonic() - t0 < 1.5
+    assert hits(mock, "spare") == 0  # no time was left for the fallback
+
+
+def test_the_sync_facade_applies_the_same_timeout_rule() -> None:
+    with MockServer.run_in_thread() as mock:
+        router = _slow_primary(mock, own_timeout=0.5)
+        t0 = time.monotonic()
+        resp = router.execute_prompt("hi", RunConfig(model_name="primary", timeout=3))
+        assert resp.model == "spare" and time.monotonic() - t0 < 1.5

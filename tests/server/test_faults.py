@@ -35,6 +35,11 @@ def gw(mock, workdir):
         {"model": "openai:second", "name": "second"},
     ]
     groups["solo"] = [{"model": "openai:solo", "name": "solo"}]
+    # a deployment with its own timeout whose replies are slow, falling back to another group
+    groups["hasty"] = [{"model": "openai:slow-primary", "name": "hasty", "timeout": 0.5}]
+    groups["patient"] = [{"model": "openai:slow-primary", "name": "patient", "timeout": 4}]
+    groups["backup"] = [{"model": "openai:backup", "name": "backup"}]
+    cfg["router"]["fallbacks"].update({"hasty": ["backup"], "patient": ["backup"]})
     g = GatewayProc(cfg, workdir, name="faults").start()
     yield g
     g.stop()
@@ -97,6 +102,21 @@ def test_single_deployment_failure_is_a_clean_error(gw, mock, fault, codes):
     assert set(body["error"]) == {"message", "type", "code", "param"}
     assert body["error"]["code"] in ("provider_unavailable", "upstream_rate_limited")
     assert took < 5
+
+
+def test_a_request_timeout_caps_the_deployment_timeout_and_the_fallback_answers(gw, mock):
+    mock.script(MockReply(model="slow-primary", latency=5, repeat=True))
+    status, body, took = chat(gw, {"model": "hasty", "messages": MSG, "timeout": 3})
+    # the primary gave up at its own 0.5 s, not at the request's 3 s: the fallback answered in time
+    assert status == 200, body
+    assert body["model"] == "backup" and took < 1.5
+
+
+def test_a_request_timeout_shorter_than_the_deployment_timeout_wins(gw, mock):
+    mock.script(MockReply(model="slow-primary", latency=5, repeat=True))
+    status, body, took = chat(gw, {"model": "patient", "messages": MSG, "timeout": 0.5})
+    assert status == 504 and body["error"]["code"] == "timeout", body
+    assert took < 1.5
 
 
 def test_caller_timeout_is_504(gw, mock):

@@ -215,15 +215,21 @@ class Call:
         return wait
 
     def config_for(self, node: Node) -> RunConfig:
-        """The caller's RunConfig for one attempt: deployment recorded, remaining time as the cap."""
+        """The caller's RunConfig for one attempt: deployment recorded; the time cap is the deployment's own
+        timeout or the time left of the call's, whichever is less. The call's timeout caps the deployment's,
+        never replaces it: a slow deployment gives up at its own timeout and leaves the rest to the next."""
         md = dict(self.cfg.metadata) if self.cfg.metadata else {}
         md["deployment"] = node.name
         md["model_group"] = node.group
         cfg = self.cfg.copy()  # the values set below are valid by construction: no re-validation
         cfg.metadata = md
         cfg.model_name = None
+        own = node.timeout
         if self.deadline is not None:
-            cfg.timeout = max(0.001, self.deadline - time.monotonic())
+            left = max(0.001, self.deadline - time.monotonic())
+            cfg.timeout = left if own is None or own > left else own
+        elif own is not None:
+            cfg.timeout = own
         return cfg
 
     # -- outcomes ----------------------------------------------------------------------------------

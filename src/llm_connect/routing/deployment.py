@@ -63,7 +63,8 @@ class Deployment:
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str | None = None
     price_per_1k: Decimal | None = None
-    #: more create_adapter keywords (timeout, headers, provider-specific ones)
+    #: more create_adapter keywords (timeout, headers, provider-specific ones). ``timeout`` also caps each
+    #: routed attempt on this deployment, the request's own timeout included (see :attr:`timeout`)
     options: dict[str, Any] = field(default_factory=dict)
     adapter: LLMAdapter | None = field(default=None, repr=False)
 
@@ -93,6 +94,15 @@ class Deployment:
                 raise LLMConfigurationError(f"{where}: price_per_1k must be a number") from exc
         if not isinstance(self.options, dict):
             raise LLMConfigurationError(f"{where}: options must be a mapping of create_adapter keywords")
+        t = self.options.get("timeout")
+        if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or t <= 0):
+            raise LLMConfigurationError(f"{where}: timeout must be a positive number of seconds, got {t!r}")
+
+    @property
+    def timeout(self) -> float | None:
+        """This deployment's own cap on one attempt in seconds (``timeout``, kept in ``options``), or None."""
+        t = self.options.get("timeout")
+        return None if t is None else float(t)
 
     @property
     def provider(self) -> str:
@@ -226,6 +236,7 @@ class Node:
         "name",
         "owned",
         "rpm",
+        "timeout",
         "tpm",
         "ttft",
         "ttft_at",
@@ -242,6 +253,8 @@ class Node:
         self.rpm = deployment.rpm
         self.tpm = deployment.tpm
         self.window = deployment.context_window
+        #: the deployment's own cap on one attempt (s), or None
+        self.timeout = deployment.timeout
         #: whether rpm/tpm are counted in the shared state (caps, or the usage strategy)
         self.counted = self.rpm is not None or self.tpm is not None
         self.in_flight = 0

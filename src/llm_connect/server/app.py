@@ -230,24 +230,20 @@ def serve(
         import uvicorn
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise SystemExit("the gateway needs the server extra: pip install 'llm-connect[server]'") from exc
-    from ..errors import LLMConfigurationError
+    from .._net import check_listen, startup_errors
 
-    try:
+    with startup_errors():  # a bad config or a taken port: one line on stderr, exit code 2
         cfg = load_config(config_path)
         _check_workers(cfg, workers or cfg.server.workers)
+        host = host or cfg.server.host
+        port = cfg.server.port if port is None else port
         if (workers or cfg.server.workers) > 1:
             check_config(cfg, workers=workers)
             gateway = None
         else:
             gateway = Gateway(cfg)
             gateway.engine.build()
-    except LLMConfigurationError as exc:
-        import sys
-
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    host = host or cfg.server.host
-    port = cfg.server.port if port is None else port
+        check_listen(host, port)  # uvicorn would log a bind failure amid its start-up lines and exit 3
     workers = workers or cfg.server.workers
     level = log_level or cfg.server.log_level
     opts: dict[str, Any] = {

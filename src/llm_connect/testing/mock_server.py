@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .._net import listen_error, startup_errors
 from . import _formats as F
 from ._script import FAULTS, MockReply, Script, ScriptState, as_reply
 
@@ -125,7 +126,11 @@ class MockServer:
         runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:  # e.g. the port is taken: leave nothing set up behind
+            await runner.cleanup()
+            raise
         self._runner = runner
         self.host = host
         self.port = runner.addresses[0][1]
@@ -641,9 +646,13 @@ class MockServer:
 
 
 async def serve(host: str = "127.0.0.1", port: int = 8765, **kwargs: Any) -> None:
-    """Run a mock server until cancelled."""
+    """Run a mock server until cancelled. A port that cannot be listened on raises LLMConfigurationError
+    naming the address and the problem."""
     server = MockServer(**kwargs)
-    await server.start(host, port)
+    try:
+        await server.start(host, port)
+    except OSError as exc:
+        raise listen_error(host, port, exc) from exc
     print(f"llm-connect mock server listening on {server.url}", flush=True)
     try:
         await asyncio.Event().wait()
@@ -652,8 +661,9 @@ async def serve(host: str = "127.0.0.1", port: int = 8765, **kwargs: Any) -> Non
 
 
 def run_mock_server(host: str = "127.0.0.1", port: int = 8765, **kwargs: Any) -> None:
-    """Block serving the mock until interrupted (the ``llm-connect mock-server`` command)."""
-    with contextlib.suppress(KeyboardInterrupt):
+    """Block serving the mock until interrupted (the ``llm-connect mock-server`` command). A port that cannot
+    be listened on is one line on stderr and exit code 2, as for ``llm-connect serve``."""
+    with startup_errors(), contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(host, port, **kwargs))
 
 
