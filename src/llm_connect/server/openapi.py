@@ -25,8 +25,9 @@ __all__ = ["DOCS_HTML", "Operation", "Reply", "operations", "spec"]
 
 _REF = "#/components/schemas/{model}"
 
-#: who may call an operation: any key, the admin key, /metrics' rule, or anyone
-Access = Literal["key", "admin", "metrics", "public"]
+#: who may call an operation: any key (when auth is on), /metrics' rule (the admin key unless
+#: server.public_metrics), or anyone
+Access = Literal["key", "metrics", "public"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +279,7 @@ def _operation(op: Operation, config: GatewayConfig | None, comp: _Components) -
     security = _security(op.access, config)
     out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag]}
     description = op.description
-    if op.access == "admin" or (op.access == "metrics" and security):
+    if op.access == "metrics" and security:
         description = (description + " Needs the admin key.").strip()
     if description:
         out["description"] = description
@@ -320,15 +321,15 @@ def spec(config: GatewayConfig | None, routes: Iterable[tuple[str, str]]) -> dic
 
     Raises RuntimeError when a route has no :class:`Operation` or an operation no route."""
     docs = operations()
-    served = set(routes)
-    missing, stale = served - docs.keys(), docs.keys() - served
+    served = list(dict.fromkeys(routes))  # in the route table's order
+    missing, stale = set(served) - docs.keys(), docs.keys() - set(served)
     if missing or stale:
         raise RuntimeError(
             f"routes without documentation: {sorted(missing)}; documentation without a route: {sorted(stale)}"
         )
     comp = _Components()
     paths: dict[str, dict[str, Any]] = {}
-    for method, path in sorted(served, key=lambda r: (r[1], r[0])):
+    for method, path in served:
         paths.setdefault(path, {})[method.lower()] = _operation(docs[(method, path)], config, comp)
     return {
         "openapi": "3.1.0",
@@ -374,6 +375,7 @@ h4{margin:.6rem 1rem 0}p{margin:.2rem 1rem}
 <script>
 function esc(s){return String(s).replace(/[&<>]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;'}[c]))}
 function deref(doc,s){if(s&&s.$ref){return doc.components.schemas[s.$ref.split('/').pop()]}return s}
+function name(s){return s&&s.$ref?s.$ref.split('/').pop():(s&&s.oneOf?s.oneOf.map(name).join(' | '):'')}
 fetch('openapi.json').then(r=>r.json()).then(doc=>{
  document.getElementById('desc').textContent=doc.info.description;
  let h='';
@@ -384,10 +386,15 @@ fetch('openapi.json').then(r=>r.json()).then(doc=>{
    const ps=op.parameters.map(p=>p.in+' '+p.name+(p.description?' \u2014 '+p.description:''));
    h+='<h4>Parameters</h4><pre>'+esc(ps.join('\n'))+'</pre>'}
   const rb=op.requestBody&&op.requestBody.content['application/json'];
-  if(rb){h+='<h4>Request body</h4><pre>'+esc(JSON.stringify(deref(doc,rb.schema),null,2))+'</pre>'}
-  const rs=Object.entries(op.responses).map(([c,r])=>c+'  '+(r.description||''));
+  if(rb){h+='<h4>Request body: '+esc(name(rb.schema))+'</h4>';
+   h+='<pre>'+esc(JSON.stringify(deref(doc,rb.schema),null,2))+'</pre>'}
+  const rs=Object.entries(op.responses).map(([c,r])=>c+'  '+(r.description||'')+
+   Object.entries(r.content||{}).map(([t,m])=>'\n       '+t+(name(m.schema)?': '+name(m.schema):'')).join(''));
   h+='<h4>Responses</h4><pre>'+esc(rs.join('\n'))+'</pre>';
   h+='</details>'}}
+ h+='<h2>Schemas</h2>';
+ for(const [n,s] of Object.entries(doc.components.schemas)){
+  h+='<details id="'+esc(n)+'"><summary>'+esc(n)+'</summary><pre>'+esc(JSON.stringify(s,null,2))+'</pre></details>'}
  document.getElementById('out').innerHTML=h;
 }).catch(e=>{document.getElementById('out').textContent='cannot load openapi.json: '+e});
 </script></body></html>
