@@ -8,10 +8,11 @@ this module imports pydantic; ``import llm_connect`` and the gateway's request p
 Request models have the constraints the fast validator enforces (422 ``invalid_field`` otherwise):
 integers are JSON integers (``5.0`` counts, ``"5"`` and ``true`` do not) of at most 64 bits, numbers are
 JSON numbers, booleans are ``true`` / ``false`` only, strings are at most 256 characters and identifiers
-(``tenant_id``, ``thread_id``, budget ids) 1 to 128 printable characters. Known differences from the fast
-validator, all outside what it checks: in messages, ``name``, ``tool_call_id`` and the items of ``tool_calls``
-are not type-checked by the fast path (a wrong type fails later as a 400), nor is ``text`` on a content
-part whose ``type`` is not ``"text"``; and a tool's ``type`` need not be a string there.
+(``tenant_id``, ``thread_id``, budget ids) 1 to 128 printable characters. The models are stricter than the
+fast validator in a few places it leaves to the provider, listed here and pinned by a test: in messages,
+the types of ``name`` and ``tool_call_id`` and of the items of ``tool_calls``, and ``text`` on a content
+part whose ``type`` is not ``"text"``; in tools, the ``type`` and, for a tool that is not a function,
+``function``. Everything else is refused by both or by neither.
 
 Response models describe what the gateway sends, key for key (tests validate real responses with
 ``strict=True`` and compare the round trip).
