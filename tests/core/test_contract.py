@@ -45,6 +45,15 @@ def test_import_is_lazy():
     assert out.strip() == "False"
 
 
+def test_import_does_not_load_pydantic():
+    """pydantic describes the gateway's shapes (server/schemas.py) but is never part of importing the library."""
+    import subprocess
+    import sys
+
+    code = "import llm_connect, sys; assert 'pydantic' not in sys.modules, sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+
 def test_seed_timeout_name_is_the_same_class():
     assert LLMTimeout is LLMTimeoutError
     assert issubclass(LLMTimeoutError, LLMError)

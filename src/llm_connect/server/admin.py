@@ -1,4 +1,5 @@
-"""Operational routes: ``/health``, ``/ready``, ``/metrics``, ``/v1/usage``, ``/openapi.json``, ``/docs``."""
+"""Operational routes: ``/health``, ``/ready``, ``/metrics``, ``/v1/usage`` (``/openapi.json`` and ``/docs``
+are in :mod:`llm_connect.server.app`, next to the route table they describe)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from .asgi import Request, Response, json_response
 from .engine import Engine
 from .errors import ApiError
 
-__all__ = ["handle_docs", "handle_health", "handle_metrics", "handle_openapi", "handle_ready", "handle_usage"]
+__all__ = ["handle_health", "handle_metrics", "handle_ready", "handle_usage"]
 
 _GROUP_BYS = ("tenant", "agent", "model", "provider", "day", "thread", "task_type")
 
@@ -138,15 +139,3 @@ async def handle_usage(engine: Engine, req: Request) -> Response:
     return Response(
         200, orjson.dumps({"object": "usage", "group_by": group_by, "tenant": tenant, "source": source, "data": data})
     )
-
-
-async def handle_openapi(engine: Engine, req: Request) -> Response:
-    from .openapi import spec
-
-    return Response(200, orjson.dumps(spec(engine.config)))
-
-
-async def handle_docs(engine: Engine, req: Request) -> Response:
-    from .openapi import DOCS_HTML
-
-    return Response(200, DOCS_HTML, b"text/html; charset=utf-8")

@@ -11,6 +11,7 @@ carries ``x-request-id``. With ``workers > 1`` the workers share budgets and rat
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -26,11 +27,36 @@ from .asgi import ClientGone, Receive, Request, Response, Scope, Send
 from .engine import Engine
 from .errors import ApiError, RedactingFilter, from_exception, log
 
-__all__ = ["Gateway", "check_config", "create_app", "serve"]
+__all__ = ["ROUTES", "Gateway", "check_config", "create_app", "handle_docs", "handle_openapi", "serve"]
 
 Handler = Callable[[Engine, Request], Awaitable[Response | None]]
 
-#: (method, path) -> handler
+
+def _docs_served(engine: Engine) -> None:
+    if not engine.config.server.docs:
+        raise ApiError(404, "the API documentation is off (server.docs)", "invalid_request_error", "not_found")
+
+
+async def handle_openapi(engine: Engine, req: Request) -> Response:
+    """The OpenAPI document of :data:`ROUTES`, generated on the first request (in a worker thread: it
+    imports pydantic) and kept by the engine."""
+    _docs_served(engine)
+    if engine.openapi_json is None:
+        from .openapi import spec
+
+        doc = await asyncio.to_thread(spec, engine.config, ROUTES)
+        engine.openapi_json = orjson.dumps(doc)
+    return Response(200, engine.openapi_json)
+
+
+async def handle_docs(engine: Engine, req: Request) -> Response:
+    _docs_served(engine)
+    from .openapi import DOCS_HTML
+
+    return Response(200, DOCS_HTML, b"text/html; charset=utf-8")
+
+
+#: (method, path) -> handler; every entry is documented in :func:`llm_connect.server.openapi.operations`
 ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType(
     {
         ("POST", "/v1/chat/completions"): openai.handle_chat,
@@ -44,8 +70,8 @@ ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType(
         ("GET", "/readyz"): admin.handle_ready,
         ("GET", "/metrics"): admin.handle_metrics,
         ("GET", "/v1/usage"): admin.handle_usage,
-        ("GET", "/openapi.json"): admin.handle_openapi,
-        ("GET", "/docs"): admin.handle_docs,
+        ("GET", "/openapi.json"): handle_openapi,
+        ("GET", "/docs"): handle_docs,
     }
 )
 _PATHS = frozenset(path for _, path in ROUTES)

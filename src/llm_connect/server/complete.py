@@ -8,6 +8,8 @@ Other errors use the OpenAI error shape.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from .asgi import Request, Response
@@ -15,30 +17,34 @@ from .engine import CallSpec, Engine
 from .errors import ApiError
 from .validate import Fields, budget_from_headers, header, with_thread
 
-__all__ = ["handle_complete"]
+__all__ = ["handle_complete", "parse_complete"]
 
 _UNAVAILABLE = frozenset({"provider_unavailable", "timeout", "upstream_rate_limited", "upstream_authentication_error"})
+
+
+def parse_complete(data: dict[str, Any], headers: dict[str, str]) -> CallSpec:
+    """Validate a ``/complete`` body into a CallSpec (ApiError 422 naming the field; unknown fields are ignored)."""
+    f = Fields(data)
+    budget = with_thread(budget_from_headers(headers), f.ident("thread_id"))
+    return CallSpec(
+        prompt=f.messages(),
+        model=f.str("model"),
+        tenant_id=f.ident("tenant_id") or header(headers, "x-llm-tenant-id"),
+        max_tokens=f.int("max_tokens", minimum=1),
+        temperature=f.num("temperature", lo=0, hi=2),
+        timeout=f.num("timeout", positive=True),
+        agent=f.str("agent") or header(headers, "x-llm-agent"),
+        thread_id=budget.thread_id if budget is not None else None,
+        task_type=f.str("task_type") or header(headers, "x-llm-task-type"),
+        metadata=f.metadata(),
+        budget=budget,
+    )
 
 
 async def handle_complete(engine: Engine, req: Request) -> Response:
     principal = engine.auth.authenticate(req.headers)
     data = await req.json_object(engine.config.server.max_body_bytes)
-    f = Fields(data)
-    budget = with_thread(budget_from_headers(req.headers), f.ident("thread_id"))
-    thread_id = budget.thread_id if budget is not None else None
-    spec = CallSpec(
-        prompt=f.messages(),
-        model=f.str("model"),
-        tenant_id=f.ident("tenant_id") or header(req.headers, "x-llm-tenant-id"),
-        max_tokens=f.int("max_tokens", minimum=1),
-        temperature=f.num("temperature", lo=0, hi=2),
-        timeout=f.num("timeout", positive=True),
-        agent=f.str("agent") or header(req.headers, "x-llm-agent"),
-        thread_id=thread_id,
-        task_type=f.str("task_type") or header(req.headers, "x-llm-task-type"),
-        metadata=f.metadata(),
-        budget=budget,
-    )
+    spec = parse_complete(data, req.headers)
     prep = await engine.prepare(principal, spec, req.request_id)
     try:
         resp = await req.unless_gone(engine.complete(prep))

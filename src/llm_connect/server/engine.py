@@ -119,6 +119,8 @@ class Engine:
         self._start_lock: asyncio.Lock | None = None
         self._policy_state: Any = None
         self.request_timeout = config.server.request_timeout
+        #: the body of GET /openapi.json, built on its first request
+        self.openapi_json: bytes | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def build(self) -> None:

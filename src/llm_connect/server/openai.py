@@ -61,8 +61,9 @@ def parse_chat(data: dict[str, Any], headers: dict[str, str]) -> tuple[CallSpec,
     if "n" in has and f.int("n", minimum=1) not in (None, 1):
         raise field_error("n", "only n=1 is supported")
     max_tokens = f.int("max_completion_tokens", minimum=1) if "max_completion_tokens" in has else None
-    if max_tokens is None and "max_tokens" in has:
-        max_tokens = f.int("max_tokens", minimum=1)
+    legacy_max = f.int("max_tokens", minimum=1) if "max_tokens" in has else None  # validated even when unused
+    if max_tokens is None:
+        max_tokens = legacy_max
     stream = "stream" in has and f.bool("stream")
     include_usage = False
     if "stream_options" in has:

@@ -1,299 +1,357 @@
-"""The gateway's OpenAPI 3.1 description and a self-contained docs page (no CDN, no external assets)."""
+"""The gateway's OpenAPI 3.1 document, generated, and a self-contained docs page (no CDN, no external assets).
+
+Every route of :data:`llm_connect.server.app.ROUTES` has one :class:`Operation` here, keyed by the same
+``(method, path)``; :func:`spec` refuses to build a document when the two tables differ (so a route cannot
+ship undocumented). Bodies, query strings and headers are the pydantic models of
+:mod:`llm_connect.server.schemas`; their JSON Schemas (``$defs`` included) become ``components/schemas``.
+
+Importing this module is cheap; :func:`spec` imports pydantic (the gateway calls it once, on the first
+``GET /openapi.json``, and keeps the bytes).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import GatewayConfig
 
-__all__ = ["DOCS_HTML", "spec"]
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+__all__ = ["DOCS_HTML", "Operation", "Reply", "operations", "spec"]
+
+_REF = "#/components/schemas/{model}"
+
+#: who may call an operation: any key (when auth is on), /metrics' rule (the admin key unless
+#: server.public_metrics), or anyone
+Access = Literal["key", "metrics", "public"]
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One response of an operation: a JSON body (one model, or any of several), or another media type."""
+
+    description: str
+    models: tuple[type[BaseModel], ...] = ()
+    #: the schema of each ``data:`` event when the same status may also be a text/event-stream
+    stream: type[BaseModel] | None = None
+    #: a non-JSON body: (media type, JSON Schema of it)
+    media: tuple[str, dict[str, Any]] | None = None
+    #: response headers besides x-request-id: name -> description
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
-def _json(schema: dict[str, Any], description: str = "") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """The documentation of one route."""
+
+    operation_id: str
+    summary: str
+    tag: str
+    responses: Mapping[str, Reply]
+    description: str = ""
+    request: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    headers: type[BaseModel] | None = None
+    access: Access = "key"
 
 
-_ERRORS = {
-    "400": _json(_ref("Error"), "Malformed JSON or a request no provider can serve"),
-    "401": _json(_ref("Error"), "Missing or invalid API key"),
-    "403": _json(_ref("Error"), "The key may not use this model / tenant"),
-    "404": _json(_ref("Error"), "Unknown model"),
-    "413": _json(_ref("Error"), "Body over server.max_body_bytes"),
-    "422": _json(_ref("Error"), "Schema error; error.param names the field"),
-    "429": _json(_ref("Error"), "code rate_limit_exceeded (Retry-After set), budget_exceeded or upstream_rate_limited"),
-    "503": _json(_ref("Error"), "Every provider failed (provider_unavailable) or the budget store is down"),
-    "504": _json(_ref("Error"), "No answer within the timeout"),
-}
-
-_MESSAGE = {
-    "type": "object",
-    "required": ["role"],
-    "properties": {
-        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
-        "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}, {"type": "null"}]},
-        "name": {"type": "string"},
-        "tool_calls": {"type": "array", "items": {"type": "object"}},
-        "tool_call_id": {"type": "string"},
-    },
-}
-
-_USAGE = {
-    "type": "object",
-    "properties": {
-        k: {"type": "integer"}
-        for k in (
-            "input_tokens",
-            "output_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "reasoning_tokens",
-            "total_tokens",
-        )
-    },
-}
-
-_DELEGATION_HEADERS = [
+_ERROR_CODES: Mapping[str, str] = MappingProxyType(
     {
-        "name": "X-LLM-Budget-Id",
-        "in": "header",
-        "schema": {"type": "string"},
-        "description": "Shared budget of a delegation chain (per tenant).",
-    },
-    {
-        "name": "X-LLM-Budget-Tokens",
-        "in": "header",
-        "schema": {"type": "integer"},
-        "description": "Token cap of the budget, set by the request that creates it.",
-    },
-    {
-        "name": "X-LLM-Budget-USD",
-        "in": "header",
-        "schema": {"type": "string"},
-        "description": "USD cap of the budget, set by the request that creates it.",
-    },
-    {
-        "name": "X-LLM-Thread-Id",
-        "in": "header",
-        "schema": {"type": "string"},
-        "description": "Per-thread budget (budgets.max_tokens_per_thread).",
-    },
-]
+        "400": "invalid_json (malformed or empty body), invalid_header, context_length_exceeded, content_filter, "
+        "invalid_request, no_matching_policy",
+        "401": "invalid_api_key: a missing or unknown API key",
+        "403": "model_not_allowed, tenant_mismatch, policy_violation or admin_required",
+        "404": "model_not_found: an unknown model, group or alias",
+        "408": "request_timeout: the body did not arrive in time",
+        "413": "request_too_large: the body is over server.max_body_bytes",
+        "422": "invalid_field (error.param names the field or header) or unknown_budget",
+        "429": "rate_limit_exceeded (a key's or tenant's rpm / tpm), budget_exceeded (type insufficient_quota) "
+        "or upstream_rate_limited (every deployment was rate-limited)",
+        "500": "internal_error",
+        "502": "upstream_authentication_error: a provider refused the gateway's credentials",
+        "503": "provider_unavailable (every deployment failed), budget_store_unavailable or configuration_error",
+        "504": "timeout: no answer within the request's timeout",
+    }
+)
+_RETRY_AFTER: Mapping[str, str] = MappingProxyType(
+    {"Retry-After": "Seconds to wait (rate limits, an unreachable budget store)"}
+)
+_CALL_ERRORS = ("400", "401", "403", "404", "408", "413", "422", "429", "500", "502", "503", "504")
 
 
-def _schemas() -> dict[str, Any]:
+def operations() -> dict[tuple[str, str], Operation]:
+    """The documentation of every route, keyed like ``ROUTES`` (imports the models, hence pydantic)."""
+    from . import schemas as s
+
+    def errors(*codes: str, model: type[BaseModel] = s.ErrorResponse) -> dict[str, Reply]:
+        return {
+            c: Reply(_ERROR_CODES[c], (model,), headers=_RETRY_AFTER if c in ("429", "503") else MappingProxyType({}))
+            for c in codes
+        }
+
+    chat = Operation(
+        "createChatCompletion",
+        "Chat completion (OpenAI shape; SSE when stream is true)",
+        "openai",
+        {
+            "200": Reply(
+                "A chat.completion, or with stream: true a text/event-stream of chat.completion.chunk events "
+                "ending with data: [DONE]",
+                (s.ChatCompletion,),
+                stream=s.ChatCompletionChunk,
+                headers={
+                    "x-llm-provider": "The provider that answered (not on streams)",
+                    "x-llm-model": "The model that answered",
+                    "x-llm-cost-usd": "The call's cost, a decimal string (when the price is known; not on streams)",
+                },
+            ),
+            **errors(*_CALL_ERRORS),
+        },
+        description="The official OpenAI SDKs work unchanged. Fields the gateway does not act on are ignored; "
+        "n must be 1. Body extensions: tenant_id, agent, thread_id, task_type, timeout.",
+        request=s.ChatCompletionRequest,
+        headers=s.CallHeaders,
+    )
+    text_schema = {"type": "string"}
     return {
-        "Error": {
-            "type": "object",
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "properties": {
-                        "message": {"type": "string"},
-                        "type": {"type": "string"},
-                        "code": {"type": ["string", "null"]},
-                        "param": {"type": ["string", "null"]},
-                    },
-                }
+        ("POST", "/v1/chat/completions"): chat,
+        ("POST", "/chat/completions"): Operation(
+            "createChatCompletionUnversioned",
+            "Chat completion (the same as POST /v1/chat/completions)",
+            chat.tag,
+            chat.responses,
+            description="For clients configured with a base URL without /v1.",
+            request=chat.request,
+            headers=chat.headers,
+        ),
+        ("GET", "/v1/models"): Operation(
+            "listModels",
+            "Model groups and aliases this key may use",
+            "openai",
+            {"200": Reply("An OpenAI model list", (s.ModelList,)), **errors("401")},
+        ),
+        ("POST", "/execute"): Operation(
+            "execute",
+            "The bridge's request and response over HTTP (seed FR-1)",
+            "llm-connect",
+            {
+                "200": Reply("The answer", (s.ExecuteResponse,)),
+                **errors(*_CALL_ERRORS, model=s.ExecuteFailure),
             },
-        },
-        "Message": _MESSAGE,
-        "ExecuteRequest": {
-            "type": "object",
-            "description": "The bridge's request (stdin of `llm-connect bridge`). Unknown fields are refused.",
-            "properties": {
-                "prompt": {"anyOf": [{"type": "string"}, {"type": "array", "items": _ref("Message")}]},
-                "messages": {"type": "array", "items": _ref("Message")},
-                "model": {"type": "string", "description": "group, alias or provider:model"},
-                "system_prompt": {"type": "string"},
-                "max_tokens": {"type": "integer", "minimum": 1},
-                "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-                "top_p": {"type": "number"},
-                "timeout": {"type": "number", "description": "seconds"},
-                "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-                "seed": {"type": "integer"},
-                "response_format": {"type": "object"},
-                "json_mode": {"type": "boolean"},
-                "tools": {"type": "array", "items": {"type": "object"}},
-                "tool_choice": {},
-                "tenant_id": {"type": "string"},
-                "agent": {"type": "string"},
-                "thread_id": {"type": "string"},
-                "task_type": {"type": "string"},
-                "metadata": {"type": "object"},
-                "budget": {
-                    "type": "object",
-                    "required": ["id"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "total_tokens": {"type": "integer"},
-                        "total_usd": {"type": "string"},
-                    },
-                },
+            description="The same bytes as stdin / stdout of `llm-connect bridge`. Every failure is an "
+            'ExecuteFailure body ({"ok": false, "error": {...}}) with the status of the error table.',
+            request=s.ExecuteRequest,
+            headers=s.CallHeaders,
+        ),
+        ("POST", "/complete"): Operation(
+            "complete",
+            "LLM pool completion (seed 002)",
+            "llm-connect",
+            {
+                "200": Reply("The answer", (s.CompleteResponse,)),
+                **errors("400", "401", "403", "404", "408", "413", "422", "429", "500"),
+                "503": Reply(
+                    'Every provider of the group and its fallbacks failed, timed out or was rate-limited: {"error": '
+                    '"All providers unavailable"}; otherwise (budget_store_unavailable, configuration_error) an '
+                    "ErrorResponse",
+                    (s.CompleteUnavailable, s.ErrorResponse),
+                    headers=_RETRY_AFTER,
+                ),
             },
-        },
-        "ExecuteResponse": {
-            "type": "object",
-            "properties": {
-                "ok": {"type": "boolean"},
-                "text": {"type": "string"},
-                "model": {"type": "string"},
-                "provider": {"type": "string"},
-                "finish_reason": {"type": ["string", "null"]},
-                "usage": _USAGE,
-                "cost_usd": {"type": ["string", "null"]},
-                "latency_ms": {"type": "number"},
-                "request_id": {"type": "string"},
-                "tool_calls": {"type": ["array", "null"]},
-                "budget": {"type": "object"},
-                "error": {"type": "object", "description": "when ok is false: type, code, message, param"},
+            request=s.CompleteRequest,
+            headers=s.CallHeaders,
+        ),
+        ("GET", "/v1/usage"): Operation(
+            "getUsage",
+            "Usage totals (a tenant key sees its own tenant, the admin key every tenant)",
+            "admin",
+            {"200": Reply("One row per group", (s.UsageReport,)), **errors("401", "403", "422")},
+            query=s.UsageQuery,
+        ),
+        ("GET", "/health"): Operation(
+            "health", "Liveness: the process answers", "ops", {"200": Reply("Alive", (s.Health,))}, access="public"
+        ),
+        ("GET", "/healthz"): Operation(
+            "healthz", "Liveness (the same as /health)", "ops", {"200": Reply("Alive", (s.Health,))}, access="public"
+        ),
+        ("GET", "/ready"): Operation(
+            "ready",
+            "Readiness: the config is loaded and Redis and the ledger (when configured) answer",
+            "ops",
+            {"200": Reply("Ready", (s.Readiness,)), "503": Reply("Not ready", (s.Readiness,))},
+            access="public",
+        ),
+        ("GET", "/readyz"): Operation(
+            "readyz",
+            "Readiness (the same as /ready)",
+            "ops",
+            {"200": Reply("Ready", (s.Readiness,)), "503": Reply("Not ready", (s.Readiness,))},
+            access="public",
+        ),
+        ("GET", "/metrics"): Operation(
+            "metrics",
+            "Prometheus metrics (admin key unless server.public_metrics)",
+            "ops",
+            {
+                "200": Reply("The Prometheus text format", media=("text/plain; version=0.0.4", text_schema)),
+                **errors("401", "403"),
+                "404": Reply("not_found: metrics are disabled", (s.ErrorResponse,)),
             },
-        },
-        "CompleteRequest": {
-            "type": "object",
-            "required": ["messages"],
-            "properties": {
-                "model": {"type": "string"},
-                "messages": {"type": "array", "items": _ref("Message")},
-                "tenant_id": {"type": "string"},
+            access="metrics",
+        ),
+        ("GET", "/openapi.json"): Operation(
+            "openapi",
+            "This document (generated from the gateway's models)",
+            "ops",
+            {
+                "200": Reply("OpenAPI 3.1", media=("application/json", {"type": "object"})),
+                "404": Reply("not_found: server.docs is false", (s.ErrorResponse,)),
             },
-        },
-        "CompleteResponse": {
-            "type": "object",
-            "properties": {
-                "content": {"type": "string"},
-                "model": {"type": "string"},
-                "usage": {
-                    "type": "object",
-                    "properties": {"prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"}},
-                },
+            access="public",
+        ),
+        ("GET", "/docs"): Operation(
+            "docs",
+            "A self-contained HTML page of this document (no CDN)",
+            "ops",
+            {
+                "200": Reply("HTML", media=("text/html", text_schema)),
+                "404": Reply("not_found: server.docs is false", (s.ErrorResponse,)),
             },
-        },
-        "ChatCompletionRequest": {
-            "type": "object",
-            "required": ["messages"],
-            "description": "OpenAI Chat Completions. Extensions: tenant_id, agent, thread_id, task_type, timeout.",
-            "properties": {
-                "model": {"type": "string"},
-                "messages": {"type": "array", "items": _ref("Message")},
-                "max_tokens": {"type": "integer"},
-                "max_completion_tokens": {"type": "integer"},
-                "temperature": {"type": "number"},
-                "top_p": {"type": "number"},
-                "stop": {},
-                "seed": {"type": "integer"},
-                "stream": {"type": "boolean"},
-                "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
-                "response_format": {"type": "object"},
-                "tools": {"type": "array"},
-                "tool_choice": {},
-            },
-        },
+            access="public",
+        ),
     }
 
 
-def spec(config: GatewayConfig | None = None) -> dict[str, Any]:
-    """The OpenAPI document of the gateway."""
-    sec = [{"bearer": []}] if config is not None and config.auth else []
+class _Components:
+    """Collects the JSON Schemas of models (and their ``$defs``) under one name each."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {}
+
+    def ref(self, model: type[BaseModel]) -> dict[str, str]:
+        name = model.__name__
+        if name not in self.schemas:
+            schema = model.model_json_schema(ref_template=_REF, by_alias=True)
+            for dname, dschema in [*schema.pop("$defs", {}).items(), (name, schema)]:
+                if self.schemas.setdefault(dname, dschema) != dschema:
+                    raise RuntimeError(f"two different schemas are named {dname!r}")
+        return {"$ref": _REF.format(model=name)}
+
+    def body(self, models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
+        refs = [self.ref(m) for m in models]
+        return refs[0] if len(refs) == 1 else {"oneOf": refs}
+
+    def parameters(self, model: type[BaseModel], where: str) -> list[dict[str, Any]]:
+        """One parameter per field of a query / header model (nullable -> optional)."""
+        schema = model.model_json_schema(ref_template=_REF, by_alias=True)
+        required = set(schema.get("required", ()))
+        out = []
+        for name, prop in schema["properties"].items():
+            prop = dict(prop)
+            description = prop.pop("description", "")
+            prop.pop("title", None)
+            if prop.get("default") is None:
+                prop.pop("default", None)
+            branches = prop.get("anyOf")
+            if branches and {"type": "null"} in branches:  # absent is how a parameter says "none"
+                rest = [b for b in branches if b != {"type": "null"}]
+                del prop["anyOf"]
+                prop = {**(rest[0] if len(rest) == 1 else {"anyOf": rest}), **prop}
+            out.append(
+                {"name": name, "in": where, "required": name in required, "description": description, "schema": prop}
+            )
+        return out
+
+
+def _security(access: Access, config: GatewayConfig | None) -> list[dict[str, list[str]]]:
+    if config is None or not config.auth or access == "public":
+        return []
+    if access == "metrics" and config.server.public_metrics:
+        return []
+    return [{"bearer": []}, {"apiKey": []}, {"azureApiKey": []}]
+
+
+def _operation(op: Operation, config: GatewayConfig | None, comp: _Components) -> dict[str, Any]:
+    security = _security(op.access, config)
+    out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag]}
+    description = op.description
+    if op.access == "metrics" and security:
+        description = (description + " Needs the admin key.").strip()
+    if description:
+        out["description"] = description
+    out["security"] = security
+    params = []
+    if op.query is not None:
+        params += comp.parameters(op.query, "query")
+    if op.headers is not None:
+        params += comp.parameters(op.headers, "header")
+    if params:
+        out["parameters"] = params
+    if op.request is not None:
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": comp.ref(op.request)}}}
+    responses: dict[str, Any] = {}
+    for status, reply in op.responses.items():
+        if status == "401" and not security:
+            continue  # no key is asked for, so none can be refused
+        content: dict[str, Any] = {}
+        if reply.models:
+            content["application/json"] = {"schema": comp.body(reply.models)}
+        if reply.stream is not None:
+            # as in OpenAI's own document: the schema of one event's JSON (the stream ends with data: [DONE])
+            content["text/event-stream"] = {"schema": comp.ref(reply.stream)}
+        if reply.media is not None:
+            content[reply.media[0]] = {"schema": reply.media[1]}
+        headers = {"x-request-id": {"description": "The request's id (the client's, if it sent one)"}}
+        headers.update({k: {"description": v} for k, v in reply.headers.items()})
+        responses[status] = {
+            "description": reply.description,
+            "headers": {k: {**v, "schema": {"type": "string"}} for k, v in headers.items()},
+            "content": content,
+        }
+    out["responses"] = responses
+    return out
+
+
+def spec(config: GatewayConfig | None, routes: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The OpenAPI document of a gateway serving ``routes`` (the keys of ``ROUTES``) under ``config``.
+
+    Raises RuntimeError when a route has no :class:`Operation` or an operation no route."""
+    docs = operations()
+    served = list(dict.fromkeys(routes))  # in the route table's order
+    missing, stale = set(served) - docs.keys(), docs.keys() - set(served)
+    if missing or stale:
+        raise RuntimeError(
+            f"routes without documentation: {sorted(missing)}; documentation without a route: {sorted(stale)}"
+        )
+    comp = _Components()
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path in served:
+        paths.setdefault(path, {})[method.lower()] = _operation(docs[(method, path)], config, comp)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "llm-connect gateway",
             "version": "1",
-            "description": "OpenAI-compatible, multi-tenant LLM gateway with budgets, routing and usage.",
+            "description": "OpenAI-compatible, multi-tenant LLM gateway with budgets, routing and usage. "
+            "Generated from the gateway's route table and its models (llm_connect.server.schemas).",
         },
+        "tags": [
+            {"name": "openai", "description": "OpenAI-compatible API"},
+            {"name": "llm-connect", "description": "The bridge protocol and the LLM pool"},
+            {"name": "admin", "description": "Accounting"},
+            {"name": "ops", "description": "Health, readiness, metrics and this document"},
+        ],
+        "paths": paths,
         "components": {
-            "schemas": _schemas(),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "paths": {
-            "/v1/chat/completions": {
-                "post": {
-                    "summary": "Chat completion (OpenAI shape; SSE when stream=true)",
-                    "security": sec,
-                    "parameters": _DELEGATION_HEADERS,
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("ChatCompletionRequest")}},
-                    },
-                    "responses": {
-                        "200": {"description": "chat.completion, or text/event-stream of chat.completion.chunk"},
-                        **_ERRORS,
-                    },
-                }
-            },
-            "/v1/models": {
-                "get": {
-                    "summary": "Model groups and aliases this key may use",
-                    "security": sec,
-                    "responses": {"200": {"description": "OpenAI model list"}, "401": _ERRORS["401"]},
-                }
-            },
-            "/execute": {
-                "post": {
-                    "summary": "The bridge's request / response over HTTP (seed FR-1)",
-                    "security": sec,
-                    "parameters": _DELEGATION_HEADERS,
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("ExecuteRequest")}},
-                    },
-                    "responses": {
-                        "200": _json(_ref("ExecuteResponse")),
-                        "default": _json(_ref("ExecuteResponse"), "ok=false with an error object"),
-                    },
-                }
-            },
-            "/complete": {
-                "post": {
-                    "summary": "LLM pool completion (seed 002)",
-                    "security": sec,
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("CompleteRequest")}},
-                    },
-                    "responses": {
-                        "200": _json(_ref("CompleteResponse")),
-                        "503": {"description": '{"error": "All providers unavailable"}'},
-                        **_ERRORS,
-                    },
-                }
-            },
-            "/v1/usage": {
-                "get": {
-                    "summary": "Usage totals (a tenant key sees its own tenant, the admin key all)",
-                    "security": sec,
-                    "parameters": [
-                        {
-                            "name": "group_by",
-                            "in": "query",
-                            "schema": {
-                                "type": "string",
-                                "enum": ["tenant", "agent", "model", "provider", "day", "thread", "task_type"],
-                            },
-                        },
-                        {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-                        {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-                        {"name": "tenant", "in": "query", "schema": {"type": "string"}},
-                    ],
-                    "responses": {"200": {"description": "rows of totals"}, "401": _ERRORS["401"]},
-                }
-            },
-            "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": '{"status": "ok"}'}}}},
-            "/ready": {
-                "get": {
-                    "summary": "Readiness (Redis and ledger when configured)",
-                    "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics (admin key unless server.public_metrics)",
-                    "responses": {"200": {"description": "text/plain; version=0.0.4"}},
-                }
+            "schemas": dict(sorted(comp.schemas.items())),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                "azureApiKey": {"type": "apiKey", "in": "header", "name": "api-key"},
             },
         },
     }
@@ -317,6 +375,7 @@ h4{margin:.6rem 1rem 0}p{margin:.2rem 1rem}
 <script>
 function esc(s){return String(s).replace(/[&<>]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;'}[c]))}
 function deref(doc,s){if(s&&s.$ref){return doc.components.schemas[s.$ref.split('/').pop()]}return s}
+function name(s){return s&&s.$ref?s.$ref.split('/').pop():(s&&s.oneOf?s.oneOf.map(name).join(' | '):'')}
 fetch('openapi.json').then(r=>r.json()).then(doc=>{
  document.getElementById('desc').textContent=doc.info.description;
  let h='';
@@ -327,10 +386,15 @@ fetch('openapi.json').then(r=>r.json()).then(doc=>{
    const ps=op.parameters.map(p=>p.in+' '+p.name+(p.description?' \u2014 '+p.description:''));
    h+='<h4>Parameters</h4><pre>'+esc(ps.join('\n'))+'</pre>'}
   const rb=op.requestBody&&op.requestBody.content['application/json'];
-  if(rb){h+='<h4>Request body</h4><pre>'+esc(JSON.stringify(deref(doc,rb.schema),null,2))+'</pre>'}
-  const rs=Object.entries(op.responses).map(([c,r])=>c+'  '+(r.description||''));
+  if(rb){h+='<h4>Request body: '+esc(name(rb.schema))+'</h4>';
+   h+='<pre>'+esc(JSON.stringify(deref(doc,rb.schema),null,2))+'</pre>'}
+  const rs=Object.entries(op.responses).map(([c,r])=>c+'  '+(r.description||'')+
+   Object.entries(r.content||{}).map(([t,m])=>'\n       '+t+(name(m.schema)?': '+name(m.schema):'')).join(''));
   h+='<h4>Responses</h4><pre>'+esc(rs.join('\n'))+'</pre>';
   h+='</details>'}}
+ h+='<h2>Schemas</h2>';
+ for(const [n,s] of Object.entries(doc.components.schemas)){
+  h+='<details id="'+esc(n)+'"><summary>'+esc(n)+'</summary><pre>'+esc(JSON.stringify(s,null,2))+'</pre></details>'}
  document.getElementById('out').innerHTML=h;
 }).catch(e=>{document.getElementById('out').textContent='cannot load openapi.json: '+e});
 </script></body></html>

@@ -121,6 +121,8 @@ class Fields:
         v = self.obj(key)
         if v is not None and not isinstance(v.get("type"), str):
             raise field_error(f"{self._p(key)}.type", "is required (text, json_object or json_schema)")
+        if v is not None and not isinstance(v.get("json_schema", {}), (dict, type(None))):
+            raise field_error(f"{self._p(key)}.json_schema", "must be an object")
         return v
 
     def metadata(self, key: str = "metadata") -> dict[str, Any]:
