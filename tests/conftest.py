@@ -11,6 +11,14 @@ from aiohttp import web
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Make PYTHONPATH absolute, so the processes tests start in another directory (gateways, workers,
+    bridges) import the code under test rather than whatever an installed copy points at."""
+    paths = os.environ.get("PYTHONPATH")
+    if paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in paths.split(os.pathsep) if p)
+
+
 @pytest.fixture
 async def http_route() -> AsyncIterator[Callable[[str, Handler], Awaitable[str]]]:
     """``base = await http_route("/v1/chat/completions", handler)``: a loopback aiohttp server answering one

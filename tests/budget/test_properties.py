@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
+from math import ceil
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -32,6 +34,20 @@ usd_caps = st.one_of(st.none(), st.integers(0, 3000).map(lambda n: Decimal(n) / 
 amounts = st.integers(0, 1500)
 dollars = st.integers(0, 1500).map(lambda n: Decimal(n) / 1000)  # $0.000 .. $1.500
 pick = st.integers(0, 10**6)
+#: a settle's cost: known, or None (unknown: the reserved worst case, scaled to the tokens reported)
+costs = st.one_of(st.none(), dollars)
+
+
+def unknown_cost_charge(reserved_tokens: int, reserved_units: int, actual: int) -> int:
+    """What a settle without a cost charges, in nano-dollars: the reserved price, or, past the reserved
+    tokens, the reserved price per reserved token times the tokens reported — rounded up."""
+    if actual <= reserved_tokens or reserved_tokens == 0:
+        return reserved_units
+    return ceil(Fraction(reserved_units) / reserved_tokens * actual)
+
+
+def settle_units(reserved_tokens: int, reserved_units: int, actual: int, usd: Decimal | None) -> int:
+    return unknown_cost_charge(reserved_tokens, reserved_units, actual) if usd is None else usd_to_units(usd)
 
 
 @dataclass
@@ -128,13 +144,13 @@ class BudgetMachine(RuleBasedStateMachine):
         return ct, cu
 
     @precondition(lambda self: self.open)
-    @rule(which=pick, actual=st.integers(0, 2000), usd=dollars, twice=st.booleans())
-    def settle(self, which: int, actual: int, usd: Decimal, twice: bool) -> None:
+    @rule(which=pick, actual=st.integers(0, 2000), usd=costs, twice=st.booleans())
+    def settle(self, which: int, actual: int, usd: Decimal | None, twice: bool) -> None:
         res, i, tokens, units = self.open.pop(which % len(self.open))
         for n in self.chain(i):
             n.reserved -= tokens
             n.reserved_usd -= units
-        ct, cu = self._charge(i, actual, usd_to_units(usd))
+        ct, cu = self._charge(i, actual, settle_units(tokens, units, actual, usd))
         res.settle(actual, usd)
         assert (res.charged_tokens, res.charged_usd_units) == (ct, cu)
         if twice:
@@ -187,11 +203,11 @@ class BudgetMachine(RuleBasedStateMachine):
         self.open = []
 
     @precondition(lambda self: self.expired)
-    @rule(which=pick, actual=st.integers(0, 2000), usd=dollars)
-    def settle_late(self, which: int, actual: int, usd: Decimal) -> None:
+    @rule(which=pick, actual=st.integers(0, 2000), usd=costs)
+    def settle_late(self, which: int, actual: int, usd: Decimal | None) -> None:
         """A call that outlived its lease still settles: its spend is charged (overrun if it no longer fits)."""
-        res, i, _tokens, _units = self.expired.pop(which % len(self.expired))
-        ct, cu = self._charge(i, actual, usd_to_units(usd))
+        res, i, tokens, units = self.expired.pop(which % len(self.expired))
+        ct, cu = self._charge(i, actual, settle_units(tokens, units, actual, usd))
         res.settle(actual, usd)
         assert (res.charged_tokens, res.charged_usd_units) == (ct, cu)
 
@@ -239,3 +255,33 @@ TestRedisBudgetProperties = pytest.mark.skipif(not _redis_up(), reason="needs Re
 TestRedisBudgetProperties.settings = settings(
     max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    reserved=st.integers(0, 10**7),
+    price=st.integers(0, 10**6).map(lambda n: Decimal(n) / 10**6),  # $0 .. $1 in micro-dollars
+    actual=st.integers(0, 10**8),
+    cap=st.sampled_from([None, Decimal("0.5")]),
+)
+def test_settle_without_a_cost_never_charges_less_than_the_worst_case(
+    reserved: int, price: Decimal, actual: int, cap: Decimal | None
+) -> None:
+    """An unknown actual cost is charged as the reserved worst case per reserved token, never less: at least
+    the reserved price, and at least that price per token times the tokens reported (the smallest such
+    nano-dollar amount). What a USD cap cannot hold goes to overrun, never nowhere."""
+    tracker = BudgetTracker(total_usd=Decimal(2) if cap is None else None)
+    if cap is not None:  # the cap lives on an ancestor: a child's settle is charged on the whole chain
+        tracker = BudgetTracker(total_usd=cap).child(total=None)
+        price = min(price, cap)
+    res = tracker.reserve(reserved, price)
+    res.settle(actual)
+    charged = res.charged_usd_units + res.overrun_usd_units
+    units = usd_to_units(price)
+    assert charged == unknown_cost_charge(reserved, units, actual)
+    assert charged >= units
+    if reserved:
+        assert charged * reserved >= units * actual  # never below the worst case per token
+        if actual > reserved:
+            assert (charged - 1) * reserved < units * actual  # and not a nano-dollar more
+    assert usd_to_units(tracker.spent_usd) + usd_to_units(tracker.overrun_usd) == charged

@@ -120,6 +120,44 @@ def test_settle_without_cost_charges_the_reserved_price(store: BudgetStore) -> N
     assert t.spent_usd == Decimal("0.25")
 
 
+async def test_settle_without_cost_beyond_the_reservation_charges_the_worst_case_per_token(
+    store: BudgetStore,
+) -> None:
+    # reserved: 100 tokens for at most $0.001; the provider reported 250 tokens and no cost
+    t = BudgetTracker(total_usd=Decimal("1"), store=store)
+    t.reserve(100, Decimal("0.001")).settle(250)
+    assert t.spent_usd == Decimal("0.0025")  # not the $0.001 reserved for 100 of them
+    res = await t.areserve(3, Decimal("0.000000010"))  # 10 nano-dollars for 3 tokens
+    await res.asettle(4)
+    assert res.charged_usd_units == 14  # 10 * 4 / 3 = 13.3..., rounded up: never under
+    # beyond what the cap can hold: the rest is overrun, not dropped
+    big = t.reserve(10, Decimal("0.5"))
+    big.settle(100)  # worst case $5 for 100 tokens, with $0.997499986 of the cap left
+    assert t.spent_usd == Decimal("1") and t.spent_usd + t.overrun_usd == Decimal("5.002500014")
+    assert big.charged_usd_units + big.overrun_usd_units == 5_000_000_000
+    # a reservation of no tokens (a per-request price) has no per-token rate: its price is charged as is
+    flat = BudgetTracker(total_usd=Decimal("1"), store=store)
+    flat.reserve(0, Decimal("0.002")).settle(40)
+    assert flat.spent_usd == Decimal("0.002")
+
+
+def test_an_unpriced_call_on_a_usd_cap_is_never_counted_at_zero(store: BudgetStore) -> None:
+    """The rule of docs/budgets.md, operation by operation, on a USD cap held by an ancestor."""
+    from llm_connect.errors import LLMUsageError
+
+    tenant = BudgetTracker(total_usd=Decimal("1"), store=store, budget_id="usd-rule")
+    agent = tenant.child(total=10_000)
+    with pytest.raises(LLMBudgetExceededError, match="model has no price"):
+        agent.reserve(100)  # before the call: refused, fail closed
+    with pytest.raises(LLMBudgetExceededError, match="model has no price"):
+        agent.consume(100)  # a direct spend is checked like a reservation
+    with pytest.raises(LLMUsageError, match="usd-rule"):
+        agent.record(100)  # after the call, with no worst case to charge: the caller must price it
+    assert (tenant.spent, tenant.spent_usd, tenant.reserved, tenant.overrun) == (0, 0, 0, 0)
+    agent.reserve(100, Decimal("0.01")).settle(100)  # priced when reserved, cost unknown when settled
+    assert (tenant.spent, tenant.spent_usd) == (100, Decimal("0.01"))
+
+
 def test_max_output_tokens_across_the_chain(store: BudgetStore) -> None:
     root = BudgetTracker(total=1000, store=store)
     assert BudgetTracker(total_usd=Decimal(1), store=store).max_output_tokens(10) is None

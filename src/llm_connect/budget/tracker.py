@@ -688,8 +688,12 @@ class Reservation:
         return True
 
     def _settle_args(self, tokens: int, usd: Decimal | None) -> tuple[int, int]:
-        # unknown actual cost: charge the reserved (worst-case) price rather than nothing
-        return _check_tokens(tokens), (self.usd_units if usd is None else usd_to_units(usd))
+        tok = _check_tokens(tokens)
+        if usd is not None:
+            return tok, usd_to_units(usd)
+        # unknown actual cost: the reserved (worst-case) price, scaled up (rounded up) to the tokens reported
+        # beyond the reservation, so that neither nothing nor a fraction of the worst case is charged
+        return tok, (-(-self.usd_units * tok // self.tokens) if tok > self.tokens > 0 else self.usd_units)
 
     def _settled(self, result: SettleResult) -> list[BudgetWarning]:
         self.charged_tokens, self.charged_usd_units = result.charged, result.charged_usd
@@ -706,7 +710,8 @@ class Reservation:
     def settle(self, tokens: int, usd: Decimal | None = None) -> list[BudgetWarning]:
         """Charge the actual spend and free the rest. Returns the warnings this spend crossed.
 
-        ``usd=None`` charges the reserved price (the actual cost is unknown). A second call is a no-op.
+        ``usd=None`` (the actual cost is unknown) charges the reserved price, or, when ``tokens`` exceeds the
+        reserved tokens, that price per reserved token times ``tokens``. A second call is a no-op.
         """
         tok, units = self._settle_args(tokens, usd)
         if not self._claim("settled"):
