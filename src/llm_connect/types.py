@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ROLES",
+    "USAGE_DETAIL_KINDS",
     "LLMResponse",
     "Message",
     "Prompt",
@@ -117,15 +118,51 @@ def normalize_messages(prompt: Prompt, system_prompt: str | None = None) -> list
     return msgs
 
 
+#: the token kinds of :class:`Usage` beyond the five base fields: each is a subset of a base field (see Usage)
+USAGE_DETAIL_KINDS = (
+    "cache_write_1h_tokens",
+    "input_audio_tokens",
+    "input_image_tokens",
+    "input_video_tokens",
+    "cache_audio_read_tokens",
+    "cache_image_read_tokens",
+    "cache_video_read_tokens",
+    "output_audio_tokens",
+    "output_image_tokens",
+    "output_video_tokens",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Normalised token usage of one or more calls. Adding two Usage values sums every field."""
+    """Normalised token usage of one or more calls. Adding two Usage values sums every field.
+
+    The five base fields come first (and stay positional); the detail kinds after them are subsets that
+    are priced apart where a model has its own price for them (see docs/usage-normalisation.md):
+
+    * ``cache_write_1h_tokens`` ⊆ ``cache_write_tokens``: written with the 1-hour TTL (the rest: 5 minutes);
+    * ``input_{audio,image,video}_tokens`` ⊆ ``input_tokens``: input of that modality (the rest is text);
+    * ``cache_{audio,image,video}_read_tokens`` ⊆ both ``cache_read_tokens`` and the modality's input;
+    * ``output_{audio,image,video}_tokens`` ⊆ ``output_tokens``: output of that modality.
+
+    The names are genai-prices' usage keys.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    input_audio_tokens: int = 0
+    input_image_tokens: int = 0
+    input_video_tokens: int = 0
+    cache_audio_read_tokens: int = 0
+    cache_image_read_tokens: int = 0
+    cache_video_read_tokens: int = 0
+    output_audio_tokens: int = 0
+    output_image_tokens: int = 0
+    output_video_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -140,10 +177,25 @@ class Usage:
             self.cache_read_tokens + other.cache_read_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
+            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
+            self.input_audio_tokens + other.input_audio_tokens,
+            self.input_image_tokens + other.input_image_tokens,
+            self.input_video_tokens + other.input_video_tokens,
+            self.cache_audio_read_tokens + other.cache_audio_read_tokens,
+            self.cache_image_read_tokens + other.cache_image_read_tokens,
+            self.cache_video_read_tokens + other.cache_video_read_tokens,
+            self.output_audio_tokens + other.output_audio_tokens,
+            self.output_image_tokens + other.output_image_tokens,
+            self.output_video_tokens + other.output_video_tokens,
         )
 
+    def details(self) -> dict[str, int]:
+        """The detail kinds that are not zero (``{}`` for plain text usage)."""
+        return {k: n for k in USAGE_DETAIL_KINDS if (n := getattr(self, k))}
+
     def to_dict(self) -> dict[str, int]:
-        return {
+        """The five base fields and ``total_tokens``, then every detail kind that is not zero."""
+        d = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cache_read_tokens": self.cache_read_tokens,
@@ -151,6 +203,16 @@ class Usage:
             "reasoning_tokens": self.reasoning_tokens,
             "total_tokens": self.total_tokens,
         }
+        d.update(self.details())
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Usage:
+        """Inverse of :meth:`to_dict`: missing kinds are 0; ``total_tokens`` and unknown keys are ignored."""
+        return cls(**{k: int(d.get(k) or 0) for k in _USAGE_FIELDS})
+
+
+_USAGE_FIELDS = tuple(f.name for f in fields(Usage))
 
 
 @dataclass(slots=True)
@@ -301,6 +363,9 @@ class LLMResponse:
     tool_calls: list[dict[str, Any]] | None = None
     #: the provider's raw response body (parsed JSON), for anything not normalised
     raw: dict[str, Any] | None = field(default=None, repr=False)
+    #: the service tier the provider says it served the call at (OpenAI ``service_tier``: "default", "flex",
+    #: "priority", "scale"; Anthropic ``usage.service_tier``); the call is priced at that tier's rate
+    service_tier: str | None = None
 
     @property
     def content(self) -> str:
@@ -318,6 +383,7 @@ class LLMResponse:
             "cost_usd": None if self.cost_usd is None else str(self.cost_usd),
             "request_id": self.request_id,
             "tool_calls": self.tool_calls,
+            "service_tier": self.service_tier,
         }
 
 
@@ -334,3 +400,5 @@ class StreamChunk:
     request_id: str | None = None
     #: set on the final chunk once cost is known
     cost_usd: Decimal | None = None
+    #: on the final chunk: the service tier the provider served the stream at (see LLMResponse.service_tier)
+    service_tier: str | None = None

@@ -19,21 +19,11 @@ from typing import Any
 import orjson
 
 from ..errors import LLMConfigurationError, LLMError, LLMProviderUnavailableError, LLMRateLimitError
-from ..types import LLMResponse, Message, RunConfig, Usage
+from ..types import LLMResponse, Message, RunConfig
+from ..wire.anthropic_messages import parse_usage
 from .base import BaseAdapter
 
 __all__ = ["ClaudeCodeAdapter", "create"]
-
-
-def _usage(raw: dict[str, Any]) -> Usage:
-    cache_read = int(raw.get("cache_read_input_tokens") or 0)
-    cache_write = int(raw.get("cache_creation_input_tokens") or 0)
-    return Usage(
-        input_tokens=int(raw.get("input_tokens") or 0) + cache_read + cache_write,
-        output_tokens=int(raw.get("output_tokens") or 0),
-        cache_read_tokens=cache_read,
-        cache_write_tokens=cache_write,
-    )
 
 
 def _transcript(messages: list[Message]) -> tuple[str | None, str]:
@@ -112,7 +102,7 @@ class ClaudeCodeAdapter(BaseAdapter):
             text=str(data.get("result") or ""),
             model=model,
             provider=self.provider,
-            usage=_usage(data.get("usage") or {}),
+            usage=parse_usage(data.get("usage") or {}),  # the CLI reports the Messages API's usage object
             finish_reason="stop",
             request_id=data.get("session_id"),
             cost_usd=None if cost is None else Decimal(str(cost)),

@@ -161,6 +161,7 @@ class HTTPAdapter(BaseAdapter):
             request_id=parsed.request_id or reply.headers.get("x-request-id") or reply.headers.get("request-id"),
             tool_calls=parsed.tool_calls,
             raw=data,
+            service_tier=parsed.service_tier,
         )
 
     async def _stream(

@@ -44,3 +44,5 @@ class ParsedResponse:
     usage: Usage
     tool_calls: list[dict[str, Any]] | None = None
     request_id: str | None = None
+    #: the service tier the provider served the call at, if it says (priced at that tier's rate)
+    service_tier: str | None = None

@@ -331,6 +331,8 @@ class StreamState:
         self.finish_reason: str | None = None
         self.model: str | None = None
         self.request_id: str | None = None
+        #: the service tier the provider says it serves the stream at (carried on the final chunk)
+        self.service_tier: str | None = None
         self.done = False
         self._tools = ToolCallAssembler()
 
@@ -363,5 +365,10 @@ class StreamState:
         if reason == "stop" and self._tools.result():
             reason = "tool_calls"
         return StreamChunk(
-            text="", finish_reason=reason, usage=self.usage, model=self.model, request_id=self.request_id
+            text="",
+            finish_reason=reason,
+            usage=self.usage,
+            model=self.model,
+            request_id=self.request_id,
+            service_tier=self.service_tier,
         )

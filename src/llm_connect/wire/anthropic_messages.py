@@ -212,18 +212,35 @@ def build_request(
 
 
 def parse_usage(raw: Mapping[str, Any] | None) -> Usage:
-    """``input_tokens`` excludes cache reads and writes, so they are added back."""
+    """``input_tokens`` excludes cache reads and writes, so they are added back. ``cache_creation`` splits
+    the writes by TTL (``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``): the 1-hour ones are
+    ``cache_write_1h_tokens``, priced apart."""
     if not raw:
         return Usage()
     read = to_int(raw.get("cache_read_input_tokens"))
     write = to_int(raw.get("cache_creation_input_tokens"))
+    split = raw.get("cache_creation")
+    write_1h = to_int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else 0
+    if isinstance(split, Mapping) and not write:  # the split without the total: the total is its sum
+        write = write_1h + to_int(split.get("ephemeral_5m_input_tokens"))
+    output = to_int(raw.get("output_tokens"))
+    details = raw.get("output_tokens_details")
+    # thinking tokens are inside output_tokens; newer responses also report them apart
+    thinking = to_int(details.get("thinking_tokens")) if isinstance(details, Mapping) else 0
     return Usage(
         input_tokens=to_int(raw.get("input_tokens")) + read + write,
-        output_tokens=to_int(raw.get("output_tokens")),
+        output_tokens=output,
         cache_read_tokens=read,
         cache_write_tokens=write,
-        reasoning_tokens=0,  # thinking tokens are inside output_tokens, not reported apart
+        reasoning_tokens=min(thinking, output),
+        cache_write_1h_tokens=min(write_1h, write),
     )
+
+
+def _tier(raw: Mapping[str, Any] | None) -> str | None:
+    """``usage.service_tier`` ("standard", "priority", "batch"), if the usage object has one."""
+    tier = raw.get("service_tier") if isinstance(raw, Mapping) else None
+    return tier if isinstance(tier, str) and tier else None
 
 
 def _stop(reason: str | None) -> str | None:
@@ -249,6 +266,7 @@ def parse_response(body: Mapping[str, Any]) -> ParsedResponse:
         usage=parse_usage(body.get("usage")),
         tool_calls=calls or None,
         request_id=body.get("id"),
+        service_tier=_tier(body.get("usage")),
     )
 
 
@@ -274,6 +292,7 @@ class StreamDecoder(StreamState):
             if v is not None:
                 self._raw_usage[k] = v
         self.usage = parse_usage(self._raw_usage)
+        self.service_tier = _tier(self._raw_usage)
 
     def feed(self, event: str | None, data: Mapping[str, Any]) -> list[StreamChunk]:
         etype = data.get("type") or event

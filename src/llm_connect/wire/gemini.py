@@ -218,11 +218,33 @@ def build_request(
 # response
 
 
+#: Gemini modality -> our kind suffix; a DOCUMENT (PDF pages) is billed as images, as genai-prices reads it
+_MODALITY = {"AUDIO": "audio", "IMAGE": "image", "DOCUMENT": "image", "VIDEO": "video"}
+
+
+def _by_modality(*lists: Any) -> dict[str, int]:
+    """``[{"modality": "AUDIO", "tokenCount": N}, ...]`` lists (ModalityTokenCount) -> {"audio": N, ...}."""
+    out: dict[str, int] = {}
+    for entries in lists:
+        for entry in entries if isinstance(entries, list) else ():
+            kind = _MODALITY.get(entry.get("modality")) if isinstance(entry, Mapping) else None
+            if kind is not None:
+                out[kind] = out.get(kind, 0) + to_int(entry.get("tokenCount"))
+    return out
+
+
 def parse_usage(raw: Mapping[str, Any] | None) -> Usage:
-    """promptTokenCount includes cached content; thoughts are output but not in candidatesTokenCount."""
+    """promptTokenCount includes cached content; thoughts are output but not in candidatesTokenCount.
+
+    The per-modality lists split the counts: ``promptTokensDetails`` (+ ``toolUsePromptTokensDetails``) the
+    input, ``cacheTokensDetails`` the cache reads, ``candidatesTokensDetails`` the output; what they do not
+    name as audio, image or video is text."""
     if not raw:
         return Usage()
     thoughts = to_int(raw.get("thoughtsTokenCount"))
+    inp = _by_modality(raw.get("promptTokensDetails"), raw.get("toolUsePromptTokensDetails"))
+    cached = _by_modality(raw.get("cacheTokensDetails"))
+    out = _by_modality(raw.get("candidatesTokensDetails"))
     return Usage(
         # tool-use prompt tokens (e.g. search results fed back) are input too: input + output == total
         input_tokens=to_int(raw.get("promptTokenCount")) + to_int(raw.get("toolUsePromptTokenCount")),
@@ -230,6 +252,15 @@ def parse_usage(raw: Mapping[str, Any] | None) -> Usage:
         cache_read_tokens=to_int(raw.get("cachedContentTokenCount")),
         cache_write_tokens=0,
         reasoning_tokens=thoughts,
+        input_audio_tokens=inp.get("audio", 0),
+        input_image_tokens=inp.get("image", 0),
+        input_video_tokens=inp.get("video", 0),
+        cache_audio_read_tokens=cached.get("audio", 0),
+        cache_image_read_tokens=cached.get("image", 0),
+        cache_video_read_tokens=cached.get("video", 0),
+        output_audio_tokens=out.get("audio", 0),
+        output_image_tokens=out.get("image", 0),
+        output_video_tokens=out.get("video", 0),
     )
 
 

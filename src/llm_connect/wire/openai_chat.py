@@ -73,7 +73,9 @@ def build_request(
 
 
 def parse_usage(raw: Mapping[str, Any] | None) -> Usage:
-    """prompt_tokens already includes cached tokens; completion_tokens already includes reasoning."""
+    """prompt_tokens already includes cached tokens and cache writes; completion_tokens already includes
+    reasoning and audio tokens. ``prompt_tokens_details.audio_tokens`` / ``completion_tokens_details.audio_tokens``
+    are OpenAI's; ``cache_write_tokens`` and ``video_tokens`` are OpenRouter's (explicit-cache models)."""
     if not raw:
         return Usage()
     pdet = raw.get("prompt_tokens_details") or {}
@@ -86,9 +88,18 @@ def parse_usage(raw: Mapping[str, Any] | None) -> Usage:
         input_tokens=to_int(raw.get("prompt_tokens")),
         output_tokens=to_int(raw.get("completion_tokens")),
         cache_read_tokens=cached,
-        cache_write_tokens=0,
+        cache_write_tokens=to_int(pdet.get("cache_write_tokens")),
         reasoning_tokens=to_int(cdet.get("reasoning_tokens")),
+        input_audio_tokens=to_int(pdet.get("audio_tokens")),
+        input_video_tokens=to_int(pdet.get("video_tokens")),
+        output_audio_tokens=to_int(cdet.get("audio_tokens")),
     )
+
+
+def _tier(body: Mapping[str, Any]) -> str | None:
+    """The ``service_tier`` the response says the call was served at ("default", "flex", "priority", …)."""
+    tier = body.get("service_tier")
+    return tier if isinstance(tier, str) and tier else None
 
 
 def _finish(reason: str | None, has_tools: bool) -> str | None:
@@ -119,6 +130,7 @@ def parse_response(body: Mapping[str, Any]) -> ParsedResponse:
         usage=parse_usage(body.get("usage")),
         tool_calls=tool_calls,
         request_id=body.get("id"),
+        service_tier=_tier(body),
     )
 
 
@@ -137,6 +149,7 @@ class StreamDecoder(StreamState):
             self.request_id = data["id"]
         if data.get("model"):
             self.model = data["model"]
+        self.service_tier = _tier(data) or self.service_tier
         if data.get("usage"):
             self.usage = parse_usage(data["usage"])
         out: list[StreamChunk] = []
