@@ -202,21 +202,31 @@ def test_matches_genai_prices_calc_price_for_every_model() -> None:
     assert checked > 1000
 
 
-def test_worst_cost_is_the_dearer_of_plain_and_cache_written_input_for_every_model() -> None:
-    """What a budget reserves: exactly max(cost with plain input, cost with every input token a cache write)."""
+def test_worst_cost_is_the_dearest_way_to_bill_the_tokens_for_every_model() -> None:
+    """What a budget reserves: exactly the largest cost of the call's tokens over the ways a text request can
+    be billed — input plain or every token a cache write, output plain or every token reasoning, audio, image or
+    video output (a model that can answer with an image may bill every output token at its image price)."""
     from genai_prices import data_snapshot
 
     pricing = Pricing()
     at = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
     sizes = [(0, 0), (1, 0), (0, 1), (12_345, 678), (260_000, 5_000), (1_000_000, 64_000)]
+    outputs = ["", "reasoning_tokens", "output_audio_tokens", "output_image_tokens", "output_video_tokens"]
     checked = 0
     for provider in data_snapshot.get_snapshot().providers:
         for model in provider.models:
             rate = pricing._timed_rate(model, at)
             for inp, out in sizes:
-                plain = rate.cost(Usage(input_tokens=inp, output_tokens=out))
-                written = rate.cost(Usage(input_tokens=inp, output_tokens=out, cache_write_tokens=inp))
-                assert rate.worst_cost(inp, out) == max(plain, written), (provider.id, model.id, inp, out)
+                costs = [
+                    rate.cost(
+                        Usage(
+                            input_tokens=inp, output_tokens=out, cache_write_tokens=written, **({k: out} if k else {})
+                        )
+                    )
+                    for written in (0, inp)
+                    for k in outputs
+                ]
+                assert rate.worst_cost(inp, out) == max(costs), (provider.id, model.id, inp, out)
                 checked += 1
     assert checked > 1000
 

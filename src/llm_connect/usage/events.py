@@ -2,6 +2,11 @@
 
 Token fields follow :class:`llm_connect.types.Usage`: ``input_tokens`` includes cache reads and writes,
 ``output_tokens`` includes reasoning tokens, ``total_tokens = input_tokens + output_tokens``.
+
+The detail kinds of a Usage (1-hour cache writes, audio / image / video tokens) that are not zero travel in
+``metadata["token_kinds"]``, and the service tier the provider served the call at in
+``metadata["service_tier"]``, so every store that keeps the metadata (the ledger) keeps them too;
+:attr:`UsageEvent.usage` puts the kinds back.
 """
 
 from __future__ import annotations
@@ -13,14 +18,18 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .._ids import time_ordered_hex
-from ..types import LLMResponse, RunConfig, Usage
+from ..types import USAGE_DETAIL_KINDS, LLMResponse, RunConfig, Usage
 
 if TYPE_CHECKING:
     from .pricing import Pricing
 
-__all__ = ["UsageEvent", "new_request_id"]
+__all__ = ["SERVICE_TIER_KEY", "TOKEN_KINDS_KEY", "UsageEvent", "new_request_id"]
 
 _UTC = UTC
+#: the event metadata key holding the usage's detail kinds that are not zero (``Usage.details()``)
+TOKEN_KINDS_KEY = "token_kinds"
+#: the event metadata key holding the service tier the provider served the call at
+SERVICE_TIER_KEY = "service_tier"
 
 
 def new_request_id() -> str:
@@ -73,13 +82,26 @@ class UsageEvent:
 
     @property
     def usage(self) -> Usage:
+        kinds = self.metadata.get(TOKEN_KINDS_KEY)
+        details = (
+            {k: int(v) for k, v in kinds.items() if k in USAGE_DETAIL_KINDS and isinstance(v, int)}
+            if isinstance(kinds, Mapping)
+            else {}
+        )
         return Usage(
             self.input_tokens,
             self.output_tokens,
             self.cache_read_tokens,
             self.cache_write_tokens,
             self.reasoning_tokens,
+            **details,
         )
+
+    @property
+    def service_tier(self) -> str | None:
+        """The service tier the provider served the call at, if it said (``metadata["service_tier"]``)."""
+        tier = self.metadata.get(SERVICE_TIER_KEY)
+        return tier if isinstance(tier, str) else None
 
     @classmethod
     def build(
@@ -99,15 +121,21 @@ class UsageEvent:
         deployment: str | None = None,
         pricing: Pricing | None = None,
         metadata: Mapping[str, Any] | None = None,
+        service_tier: str | None = None,
     ) -> UsageEvent:
         """The general constructor: fills caller identity from ``config`` and prices with ``pricing``
-        when ``cost_usd`` is not given."""
+        when ``cost_usd`` is not given (at ``service_tier``, the tier the provider served the call at)."""
         u = usage or Usage()
         if cost_usd is None and pricing is not None and usage is not None:
-            cost_usd = pricing.price(provider, model, u)
+            cost_usd = pricing.price(provider, model, u, service_tier=service_tier)
         meta: dict[str, Any] = dict(config.metadata) if config is not None and config.metadata else {}
         if metadata:
             meta.update(metadata)
+        details = u.details()
+        if details:
+            meta[TOKEN_KINDS_KEY] = details
+        if service_tier is not None:
+            meta[SERVICE_TIER_KEY] = service_tier
         return cls(
             request_id=request_id or new_request_id(),
             timestamp=_utc(timestamp),
@@ -165,6 +193,7 @@ class UsageEvent:
             streamed=streamed,
             deployment=deployment,
             pricing=pricing,
+            service_tier=resp.service_tier,
         )
 
     @classmethod

@@ -8,9 +8,13 @@ A call costs::
     + cache_write * cache_write_price + (output - reasoning) * output_price + reasoning * reasoning_price
 
 where a price the model does not list falls back to its parent (cache reads/writes to the input price,
-reasoning to the output price) — exactly what ``genai_prices.calc_price`` does. Cache writes are priced at
-the default (5-minute) write price; tiered prices (long-context tiers) pick the tier by total input tokens;
-time-dependent prices (off-peak discounts) use the request time.
+reasoning to the output price) — exactly what ``genai_prices.calc_price`` does. The detail kinds of Usage
+(1-hour cache writes, audio / image / video input, cache reads and output) are priced the same way, each token
+at the most specific kind the model has a price for (genai-prices' unit lattice, :data:`_UNITS`); a 1-hour
+cache write on a model without a 1-hour price costs 2x its input price (Anthropic's multiplier). Tiered prices
+(long-context tiers) pick the tier by total input tokens; time-dependent prices (off-peak discounts) use the
+request time; a ``service_tier`` the response names is priced at genai-prices' variant for it, where the model
+has one (docs/usage-normalisation.md).
 
 Resolution order for ``price(provider, model, usage, requested=..., alias=...)``, where ``model`` is the id the
 provider reported (``gpt-4o-mini-2024-07-18``), ``requested`` the id the call asked for (``gpt-4o-mini``) and
@@ -38,7 +42,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -46,7 +50,7 @@ from typing import Any
 from ..errors import LLMConfigurationError
 from ..types import Usage
 
-__all__ = ["FREE_PROVIDERS", "SELF_HOSTED_PROVIDERS", "ModelRate", "Pricing"]
+__all__ = ["FREE_PROVIDERS", "INPUT_KINDS", "SELF_HOSTED_PROVIDERS", "ModelRate", "Pricing"]
 
 log = logging.getLogger("llm_connect.usage.pricing")
 
@@ -76,22 +80,45 @@ _MTOK = Decimal(1_000_000)
 _THOUSAND = Decimal(1000)
 _MAX_CACHE = 4096
 
-_OVERRIDE_KEYS = {
-    "input_per_mtok": "input",
-    "input_mtok": "input",
-    "output_per_mtok": "output",
-    "output_mtok": "output",
-    "cache_read_per_mtok": "cache_read",
-    "cache_read_mtok": "cache_read",
-    "cache_write_per_mtok": "cache_write",
-    "cache_write_mtok": "cache_write",
-    "reasoning_per_mtok": "reasoning",
-    "output_reasoning_mtok": "reasoning",
-    "per_request": "per_request",
-}
-
 #: a price per Mtok, or a tiered price: (base, ((threshold_input_tokens, price), ...)) ascending
 Price = Decimal | tuple[Decimal, tuple[tuple[int, Decimal], ...]]
+
+#: every priced token unit: (ModelRate field, Usage field, genai-prices price key, dimensions) — genai-prices'
+#: unit lattice cut down to the kinds Usage has. A unit's tokens are counted in every unit whose dimensions
+#: are a subset of its own (a cached audio read is input, a cache read and audio input).
+_UNITS: tuple[tuple[str, str, str, frozenset[str]], ...] = (
+    ("input", "input_tokens", "input_mtok", frozenset({"in"})),
+    ("cache_read", "cache_read_tokens", "cache_read_mtok", frozenset({"in", "read"})),
+    ("cache_write", "cache_write_tokens", "cache_write_mtok", frozenset({"in", "write"})),
+    ("cache_write_1h", "cache_write_1h_tokens", "cache_write_1h_mtok", frozenset({"in", "write", "1h"})),
+    ("input_audio", "input_audio_tokens", "input_audio_mtok", frozenset({"in", "audio"})),
+    ("input_image", "input_image_tokens", "input_image_mtok", frozenset({"in", "image"})),
+    ("input_video", "input_video_tokens", "input_video_mtok", frozenset({"in", "video"})),
+    ("cache_audio_read", "cache_audio_read_tokens", "cache_audio_read_mtok", frozenset({"in", "read", "audio"})),
+    ("cache_image_read", "cache_image_read_tokens", "cache_image_read_mtok", frozenset({"in", "read", "image"})),
+    ("cache_video_read", "cache_video_read_tokens", "cache_video_read_mtok", frozenset({"in", "read", "video"})),
+    ("output", "output_tokens", "output_mtok", frozenset({"out"})),
+    ("reasoning", "reasoning_tokens", "output_reasoning_mtok", frozenset({"out", "reasoning"})),
+    ("output_audio", "output_audio_tokens", "output_audio_mtok", frozenset({"out", "audio"})),
+    ("output_image", "output_image_tokens", "output_image_mtok", frozenset({"out", "image"})),
+    ("output_video", "output_video_tokens", "output_video_mtok", frozenset({"out", "video"})),
+)
+_MODALITIES = ("audio", "image", "video")
+#: the input-side kinds a request can make dearer than plain input; :meth:`ModelRate.worst_cost` always counts
+#: a (5-minute) cache write, the rest only when the request may bill them (see ``llm_connect.usage.kinds``)
+INPUT_KINDS = frozenset({"cache_write_1h", "input_audio", "input_image", "input_video"})
+#: a kind the model does not price is billed at this one's price (cache_write_1h: see _ONE_HOUR_WRITE)
+_PARENT = {"cache_write": "input", "cache_write_1h": "cache_write", **{f"input_{m}": "input" for m in _MODALITIES}}
+#: Anthropic bills a 1-hour cache write at 2x the base input price
+#: (https://platform.claude.com/docs/en/build-with-claude/prompt-caching#pricing): the price of a 1-hour write
+#: for a model whose price list has none (only the Anthropic Messages format reports 1-hour writes)
+_ONE_HOUR_WRITE = Decimal(2)
+
+_OVERRIDE_KEYS = {
+    **{f"{name}_per_mtok": name for name, _, _, _ in _UNITS},
+    **{genai_key: name for name, _, genai_key, _ in _UNITS},
+    "per_request": "per_request",
+}
 
 
 def _pick(price: Price | None, input_tokens: int) -> Decimal | None:
@@ -104,9 +131,22 @@ def _pick(price: Price | None, input_tokens: int) -> Decimal | None:
     return base
 
 
+def _scaled(price: Price, factor: Decimal) -> Price:
+    if isinstance(price, Decimal):
+        return price * factor
+    base, tiers = price
+    return base * factor, tuple((start, p * factor) for start, p in tiers)
+
+
+#: one priced unit of a rate: (Usage field, price, indexes of the earlier entries that are its sub-units)
+_Step = tuple[str, Price, tuple[int, ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class ModelRate:
-    """USD per million tokens for one model (None = not listed, falls back to the parent price)."""
+    """USD per million tokens for one model (None = not listed: billed at the parent kind's price — cache
+    reads and writes and modality input at the input price, reasoning and modality output at the output
+    price, a 1-hour cache write at 2x the input price)."""
 
     input: Price | None = None
     output: Price | None = None
@@ -115,49 +155,78 @@ class ModelRate:
     reasoning: Price | None = None
     #: flat USD per request
     per_request: Decimal = _ZERO
+    cache_write_1h: Price | None = None
+    input_audio: Price | None = None
+    input_image: Price | None = None
+    input_video: Price | None = None
+    cache_audio_read: Price | None = None
+    cache_image_read: Price | None = None
+    cache_video_read: Price | None = None
+    output_audio: Price | None = None
+    output_image: Price | None = None
+    output_video: Price | None = None
+    _plan: tuple[_Step, ...] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_plan", self._make_plan())
+
+    def _price_of(self, name: str) -> Price | None:
+        price: Price | None = getattr(self, name)
+        if price is None and name == "cache_write_1h" and self.input is not None:
+            price = _scaled(self.input, _ONE_HOUR_WRITE)
+        return price
+
+    def _make_plan(self) -> tuple[_Step, ...]:
+        """The priced units, most specific first, each with its priced sub-units: what cost() walks."""
+        priced = [
+            (usage_field, price, dims)
+            for name, usage_field, _, dims in _UNITS
+            if (price := self._price_of(name)) is not None
+        ]
+        priced.sort(key=lambda u: -len(u[2]))
+        return tuple(
+            (usage_field, price, tuple(j for j in range(i) if priced[j][2] > dims))
+            for i, (usage_field, price, dims) in enumerate(priced)
+        )
 
     def cost(self, usage: Usage) -> Decimal:
-        """Exact USD cost of ``usage`` (same arithmetic as genai-prices: price * count / 1e6 per unit)."""
+        """Exact USD cost of ``usage``: each token at the price of the most specific kind it belongs to that
+        the model prices (genai-prices' arithmetic: price * count / 1e6 per unit, tier by input tokens)."""
         n_in = usage.input_tokens
         total = self.per_request
-        inp = _pick(self.input, n_in)
-        leaf_in = n_in
-        p = _pick(self.cache_read, n_in)
-        if p is not None and usage.cache_read_tokens:
-            total += p * usage.cache_read_tokens / _MTOK
-        if p is not None:
-            leaf_in -= usage.cache_read_tokens
-        p = _pick(self.cache_write, n_in)
-        if p is not None and usage.cache_write_tokens:
-            total += p * usage.cache_write_tokens / _MTOK
-        if p is not None:
-            leaf_in -= usage.cache_write_tokens
-        if inp is not None and leaf_in > 0:
-            total += inp * leaf_in / _MTOK
-        leaf_out = usage.output_tokens
-        p = _pick(self.reasoning, n_in)
-        if p is not None:
-            if usage.reasoning_tokens:
-                total += p * usage.reasoning_tokens / _MTOK
-            leaf_out -= usage.reasoning_tokens
-        out = _pick(self.output, n_in)
-        if out is not None and leaf_out > 0:
-            total += out * leaf_out / _MTOK
+        leaves: list[int] = []
+        for usage_field, price, sub in self._plan:
+            leaf = getattr(usage, usage_field)
+            for j in sub:
+                leaf -= leaves[j]
+            leaves.append(leaf)
+            if leaf > 0:
+                p = price if isinstance(price, Decimal) else _pick(price, n_in)
+                total += p * leaf / _MTOK  # type: ignore[operator]
         return total
 
-    def worst_cost(self, input_tokens: int, output_tokens: int) -> Decimal:
+    def _effective(self, name: str, input_tokens: int) -> Decimal | None:
+        """The price one token of kind ``name`` is billed at (its own, else its parent's)."""
+        price = self._price_of(name)
+        while price is None and name in _PARENT:
+            name = _PARENT[name]
+            price = self._price_of(name)
+        return _pick(price, input_tokens)
+
+    def worst_cost(self, input_tokens: int, output_tokens: int, kinds: frozenset[str] = frozenset()) -> Decimal:
         """The most a call of this size can cost, for budget reservations: every input token at the dearest
-        input-side rate (a cache write costs more than plain input), every output token at the output rate.
-        Equal to the larger of :meth:`cost` for plain input and for input written wholly to the cache."""
+        input-side price it may be billed at — plain input, a cache write, and the ``kinds`` the request may
+        bill (``INPUT_KINDS``: 1-hour cache writes, audio, image, video input) — and every output token at the
+        dearest output-side price the model lists (reasoning, audio, image, video output are not asked for)."""
         total = self.per_request
-        inp = _pick(self.input, input_tokens)
-        write = _pick(self.cache_write, input_tokens)
-        dearest = write if inp is None else inp if write is None else max(inp, write)
-        if dearest is not None and input_tokens > 0:
-            total += dearest * input_tokens / _MTOK
-        out = _pick(self.output, input_tokens)
-        if out is not None and output_tokens > 0:
-            total += out * output_tokens / _MTOK
+        names = ("input", "cache_write", *sorted(kinds & INPUT_KINDS))
+        prices = [p for n in names if (p := self._effective(n, input_tokens)) is not None]
+        if prices and input_tokens > 0:
+            total += max(prices) * input_tokens / _MTOK
+        names = ("output", "reasoning", *(f"output_{m}" for m in _MODALITIES))
+        prices = [p for n in names if (p := _pick(getattr(self, n), input_tokens)) is not None]
+        if prices and output_tokens > 0:
+            total += max(prices) * output_tokens / _MTOK
         return total
 
     def per_1k(self) -> Decimal | None:
@@ -191,12 +260,18 @@ def _rate_from_override(name: str, spec: Mapping[str, Any]) -> ModelRate:
     for key, value in spec.items():
         target = _OVERRIDE_KEYS.get(key)
         if target is None:
-            raise LLMConfigurationError(
-                f"pricing override {name!r}: unknown key {key!r} (use {sorted(set(_OVERRIDE_KEYS))})"
-            )
+            known = sorted(k for k in _OVERRIDE_KEYS if k.endswith("_per_mtok") or k == "per_request")
+            raise LLMConfigurationError(f"pricing override {name!r}: unknown key {key!r} (use {known})")
         fields[target] = _dec(f"{name}.{key}", value)
     if "input" not in fields and "output" not in fields:
         raise LLMConfigurationError(f"pricing override {name!r} needs input_per_mtok and/or output_per_mtok")
+    for m in _MODALITIES:
+        # a cached audio token is both a cache read and audio input: with both priced, say which price it has
+        if f"input_{m}" in fields and "cache_read" in fields and f"cache_{m}_read" not in fields:
+            raise LLMConfigurationError(
+                f"pricing override {name!r} prices input_{m}_per_mtok and cache_read_per_mtok: "
+                f"give cache_{m}_read_per_mtok too (the price of a cached {m} token)"
+            )
     return ModelRate(**fields)  # type: ignore[arg-type]
 
 
@@ -216,24 +291,42 @@ def _rate_from_model_price(mp: Any) -> ModelRate:
     """genai-prices ModelPrice -> ModelRate (token prices, per-request price; other units have no usage)."""
     per_request = getattr(mp, "requests_kcount", None)
     return ModelRate(
-        input=_convert_price(getattr(mp, "input_mtok", None)),
-        output=_convert_price(getattr(mp, "output_mtok", None)),
-        cache_read=_convert_price(getattr(mp, "cache_read_mtok", None)),
-        cache_write=_convert_price(getattr(mp, "cache_write_mtok", None)),
-        reasoning=_convert_price(getattr(mp, "output_reasoning_mtok", None)),
+        **{name: _convert_price(getattr(mp, genai_key, None)) for name, _, genai_key, _ in _UNITS},
         per_request=(per_request / _THOUSAND) if isinstance(per_request, Decimal) else _ZERO,
     )
 
 
+def _service_tiers(provider: Any, info: Any) -> frozenset[str]:
+    """The service tiers genai-prices has a price variant for on this model. Like ``calc_price``, a model found
+    through a fallback provider (not one of ``provider``'s own) is priced without variants."""
+    if not any(info is m for m in provider.models):
+        return frozenset()
+    return frozenset(
+        tier
+        for v in getattr(info, "price_variants", None) or ()
+        if len(v.when) == 1 and isinstance(tier := v.when.get("service_tier"), str)
+    )
+
+
 class _Resolved:
-    """A cached look-up: a fixed rate, or a genai-prices model whose price depends on the request time."""
+    """A cached look-up: a fixed rate, or a genai-prices model whose price depends on the request time;
+    ``tiers`` are the service tiers with their own prices (``tier_info`` the model that has them)."""
 
-    __slots__ = ("model_info", "rate", "source")
+    __slots__ = ("model_info", "rate", "source", "tier_info", "tiers")
 
-    def __init__(self, rate: ModelRate | None, model_info: Any = None, source: str = "") -> None:
+    def __init__(
+        self,
+        rate: ModelRate | None,
+        model_info: Any = None,
+        source: str = "",
+        tier_info: Any = None,
+        tiers: frozenset[str] = frozenset(),
+    ) -> None:
         self.rate = rate
         self.model_info = model_info
         self.source = source
+        self.tier_info = tier_info
+        self.tiers = tiers
 
 
 _UNPRICED = _Resolved(None, None, "unpriced")
@@ -244,7 +337,10 @@ class Pricing:
 
     ``overrides`` maps ``"provider:model"``, ``"model"`` or ``"provider:*"`` to prices per million tokens:
     ``input_per_mtok``, ``output_per_mtok``, ``cache_read_per_mtok``, ``cache_write_per_mtok``,
-    ``reasoning_per_mtok``, ``per_request`` (USD). Missing cache/reasoning prices fall back to input/output.
+    ``reasoning_per_mtok``, ``per_request`` (USD), and for the detail kinds of :class:`Usage`
+    ``cache_write_1h_per_mtok``, ``input_{audio,image,video}_per_mtok``, ``cache_{audio,image,video}_read_per_mtok``,
+    ``output_{audio,image,video}_per_mtok`` (genai-prices' ``*_mtok`` names are accepted too). A price not
+    given falls back as :class:`ModelRate` says. Overrides do not vary by service tier.
     """
 
     def __init__(self, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
@@ -253,6 +349,7 @@ class Pricing:
         }
         self._cache: dict[tuple[str, str, str | None, str | None], _Resolved] = {}
         self._rate_by_price: dict[int, tuple[Any, ModelRate]] = {}
+        self._rate_by_tier: dict[tuple[int, str, tuple[int, ...]], tuple[Any, ModelRate]] = {}
         self._lock = threading.Lock()
         #: (provider, model) -> number of calls that could not be priced
         self.unpriced: dict[tuple[str, str], int] = {}
@@ -275,25 +372,57 @@ class Pricing:
         estimate: bool = False,
         requested: str | None = None,
         alias: str | None = None,
+        service_tier: str | None = None,
     ) -> Decimal | None:
         """USD cost of ``usage`` on ``provider``/``model``, or None if no price is known.
 
         ``model`` is the id the provider reported; ``requested`` / ``alias`` are looked up after it (see the
-        module docstring). ``estimate=True`` (e.g. a budget reservation) does not count or warn about an
-        unpriced model.
+        module docstring). ``service_tier`` is the tier the provider says it served the call at (OpenAI's
+        ``service_tier``): priced at that tier's genai-prices variant where it has one, else at the standard
+        price. ``estimate=True`` (e.g. a budget reservation) does not count or warn about an unpriced model.
         """
         key = (provider, model, requested, alias)
         res = self._cache.get(key)
         if res is None:
             res = self._resolve(key)
         rate = res.rate
-        if rate is None:
+        if service_tier is not None and service_tier in res.tiers:
+            rate = self._tier_rate(res.tier_info, service_tier, at)
+        elif rate is None:
             if res.model_info is None:
                 if not estimate:
                     self._count_unpriced(provider, model)
                 return None
             rate = self._timed_rate(res.model_info, at)
         return rate.cost(usage)
+
+    def worst_cost(
+        self,
+        provider: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        kinds: frozenset[str] = frozenset(),
+        service_tier: str | None = None,
+        at: datetime | None = None,
+        requested: str | None = None,
+        alias: str | None = None,
+    ) -> Decimal | None:
+        """The most a call can cost (:meth:`ModelRate.worst_cost`, with the input ``kinds`` it may bill), at
+        the larger of the standard price and the price of the ``service_tier`` it asks for: a call asking for
+        ``priority`` is billed at priority, one asking for ``flex`` may be served at the standard tier.
+        None if unpriced."""
+        key = (provider, model, requested, alias)
+        res = self._cache.get(key) or self._resolve(key)
+        rate = self._rate_for(res, at, None)
+        if rate is None:
+            return None
+        worst = rate.worst_cost(input_tokens, output_tokens, kinds)
+        if service_tier is not None and service_tier in res.tiers:
+            tiered = self._tier_rate(res.tier_info, service_tier, at)
+            worst = max(worst, tiered.worst_cost(input_tokens, output_tokens, kinds))
+        return worst
 
     def price_per_1k(
         self, provider: str, model: str, *, at: datetime | None = None, alias: str | None = None
@@ -303,13 +432,8 @@ class Pricing:
         Used by routing's ``max_cost_per_1k``; unpriced models are not counted as unpriced calls here.
         """
         key = (provider, model, None, alias)
-        res = self._cache.get(key) or self._resolve(key)
-        rate = res.rate
-        if rate is None:
-            if res.model_info is None:
-                return None
-            rate = self._timed_rate(res.model_info, at)
-        return rate.per_1k()
+        rate = self._rate_for(self._cache.get(key) or self._resolve(key), at, None)
+        return None if rate is None else rate.per_1k()
 
     def rate(
         self,
@@ -319,13 +443,18 @@ class Pricing:
         at: datetime | None = None,
         requested: str | None = None,
         alias: str | None = None,
+        service_tier: str | None = None,
     ) -> ModelRate | None:
         """The per-Mtok prices used for ``provider``/``model`` (None if unpriced), in :meth:`price`'s order."""
         key = (provider, model, requested, alias)
-        res = self._cache.get(key) or self._resolve(key)
-        if res.rate is not None or res.model_info is None:
-            return res.rate
-        return self._timed_rate(res.model_info, at)
+        return self._rate_for(self._cache.get(key) or self._resolve(key), at, service_tier)
+
+    def service_tiers(
+        self, provider: str, model: str, *, requested: str | None = None, alias: str | None = None
+    ) -> frozenset[str]:
+        """The service tiers priced apart for ``provider``/``model`` (empty: one price for every tier)."""
+        key = (provider, model, requested, alias)
+        return (self._cache.get(key) or self._resolve(key)).tiers
 
     def source(self, provider: str, model: str, *, requested: str | None = None, alias: str | None = None) -> str:
         """Where the price comes from: ``override:<key>``, ``free``, ``genai-prices:<provider>/<model>``
@@ -350,6 +479,32 @@ class Pricing:
             return hit[1]
         rate = _rate_from_model_price(mp)
         self._rate_by_price[id(mp)] = (mp, rate)
+        return rate
+
+    def _rate_for(self, res: _Resolved, at: datetime | None, service_tier: str | None) -> ModelRate | None:
+        if service_tier is not None and service_tier in res.tiers:
+            return self._tier_rate(res.tier_info, service_tier, at)
+        if res.rate is not None or res.model_info is None:
+            return res.rate
+        return self._timed_rate(res.model_info, at)
+
+    def _tier_rate(self, info: Any, tier: str, at: datetime | None) -> ModelRate:
+        """The rate of ``tier`` (genai-prices' ``price_context={"service_tier": tier}``) at time ``at``, cached
+        by the standard prices in force and the tier's variants active then."""
+        at = at or datetime.now(UTC)
+        std = info.get_prices(at)
+        when = {"service_tier": tier}
+        active = tuple(
+            i
+            for i, v in enumerate(info.price_variants or ())
+            if v.when == when and (v.constraint is None or v.constraint.active(at))
+        )
+        key = (id(std), tier, active)
+        hit = self._rate_by_tier.get(key)
+        if hit is not None and hit[0] is std:
+            return hit[1]
+        rate = _rate_from_model_price(info.get_prices(at, when))
+        self._rate_by_tier[key] = (std, rate)
         return rate
 
     def _resolve(self, key: tuple[str, str, str | None, str | None]) -> _Resolved:
@@ -384,9 +539,11 @@ class Pricing:
             return _UNPRICED
         gp, info = found
         src = f"genai-prices:{gp.id}/{info.id}"
+        tiers = _service_tiers(gp, info)
+        tier_info = info if tiers else None
         if isinstance(info.prices, list):  # time-dependent prices
-            return _Resolved(None, info, src)
-        return _Resolved(_rate_from_model_price(info.prices), None, src)
+            return _Resolved(None, info, src, tier_info, tiers)
+        return _Resolved(_rate_from_model_price(info.prices), None, src, tier_info, tiers)
 
 
 def _genai_find(provider_id: str | None, model: str) -> tuple[Any, Any] | None:
