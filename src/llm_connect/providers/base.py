@@ -93,6 +93,7 @@ class BaseAdapter(LLMAdapter):
             model=resp.model,
             request_id=resp.request_id,
             cost_usd=resp.cost_usd,
+            service_tier=resp.service_tier,
         )
 
     def count_input_tokens(self, messages: list[Message], config: RunConfig) -> int:
@@ -130,13 +131,21 @@ class BaseAdapter(LLMAdapter):
         """(provider, model) under which this adapter's calls are priced."""
         return self.provider, model or self.model
 
-    def price(self, usage: Usage, model: str | None = None, *, estimate: bool = False) -> Decimal | None:
-        """USD cost of ``usage``; ``model`` is the id the provider reported. Looked up under it, then under
-        the id this adapter asked for and its config alias (``Pricing.price``'s order), so reserve, settle,
-        the ledger and the response all use the same rate."""
+    def price(
+        self, usage: Usage, model: str | None = None, *, estimate: bool = False, service_tier: str | None = None
+    ) -> Decimal | None:
+        """USD cost of ``usage``; ``model`` is the id the provider reported, ``service_tier`` the tier it
+        served the call at. Looked up under the model, then under the id this adapter asked for and its config
+        alias (``Pricing.price``'s order), so reserve, settle, the ledger and the response all use the same rate."""
         provider, name = self._price_key(model)
         return self.pricing.price(
-            provider, name, usage, estimate=estimate, requested=self.model, alias=self.price_alias
+            provider,
+            name,
+            usage,
+            estimate=estimate,
+            requested=self.model,
+            alias=self.price_alias,
+            service_tier=service_tier,
         )
 
     # -- pipeline ----------------------------------------------------------------------------------
@@ -152,26 +161,48 @@ class BaseAdapter(LLMAdapter):
             if fits is not None or tracker.needs_usd:
                 max_tokens = BUDGETED_DEFAULT_MAX_TOKENS if fits is None else min(fits, BUDGETED_DEFAULT_MAX_TOKENS)
                 if tracker.needs_usd:
-                    affordable = await self._affordable_output(tracker, est_in)
+                    affordable = await self._affordable_output(tracker, est_in, messages, config)
                     if affordable is not None:
                         max_tokens = min(max_tokens, affordable)
                 max_tokens = max(max_tokens, 1)  # nothing fits: reserve() below refuses with a clear error
-        usd = self._worst_cost(est_in, max_tokens or 0) if tracker.needs_usd else None
+        usd = self._worst_cost(est_in, max_tokens or 0, messages, config) if tracker.needs_usd else None
         worst = est_in + (max_tokens or 0)
         res = await tracker.areserve(worst, usd, label=f"{self.provider}:{self.model}")
         return max_tokens, res, est_in
 
-    def _worst_cost(self, input_tokens: int, output_tokens: int) -> Decimal | None:
-        """The most this call can cost (see :meth:`ModelRate.worst_cost`); None when unpriced."""
-        rate = self.pricing.rate(*self._price_key(None), alias=self.price_alias)
-        return None if rate is None else rate.worst_cost(input_tokens, output_tokens)
+    def _worst_cost(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        messages: list[Message] | None = None,
+        config: RunConfig | None = None,
+    ) -> Decimal | None:
+        """The most this call can cost (see :meth:`Pricing.worst_cost`): with the input kinds its prompt may
+        bill (audio, images, 1-hour cache writes) and at the service tier it asks for; None when unpriced."""
+        from ..usage.kinds import request_kinds, requested_service_tier
 
-    async def _affordable_output(self, tracker: BudgetTracker, input_tokens: int) -> int | None:
+        provider, name = self._price_key(None)
+        return self.pricing.worst_cost(
+            provider,
+            name,
+            input_tokens,
+            output_tokens,
+            kinds=request_kinds(messages or (), config),
+            service_tier=requested_service_tier(config),
+            alias=self.price_alias,
+        )
+
+    async def _affordable_output(
+        self, tracker: BudgetTracker, input_tokens: int, messages: list[Message], config: RunConfig
+    ) -> int | None:
         """Output tokens the USD budget left can pay for after the prompt (None: no USD cap or no price)."""
         left = await tracker.aremaining_usd()
-        per_million = self.price(Usage(output_tokens=1_000_000), estimate=True)
-        prompt = self._worst_cost(input_tokens, 0)
-        if left is None or not per_million or prompt is None:
+        prompt = self._worst_cost(input_tokens, 0, messages, config)  # the per-request price included
+        million = self._worst_cost(0, 1_000_000, messages, config)
+        if left is None or prompt is None or million is None:
+            return None
+        per_million = million - self._worst_cost(0, 0, messages, config)  # type: ignore[operator]
+        if not per_million:
             return None
         return max(0, int((left - prompt) * 1_000_000 / per_million))
 
@@ -213,7 +244,7 @@ class BaseAdapter(LLMAdapter):
             resp.usage = self._estimated_usage(messages, cfg, est_in, produced, max_tokens)
             log.warning("%s:%s reported no usage; billed an estimate %s", self.provider, resp.model, resp.usage)
         if resp.cost_usd is None:  # an adapter may report the provider's own billed cost
-            resp.cost_usd = self.price(resp.usage, resp.model)
+            resp.cost_usd = self.price(resp.usage, resp.model, service_tier=resp.service_tier)
         if res is not None:
             await res.asettle(resp.usage.total_tokens, resp.cost_usd)
         await self._publish(cfg, resp, streamed=False)
@@ -250,7 +281,7 @@ class BaseAdapter(LLMAdapter):
                     # end reached the caller is always accounted
                     chunk.model = chunk.model or self.model
                     if chunk.cost_usd is None:
-                        chunk.cost_usd = self.price(chunk.usage, chunk.model)
+                        chunk.cost_usd = self.price(chunk.usage, chunk.model, service_tier=chunk.service_tier)
                     finished = True
                     await self._finish_stream(cfg, res, chunk, produced, call, start, None)
                 yield chunk
@@ -314,6 +345,7 @@ class BaseAdapter(LLMAdapter):
             latency_ms=(time.perf_counter() - start) * 1000,
             cost_usd=cost,
             request_id=final.request_id if final else None,
+            service_tier=final.service_tier if final else None,
         )
         error = failure if isinstance(failure, Exception) else None
         await self._publish(cfg, resp, streamed=True, error=error)
