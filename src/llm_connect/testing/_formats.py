@@ -61,6 +61,8 @@ class Parsed:
     messages: list[tuple[str, str]] = field(default_factory=list)
     #: Gemini streaming framing: SSE when ``?alt=sse``, else one JSON array
     sse: bool = True
+    #: the ``service_tier`` an OpenAI request asks for
+    service_tier: str | None = None
 
     @property
     def last_user(self) -> str:
@@ -92,6 +94,12 @@ class Reply:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     tool_calls: list[ToolCall] = field(default_factory=list)
+    #: of cache_write_tokens: written with the 1-hour TTL (Anthropic ``cache_creation``)
+    cache_write_1h_tokens: int = 0
+    #: of input_tokens: audio (OpenAI ``prompt_tokens_details.audio_tokens``, Gemini's AUDIO modality)
+    input_audio_tokens: int = 0
+    #: the tier the reply says it was served at (None: the format's default, "default" / "standard")
+    service_tier: str | None = None
 
     @property
     def text(self) -> str:
@@ -167,6 +175,7 @@ def _parse_openai(body: dict[str, Any]) -> Parsed:
     if mt is None:
         mt = _int_or_none(body.get("max_tokens"))
     messages = [(str(m.get("role", "")), _parts_text(m.get("content"))) for m in msgs if isinstance(m, dict)]
+    tier = body.get("service_tier")
     return Parsed(
         "openai",
         model,
@@ -174,6 +183,7 @@ def _parse_openai(body: dict[str, Any]) -> Parsed:
         include_usage=bool(isinstance(opts, dict) and opts.get("include_usage")),
         max_tokens=mt,
         messages=messages,
+        service_tier=tier if isinstance(tier, str) else None,
     )
 
 
@@ -272,7 +282,7 @@ def _openai_usage(r: Reply) -> dict[str, Any]:
         "prompt_tokens": r.input_tokens,
         "completion_tokens": r.output_tokens,
         "total_tokens": r.input_tokens + r.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": r.cache_read_tokens, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": r.cache_read_tokens, "audio_tokens": r.input_audio_tokens},
         "completion_tokens_details": {
             "reasoning_tokens": r.reasoning_tokens,
             "audio_tokens": 0,
@@ -299,7 +309,7 @@ def _openai_body(r: Reply, created: int) -> dict[str, Any]:
         "model": r.model,
         "choices": [{"index": 0, "message": msg, "logprobs": None, "finish_reason": _finish("openai", r.finish)}],
         "usage": _openai_usage(r),
-        "service_tier": "default",
+        "service_tier": r.service_tier or "default",
         "system_fingerprint": "fp_mock",
     }
 
@@ -310,9 +320,12 @@ def _anthropic_usage(r: Reply) -> dict[str, Any]:
         "input_tokens": uncached,
         "cache_creation_input_tokens": r.cache_write_tokens,
         "cache_read_input_tokens": r.cache_read_tokens,
-        "cache_creation": {"ephemeral_5m_input_tokens": r.cache_write_tokens, "ephemeral_1h_input_tokens": 0},
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": max(0, r.cache_write_tokens - r.cache_write_1h_tokens),
+            "ephemeral_1h_input_tokens": r.cache_write_1h_tokens,
+        },
         "output_tokens": r.output_tokens,
-        "service_tier": "standard",
+        "service_tier": r.service_tier or "standard",
     }
 
 
@@ -340,7 +353,9 @@ def _gemini_usage(r: Reply, final: bool = True) -> dict[str, Any]:
     u["totalTokenCount"] = r.input_tokens + (r.output_tokens if final else 0)
     if r.cache_read_tokens:
         u["cachedContentTokenCount"] = r.cache_read_tokens
-    u["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": r.input_tokens}]
+    u["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": r.input_tokens - r.input_audio_tokens}]
+    if r.input_audio_tokens:
+        u["promptTokensDetails"].append({"modality": "AUDIO", "tokenCount": r.input_audio_tokens})
     if final and r.reasoning_tokens:
         u["thoughtsTokenCount"] = r.reasoning_tokens
     return u
@@ -421,7 +436,7 @@ def render_stream(fmt: str, reply: Reply, rid: str, created: int, parsed: Parsed
 
 def _openai_stream(r: Reply, rid: str, created: int, p: Parsed) -> tuple[list[bytes], int]:
     base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": r.model}
-    base["service_tier"] = "default"
+    base["service_tier"] = r.service_tier or "default"
     base["system_fingerprint"] = "fp_mock"
     usage_null = {"usage": None} if p.include_usage else {}
 
@@ -457,7 +472,7 @@ def _anthropic_stream(r: Reply, rid: str, created: int, p: Parsed) -> tuple[list
     start_usage = {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")}
     start_usage["cache_creation"] = usage["cache_creation"]
     start_usage["output_tokens"] = 1
-    start_usage["service_tier"] = "standard"
+    start_usage["service_tier"] = usage["service_tier"]
     msg = {
         "id": rid,
         "type": "message",

@@ -28,6 +28,8 @@ _USAGE_ALIASES = {
     "cache_read": "cache_read_tokens",
     "cached_tokens": "cache_read_tokens",
     "cache_write": "cache_write_tokens",
+    "cache_write_1h": "cache_write_1h_tokens",
+    "input_audio": "input_audio_tokens",
     "reasoning": "reasoning_tokens",
 }
 
@@ -53,6 +55,13 @@ class MockReply:
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
+    #: of cache_write_tokens: 1-hour cache writes (Anthropic)
+    cache_write_1h_tokens: int | None = None
+    #: of input_tokens: audio input (OpenAI, Gemini)
+    input_audio_tokens: int | None = None
+    #: the service tier the reply says it was served at (default: an OpenAI request's "flex" / "priority",
+    #: else "default" / Anthropic "standard")
+    service_tier: str | None = None
     #: OpenAI-shaped ({"id", "type", "function": {"name", "arguments"}}) or {"name", "arguments"}
     tool_calls: list[dict[str, Any]] | None = None
     #: generic (stop, length, tool_calls, content_filter) or the provider's own value
@@ -96,7 +105,8 @@ class MockReply:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MockReply:
-        """Build from JSON: field names, plus ``usage: {input, output, cached, cache_write, reasoning}``."""
+        """Build from JSON: field names, plus ``usage: {input, output, cached, cache_write, cache_write_1h,
+        input_audio, reasoning}``."""
         data = dict(d)
         usage = data.pop("usage", None) or {}
         for k, v in {**data, **usage}.items():

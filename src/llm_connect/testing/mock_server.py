@@ -416,6 +416,9 @@ class MockServer:
         reasoning = (s.reasoning_tokens if s else None) or 0
         out = s.output_tokens if s is not None and s.output_tokens is not None else len(pieces) + reasoning
         inp = s.input_tokens if s is not None and s.input_tokens is not None else input_tokens
+        tier = s.service_tier if s is not None and s.service_tier else None
+        if tier is None and parsed.service_tier in ("flex", "priority"):
+            tier = parsed.service_tier  # OpenAI answers with the tier it served the request at
         return F.Reply(
             model=(s.reported_model if s is not None and s.reported_model else parsed.model),
             pieces=pieces,
@@ -426,6 +429,9 @@ class MockServer:
             cache_write_tokens=(s.cache_write_tokens if s else None) or 0,
             reasoning_tokens=reasoning,
             tool_calls=tools,
+            cache_write_1h_tokens=(s.cache_write_1h_tokens if s else None) or 0,
+            input_audio_tokens=(s.input_audio_tokens if s else None) or 0,
+            service_tier=tier,
         )
 
     def _fast_body(self, parsed: F.Parsed, input_tokens: int, rid: str) -> web.Response:
@@ -434,7 +440,7 @@ class MockServer:
         fmt = parsed.fmt
         now = int(time.time())
         text = F.default_reply_text(parsed)
-        key = (fmt, parsed.model, text, input_tokens, parsed.max_tokens, now // 60)
+        key = (fmt, parsed.model, text, input_tokens, parsed.max_tokens, parsed.service_tier, now // 60)
         parts = st.cache.get(key)
         if parts is None:
             reply = self._reply(parsed, None, input_tokens, rid)
