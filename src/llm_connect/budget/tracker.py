@@ -216,6 +216,11 @@ class BudgetTracker:
         return self._thresholds
 
     @property
+    def caps_tokens(self) -> bool:
+        """True if this tracker or an ancestor has a token cap."""
+        return any(t._total is not None for t in self._chain)
+
+    @property
     def needs_usd(self) -> bool:
         """True if this tracker or an ancestor has a USD cap: reservations must then carry a price."""
         return self._needs_usd
@@ -295,10 +300,13 @@ class BudgetTracker:
         lv = levels[refusal.index]
         if refusal.unit == "tokens":
             msg = f"budget '{lv.budget_id}' cannot fit {tokens:,} tokens ({refusal.remaining:,} remaining)"
-            return LLMBudgetExceededError(msg, budget_id=lv.budget_id, requested=tokens, remaining=refusal.remaining)
-        req, rem = units_to_usd(usd), units_to_usd(refusal.remaining)
-        msg = f"budget '{lv.budget_id}' cannot fit ${req:f} (${rem:f} remaining)"
-        return LLMBudgetExceededError(msg, budget_id=lv.budget_id, requested=req, remaining=rem)
+            err = LLMBudgetExceededError(msg, budget_id=lv.budget_id, requested=tokens, remaining=refusal.remaining)
+        else:
+            req, rem = units_to_usd(usd), units_to_usd(refusal.remaining)
+            msg = f"budget '{lv.budget_id}' cannot fit ${req:f} (${rem:f} remaining)"
+            err = LLMBudgetExceededError(msg, budget_id=lv.budget_id, requested=req, remaining=rem)
+        err.unit = refusal.unit
+        return err
 
     def _unreachable(self, exc: StoreUnavailableError, what: str) -> None:
         """Fail closed (raise) or open (log) on an unreachable store."""
@@ -463,12 +471,16 @@ class BudgetTracker:
         return None if h is None or h[1] is None else units_to_usd(h[1])
 
     async def aremaining(self) -> int | None:
-        h = await self._aheadroom_now()
-        return None if h is None else h[0]
+        return (await self.aheadroom())[0]
 
     async def aremaining_usd(self) -> Decimal | None:
+        return (await self.aheadroom())[1]
+
+    async def aheadroom(self) -> tuple[int | None, Decimal | None]:
+        """(tokens, dollars) that can still be reserved through the chain, in one store round trip; None
+        where nothing caps that unit (or, with ``fail_open``, the store is unreachable)."""
         h = await self._aheadroom_now()
-        return None if h is None or h[1] is None else units_to_usd(h[1])
+        return (None, None) if h is None else (h[0], None if h[1] is None else units_to_usd(h[1]))
 
     def max_output_tokens(self, input_tokens: int) -> int | None:
         """Output tokens that still fit after ``input_tokens`` through the whole chain (None = no token cap).

@@ -6,8 +6,9 @@ price the usage → settle the budget to what the provider reported → publish 
 Errors release the reservation; a stream settles on what it actually produced, also when the consumer
 stops early or is cancelled.
 
-Subclasses implement ``_complete`` and ``_stream`` and may override ``count_input_tokens`` with a real
-tokenizer. The default estimate is a safe upper bound (UTF-8 bytes), so reservations never undershoot.
+Subclasses implement ``_complete`` and ``_stream`` and may override ``count_input_tokens`` (a cheap upper
+bound: UTF-8 bytes, see :mod:`.tokens`) and ``acount_exact_input_tokens`` (a tokenizer or a count endpoint,
+used when the bound no longer fits the budget: see :mod:`.reserve`), so reservations never undershoot.
 """
 
 from __future__ import annotations
@@ -26,25 +27,16 @@ from .._timeout import Timeout
 from ..adapter import LLMAdapter
 from ..errors import LLMError, LLMTimeoutError
 from ..types import LLMResponse, Message, Prompt, RunConfig, StreamChunk, Usage, normalize_messages
+from .reserve import BUDGETED_DEFAULT_MAX_TOKENS, reserve_call
+from .tokens import IMAGE_PART_TOKENS, estimate_tokens, prompt_bound
 
 if TYPE_CHECKING:
-    from ..budget import BudgetTracker, Reservation
+    from ..budget import Reservation
     from ..usage import Pricing, UsageTracker
 
-__all__ = ["BaseAdapter", "default_pricing", "estimate_tokens"]
+__all__ = ["BUDGETED_DEFAULT_MAX_TOKENS", "IMAGE_PART_TOKENS", "BaseAdapter", "default_pricing", "estimate_tokens"]
 
 log = logging.getLogger("llm_connect")
-
-#: max_tokens sent on a budgeted call whose caller set none: what the budget has left, but at most this,
-#: so that one call does not reserve a whole shared budget and starve every other caller
-BUDGETED_DEFAULT_MAX_TOKENS = 4096
-#: an upper bound on what one image part costs as input (OpenAI high detail, Anthropic, Gemini tiles)
-IMAGE_PART_TOKENS = 2000
-
-
-def estimate_tokens(text: str) -> int:
-    """Upper bound on tokens for ``text`` with any BPE tokenizer: one per UTF-8 byte."""
-    return len(text.encode("utf-8"))
 
 
 @functools.cache
@@ -59,6 +51,9 @@ class BaseAdapter(LLMAdapter):
 
     #: the config's name for this adapter's deployment (a ``models:`` alias), priced after the model ids
     price_alias: str | None = None
+    #: near a budget's cap, count the prompt exactly and clamp max_tokens to what is left instead of
+    #: refusing (False: reserve the bound and max_tokens as asked, or refuse); see providers/reserve.py
+    fit_to_budget: bool = True
 
     def __init__(
         self,
@@ -96,20 +91,12 @@ class BaseAdapter(LLMAdapter):
         )
 
     def count_input_tokens(self, messages: list[Message], config: RunConfig) -> int:
-        """Tokens the prompt will cost at most. Override with an exact tokenizer where there is one."""
-        n = 3
-        for m in messages:
-            n += 4 + estimate_tokens(m.text)
-            if isinstance(m.content, list):
-                for part in m.content:
-                    if isinstance(part, dict) and part.get("type") not in (None, "text"):
-                        n += IMAGE_PART_TOKENS  # billed by pixels, not by the size of its (base64) bytes
-            if m.tool_calls:
-                n += len(orjson.dumps(m.tool_calls))
-        for extra in (config.tools, config.effective_response_format):
-            if extra:
-                n += len(orjson.dumps(extra))
-        return n
+        """Tokens the prompt will cost at most, cheaply. Override with an exact tokenizer where there is one."""
+        return prompt_bound(messages, config)
+
+    async def acount_exact_input_tokens(self, messages: list[Message], config: RunConfig) -> int | None:
+        """The prompt's exact input tokens (a tokenizer, a count endpoint), or None where none is known."""
+        return None
 
     def _estimated_usage(
         self, messages: list[Message], config: RunConfig, est_in: int, produced: str, max_tokens: int | None
@@ -141,39 +128,13 @@ class BaseAdapter(LLMAdapter):
 
     # -- pipeline ----------------------------------------------------------------------------------
     async def _begin(self, messages: list[Message], config: RunConfig) -> tuple[int | None, Reservation | None, int]:
-        """Reserve on the budget. Returns (max_tokens to send, reservation, input estimate)."""
-        tracker = config.budget_tracker
-        max_tokens = config.max_tokens
-        if tracker is None:
-            return max_tokens, None, 0
-        est_in = self.count_input_tokens(messages, config)
-        if max_tokens is None:
-            fits = await tracker.amax_output_tokens(est_in)
-            if fits is not None or tracker.needs_usd:
-                max_tokens = BUDGETED_DEFAULT_MAX_TOKENS if fits is None else min(fits, BUDGETED_DEFAULT_MAX_TOKENS)
-                if tracker.needs_usd:
-                    affordable = await self._affordable_output(tracker, est_in)
-                    if affordable is not None:
-                        max_tokens = min(max_tokens, affordable)
-                max_tokens = max(max_tokens, 1)  # nothing fits: reserve() below refuses with a clear error
-        usd = self._worst_cost(est_in, max_tokens or 0) if tracker.needs_usd else None
-        worst = est_in + (max_tokens or 0)
-        res = await tracker.areserve(worst, usd, label=f"{self.provider}:{self.model}")
-        return max_tokens, res, est_in
+        """Reserve on the budget. Returns (max_tokens to send, reservation, input count)."""
+        return await reserve_call(self, messages, config)
 
     def _worst_cost(self, input_tokens: int, output_tokens: int) -> Decimal | None:
         """The most this call can cost (see :meth:`ModelRate.worst_cost`); None when unpriced."""
         rate = self.pricing.rate(*self._price_key(None), alias=self.price_alias)
         return None if rate is None else rate.worst_cost(input_tokens, output_tokens)
-
-    async def _affordable_output(self, tracker: BudgetTracker, input_tokens: int) -> int | None:
-        """Output tokens the USD budget left can pay for after the prompt (None: no USD cap or no price)."""
-        left = await tracker.aremaining_usd()
-        per_million = self.price(Usage(output_tokens=1_000_000), estimate=True)
-        prompt = self._worst_cost(input_tokens, 0)
-        if left is None or not per_million or prompt is None:
-            return None
-        return max(0, int((left - prompt) * 1_000_000 / per_million))
 
     def _cap(self, config: RunConfig) -> float | None:
         return config.timeout or self.timeout

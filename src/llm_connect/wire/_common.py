@@ -37,6 +37,15 @@ def to_int(value: Any) -> int:
         return 0
 
 
+def count_field(body: Any, key: str) -> int:
+    """A token count a budget will rely on: a non-negative int at ``body[key]``, else ValueError (never 0 for
+    nonsense, as :func:`to_int` gives for usage)."""
+    value = body.get(key) if isinstance(body, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"no token count {key!r} in {str(body)[:200]}")
+    return value
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON text (the shape providers use for tool-call arguments)."""
     return orjson.dumps(obj).decode()

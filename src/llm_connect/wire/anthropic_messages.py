@@ -24,6 +24,7 @@ from ._common import (
     class_for_status,
     coerce_body,
     context_or,
+    count_field,
     dumps,
     image_url_of,
     loads_arguments,
@@ -36,12 +37,24 @@ from ._common import (
     tool_call,
 )
 
-__all__ = ["FRAMING", "StreamDecoder", "build_request", "classify_error", "parse_response", "parse_usage"]
+__all__ = [
+    "COUNT_MARGIN",
+    "FRAMING",
+    "StreamDecoder",
+    "build_count_request",
+    "build_request",
+    "classify_error",
+    "parse_count_response",
+    "parse_response",
+    "parse_usage",
+]
 
 FRAMING = "sse"
 API_VERSION = "2023-06-01"
 #: Anthropic requires max_tokens; used when neither the call nor the config sets one
 DEFAULT_MAX_TOKENS = 4096
+#: (percent, tokens) added to a count_tokens answer, which Anthropic documents as an estimate
+COUNT_MARGIN = (1, 8)
 
 _STOP = {
     "end_turn": "stop",
@@ -205,6 +218,27 @@ def build_request(
         body["stream"] = True
     merge_extra_body(body, config)
     return WireRequest(path="/v1/messages", body=body, headers={"anthropic-version": API_VERSION})
+
+
+def build_count_request(model: str, messages: list[Message], config: RunConfig) -> WireRequest:
+    """``POST /v1/messages/count_tokens``: the prompt of :func:`build_request` (system, messages, tools), no
+    sampling. Anthropic calls its answer an estimate that may differ from the billed count "by a small amount":
+    :func:`parse_count_response` adds :data:`COUNT_MARGIN` for that."""
+    system, turns = _messages(messages)
+    body: dict[str, Any] = {"model": model, "messages": turns}
+    if system is not None:
+        body["system"] = system
+    if config.tools:
+        body["tools"] = _tools(config.tools)
+    if config.tool_choice is not None:
+        body["tool_choice"] = _tool_choice(config.tool_choice)
+    return WireRequest(path="/v1/messages/count_tokens", body=body, headers={"anthropic-version": API_VERSION})
+
+
+def parse_count_response(body: Mapping[str, Any]) -> int:
+    """``{"input_tokens": N}`` → N plus the margin (1 % + 8 tokens), an upper bound on the billed input."""
+    n = count_field(body, "input_tokens")
+    return n + -(-n * COUNT_MARGIN[0] // 100) + COUNT_MARGIN[1]
 
 
 # ---------------------------------------------------------------------------

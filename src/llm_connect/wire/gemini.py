@@ -25,6 +25,7 @@ from ._common import (
     class_for_status,
     coerce_body,
     context_or,
+    count_field,
     dumps,
     image_url_of,
     loads_arguments,
@@ -39,7 +40,16 @@ from ._common import (
     try_json,
 )
 
-__all__ = ["FRAMING", "StreamDecoder", "build_request", "classify_error", "parse_response", "parse_usage"]
+__all__ = [
+    "FRAMING",
+    "StreamDecoder",
+    "build_count_request",
+    "build_request",
+    "classify_error",
+    "parse_count_response",
+    "parse_response",
+    "parse_usage",
+]
 
 FRAMING = "sse"
 
@@ -212,6 +222,21 @@ def build_request(
         body=body,
         query={"alt": "sse"} if stream else None,
     )
+
+
+def build_count_request(model: str, messages: list[Message], config: RunConfig) -> WireRequest:
+    """``POST /v1beta/models/{model}:countTokens`` with the whole ``generateContentRequest`` (system
+    instruction and tools included), so the count is the prompt :func:`build_request` sends."""
+    inner = build_request(model, messages, config, stream=False, max_tokens=None).body
+    name = model.removeprefix("models/")
+    inner["model"] = f"models/{name}"
+    inner.pop("generationConfig", None)
+    return WireRequest(path=f"/v1beta/models/{name}:countTokens", body={"generateContentRequest": inner})
+
+
+def parse_count_response(body: Mapping[str, Any]) -> int:
+    """``{"totalTokens": N}`` → N (the prompt's ``promptTokenCount`` when it is sent)."""
+    return count_field(body, "totalTokens")
 
 
 # ---------------------------------------------------------------------------
