@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..budget.plan import output_budget
 from ..errors import LLMBudgetExceededError, LLMError
-from ..types import Usage
+from ..types import Message, Prompt, RunConfig, Usage, normalize_messages
+from .tokens import prompt_bound
 
 if TYPE_CHECKING:
     from ..budget import BudgetTracker, Reservation
-    from ..types import Message, RunConfig
     from .base import BaseAdapter
 
-__all__ = ["BUDGETED_DEFAULT_MAX_TOKENS", "RESERVE_ATTEMPTS", "reserve_call"]
+__all__ = ["BUDGETED_DEFAULT_MAX_TOKENS", "RESERVE_ATTEMPTS", "count_prompt", "reserve_call"]
 
 log = logging.getLogger("llm_connect")
 
@@ -112,3 +112,22 @@ async def reserve_call(
         return max_tokens, res, est_in
     assert first is not None
     raise first
+
+
+async def count_prompt(adapter: Any, prompt: Prompt, config: RunConfig | None = None) -> tuple[int, bool]:
+    """(input tokens, exact) of ``prompt`` for ``adapter``: its exact count where it has one (a tokenizer, a
+    count endpoint), else its cheap upper bound. Any adapter: one without counting methods (a Router, a
+    wrapper) gets :func:`~llm_connect.providers.tokens.prompt_bound`."""
+    cfg = config if config is not None else RunConfig()
+    messages = normalize_messages(prompt, cfg.system_prompt)
+    exact = getattr(adapter, "acount_exact_input_tokens", None)
+    if exact is not None:
+        try:
+            n = await exact(messages, cfg)
+        except LLMError as exc:
+            log.info("exact prompt count failed (%s); using the bound", exc)
+            n = None
+        if n is not None:
+            return int(n), True
+    bound = getattr(adapter, "count_input_tokens", None)
+    return (int(bound(messages, cfg)) if bound is not None else prompt_bound(messages, cfg)), False

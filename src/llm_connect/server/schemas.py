@@ -54,6 +54,8 @@ __all__ = [
     "CompletionTokensDetails",
     "CompletionUsage",
     "ContentPart",
+    "CountTokensRequest",
+    "CountTokensResponse",
     "ErrorDetail",
     "ErrorResponse",
     "ExecuteFailure",
@@ -531,6 +533,26 @@ class CompleteUnavailable(BaseModel):
 
     error: Literal["All providers unavailable"]
     detail: str
+
+
+# -- POST /count_tokens --------------------------------------------------------------------------------------
+class CountTokensRequest(BaseModel):
+    """A prompt to count for a model (the ``/complete`` shape). Unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messages: Messages
+    model: Text | None = Field(None, description="A router group (or any model name)")
+    tenant_id: Ident | None = None
+
+
+class CountTokensResponse(BaseModel):
+    """The prompt's input tokens: exact (the model's tokenizer or its provider's count endpoint) or, with
+    ``exact`` false, the gateway's upper bound (one token per UTF-8 byte)."""
+
+    input_tokens: int
+    exact: bool
+    model: str
 
 
 # -- GET /v1/usage --------------------------------------------------------------------------------------------
