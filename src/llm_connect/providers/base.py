@@ -63,9 +63,12 @@ class BaseAdapter(LLMAdapter):
         timeout: float | None = None,
         pricing: Pricing | None = None,
         usage_tracker: UsageTracker | None = None,
+        fit_to_budget: bool | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
+        if fit_to_budget is not None:
+            self.fit_to_budget = bool(fit_to_budget)
         if timeout is not None:
             self.timeout = timeout
         self._pricing = pricing

@@ -10,8 +10,8 @@
    race with other callers that took the room is retried a few times with fresh numbers.
 3. Refused for good (not one answer token fits), the first refusal is raised.
 
-``BaseAdapter.fit_to_budget = False`` restores the strict behaviour: reserve the bound and ``max_tokens`` as
-asked, or refuse.
+``BaseAdapter.fit_to_budget = False`` restores the strict behaviour: the bound is reserved with ``max_tokens``
+as asked (without one: what the bound leaves, at most 4 096), or the call is refused.
 """
 
 from __future__ import annotations
@@ -84,13 +84,18 @@ async def reserve_call(
         return None, await tracker.areserve(est_in, None, label=label), est_in
     want = BUDGETED_DEFAULT_MAX_TOKENS if wanted is None else wanted
     max_tokens = want
+    fit = adapter.fit_to_budget
+    if wanted is None and not fit:
+        # strict: size the default from the room the bound leaves (refused below when nothing fits)
+        room = await tracker.aremaining()
+        if room is not None:
+            max_tokens = max(1, min(max_tokens, room - est_in))
     if wanted is None and tracker.needs_usd:
         left = await tracker.aremaining_usd()
         affordable = None if left is None else _affordable(adapter, left, est_in)
         if affordable is not None:
             max_tokens = max(1, min(max_tokens, affordable))  # nothing fits: reserve() refuses clearly
-    fit = adapter.fit_to_budget
-    counted = not fit
+    counted = False
     first: LLMBudgetExceededError | None = None
     for _ in range(RESERVE_ATTEMPTS):
         usd = adapter._worst_cost(est_in, max_tokens) if tracker.needs_usd else None
