@@ -72,9 +72,7 @@ async def library(mock: MockServer, cap: int, fit: bool) -> dict[str, Any]:
     calls = 0
     while True:
         try:
-            await adapter.async_execute_prompt(
-                sentence(rng, 15, 45), RunConfig(max_tokens=300, budget_tracker=tracker)
-            )
+            await adapter.async_execute_prompt(sentence(rng, 15, 45), RunConfig(max_tokens=300, budget_tracker=tracker))
             calls += 1
         except LLMBudgetExceededError:
             break
@@ -115,7 +113,7 @@ def gateway(mock: MockServer, workdir: Path) -> Any:
     port = free_port()
     env = {**os.environ, "LLM_CONNECT_HOME": str(workdir / "home")}
     env.pop("LLM_CONNECT_CONFIG", None)
-    log = open(workdir / "gateway.log", "wb")  # noqa: SIM115 - closed below
+    log = open(workdir / "gateway.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "llm_connect.server", "--port", str(port), "--config", str(path)],
         stdout=log,
@@ -180,9 +178,7 @@ class Recorder(ModelBackend):
 
 def delivered(prompts: list[list[dict[str, Any]]], threshold: float) -> bool:
     marks = (f"[BUDGET WARNING] {threshold:.0%} of", f"past {threshold:.0%}:")
-    return any(
-        m["role"] == "system" and any(k in str(m["content"]) for k in marks) for p in prompts for m in p
-    )
+    return any(m["role"] == "system" and any(k in str(m["content"]) for k in marks) for p in prompts for m in p)
 
 
 async def agents(mock: MockServer, url: str, cap: int, fit: bool) -> dict[str, Any]:
@@ -220,18 +216,22 @@ async def main() -> None:
         for cap in CAPS:
             rows.append(("library", cap, await library(mock, cap, False), await library(mock, cap, True)))
         for cap in CAPS:
-            rows.append(("gateway", cap, await via_gateway(mock, url, cap, False), await via_gateway(mock, url, cap, True)))
+            old, new = await via_gateway(mock, url, cap, False), await via_gateway(mock, url, cap, True)
+            rows.append(("gateway", cap, old, new))
         for cap in CAPS:
             rows.append(("agents", cap, await agents(mock, url, cap, False), await agents(mock, url, cap, True)))
         await Transport.default().aclose()
-    print(f"{'surface':<8} {'cap':>6} | {'before: spent':>14} {'calls':>5} {'overrun':>7} {'warn':>5} |"
-          f" {'now: spent':>11} {'calls':>5} {'overrun':>7} {'warn':>5}")
+    print(
+        f"{'surface':<8} {'cap':>6} | {'before: spent':>13} {'calls':>5} {'overrun':>7} {'warn':>5} |"
+        f" {'now: spent':>10} {'calls':>5} {'overrun':>7} {'warn':>5}"
+    )
     for surface, cap, old, new in rows:
-        def cells(r: dict[str, Any]) -> str:
-            share = f"{r['spent'] * 100 / cap:5.1f} %"
-            return f"{share:>11} {r['calls']:>5} {r['overrun']:>7} {r.get('warnings', '-'):>5}"
+        print(f"{surface:<8} {cap:>6} | {cells(old, cap)} | {cells(new, cap)}")
 
-        print(f"{surface:<8} {cap:>6} | {cells(old):>14}   | {cells(new)}")
+
+def cells(r: dict[str, Any], cap: int) -> str:
+    share = f"{r['spent'] * 100 / cap:.1f} %"
+    return f"{share:>13} {r['calls']:>5} {r['overrun']:>7} {r.get('warnings', '-'):>5}"
 
 
 if __name__ == "__main__":
