@@ -85,17 +85,20 @@ async def reserve_call(
     want = BUDGETED_DEFAULT_MAX_TOKENS if wanted is None else wanted
     max_tokens = want
     fit = adapter.fit_to_budget
-    if wanted is None and not fit:
-        # strict: size the default from the room the bound leaves (refused below when nothing fits)
+    counted = False
+    if wanted is None and tracker.caps_tokens:
+        # no size asked: what the room leaves after the prompt, at most the default. The bound sizes it while
+        # it leaves an answer at least as large as the prompt's bound; nearer the cap the prompt is counted
         room = await tracker.aremaining()
         if room is not None:
-            max_tokens = max(1, min(max_tokens, room - est_in))
+            if fit and room - est_in < min(est_in, want):
+                est_in, counted = await _exact(adapter, messages, config, est_in), True
+            max_tokens = max(1, min(max_tokens, room - est_in))  # nothing fits: reserve() refuses clearly
     if wanted is None and tracker.needs_usd:
         left = await tracker.aremaining_usd()
         affordable = None if left is None else _affordable(adapter, left, est_in)
         if affordable is not None:
             max_tokens = max(1, min(max_tokens, affordable))  # nothing fits: reserve() refuses clearly
-    counted = False
     first: LLMBudgetExceededError | None = None
     for _ in range(RESERVE_ATTEMPTS):
         usd = adapter._worst_cost(est_in, max_tokens) if tracker.needs_usd else None
