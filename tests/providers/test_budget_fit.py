@@ -139,3 +139,24 @@ async def test_a_usd_cap_clamps_max_tokens_too(mock):
     sent = [q for q in mock.requests if q["path"] == "/v1/messages"][-1]["body"]["max_tokens"]
     assert 200 <= sent < 300 and tracker.spent_usd <= Decimal("0.30") and tracker.overrun_usd == 0
     assert r.cost_usd is not None and r.cost_usd <= Decimal("0.30")
+
+
+async def test_a_router_counts_exactly_only_when_every_reachable_deployment_can(mock):
+    from llm_connect import Router
+
+    claude = {"model": "anthropic:claude-t", "api_base": mock.anthropic_base, "api_key": "k"}
+    router = Router(
+        {"one": [claude], "two": [claude, {"model": "ollama:qwen-t", "api_base": mock.ollama_base}], "fb": [claude]},
+        fallbacks={"fb": ["two"]},
+    )
+    msgs = [Message("user", "one two three")]
+    assert await router.acount_exact_input_tokens(msgs, RunConfig(model_name="one")) == 4 + 1 + 8
+    assert await router.acount_exact_input_tokens(msgs, RunConfig(model_name="two")) is None
+    assert await router.acount_exact_input_tokens(msgs, RunConfig(model_name="fb")) is None  # its fallback can't
+    # a budgeted call through the router is sized by the deployment's own exact count
+    tracker = BudgetTracker(total=30)
+    r = await router.async_execute_prompt(
+        "one two three four five six", RunConfig(model_name="one", budget_tracker=tracker)
+    )
+    assert tracker.spent == r.usage.total_tokens <= 30 and tracker.overrun == 0
+    await router.aclose()

@@ -381,7 +381,7 @@ class Router(LLMAdapter):
         counts = []
         for g in self._chains[self.resolve_group(config.model_name)]:
             for node in self._groups[g]:
-                count = getattr(node.adapter, "acount_exact_input_tokens", None)
+                count = getattr(node.adapter(), "acount_exact_input_tokens", None)
                 n = None if count is None else await count(messages, config)
                 if n is None:
                     return None
