@@ -477,8 +477,7 @@ class BudgetTracker:
         return (await self.aheadroom())[1]
 
     async def aheadroom(self) -> tuple[int | None, Decimal | None]:
-        """(tokens, dollars) that can still be reserved through the chain, in one store round trip; None
-        where nothing caps that unit (or, with ``fail_open``, the store is unreachable)."""
+        """(:meth:`aremaining`, :meth:`aremaining_usd`) in one store round trip."""
         h = await self._aheadroom_now()
         return (None, None) if h is None else (h[0], None if h[1] is None else units_to_usd(h[1]))
 
@@ -491,8 +490,8 @@ class BudgetTracker:
         return None if h is None or h[0] is None else max(0, h[0] - input_tokens)
 
     async def amax_output_tokens(self, input_tokens: int) -> int | None:
-        h = await self._aheadroom_now()
-        return None if h is None or h[0] is None else max(0, h[0] - input_tokens)
+        room = (await self.aheadroom())[0]
+        return None if room is None else max(0, room - input_tokens)
 
     # -- reserving -----------------------------------------------------------------------------------------
     def reserve(self, tokens: int, usd: Decimal | None = None, *, label: str = "") -> Reservation:

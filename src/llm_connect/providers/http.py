@@ -136,8 +136,11 @@ class HTTPAdapter(BaseAdapter):
         how = self.spec.input_count
         if how == "tiktoken":
             if not self._text_counter_known:
-                self._text_counter = await asyncio.to_thread(tiktoken_encoder, self.model)
-                self._text_counter_known = True
+                try:  # a download that hangs must not hold the call: the bound serves meanwhile
+                    counter = await asyncio.wait_for(asyncio.to_thread(tiktoken_encoder, self.model), 10)
+                except TimeoutError:
+                    return None
+                self._text_counter, self._text_counter_known = counter, True
             if self._text_counter is None:
                 return None
             return framed_count(

