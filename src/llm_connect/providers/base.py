@@ -6,9 +6,8 @@ price the usage → settle the budget to what the provider reported → publish 
 Errors release the reservation; a stream settles on what it actually produced, also when the consumer
 stops early or is cancelled.
 
-Subclasses implement ``_complete`` and ``_stream`` and may override ``count_input_tokens`` (a cheap upper
-bound: UTF-8 bytes, see :mod:`.tokens`) and ``acount_exact_input_tokens`` (a tokenizer or a count endpoint,
-used when the bound no longer fits the budget: see :mod:`.reserve`), so reservations never undershoot.
+Subclasses implement ``_complete`` and ``_stream`` and may override ``count_input_tokens`` with a real
+tokenizer. The default estimate is a safe upper bound (UTF-8 bytes), so reservations never undershoot.
 """
 
 from __future__ import annotations
@@ -98,7 +97,8 @@ class BaseAdapter(LLMAdapter):
         return prompt_bound(messages, config)
 
     async def acount_exact_input_tokens(self, messages: list[Message], config: RunConfig) -> int | None:
-        """The prompt's exact input tokens (a tokenizer, a count endpoint), or None where none is known."""
+        """The prompt's exact input tokens (a tokenizer, a count endpoint), or None where none is known.
+        Asked only when the cheap bound no longer fits the budget (see providers/reserve.py)."""
         return None
 
     def _estimated_usage(
