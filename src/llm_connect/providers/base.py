@@ -6,6 +6,12 @@ price the usage → settle the budget to what the provider reported → publish 
 Errors release the reservation; a stream settles on what it actually produced, also when the consumer
 stops early or is cancelled.
 
+Settling and publishing run together in a task shielded from cancellation, once per call: a client that
+hangs up (its task cancelled) between the provider's last chunk and the settle cannot leave a charged budget
+without its usage event. A stream that ends without the provider's final usage is billed, per token kind,
+the larger of the usage the provider reported so far (``StreamChunk.usage_so_far``) and an upper-bound
+estimate of what was seen (prompt, text, tool-call and reasoning deltas); its event is marked ``estimated``.
+
 Subclasses implement ``_complete`` and ``_stream`` and may override ``count_input_tokens`` with a real
 tokenizer. The default estimate is a safe upper bound (UTF-8 bytes), so reservations never undershoot.
 """
@@ -16,7 +22,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -199,29 +205,32 @@ class BaseAdapter(LLMAdapter):
         resp.latency_ms = (time.perf_counter() - start) * 1000
         resp.provider = resp.provider or self.provider
         resp.model = resp.model or self.model
+        estimated = False
         if not resp.usage.total_tokens and resp.usage == Usage() and (resp.text or resp.tool_calls):
             # the provider reported no usage: bill an upper-bound estimate rather than nothing
             produced = resp.text + (orjson.dumps(resp.tool_calls).decode() if resp.tool_calls else "")
             resp.usage = self._estimated_usage(messages, cfg, est_in, produced, max_tokens)
+            estimated = True
             log.warning("%s:%s reported no usage; billed an estimate %s", self.provider, resp.model, resp.usage)
         if resp.cost_usd is None:  # an adapter may report the provider's own billed cost
             resp.cost_usd = self.price(resp.usage, resp.model)
-        if res is not None:
-            await res.asettle(resp.usage.total_tokens, resp.cost_usd)
-        await self._publish(cfg, resp, streamed=False)
+        await _to_completion(asyncio.ensure_future(self._account(cfg, res, resp, estimated)))
         return resp
+
+    async def _account(self, cfg: RunConfig, res: Reservation | None, resp: LLMResponse, estimated: bool) -> None:
+        """Settle the budget to the call's usage and publish its event (run to completion, see _to_completion)."""
+        try:
+            if res is not None:
+                await res.asettle(resp.usage.total_tokens, resp.cost_usd)
+        finally:
+            await self._publish(cfg, resp, streamed=False, estimated=estimated)
 
     async def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
         cfg = config if config is not None else RunConfig()
         messages = normalize_messages(prompt, cfg.system_prompt)
         max_tokens, res, est_in = await self._begin(messages, cfg)
         cap = self._cap(cfg)
-        start = time.perf_counter()
-        produced: list[str] = []  # the text
-        tool_deltas: list[str] = []  # tool-call argument deltas: billed as output too
-        call = (messages, est_in, max_tokens, tool_deltas)
-        finished = False
-        finish_reason: str | None = None
+        tally = _StreamTally(self, cfg, messages, res, est_in, max_tokens)
         deadline = None if cap is None else asyncio.get_running_loop().time() + cap
         agen: AsyncIterator[StreamChunk] | None = None
         try:
@@ -232,35 +241,30 @@ class BaseAdapter(LLMAdapter):
                         chunk = await anext(agen)
                 except StopAsyncIteration:
                     break
-                if chunk.text:
-                    produced.append(chunk.text)
-                if chunk.tool_calls:
-                    tool_deltas.append(orjson.dumps(chunk.tool_calls).decode())
-                finish_reason = chunk.finish_reason or finish_reason
+                tally.see(chunk)
                 if chunk.usage is not None:
                     # the final chunk: settle and record it BEFORE the caller sees it, so a stream whose
                     # end reached the caller is always accounted
                     chunk.model = chunk.model or self.model
                     if chunk.cost_usd is None:
                         chunk.cost_usd = self.price(chunk.usage, chunk.model)
-                    finished = True
-                    await self._finish_stream(cfg, res, chunk, produced, call, start, None)
+                    await tally.settle(chunk)
+                elif not (chunk.text or chunk.tool_calls or chunk.reasoning or chunk.finish_reason):
+                    continue  # only the running usage: the tally has it, the caller has nothing to see
                 yield chunk
-            if not finished:
+            if not tally.started:
                 # the provider ended the stream without usage (e.g. a server that ignores include_usage):
                 # the last chunk still carries usage, an estimate from above, settled before it is seen
-                usage = self._estimated_usage(messages, cfg, est_in, "".join(produced + tool_deltas), max_tokens)
+                usage = tally.estimate()
                 final = StreamChunk(
-                    finish_reason=finish_reason, usage=usage, model=self.model, cost_usd=self.price(usage)
+                    finish_reason=tally.finish_reason, usage=usage, model=self.model, cost_usd=self.price(usage)
                 )
-                finished = True
-                await self._finish_stream(cfg, res, final, produced, call, start, None)
+                await tally.settle(final, estimated=True)
                 yield final
         except BaseException as exc:
             err = self._error(exc, cap)
-            if not finished:
-                finished = True
-                await self._finish_stream(cfg, res, None, produced, call, start, err)
+            if not tally.done:  # not settled yet, or its settle still running (cancelled while waiting for it)
+                await tally.settle(None, failure=err)
             if err is not exc:
                 raise err from exc
             raise
@@ -268,50 +272,14 @@ class BaseAdapter(LLMAdapter):
             if agen is not None:
                 await agen.aclose()  # type: ignore[attr-defined]
 
-    async def _finish_stream(
+    async def _publish(
         self,
         cfg: RunConfig,
-        res: Reservation | None,
-        final: StreamChunk | None,
-        produced: list[str],
-        call: tuple[list[Message], int, int | None, list[str]],
-        start: float,
-        failure: BaseException | None,
-    ) -> None:
-        """Settle the budget on what the stream produced and publish its usage, however it ended.
-
-        Without the provider's final usage (the consumer stopped early, was cancelled, or the stream was
-        cut) the prompt and the text produced so far are billed, estimated from above.
-        """
-        text = "".join(produced)
-        messages, est_in, max_tokens, tool_deltas = call
-        if final is not None and final.usage is not None:
-            usage, cost = final.usage, final.cost_usd
-        elif text or tool_deltas:
-            usage = self._estimated_usage(messages, cfg, est_in, text + "".join(tool_deltas), max_tokens)
-            cost = self.price(usage, estimate=True)
-        else:
-            usage, cost = None, None
-        if res is not None:
-            if usage is None:
-                await res.arelease()
-            else:
-                await res.asettle(usage.total_tokens, cost)
-        resp = LLMResponse(
-            text=text,
-            model=(final.model if final and final.model else self.model),
-            provider=self.provider,
-            usage=usage or Usage(),
-            finish_reason=final.finish_reason if final else None,
-            latency_ms=(time.perf_counter() - start) * 1000,
-            cost_usd=cost,
-            request_id=final.request_id if final else None,
-        )
-        error = failure if isinstance(failure, Exception) else None
-        await self._publish(cfg, resp, streamed=True, error=error)
-
-    async def _publish(
-        self, cfg: RunConfig, resp: LLMResponse, *, streamed: bool, error: BaseException | None = None
+        resp: LLMResponse,
+        *,
+        streamed: bool,
+        error: BaseException | None = None,
+        estimated: bool = False,
     ) -> None:
         trackers = [t for t in (cfg.usage_tracker, self.usage_tracker) if t is not None]
         if not trackers:
@@ -319,7 +287,13 @@ class BaseAdapter(LLMAdapter):
         from ..usage.events import UsageEvent  # a module, not the package: no per-call fromlist work
 
         event = UsageEvent.from_response(
-            resp, cfg, success=error is None, error=error, streamed=streamed, deployment=cfg.metadata.get("deployment")
+            resp,
+            cfg,
+            success=error is None,
+            error=error,
+            streamed=streamed,
+            deployment=cfg.metadata.get("deployment"),
+            estimated=estimated,
         )
         for t in dict.fromkeys(trackers):
             await t.aemit(event)
@@ -338,3 +312,156 @@ class BaseAdapter(LLMAdapter):
 
     def describe(self) -> dict[str, Any]:
         return {"provider": self.provider, "model": self.model}
+
+
+def _larger(a: Usage, b: Usage) -> Usage:
+    """The larger of two usages, per token kind."""
+    return Usage(
+        max(a.input_tokens, b.input_tokens),
+        max(a.output_tokens, b.output_tokens),
+        max(a.cache_read_tokens, b.cache_read_tokens),
+        max(a.cache_write_tokens, b.cache_write_tokens),
+        max(a.reasoning_tokens, b.reasoning_tokens),
+    )
+
+
+async def _to_completion(task: asyncio.Future[None]) -> None:
+    """Wait for ``task``, which runs on even if this caller is cancelled (a client hung up, a timeout fired):
+    the caller still sees its CancelledError, the settle and the usage event still land."""
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            task.add_done_callback(_report_late_failure)
+        raise
+
+
+def _report_late_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("usage accounting finished after cancellation with an error", exc_info=task.exception())
+
+
+class _StreamTally:
+    """One stream's accounting: the usage the provider reported so far, what was seen, and the settlement.
+
+    :meth:`settle` starts the settle-and-publish task on its first call only (later calls wait for that same
+    task), so every stream publishes exactly one usage event however it ends: its final chunk, an error, the
+    consumer stopping (GeneratorExit) or being cancelled.
+    """
+
+    __slots__ = (
+        "_task",
+        "adapter",
+        "cfg",
+        "est_in",
+        "finish_reason",
+        "max_tokens",
+        "messages",
+        "reasoning_bytes",
+        "reported",
+        "request_id",
+        "res",
+        "start",
+        "text",
+        "tool_bytes",
+    )
+
+    def __init__(
+        self,
+        adapter: BaseAdapter,
+        cfg: RunConfig,
+        messages: list[Message],
+        res: Reservation | None,
+        est_in: int,
+        max_tokens: int | None,
+    ) -> None:
+        self.adapter = adapter
+        self.cfg = cfg
+        self.messages = messages
+        self.res = res
+        self.est_in = est_in
+        self.max_tokens = max_tokens
+        self.start = time.perf_counter()
+        self.text: list[str] = []
+        self.tool_bytes = 0
+        self.reasoning_bytes = 0
+        self.reported: Usage | None = None
+        self.finish_reason: str | None = None
+        self.request_id: str | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    def see(self, chunk: StreamChunk) -> None:
+        if chunk.text:
+            self.text.append(chunk.text)
+        if chunk.tool_calls:  # tool-call argument deltas: billed as output too
+            self.tool_bytes += len(orjson.dumps(chunk.tool_calls))
+        if chunk.reasoning:
+            self.reasoning_bytes += estimate_tokens(chunk.reasoning)
+        if chunk.usage_so_far is not None:
+            so_far = chunk.usage_so_far
+            self.reported = so_far if self.reported is None else _larger(self.reported, so_far)
+        if chunk.finish_reason:
+            self.finish_reason = chunk.finish_reason
+        if chunk.request_id:
+            self.request_id = chunk.request_id
+
+    @property
+    def started(self) -> bool:
+        """The settlement has begun (it then always runs to its end)."""
+        return self._task is not None
+
+    @property
+    def done(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    def estimate(self) -> Usage:
+        """Per token kind, the larger of what the provider reported so far and an upper bound of what was
+        seen: the prompt, and the text, tool-call and reasoning deltas (never more output than max_tokens)."""
+        out = estimate_tokens("".join(self.text)) + self.tool_bytes + self.reasoning_bytes
+        reasoning = self.reasoning_bytes
+        if self.max_tokens is not None:
+            out = min(out, self.max_tokens)
+            reasoning = min(reasoning, out)
+        est_in = self.est_in or self.adapter.count_input_tokens(self.messages, self.cfg)
+        seen = Usage(input_tokens=est_in, output_tokens=out, reasoning_tokens=reasoning)
+        return seen if self.reported is None else _larger(self.reported, seen)
+
+    def settle(
+        self, final: StreamChunk | None, *, failure: BaseException | None = None, estimated: bool = False
+    ) -> Awaitable[None]:
+        """Settle on ``final`` (the chunk with the provider's usage) or, without it, on :meth:`estimate`;
+        the first call decides, later ones wait for the same settlement."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._settle(final, failure, estimated))
+        return _to_completion(self._task)
+
+    async def _settle(self, final: StreamChunk | None, failure: BaseException | None, estimated: bool) -> None:
+        a = self.adapter
+        usage: Usage | None
+        if final is not None and final.usage is not None:
+            usage, cost = final.usage, final.cost_usd
+        elif self.text or self.tool_bytes or self.reasoning_bytes or self.reported is not None:
+            usage = self.estimate()
+            cost = a.price(usage, estimate=True)
+            estimated = True
+        else:  # nothing was produced nor reported: nothing to bill
+            usage, cost = None, None
+        try:
+            if self.res is not None:
+                if usage is None:
+                    await self.res.arelease()
+                else:
+                    await self.res.asettle(usage.total_tokens, cost)
+        finally:
+            resp = LLMResponse(
+                text="".join(self.text),
+                model=(final.model if final and final.model else a.model),
+                provider=a.provider,
+                usage=usage or Usage(),
+                finish_reason=final.finish_reason if final else None,
+                latency_ms=(time.perf_counter() - self.start) * 1000,
+                cost_usd=cost,
+                request_id=final.request_id if final else self.request_id,
+            )
+            error = failure if isinstance(failure, Exception) else None
+            await a._publish(self.cfg, resp, streamed=True, error=error, estimated=estimated)

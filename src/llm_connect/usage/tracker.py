@@ -47,6 +47,8 @@ class UsageStats:
     cost_usd: Decimal = Decimal(0)
     #: events whose cost was unknown (not included in cost_usd)
     unpriced: int = 0
+    #: events billed on an estimate (a stream that ended early, a reply without usage)
+    estimated: int = 0
     latency_ms_total: float = 0.0
     latency_ms_max: float = 0.0
 
@@ -68,6 +70,8 @@ class UsageStats:
             self.cost_usd += e.cost_usd
         elif e.total_tokens > 0:  # used tokens at a price we do not know (a failure that used none is not)
             self.unpriced += 1
+        if e.estimated:
+            self.estimated += 1
         self.latency_ms_total += e.latency_ms
         if e.latency_ms > self.latency_ms_max:
             self.latency_ms_max = e.latency_ms
