@@ -19,6 +19,7 @@ tokenizer. The default estimate is a safe upper bound (UTF-8 bytes), so reservat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -326,13 +327,18 @@ def _larger(a: Usage, b: Usage) -> Usage:
 
 
 async def _to_completion(task: asyncio.Future[None]) -> None:
-    """Wait for ``task``, which runs on even if this caller is cancelled (a client hung up, a timeout fired):
-    the caller still sees its CancelledError, the settle and the usage event still land."""
+    """Wait for ``task``, which runs on even if this caller is cancelled (a client hung up, a timeout fired).
+
+    A cancelled caller still waits for it before its CancelledError goes on, so that whoever is told the call
+    is over (a gateway ending its response) finds the settle and the usage event done; a second cancellation
+    ends that wait, never the task."""
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
         if not task.done():
             task.add_done_callback(_report_late_failure)
+            with contextlib.suppress(BaseException):  # its failure is reported by the callback
+                await asyncio.shield(task)
         raise
 
 
