@@ -34,6 +34,7 @@ __all__ = [
     "StreamChunk",
     "Usage",
     "check_metadata",
+    "metadata_problem",
     "normalize_messages",
 ]
 
@@ -48,11 +49,19 @@ METADATA_MAX_KEYS = 64
 
 
 def check_metadata(metadata: Mapping[str, Any], name: str = "metadata") -> None:
-    """Raise LLMInvalidRequestError if ``metadata`` breaks a bound (depth, keys, JSON size); the message names
-    the bound. Metadata travels with the call into every usage event and ledger row: unbounded, one request
-    could make its own accounting unstorable."""
+    """Raise LLMInvalidRequestError if ``metadata`` breaks a bound (see :func:`metadata_problem`)."""
+    problem = metadata_problem(metadata)
+    if problem is not None:
+        raise LLMInvalidRequestError(f"{name} {problem}")
+
+
+def metadata_problem(metadata: Mapping[str, Any]) -> str | None:
+    """Which bound ``metadata`` breaks (depth, keys, JSON size), said so that it names the limit; None if none.
+
+    Metadata travels with the call into every usage event and ledger row: unbounded, one request could make
+    its own accounting unstorable."""
     if not metadata:
-        return
+        return None
     keys = 0
     nodes = 0
     stack: list[tuple[Any, int]] = [(metadata, 1)]
@@ -60,27 +69,28 @@ def check_metadata(metadata: Mapping[str, Any], name: str = "metadata") -> None:
         value, depth = stack.pop()
         nodes += 1
         if nodes > METADATA_MAX_BYTES:  # every value takes at least a byte of JSON
-            raise LLMInvalidRequestError(f"{name} takes more than {METADATA_MAX_BYTES} bytes as JSON")
+            return f"takes more than {METADATA_MAX_BYTES} bytes as JSON (the limit)"
         if isinstance(value, Mapping):
             keys += len(value)
             if keys > METADATA_MAX_KEYS:
-                raise LLMInvalidRequestError(
-                    f"{name} has more than {METADATA_MAX_KEYS} keys (counted over every nested object)"
-                )
-            children = value.values()
+                return f"has more than {METADATA_MAX_KEYS} keys, counted over every nested object (the limit)"
+            children: Iterable[Any] = value.values()
         elif isinstance(value, (list, tuple)):
             children = value
         else:
             continue
-        if depth >= METADATA_MAX_DEPTH and any(isinstance(c, (Mapping, list, tuple)) for c in children):
-            raise LLMInvalidRequestError(f"{name} nests deeper than {METADATA_MAX_DEPTH} levels")
-        stack.extend((c, depth + 1) for c in children)
+        nested = [c for c in children if isinstance(c, (Mapping, list, tuple))]
+        if nested and depth >= METADATA_MAX_DEPTH:
+            return f"nests objects or lists deeper than {METADATA_MAX_DEPTH} levels (the limit)"
+        stack.extend((c, depth + 1) for c in nested)
+        nodes += len(value) - len(nested)  # the scalars, counted without a trip through the stack
     try:
         size = len(orjson.dumps(metadata, default=str, option=orjson.OPT_NON_STR_KEYS))
     except TypeError as exc:  # orjson.JSONEncodeError: e.g. an integer beyond 64 bits
-        raise LLMInvalidRequestError(f"{name} cannot be stored as JSON: {exc}") from None
+        return f"cannot be stored as JSON: {exc}"
     if size > METADATA_MAX_BYTES:
-        raise LLMInvalidRequestError(f"{name} takes {size} bytes as JSON, more than {METADATA_MAX_BYTES} bytes")
+        return f"takes {size} bytes as JSON, more than {METADATA_MAX_BYTES} (the limit)"
+    return None
 
 
 @dataclass(slots=True)

@@ -123,7 +123,10 @@ def _schemas() -> dict[str, Any]:
                 "agent": {"type": "string"},
                 "thread_id": {"type": "string"},
                 "task_type": {"type": "string"},
-                "metadata": {"type": "object"},
+                "metadata": {
+                    "type": "object",
+                    "description": "stored with the call's usage; at most 8 levels deep, 64 keys, 16 KiB as JSON",
+                },
                 "budget": {
                     "type": "object",
                     "required": ["id"],
