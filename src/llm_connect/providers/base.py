@@ -6,11 +6,12 @@ price the usage → settle the budget to what the provider reported → publish 
 Errors release the reservation; a stream settles on what it actually produced, also when the consumer
 stops early or is cancelled.
 
-Settling and publishing run together in a task shielded from cancellation, once per call: a client that
-hangs up (its task cancelled) between the provider's last chunk and the settle cannot leave a charged budget
-without its usage event. A stream that ends without the provider's final usage is billed, per token kind,
-the larger of the usage the provider reported so far (``StreamChunk.usage_so_far``) and an upper-bound
-estimate of what was seen (prompt, text, tool-call and reasoning deltas); its event is marked ``estimated``.
+Settling and publishing run to their end once begun, once per call, even if the caller's task is cancelled
+in the middle (the cancellation is raised after them): a client that hangs up between the provider's last
+chunk and the settle cannot leave a charged budget without its usage event. A stream that ends without the
+provider's final usage is billed, per token kind, the larger of the usage the provider reported so far
+(``StreamChunk.usage_so_far``) and an upper-bound estimate of what was seen (prompt, text, tool-call and
+reasoning deltas); its event is marked ``estimated``.
 
 Subclasses implement ``_complete`` and ``_stream`` and may override ``count_input_tokens`` with a real
 tokenizer. The default estimate is a safe upper bound (UTF-8 bytes), so reservations never undershoot.
@@ -19,11 +20,10 @@ tokenizer. The default estimate is a safe upper bound (UTF-8 bytes), so reservat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -215,16 +215,9 @@ class BaseAdapter(LLMAdapter):
             log.warning("%s:%s reported no usage; billed an estimate %s", self.provider, resp.model, resp.usage)
         if resp.cost_usd is None:  # an adapter may report the provider's own billed cost
             resp.cost_usd = self.price(resp.usage, resp.model)
-        await _to_completion(asyncio.ensure_future(self._account(cfg, res, resp, estimated)))
+        settle = None if res is None else functools.partial(res.asettle, resp.usage.total_tokens, resp.cost_usd)
+        await _all_of(settle, functools.partial(self._publish, cfg, resp, streamed=False, estimated=estimated))
         return resp
-
-    async def _account(self, cfg: RunConfig, res: Reservation | None, resp: LLMResponse, estimated: bool) -> None:
-        """Settle the budget to the call's usage and publish its event (run to completion, see _to_completion)."""
-        try:
-            if res is not None:
-                await res.asettle(resp.usage.total_tokens, resp.cost_usd)
-        finally:
-            await self._publish(cfg, resp, streamed=False, estimated=estimated)
 
     async def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
         cfg = config if config is not None else RunConfig()
@@ -253,7 +246,7 @@ class BaseAdapter(LLMAdapter):
                 elif not (chunk.text or chunk.tool_calls or chunk.reasoning or chunk.finish_reason):
                     continue  # only the running usage: the tally has it, the caller has nothing to see
                 yield chunk
-            if not tally.started:
+            if not tally.settled:
                 # the provider ended the stream without usage (e.g. a server that ignores include_usage):
                 # the last chunk still carries usage, an estimate from above, settled before it is seen
                 usage = tally.estimate()
@@ -264,7 +257,7 @@ class BaseAdapter(LLMAdapter):
                 yield final
         except BaseException as exc:
             err = self._error(exc, cap)
-            if not tally.done:  # not settled yet, or its settle still running (cancelled while waiting for it)
+            if not tally.settled:
                 await tally.settle(None, failure=err)
             if err is not exc:
                 raise err from exc
@@ -326,37 +319,36 @@ def _larger(a: Usage, b: Usage) -> Usage:
     )
 
 
-async def _to_completion(task: asyncio.Future[None]) -> None:
-    """Wait for ``task``, which runs on even if this caller is cancelled (a client hung up, a timeout fired).
+async def _all_of(*steps: Callable[[], Awaitable[object]] | None) -> None:
+    """Run the accounting steps in turn, every one of them, even if this task is cancelled in the middle of one
+    (a client hung up, a timeout fired); then raise the first cancellation or error.
 
-    A cancelled caller still waits for it before its CancelledError goes on, so that whoever is told the call
-    is over (a gateway ending its response) finds the settle and the usage event done; a second cancellation
-    ends that wait, never the task."""
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        if not task.done():
-            task.add_done_callback(_report_late_failure)
-            with contextlib.suppress(BaseException):  # its failure is reported by the callback
-                await asyncio.shield(task)
-        raise
-
-
-def _report_late_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("usage accounting finished after cancellation with an error", exc_info=task.exception())
+    An interrupted step is not lost: the budget store finishes a settle on its own (see BudgetTracker), and
+    UsageTracker.aemit lets its subscribers finish (the ledger's write is queued before it waits). What a
+    cancellation must not do is skip the steps after it — the usage event of a settled call. No task is
+    created here: the normal path costs nothing."""
+    first: BaseException | None = None
+    for step in steps:
+        if step is None:
+            continue
+        try:
+            await step()
+        except (Exception, asyncio.CancelledError) as exc:
+            if first is None:
+                first = exc
+    if first is not None:
+        raise first
 
 
 class _StreamTally:
     """One stream's accounting: the usage the provider reported so far, what was seen, and the settlement.
 
-    :meth:`settle` starts the settle-and-publish task on its first call only (later calls wait for that same
-    task), so every stream publishes exactly one usage event however it ends: its final chunk, an error, the
-    consumer stopping (GeneratorExit) or being cancelled.
+    :meth:`settle` acts on its first call only and always runs to its end (see :func:`_all_of`), so every
+    stream publishes exactly one usage event however it ends: its final chunk, an error, the consumer stopping
+    (GeneratorExit) or being cancelled.
     """
 
     __slots__ = (
-        "_task",
         "adapter",
         "cfg",
         "est_in",
@@ -367,6 +359,7 @@ class _StreamTally:
         "reported",
         "request_id",
         "res",
+        "settled",
         "start",
         "text",
         "tool_bytes",
@@ -394,7 +387,8 @@ class _StreamTally:
         self.reported: Usage | None = None
         self.finish_reason: str | None = None
         self.request_id: str | None = None
-        self._task: asyncio.Future[None] | None = None
+        #: the settlement has begun (it then always runs to its end)
+        self.settled = False
 
     def see(self, chunk: StreamChunk) -> None:
         if chunk.text:
@@ -411,15 +405,6 @@ class _StreamTally:
         if chunk.request_id:
             self.request_id = chunk.request_id
 
-    @property
-    def started(self) -> bool:
-        """The settlement has begun (it then always runs to its end)."""
-        return self._task is not None
-
-    @property
-    def done(self) -> bool:
-        return self._task is not None and self._task.done()
-
     def estimate(self) -> Usage:
         """Per token kind, the larger of what the provider reported so far and an upper bound of what was
         seen: the prompt, and the text, tool-call and reasoning deltas (never more output than max_tokens)."""
@@ -432,14 +417,15 @@ class _StreamTally:
         seen = Usage(input_tokens=est_in, output_tokens=out, reasoning_tokens=reasoning)
         return seen if self.reported is None else _larger(self.reported, seen)
 
-    def settle(
+    async def settle(
         self, final: StreamChunk | None, *, failure: BaseException | None = None, estimated: bool = False
-    ) -> Awaitable[None]:
-        """Settle on ``final`` (the chunk with the provider's usage) or, without it, on :meth:`estimate`;
-        the first call decides, later ones wait for the same settlement."""
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._settle(final, failure, estimated))
-        return _to_completion(self._task)
+    ) -> None:
+        """Settle on ``final`` (the chunk with the provider's usage) or, without it, on :meth:`estimate`, and
+        publish the usage event; only the first call acts."""
+        if self.settled:
+            return
+        self.settled = True
+        await self._settle(final, failure, estimated)
 
     async def _settle(self, final: StreamChunk | None, failure: BaseException | None, estimated: bool) -> None:
         a = self.adapter
@@ -452,22 +438,21 @@ class _StreamTally:
             estimated = True
         else:  # nothing was produced nor reported: nothing to bill
             usage, cost = None, None
-        try:
-            if self.res is not None:
-                if usage is None:
-                    await self.res.arelease()
-                else:
-                    await self.res.asettle(usage.total_tokens, cost)
-        finally:
-            resp = LLMResponse(
-                text="".join(self.text),
-                model=(final.model if final and final.model else a.model),
-                provider=a.provider,
-                usage=usage or Usage(),
-                finish_reason=final.finish_reason if final else None,
-                latency_ms=(time.perf_counter() - self.start) * 1000,
-                cost_usd=cost,
-                request_id=final.request_id if final else self.request_id,
+        settle: Callable[[], Awaitable[object]] | None = None
+        if self.res is not None:
+            settle = (
+                self.res.arelease if usage is None else functools.partial(self.res.asettle, usage.total_tokens, cost)
             )
-            error = failure if isinstance(failure, Exception) else None
-            await a._publish(self.cfg, resp, streamed=True, error=error, estimated=estimated)
+        resp = LLMResponse(
+            text="".join(self.text),
+            model=(final.model if final and final.model else a.model),
+            provider=a.provider,
+            usage=usage or Usage(),
+            finish_reason=final.finish_reason if final else None,
+            latency_ms=(time.perf_counter() - self.start) * 1000,
+            cost_usd=cost,
+            request_id=final.request_id if final else self.request_id,
+        )
+        error = failure if isinstance(failure, Exception) else None
+        publish = functools.partial(a._publish, self.cfg, resp, streamed=True, error=error, estimated=estimated)
+        await _all_of(settle, publish)

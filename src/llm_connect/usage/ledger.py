@@ -108,6 +108,10 @@ def _storable(meta: dict[str, Any]) -> tuple[str, str | None]:
 class LedgerSubscriber:
     """Attaches a ledger to a UsageTracker: ``emit`` records synchronously, ``aemit`` awaits ``arecord``."""
 
+    #: ``arecord`` queues the event for the writer thread before it first waits: a cancelled caller cannot
+    #: lose it, so the tracker awaits it directly (no task)
+    cancel_safe = True
+
     def __init__(self, ledger: Ledger, tracker: UsageTracker | None = None) -> None:
         self.ledger = ledger
         self._unsubscribe: Callable[[], None] | None = tracker.subscribe(self) if tracker is not None else None
