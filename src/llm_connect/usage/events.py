@@ -2,6 +2,9 @@
 
 Token fields follow :class:`llm_connect.types.Usage`: ``input_tokens`` includes cache reads and writes,
 ``output_tokens`` includes reasoning tokens, ``total_tokens = input_tokens + output_tokens``.
+
+``estimated`` marks an event whose usage is not the provider's final count: a stream that ended early (the
+client hung up, the stream was cut) or a reply without usage, billed on an upper-bound estimate.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class UsageEvent:
     streamed: bool = False
     deployment: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+    #: the usage is an upper-bound estimate, not the provider's final count (see the module docstring)
+    estimated: bool = False
 
     @property
     def usage(self) -> Usage:
@@ -99,6 +104,7 @@ class UsageEvent:
         deployment: str | None = None,
         pricing: Pricing | None = None,
         metadata: Mapping[str, Any] | None = None,
+        estimated: bool = False,
     ) -> UsageEvent:
         """The general constructor: fills caller identity from ``config`` and prices with ``pricing``
         when ``cost_usd`` is not given."""
@@ -130,6 +136,7 @@ class UsageEvent:
             streamed=streamed,
             deployment=deployment,
             metadata=meta,
+            estimated=estimated,
         )
 
     @classmethod
@@ -144,6 +151,7 @@ class UsageEvent:
         deployment: str | None = None,
         pricing: Pricing | None = None,
         timestamp: datetime | None = None,
+        estimated: bool = False,
     ) -> UsageEvent:
         """The event of a completed call. Cost is ``resp.cost_usd``, else priced with ``pricing`` if given.
 
@@ -165,6 +173,7 @@ class UsageEvent:
             streamed=streamed,
             deployment=deployment,
             pricing=pricing,
+            estimated=estimated,
         )
 
     @classmethod
@@ -243,4 +252,5 @@ class UsageEvent:
             streamed=bool(d.get("streamed", False)),
             deployment=d.get("deployment"),
             metadata=dict(d.get("metadata") or {}),
+            estimated=bool(d.get("estimated", False)),
         )

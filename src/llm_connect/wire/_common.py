@@ -361,6 +361,20 @@ class StreamState:
         self._tools.add(deltas)
         return StreamChunk(tool_calls=deltas, model=self.model, request_id=self.request_id)
 
+    def _reasoning_chunk(self, text: str) -> StreamChunk:
+        return StreamChunk(reasoning=text, model=self.model, request_id=self.request_id)
+
+    def _running(self, out: list[StreamChunk], before: Usage | None) -> list[StreamChunk]:
+        """``out`` with the running usage on its first chunk when this event changed it (a chunk of its own when
+        the event brought nothing else): a stream that stops early is billed at least what was reported."""
+        usage = self.usage
+        if usage is None or usage == before:
+            return out
+        if out:
+            out[0].usage_so_far = usage
+            return out
+        return [StreamChunk(usage_so_far=usage, model=self.model, request_id=self.request_id)]
+
     def finish(self) -> StreamChunk:
         """The final chunk (usage + finish_reason); raises if the stream never reached its end."""
         if not self.done:

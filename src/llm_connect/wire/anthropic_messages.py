@@ -290,7 +290,8 @@ class StreamDecoder(StreamState):
     """Decodes Messages SSE events. Terminal: ``message_stop``.
 
     ``message_start`` carries input and cache tokens; each ``message_delta`` carries cumulative usage
-    (at least ``output_tokens``), merged over what came before.
+    (at least ``output_tokens``), merged over what came before. Both yield a chunk with that running usage
+    (``usage_so_far``); thinking deltas yield ``reasoning`` chunks.
     """
 
     terminal_name = "message_stop"
@@ -323,7 +324,10 @@ class StreamDecoder(StreamState):
                 if idx is None or not part:
                     return []
                 return [self._tool_chunk([{"index": idx, "function": {"arguments": part}}])]
-            return []  # thinking_delta, signature_delta, citations_delta
+            if dtype == "thinking_delta":
+                thinking = delta.get("thinking", "")
+                return [self._reasoning_chunk(thinking)] if thinking else []
+            return []  # signature_delta, citations_delta
         if etype == "content_block_start":
             block = data.get("content_block") or {}
             if block.get("type") == "tool_use":
@@ -343,14 +347,16 @@ class StreamDecoder(StreamState):
             msg = data.get("message") or {}
             self.request_id = msg.get("id") or self.request_id
             self.model = msg.get("model") or self.model
+            before = self.usage
             self._merge_usage(msg.get("usage"))
-            return []
+            return self._running([], before)
         if etype == "message_delta":
             reason = (data.get("delta") or {}).get("stop_reason")
             if reason:
                 self.finish_reason = _stop(reason)
+            before = self.usage
             self._merge_usage(data.get("usage"))
-            return []
+            return self._running([], before)
         if etype == "message_stop":
             self.done = True
             return []

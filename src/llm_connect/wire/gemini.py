@@ -324,13 +324,18 @@ class StreamDecoder(StreamState):
             raise classify_error(to_int(data["error"].get("code")) or None, dict(data), {})
         self.request_id = data.get("responseId") or self.request_id
         self.model = data.get("modelVersion") or self.model
+        before = self.usage
         if data.get("usageMetadata"):
             self.usage = parse_usage(data["usageMetadata"])
         cands = data.get("candidates") or []
         cand = cands[0] if cands else {}
         _check_blocked(data, cand)
-        text, calls = _split((cand.get("content") or {}).get("parts") or [], self._n_calls)
+        parts = (cand.get("content") or {}).get("parts") or []
+        text, calls = _split(parts, self._n_calls)
         out: list[StreamChunk] = []
+        thoughts = "".join(p["text"] for p in parts if p.get("thought") and isinstance(p.get("text"), str))
+        if thoughts:
+            out.append(self._reasoning_chunk(thoughts))
         if text:
             out.append(self._text_chunk(text))
         if calls:
@@ -341,7 +346,7 @@ class StreamDecoder(StreamState):
         if reason:
             self.finish_reason = _finish(reason, False)
             self.done = True
-        return out
+        return self._running(out, before)
 
 
 # ---------------------------------------------------------------------------

@@ -137,6 +137,7 @@ class StreamDecoder(StreamState):
             self.request_id = data["id"]
         if data.get("model"):
             self.model = data["model"]
+        before = self.usage
         if data.get("usage"):
             self.usage = parse_usage(data["usage"])
         out: list[StreamChunk] = []
@@ -144,6 +145,10 @@ class StreamDecoder(StreamState):
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            # reasoning text of OpenAI-compatible servers: DeepSeek and vLLM (reasoning_content), OpenRouter (reasoning)
+            thinking = delta.get("reasoning_content") or delta.get("reasoning")
+            if thinking and isinstance(thinking, str):
+                out.append(self._reasoning_chunk(thinking))
             text = delta.get("content")
             if text:
                 out.append(self._text_chunk(text))
@@ -153,7 +158,7 @@ class StreamDecoder(StreamState):
             if reason:
                 self.finish_reason = _FINISH.get(reason, reason)
                 self.done = True
-        return out
+        return self._running(out, before)
 
 
 def classify_error(status: int | None, body: Any, headers: Mapping[str, str] | None) -> LLMError:
