@@ -208,7 +208,7 @@ async def test_hundreds_of_streams_hung_up_at_random_moments_each_publish_exactl
 
     tasks = [asyncio.create_task(consume(i)) for i in range(n)]
     loop = asyncio.get_running_loop()
-    for t in tasks:
+    for t in tasks[: n * 3 // 4]:  # the last quarter runs to the end however slow the machine is
         loop.call_later(rng.random() * 0.1, t.cancel)
     await asyncio.gather(*tasks, return_exceptions=True)
     await until(lambda: len(rec.events) >= n)
