@@ -110,7 +110,7 @@ def run(
     if show_usage and usage is not None:
         typer.echo(
             f"[{adapter.provider}:{adapter.model}] in={usage.input_tokens} out={usage.output_tokens} "
-            f"cost_usd={'n/a' if cost is None else cost}",
+            f"cost_usd={'unknown' if cost is None else cost}",
             err=True,
         )
 

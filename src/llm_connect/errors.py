@@ -209,6 +209,8 @@ class LLMBudgetExceededError(LLMError):
         self.budget_id = budget_id
         self.requested = requested
         self.remaining = remaining
+        #: what the refusing budget lacked: "tokens" or "usd" (None: refused for another reason)
+        self.unit: str | None = None
 
 
 class BudgetExhaustedError(LLMBudgetExceededError):

@@ -7,36 +7,7 @@ the same errors. Nothing is defined here.
 
 from __future__ import annotations
 
-from .errors import (
-    Attempt,
-    BudgetExhaustedError,
-    LLMAuthenticationError,
-    LLMBudgetExceededError,
-    LLMConfigurationError,
-    LLMContentFilterError,
-    LLMContextWindowExceededError,
-    LLMError,
-    LLMInvalidRequestError,
-    LLMProviderUnavailableError,
-    LLMRateLimitError,
-    LLMTimeout,
-    LLMTimeoutError,
-    LLMUsageError,
-)
+from . import errors as _errors
+from .errors import *  # noqa: F403 - the same objects, by design
 
-__all__ = [
-    "Attempt",
-    "BudgetExhaustedError",
-    "LLMAuthenticationError",
-    "LLMBudgetExceededError",
-    "LLMConfigurationError",
-    "LLMContentFilterError",
-    "LLMContextWindowExceededError",
-    "LLMError",
-    "LLMInvalidRequestError",
-    "LLMProviderUnavailableError",
-    "LLMRateLimitError",
-    "LLMTimeout",
-    "LLMTimeoutError",
-    "LLMUsageError",
-]
+__all__ = sorted(_errors.__all__)

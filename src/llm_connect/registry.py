@@ -62,6 +62,7 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 base_env="OPENAI_BASE_URL",
                 description="OpenAI Chat Completions",
                 max_tokens_field="max_completion_tokens",
+                input_count="tiktoken",
             ),
             ProviderSpec(
                 "anthropic",
@@ -71,6 +72,7 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 auth="x-api-key",
                 base_env="ANTHROPIC_BASE_URL",
                 description="Anthropic Messages",
+                input_count="endpoint",
             ),
             ProviderSpec(
                 "gemini",
@@ -79,6 +81,7 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
                 auth="x-goog-api-key",
                 description="Google Gemini API",
+                input_count="endpoint",
             ),
             ProviderSpec(
                 "ollama",

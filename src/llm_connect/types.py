@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from .errors import LLMInvalidRequestError
 
 if TYPE_CHECKING:
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
     from .usage import UsageTracker
 
 __all__ = [
+    "METADATA_MAX_BYTES",
+    "METADATA_MAX_DEPTH",
+    "METADATA_MAX_KEYS",
     "ROLES",
     "USAGE_DETAIL_KINDS",
     "LLMResponse",
@@ -29,10 +34,64 @@ __all__ = [
     "RunConfig",
     "StreamChunk",
     "Usage",
+    "check_metadata",
+    "metadata_problem",
     "normalize_messages",
 ]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+#: call metadata may nest objects and lists this deep (the metadata object itself is level 1)
+METADATA_MAX_DEPTH = 8
+#: call metadata may take this many bytes as compact JSON (what the ledger stores per row)
+METADATA_MAX_BYTES = 16 * 1024
+#: call metadata may hold this many keys, counted over every nested object
+METADATA_MAX_KEYS = 64
+
+
+def check_metadata(metadata: Mapping[str, Any], name: str = "metadata") -> None:
+    """Raise LLMInvalidRequestError if ``metadata`` breaks a bound (see :func:`metadata_problem`)."""
+    problem = metadata_problem(metadata)
+    if problem is not None:
+        raise LLMInvalidRequestError(f"{name} {problem}")
+
+
+def metadata_problem(metadata: Mapping[str, Any]) -> str | None:
+    """Which bound ``metadata`` breaks (depth, keys, JSON size), said so that it names the limit; None if none.
+
+    Metadata travels with the call into every usage event and ledger row: unbounded, one request could make
+    its own accounting unstorable."""
+    if not metadata:
+        return None
+    keys = 0
+    nodes = 0
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > METADATA_MAX_BYTES:  # every value takes at least a byte of JSON
+            return f"takes more than {METADATA_MAX_BYTES} bytes as JSON (the limit)"
+        if isinstance(value, Mapping):
+            keys += len(value)
+            if keys > METADATA_MAX_KEYS:
+                return f"has more than {METADATA_MAX_KEYS} keys, counted over every nested object (the limit)"
+            children: Iterable[Any] = value.values()
+        elif isinstance(value, (list, tuple)):
+            children = value
+        else:
+            continue
+        nested = [c for c in children if isinstance(c, (Mapping, list, tuple))]
+        if nested and depth >= METADATA_MAX_DEPTH:
+            return f"nests objects or lists deeper than {METADATA_MAX_DEPTH} levels (the limit)"
+        stack.extend((c, depth + 1) for c in nested)
+        nodes += len(value) - len(nested)  # the scalars, counted without a trip through the stack
+    try:
+        size = len(orjson.dumps(metadata, default=str, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError as exc:  # orjson.JSONEncodeError: e.g. an integer beyond 64 bits
+        return f"cannot be stored as JSON: {exc}"
+    if size > METADATA_MAX_BYTES:
+        return f"takes {size} bytes as JSON, more than {METADATA_MAX_BYTES} (the limit)"
+    return None
 
 
 @dataclass(slots=True)
@@ -261,6 +320,8 @@ class RunConfig:
             _wrong_type("extra_headers", self.extra_headers, dict)
         if not isinstance(self.metadata, dict):
             _wrong_type("metadata", self.metadata, dict)
+        if self.metadata:
+            check_metadata(self.metadata)
         if self.tools is not None:
             if not isinstance(self.tools, list):
                 _wrong_type("tools", self.tools, list)
@@ -389,7 +450,11 @@ class LLMResponse:
 
 @dataclass(slots=True)
 class StreamChunk:
-    """One piece of a streamed answer. The last chunk carries ``usage`` and ``finish_reason``."""
+    """One piece of a streamed answer. The last chunk carries ``usage`` and ``finish_reason``.
+
+    ``usage_so_far`` and ``reasoning`` are what a stream that ends early is billed on: the running usage the
+    provider has reported and the thinking text it streamed (neither is part of the answer's text).
+    """
 
     text: str = ""
     finish_reason: str | None = None
@@ -400,5 +465,10 @@ class StreamChunk:
     request_id: str | None = None
     #: set on the final chunk once cost is known
     cost_usd: Decimal | None = None
+    #: the running usage the provider has reported so far (Anthropic ``message_start`` / ``message_delta``,
+    #: Gemini ``usageMetadata``, an OpenAI usage chunk); the final ``usage`` supersedes it
+    usage_so_far: Usage | None = None
+    #: reasoning ("thinking") text the provider streamed with this delta; output, but not the answer
+    reasoning: str = ""
     #: on the final chunk: the service tier the provider served the stream at (see LLMResponse.service_tier)
     service_tier: str | None = None

@@ -109,6 +109,9 @@ def personas() -> dict[str, Any]:
         },
         "analyst": {"role": "analyst", "model_preference": "dlg", "may_delegate_to": ["checker"], **lean},
         "checker": {"role": "fact checker", "model_preference": "dlg", **lean},
+        # small thread budgets on an upstream that can count tokens (utilisation to the last tokens)
+        "capped2k": {"role": "assistant", "model_preference": "capped", "max_tokens_per_thread": 2_000},
+        "capped10k": {"role": "assistant", "model_preference": "capped", "max_tokens_per_thread": 10_000},
     }
 
 
@@ -123,6 +126,7 @@ def write_config(sess: Session, mock: MockServer, gateway_port: int) -> Path:
         "dlg": dep("mock-dlg"),
     }
     groups |= {f"fan{i}": dep(f"fan-{i}") for i in range(1, 6)}
+    groups["capped"] = [{"model": "anthropic:claude-capped", "api_base": mock.anthropic_base, "api_key": "sk-test"}]
     cfg = {
         "server": {"host": "127.0.0.1", "port": gateway_port},
         "redis": {"url": REDIS_URL, "namespace": sess.namespace},

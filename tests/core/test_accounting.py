@@ -55,29 +55,47 @@ async def test_delegation_chain_across_three_adapters_hits_the_cap_and_not_one_t
 
 
 async def test_chain_cap_is_exact_when_calls_do_not_divide_it():
-    """Uneven calls: the last ones that still fit go through, then the cap holds to the token."""
+    """Uneven calls: the one that no longer fits whole runs with max_tokens clamped to what is left, so the
+    cap is spent to the token; then every call is refused."""
     a = BudgetTracker(total=1000)
     c = a.child(total=5000).child(total=5000)
     adapter = create_adapter("fake:a", replies=[" ".join(["w"] * 88)] * 40)
-    spent = 0
+    spent, finishes, refused = 0, [], 0
     for _ in range(40):
         try:
             r = await adapter.async_execute_prompt("a b c d", RunConfig(max_tokens=88, budget_tracker=c))
-            spent += r.usage.total_tokens  # 5 + 88 = 93
+            spent += r.usage.total_tokens  # 5 + 88 = 93, the last one 5 + 65
+            finishes.append(r.finish_reason)
         except LLMBudgetExceededError:
-            pass
-    assert spent == 93 * 10 and a.spent == spent <= 1000 and a.reserved == 0
-    # 70 tokens are left: a call that fits in them still runs, clamped to what remains
-    r = await adapter.async_execute_prompt("a b c d", RunConfig(budget_tracker=c))
-    assert r.usage.total_tokens <= 70 and a.spent <= 1000
+            refused += 1
+    assert spent == 1000 == a.spent and a.reserved == 0 and a.overrun == 0
+    assert finishes == ["stop"] * 10 + ["length"] and refused == 29
+    # nothing is left: even a call without max_tokens is refused before the provider is called
+    calls = len(adapter.calls)
+    with pytest.raises(LLMBudgetExceededError):
+        await adapter.async_execute_prompt("a b c d", RunConfig(budget_tracker=c))
+    assert len(adapter.calls) == calls
 
 
 async def test_refusal_happens_before_any_provider_call():
     async with MockServer() as mock:
         a = create_adapter("openai:gpt-4o-mini", api_base=mock.openai_base, api_key="k")
+        with pytest.raises(LLMBudgetExceededError):  # not even the prompt fits
+            await a.async_execute_prompt("hello", RunConfig(max_tokens=500, budget_tracker=BudgetTracker(total=8)))
+        a.fit_to_budget = False  # strict: max_tokens as asked, or refused
         with pytest.raises(LLMBudgetExceededError):
             await a.async_execute_prompt("hello", RunConfig(max_tokens=500, budget_tracker=BudgetTracker(total=100)))
         assert mock.requests == []
+
+
+async def test_a_max_tokens_that_does_not_fit_is_clamped_to_what_remains():
+    async with MockServer() as mock:
+        tracker = BudgetTracker(total=100)
+        a = create_adapter("openai:gpt-4o-mini", api_base=mock.openai_base, api_key="k")
+        r = await a.async_execute_prompt("hello", RunConfig(max_tokens=500, budget_tracker=tracker))
+        sent = mock.last_request["body"]["max_completion_tokens"]
+        assert 0 < sent <= 100 - a.count_input_tokens([Message("user", "hello")], RunConfig())
+        assert r.text and tracker.reserved == 0 and tracker.spent == r.usage.total_tokens <= 100
 
 
 async def test_missing_max_tokens_is_clamped_to_what_remains():
@@ -286,6 +304,10 @@ async def test_a_reply_without_usage_is_billed_an_estimate_not_zero(http_route):
     r = await a.async_execute_prompt("hi", RunConfig(max_tokens=100, budget_tracker=tracker))
     assert r.usage.output_tokens == 100  # the estimate, capped at max_tokens
     assert tracker.spent == r.usage.total_tokens > 0
+    # the second call only fits clamped: it is billed its (clamped) max_tokens, to the cap exactly
+    r = await a.async_execute_prompt("hi", RunConfig(max_tokens=100, budget_tracker=tracker))
+    assert r.usage.output_tokens == 200 - 2 * r.usage.input_tokens - 100
+    assert tracker.spent == 200 and tracker.overrun == 0
     with pytest.raises(LLMBudgetExceededError):  # the budget really is used up now
         await a.async_execute_prompt("hi", RunConfig(max_tokens=100, budget_tracker=tracker))
 

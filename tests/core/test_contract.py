@@ -375,3 +375,26 @@ def test_unknown_options_are_configuration_errors(monkeypatch):
         monkeypatch.setenv("LLM_CONNECT_TIMEOUT", bad)
         with pytest.raises(LLMConfigurationError, match="LLM_CONNECT_TIMEOUT"):
             get_llm()
+
+
+def test_run_config_metadata_is_bounded_with_a_typed_error():
+    from llm_connect import LLMInvalidRequestError
+    from llm_connect.types import METADATA_MAX_DEPTH, METADATA_MAX_KEYS
+
+    deep: dict = {"leaf": 1}
+    for _ in range(299):
+        deep = {"n": deep}
+    for bad, limit in [
+        (deep, f"{METADATA_MAX_DEPTH} levels"),
+        ({f"k{i}": i for i in range(METADATA_MAX_KEYS + 1)}, f"{METADATA_MAX_KEYS} keys"),
+        ({"blob": "x" * 20_000}, "16384"),
+        ({"big": 2**70}, "JSON"),
+    ]:
+        with pytest.raises(LLMInvalidRequestError, match=limit):
+            RunConfig(metadata=bad)
+        with pytest.raises(LLMInvalidRequestError, match=limit):
+            RunConfig().replace(metadata=bad)
+    ok: dict = {"leaf": 1}
+    for _ in range(METADATA_MAX_DEPTH - 1):
+        ok = {"n": ok}
+    assert RunConfig(metadata=ok).metadata == ok

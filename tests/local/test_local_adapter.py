@@ -184,3 +184,20 @@ def test_token_estimate_before_load_is_an_upper_bound(model_path: str) -> None:
     exact = fresh.execute_prompt(PROMPT, cfg).usage.input_tokens
     assert fresh.engine.loaded
     assert estimate >= exact == fresh.count_input_tokens(msgs, cfg)
+
+
+async def test_a_budget_too_small_for_the_bound_still_runs_on_the_exact_count(model_path: str) -> None:
+    """Before the model is loaded the prompt's bound is bytes; a budget that fits only the exact count gets
+    the model loaded, the prompt counted by llama.cpp and max_tokens clamped to what is left."""
+    from llm_connect import BudgetTracker
+
+    fresh = LocalAdapter("gemma3-270m", n_ctx=1280)  # its own engine: not loaded yet
+    msgs = normalize_messages(PROMPT)
+    bound = fresh.count_input_tokens(msgs, RunConfig())
+    exact = await fresh.acount_exact_input_tokens(msgs, RunConfig())
+    assert fresh.engine.loaded and exact is not None and exact + 4 < bound
+    fresh2 = LocalAdapter("gemma3-270m", n_ctx=1024)
+    tracker = BudgetTracker(total=exact + 4)
+    r = await fresh2.async_execute_prompt(PROMPT, RunConfig(max_tokens=64, temperature=0, budget_tracker=tracker))
+    assert r.usage.input_tokens == exact and 1 <= r.usage.output_tokens <= 4
+    assert tracker.spent == r.usage.total_tokens <= exact + 4 and tracker.overrun == 0

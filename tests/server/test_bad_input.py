@@ -338,3 +338,38 @@ def test_a_body_that_never_arrives_is_408(mock, tmp_path):
         assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
     finally:
         g.stop()
+
+
+def _nested(depth: int) -> dict:
+    d: dict = {"leaf": 1}
+    for _ in range(depth - 1):
+        d = {"n": d}
+    return d
+
+
+@pytest.mark.parametrize(
+    ("metadata", "limit"),
+    [
+        (_nested(9), "8 levels"),
+        (_nested(300), "8 levels"),
+        ({f"k{i}": i for i in range(65)}, "64 keys"),
+        ({"a": {f"k{i}": i for i in range(40)}, "b": {f"k{i}": i for i in range(40)}}, "64 keys"),
+        ({"blob": "x" * 17_000}, "16384"),
+    ],
+    ids=["9 deep", "300 deep", "65 keys", "80 nested keys", "17 kB"],
+)
+@pytest.mark.parametrize("path", [CHAT, "/execute", "/complete"])
+def test_metadata_beyond_its_bounds_is_422_naming_metadata_and_the_limit(gw, path, metadata, limit):
+    body = {"model": "plain", "metadata": metadata}
+    body.update({"prompt": "hi"} if path == "/execute" else {"messages": OK_MSGS})
+    status, _, data = call(gw, path, body)
+    assert status == 422, data
+    err = orjson.loads(data)["error"]
+    assert err["param"] == "metadata" and err["code"] == "invalid_field"
+    assert limit in err["message"] and err["message"].startswith("metadata")
+
+
+def test_metadata_at_its_bounds_is_accepted(gw):
+    for metadata in (_nested(8), {f"k{i}": i for i in range(64)}, {"blob": "x" * 16_000}):
+        status, _, data = call(gw, "/execute", {"prompt": "hi", "model": "plain", "metadata": metadata})
+        assert status == 200, data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import openai
 import pytest
@@ -16,7 +17,9 @@ USER = [{"role": "user", "content": "hello there friend"}]
 
 @pytest.fixture(scope="module")
 def gw(mock, tmp_path_factory):
-    g = GatewayProc(base_config(mock, tmp_path_factory.mktemp("sdk")), tmp_path_factory.mktemp("sdk-run")).start()
+    cfg = base_config(mock, tmp_path_factory.mktemp("sdk"))
+    cfg["router"]["groups"]["priced"] = [{"model": "openai:gpt-4o-mini", "name": "p-mini"}]  # genai-prices knows it
+    g = GatewayProc(cfg, tmp_path_factory.mktemp("sdk-run")).start()
     yield g
     g.stop()
 
@@ -76,6 +79,24 @@ def test_stream_with_include_usage(client):
     assert last.choices == [] and last.usage is not None
     assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (4, 6)
     assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_streamed_cost_rides_in_the_final_usage_chunk_and_the_sdk_parses_it(client):
+    stream = client.chat.completions.create(
+        model="priced", messages=USER, stream=True, stream_options={"include_usage": True}
+    )
+    last = list(stream)[-1]
+    assert last.choices == [] and last.usage.total_tokens == 10  # the SDK's own model, parsed as usual
+    streamed = Decimal(last.usage.model_extra["cost_usd"])  # the extension field, kept as an extra
+    raw = client.chat.completions.with_raw_response.create(model="priced", messages=USER)
+    assert raw.parse().usage.total_tokens == 10
+    assert streamed == Decimal(raw.headers["x-llm-cost-usd"]) > 0  # the same call costs the same either way
+    unpriced = list(
+        client.chat.completions.create(
+            model="plain", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
+    )[-1]
+    assert unpriced.usage.model_extra["cost_usd"] is None
 
 
 def test_stream_without_usage_has_no_usage_chunk(client):

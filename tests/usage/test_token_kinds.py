@@ -330,33 +330,49 @@ async def test_a_streamed_priority_reply_is_billed_at_priority() -> None:
 
 
 async def test_a_priority_request_reserves_at_the_priority_rate() -> None:
-    """A USD budget that covers the call's worst case at the standard rate but not at priority: the priority
-    request is refused before it is sent, the same request at the standard tier goes through."""
+    """A USD budget that covers the call's worst case at the standard rate but not at priority: strict
+    reservations refuse the priority request before it is sent; fitted ones (the default) send it with
+    ``max_tokens`` clamped to what the budget pays for at priority. The same request at the standard tier goes
+    out as asked."""
     pricing = Pricing()
+    prompt = "how far is the moon?"
     async with MockServer() as mock:
-        a = create_adapter("openai:gpt-5", api_base=mock.openai_base, api_key="k", pricing=pricing)
-        prompt = "how far is the moon?"
-        est = a.count_input_tokens([Message("user", prompt)], RunConfig())
+        strict = create_adapter("openai:gpt-5", api_base=mock.openai_base, api_key="k", pricing=pricing)
+        strict.fit_to_budget = False
+        est = strict.count_input_tokens([Message("user", prompt)], RunConfig())
         std = pricing.worst_cost("openai", "gpt-5", est, 1_000)
         prio = pricing.worst_cost("openai", "gpt-5", est, 1_000, service_tier="priority")
         assert std is not None and prio is not None and prio == 2 * std
+        priority = {"service_tier": "priority"}
         budget = BudgetTracker(total_usd=std * D("1.5"))
         with pytest.raises(LLMBudgetExceededError):
-            await a.async_execute_prompt(
-                prompt, RunConfig(max_tokens=1_000, budget_tracker=budget, extra_body={"service_tier": "priority"})
+            await strict.async_execute_prompt(
+                prompt, RunConfig(max_tokens=1_000, budget_tracker=budget, extra_body=priority)
             )
         assert mock.requests == []
-        await a.async_execute_prompt(prompt, RunConfig(max_tokens=1_000, budget_tracker=budget))
-        assert len(mock.requests) == 1 and budget.reserved_usd == 0
+        await strict.async_execute_prompt(prompt, RunConfig(max_tokens=1_000, budget_tracker=budget))
+        assert mock.last_request["body"]["max_completion_tokens"] == 1_000
+
+        fitted = create_adapter("openai:gpt-5", api_base=mock.openai_base, api_key="k", pricing=pricing)
+        budget = BudgetTracker(total_usd=std * D("1.5"))
+        await fitted.async_execute_prompt(
+            prompt, RunConfig(max_tokens=1_000, budget_tracker=budget, extra_body=priority)
+        )
+        sent = mock.last_request["body"]["max_completion_tokens"]
+        assert 0 < sent < 1_000
+        # what was sent fits the budget at the priority rate (the prompt at its bound, from above)
+        assert pricing.worst_cost("openai", "gpt-5", est, sent, service_tier="priority") <= budget.total_usd
+        assert budget.reserved_usd == 0 and budget.spent_usd <= budget.total_usd
 
 
 async def test_a_one_hour_cache_request_reserves_at_twice_the_input_price() -> None:
     pricing = Pricing()
     doc = [{"type": "text", "text": "x " * 500, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    five_minute = [{**doc[0], "cache_control": {"type": "ephemeral"}}]
     async with MockServer() as mock:
         a = create_adapter("anthropic:claude-sonnet-4-5", api_base=mock.url, api_key="k", pricing=pricing)
-        msgs = [Message("user", doc)]
-        est = a.count_input_tokens(msgs, RunConfig())
+        a.fit_to_budget = False
+        est = a.count_input_tokens([Message("user", doc)], RunConfig())
         five = pricing.worst_cost("anthropic", "claude-sonnet-4-5", est, 10)
         hour = pricing.worst_cost("anthropic", "claude-sonnet-4-5", est, 10, kinds=frozenset({"cache_write_1h"}))
         assert five is not None and hour is not None and hour > five
@@ -366,7 +382,6 @@ async def test_a_one_hour_cache_request_reserves_at_twice_the_input_price() -> N
                 [{"role": "user", "content": doc}], RunConfig(max_tokens=10, budget_tracker=budget)
             )
         assert mock.requests == []
-        five_minute = [{**doc[0], "cache_control": {"type": "ephemeral"}}]
         await a.async_execute_prompt(
             [{"role": "user", "content": five_minute}], RunConfig(max_tokens=10, budget_tracker=budget)
         )
@@ -455,3 +470,60 @@ def test_event_round_trip_keeps_the_kinds_and_the_tier() -> None:
     assert e.cost_usd == Pricing().price("gemini", "gemini-2.5-flash", u)
     back = UsageEvent.from_dict(json.loads(json.dumps(e.to_dict())))
     assert back == e and back.usage == u
+
+
+async def test_a_cut_stream_keeps_the_kinds_the_provider_reported_before_the_cut() -> None:
+    """message_start reported 1-hour writes; the stream is cut before message_stop: the estimate billed keeps
+    them (per kind, the larger of reported and seen) and prices them at the 1-hour rate."""
+    from llm_connect import LLMProviderUnavailableError
+
+    events: list[UsageEvent] = []
+    ut = UsageTracker()
+    ut.subscribe(events.append)
+    async with MockServer() as mock:
+        mock.script(
+            MockReply(
+                text=" ".join(["word"] * 20),
+                input_tokens=36_120,
+                cache_read_tokens=6000,
+                cache_write_tokens=30_000,
+                cache_write_1h_tokens=20_000,
+                output_tokens=512,
+                fault="cut_stream",
+                cut_after=4,
+            )
+        )
+        a = create_adapter("anthropic:claude-sonnet-4-5", api_base=mock.url, api_key="k")
+        with pytest.raises(LLMProviderUnavailableError):
+            async for _ in a.astream("summarise", RunConfig(usage_tracker=ut)):
+                pass
+    (event,) = events
+    assert event.estimated
+    u = event.usage
+    assert (u.cache_write_tokens, u.cache_write_1h_tokens, u.cache_read_tokens) == (30_000, 20_000, 6000)
+    plain_writes = Usage(u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens)
+    assert event.cost_usd == Pricing().price("anthropic", "claude-sonnet-4-5", u)
+    assert (
+        event.cost_usd - Pricing().price("anthropic", "claude-sonnet-4-5", plain_writes)
+        == 20_000 * (D(6) - D("3.75")) / M
+    )
+
+
+async def test_a_cut_priority_stream_is_estimated_at_the_priority_rate() -> None:
+    from llm_connect import LLMProviderUnavailableError
+
+    events: list[UsageEvent] = []
+    ut = UsageTracker()
+    ut.subscribe(events.append)
+    async with MockServer() as mock:
+        mock.script(MockReply(text=" ".join(["word"] * 20), fault="cut_stream", cut_after=5))
+        a = create_adapter("openai:gpt-5", api_base=mock.openai_base, api_key="k")
+        cfg = RunConfig(usage_tracker=ut, extra_body={"service_tier": "priority"})
+        with pytest.raises(LLMProviderUnavailableError):
+            async for _ in a.astream("go on", cfg):
+                pass
+    (event,) = events
+    assert event.estimated and event.service_tier is None  # the tier the reply would have named never came
+    p = Pricing()
+    assert event.cost_usd == p.price("openai", "gpt-5", event.usage, service_tier="priority")
+    assert event.cost_usd == 2 * p.price("openai", "gpt-5", event.usage)

@@ -196,12 +196,18 @@ def test_stream_text_usage_from_start_and_delta(payload, feed):
     dec = codec.StreamDecoder()
     events = payload("anthropic_messages_stream_text.json")
     chunks = feed(dec, events[:1])
-    assert chunks == []
-    # after message_start: input + cache tokens known, output so far 1
-    assert dec.usage == Usage(input_tokens=1945, output_tokens=1, cache_read_tokens=1800, cache_write_tokens=120)
+    # after message_start: input + cache tokens known, output so far 1 — passed on as the running usage alone
+    start = Usage(input_tokens=1945, output_tokens=1, cache_read_tokens=1800, cache_write_tokens=120)
+    assert dec.usage == start
+    assert [(c.text, c.usage, c.usage_so_far) for c in chunks] == [("", None, start)]
     chunks = feed(dec, events[1:])
-    assert [c.text for c in chunks] == ["Hello", "!"]
-    assert dec.text == "Hello!"
+    assert [c.text for c in chunks if c.text] == ["Hello", "!"]
+    assert "".join(c.text for c in chunks) == dec.text == "Hello!"
+    # message_delta's running usage rides on a chunk of its own, text-less, before the end
+    assert chunks[-1].text == "" and chunks[-1].usage is None
+    assert chunks[-1].usage_so_far == Usage(
+        input_tokens=1945, output_tokens=15, cache_read_tokens=1800, cache_write_tokens=120
+    )
     last = dec.finish()
     assert last.text == ""
     assert last.finish_reason == "stop"
@@ -235,8 +241,15 @@ def test_stream_tool_use_deltas_in_openai_shape(payload, feed):
 
 def test_stream_thinking_deltas_are_not_text(payload, feed):
     dec = codec.StreamDecoder()
-    chunks = feed(dec, payload("anthropic_messages_stream_thinking.json"))
-    assert [c.text for c in chunks] == ["The greatest common divisor (GCD) of 1071 and 462 is **21**."]
+    events = payload("anthropic_messages_stream_thinking.json")
+    chunks = feed(dec, events)
+    assert [c.text for c in chunks if c.text] == ["The greatest common divisor (GCD) of 1071 and 462 is **21**."]
+    # the thinking is not text, but it is output: passed on as reasoning (billed if the stream stops early)
+    thinking = [
+        e["data"]["delta"]["thinking"] for e in events if e["data"].get("delta", {}).get("type") == "thinking_delta"
+    ]
+    assert "".join(c.reasoning for c in chunks) == "".join(thinking) and thinking
+    assert all(not (c.text and c.reasoning) for c in chunks)
     last = dec.finish()
     assert last.finish_reason == "stop"
     assert last.usage is None  # this recorded stream reports no usage at all

@@ -238,11 +238,29 @@ def test_stream_text_with_usage_on_last_chunk(payload, feed):
         " scatter more than red ones.",
     ]
     assert dec.text == "".join(c.text for c in chunks)
+    # each event's usageMetadata is the running usage: on the chunk of the event that changed it
+    assert [c.usage_so_far for c in chunks] == [
+        Usage(10, 100, reasoning_tokens=100),
+        None,
+        Usage(10, 124, reasoning_tokens=100),
+    ]
     last = dec.finish()
     assert last.finish_reason == "stop"
     assert last.usage == Usage(input_tokens=10, output_tokens=124, reasoning_tokens=100)
     assert last.request_id == "TmvWaPbZGbbKnsEPzMHL2Ac"
     assert last.model == "gemini-2.5-flash"
+
+
+def test_stream_thought_parts_are_reasoning_not_text():
+    dec = codec.StreamDecoder()
+    event = {
+        "candidates": [{"content": {"parts": [{"text": "let me think", "thought": True}, {"text": "Blue."}]}}],
+        "usageMetadata": {"promptTokenCount": 4, "thoughtsTokenCount": 3},
+    }
+    chunks = dec.feed(None, event)
+    assert [(c.text, c.reasoning) for c in chunks] == [("", "let me think"), ("Blue.", "")]
+    assert chunks[0].usage_so_far == Usage(4, 3, reasoning_tokens=3)
+    assert dec.text == "Blue."
 
 
 def test_stream_function_calls(payload, feed):

@@ -175,3 +175,11 @@ def test_classify_error(case):
     assert err.message == want
     if case["expect"] == "LLMRateLimitError":
         assert err.retry_after == pytest.approx(case["retry_after"])
+
+
+def test_stream_thinking_is_reasoning_not_text():
+    dec = codec.StreamDecoder()
+    chunks = dec.feed(None, {"model": "q", "message": {"role": "assistant", "content": "", "thinking": "hmm"}})
+    chunks += dec.feed(None, {"model": "q", "message": {"role": "assistant", "content": "Hi"}})
+    assert [(c.text, c.reasoning) for c in chunks] == [("", "hmm"), ("Hi", "")]
+    assert dec.text == "Hi"

@@ -138,9 +138,11 @@ def test_parse_usage_handles_missing_and_null_details():
 def test_stream_text_with_usage_on_last_chunk(payload, feed):
     dec = codec.StreamDecoder()
     chunks = feed(dec, payload("openai_chat_stream_text.json"))
-    assert [c.text for c in chunks] == ["Hello", "!", " How can I help?"]
+    assert [c.text for c in chunks if c.text] == ["Hello", "!", " How can I help?"]
     assert all(c.usage is None and c.finish_reason is None for c in chunks)
-    assert dec.text == "Hello! How can I help?"
+    assert dec.text == "".join(c.text for c in chunks) == "Hello! How can I help?"
+    # the usage chunk is passed on as the running usage (a stream stopped before [DONE] is billed on it)
+    assert [c.usage_so_far for c in chunks] == [None, None, None, Usage(1200, 6, cache_read_tokens=1024)]
     last = dec.finish()
     assert last.text == ""
     assert last.finish_reason == "stop"
@@ -155,7 +157,9 @@ def test_stream_tool_call_deltas_pass_through(payload, feed):
     chunks = feed(dec, events)
     assert all(c.text == "" for c in chunks)
     assert chunks[0].tool_calls == events[0]["data"]["choices"][0]["delta"]["tool_calls"]
-    args = "".join(c.tool_calls[0]["function"].get("arguments", "") for c in chunks)
+    tool_chunks = [c for c in chunks if c.tool_calls]
+    assert [c.usage_so_far for c in chunks if not c.tool_calls] == [Usage(61, 15)]  # the usage chunk
+    args = "".join(c.tool_calls[0]["function"].get("arguments", "") for c in tool_chunks)
     assert json.loads(args) == {"location": "Paris, France"}
     assert dec.tool_calls == [
         {
@@ -167,6 +171,27 @@ def test_stream_tool_call_deltas_pass_through(payload, feed):
     last = dec.finish()
     assert last.finish_reason == "tool_calls"
     assert last.usage == Usage(input_tokens=61, output_tokens=15)
+
+
+def test_stream_reasoning_deltas_of_compatible_servers_are_reasoning_not_text():
+    """DeepSeek / vLLM send ``reasoning_content``, OpenRouter ``reasoning``: output, not the answer."""
+    dec = codec.StreamDecoder()
+    chunks = []
+    for delta in ({"reasoning_content": "think "}, {"reasoning": "more"}, {"content": "42"}):
+        chunks += dec.feed(None, {"id": "c", "model": "m", "choices": [{"index": 0, "delta": delta}]})
+    assert [(c.text, c.reasoning) for c in chunks] == [("", "think "), ("", "more"), ("42", "")]
+    assert dec.text == "42"
+
+
+def test_stream_usage_on_every_chunk_is_the_running_usage():
+    """vLLM's continuous usage stats: each change rides on the chunk that brought it."""
+    dec = codec.StreamDecoder()
+    out = []
+    for i, word in enumerate(["a", "b", "c"], start=1):
+        usage = {"prompt_tokens": 5, "completion_tokens": i}
+        out += dec.feed(None, {"id": "c", "choices": [{"index": 0, "delta": {"content": word}}], "usage": usage})
+    assert [c.usage_so_far for c in out] == [Usage(5, 1), Usage(5, 2), Usage(5, 3)]
+    assert [c.text for c in out] == ["a", "b", "c"]
 
 
 def test_stream_done_sentinel_alone_is_terminal(payload, feed):

@@ -68,6 +68,11 @@ class ModelBackend(ABC):
     ) -> ModelReply:
         """One completion; raises an LLMError on failure."""
 
+    async def count_tokens(self, group: str, messages: Sequence[Mapping[str, Any]]) -> int | None:
+        """The prompt's exact input tokens for ``group``'s model, or None where the backend cannot tell (the
+        caller then keeps its upper bound). Asked only near a budget's cap."""
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the backend opened in the running loop."""
 
@@ -160,6 +165,21 @@ class GatewayBackend(ModelBackend):
             )
         except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
             raise LLMProviderUnavailableError(f"the gateway sent a malformed reply: {exc}", **where) from exc
+
+    async def count_tokens(self, group: str, messages: Sequence[Mapping[str, Any]]) -> int | None:
+        """``POST {url}/count_tokens`` ``{model, messages}`` -> ``{"input_tokens": N, "exact": bool}``; None when
+        the count is not exact or the gateway has no such route (an older gateway)."""
+        body = {"model": group, "messages": list(messages)}
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await self.transport.post(self.url + "/count_tokens", body, headers=self._headers)
+            if reply.status != 200:
+                return None
+            data = orjson.loads(reply.body)
+            n = data.get("input_tokens")
+        except (TimeoutError, aiohttp.ClientError, OSError, orjson.JSONDecodeError, AttributeError):
+            return None
+        return n if data.get("exact") is True and isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
 
     @staticmethod
     def _error(status: int, body: bytes, headers: Mapping[str, str], where: dict[str, Any]) -> LLMError:
@@ -292,6 +312,14 @@ class InProcessBackend(ModelBackend):
         )
         resp = await adapter.async_execute_prompt([dict(m) for m in messages], cfg)
         return ModelReply(resp.text, resp.model, resp.usage.input_tokens, resp.usage.output_tokens)
+
+    async def count_tokens(self, group: str, messages: Sequence[Mapping[str, Any]]) -> int | None:
+        """The resolved adapter's exact count (its tokenizer or its provider's count endpoint), else None."""
+        from ..providers.reserve import count_prompt
+
+        adapter, model_name = self.resolve(group)
+        n, exact = await count_prompt(adapter, [dict(m) for m in messages], RunConfig(model_name=model_name))
+        return n if exact else None
 
     async def aclose(self) -> None:
         for a in self._built.values():

@@ -7,11 +7,14 @@ is opened per event loop — a Celery task opens one inside its ``asyncio.run`` 
         reply = await rt.handle_message({"sender": {"id": "u1"}, "content": "Hi", "thread_id": "t1"})
 
 Thread budgets (seed 003): every (tenant, thread, agent) gets a token budget of the agent's
-``max_tokens_per_thread``. Before a call the worst case (prompt bytes + max_tokens) is reserved on it —
-and on every ancestor when the run is a delegated sub-task — so concurrent calls and delegation chains
-never spend past a cap. A call whose spend crosses 75 / 90 / 95 % queues the BudgetWarning text, and the
-agent's NEXT prompt carries it as a system message (once). A used-up thread gets a clear reply and no
-model call. :meth:`AgentRuntime.cleanup_thread` frees a finished thread and records its final usage.
+``max_tokens_per_thread``. Before a call its worst case (prompt + max_tokens) is reserved on it — and on
+every ancestor when the run is a delegated sub-task — so concurrent calls and delegation chains never spend
+past a cap. Near the cap the call is sized to what is left (:mod:`.budgeting`: exact prompt counts, oldest
+history turns dropped, max_tokens clamped with room kept for a next call), so a thread spends its budget
+to the last tokens. A call whose spend crosses 75 / 90 / 95 % queues the BudgetWarning text, and the
+agent's NEXT prompt carries it as a system message (once); the final call of a budget announces in its own
+prompt what it may cross. A used-up thread gets a clear reply and no model call.
+:meth:`AgentRuntime.cleanup_thread` frees a finished thread and records its final usage.
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ from typing import Any
 
 from ..budget import BudgetStore, BudgetTracker, MemoryBudgetStore, StoreUnavailableError, ThreadBudgetRegistry
 from ..errors import LLMBudgetExceededError, LLMError
-from ..providers.base import estimate_tokens
 from .backend import GatewayBackend, InProcessBackend, ModelBackend, ModelReply
+from .budgeting import MIN_REPLY_TOKENS, CallPlan, estimate_prompt_tokens, plan_call
 from .history import ThreadHistory, open_history
 from .models import Agent, AgentConfigError, InboundMessage, InvalidMessageError, MessageContent, Sender
-from .prompts import build_messages, build_system_prompt, with_system_notes
+from .prompts import build_messages, build_system_prompt
 from .settings import AgentSettings, load_settings
 
 __all__ = [
@@ -69,15 +72,6 @@ def thread_key(tenant_id: str | None, thread_id: str) -> str:
 
 def thread_ref(tenant_id: str | None, thread_id: str, agent: str) -> str:
     return f"{thread_key(tenant_id, thread_id)}/{agent}"
-
-
-def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """An upper bound on the prompt's tokens for any BPE tokenizer (one per UTF-8 byte, plus framing)."""
-    n = 3
-    for m in messages:
-        c = m.get("content")
-        n += 4 + estimate_tokens(c if isinstance(c, str) else "" if c is None else str(c))
-    return n
 
 
 @dataclass(slots=True)
@@ -150,6 +144,10 @@ class AgentRuntime:
     from ``settings``: the gateway or in-process backend per ``settings.mode``, Redis history and a
     RedisBudgetStore when ``settings.redis_url`` is set, else in-memory ones.
     """
+
+    #: size calls near a thread budget's cap (exact counts, history dropped, landing kept: see .budgeting);
+    #: False: the strict plan (the prompt's bound, max_tokens cut to what it leaves)
+    fit_to_budget: bool = True
 
     def __init__(
         self,
@@ -289,8 +287,7 @@ class AgentRuntime:
                 log.warning(
                     "thread history unavailable for %s (%s: %s); answering without it", ref, type(exc).__name__, exc
                 )
-        messages = build_messages(build_system_prompt(agent), message.text, history)
-        messages = with_system_notes(messages, notes)
+        system = build_system_prompt(agent)
 
         delegation = {
             "agent": agent.id,
@@ -306,9 +303,18 @@ class AgentRuntime:
             agent_name=agent.name,
         )
 
-        est_in = estimate_prompt_tokens(messages)
-        alone = estimate_prompt_tokens(build_messages(build_system_prompt(agent), message.text))
-        if tracker.total is not None and alone >= tracker.total:
+        async def count(msgs: Sequence[Mapping[str, Any]]) -> int | None:
+            try:
+                return await self.backend.count_tokens(agent.model_preference, msgs)
+            except LLMError as exc:  # counting is an optimisation: the bound still holds
+                log.info("agent %s: could not count the prompt (%s); using the bound", agent.id, exc)
+                return None
+
+        alone = estimate_prompt_tokens(build_messages(system, message.text))
+        if tracker.total is not None and alone + MIN_REPLY_TOKENS > tracker.total:
+            exact_alone = await count(build_messages(system, message.text))
+            alone = alone if exact_alone is None else exact_alone
+        if tracker.total is not None and alone + min(MIN_REPLY_TOKENS, s.output_cap(agent)) > tracker.total:
             # no thread budget of this size could ever take it: the message is too large, not the thread spent
             await self._requeue(ref, notes)
             return AgentReply(
@@ -319,14 +325,20 @@ class AgentRuntime:
                 delegation=delegation,
                 agent_name=agent.name,
             )
-        max_tokens = s.output_cap(agent)
+        plan: CallPlan | None = None
         try:
-            headroom = await tracker.aremaining()
-            if headroom is not None:
-                max_tokens = min(max_tokens, headroom - est_in)
-            if max_tokens < 1:
-                raise LLMBudgetExceededError("no room left", budget_id=tracker.budget_id, remaining=headroom)
-            reservation = await tracker.areserve(est_in + max_tokens, label=f"agent:{agent.id}")
+            for attempt in range(3):  # a concurrent call may take the room between plan and reserve
+                plan = await plan_call(
+                    tracker, count, system, message.text, history, notes, s.output_cap(agent), fit=self.fit_to_budget
+                )
+                if plan is None:
+                    raise LLMBudgetExceededError("no room left", budget_id=tracker.budget_id)
+                try:
+                    reservation = await tracker.areserve(plan.reserve, label=f"agent:{agent.id}")
+                    break
+                except LLMBudgetExceededError as exc:
+                    if exc.unit is None or attempt == 2:
+                        raise
         except LLMBudgetExceededError as exc:
             await self._requeue(ref, notes)
             if isinstance(exc.__cause__, StoreUnavailableError):
@@ -339,6 +351,10 @@ class AgentRuntime:
                 pass
             exhausted.latency_ms = (time.perf_counter() - start) * 1000
             return exhausted
+        assert plan is not None
+        messages, max_tokens = plan.messages, plan.max_tokens
+        if plan.dropped:
+            log.info("agent %s: %d history messages left out to fit budget %s", agent.id, plan.dropped, ref)
 
         try:
             reply: ModelReply = await self.backend.complete(
@@ -357,7 +373,10 @@ class AgentRuntime:
             raise
 
         warnings = await reservation.asettle(reply.total_tokens)
-        await self._queue_warnings(warnings)
+        # a threshold this prompt already announced (the final call) is not announced again
+        await self._queue_warnings(
+            [w for w in warnings if not (w.budget_id == tracker.budget_id and w.threshold in plan.previewed)]
+        )
         try:
             budget_view: dict[str, Any] | None = _budget_view(tracker, await tracker.astate())
         except LLMError as exc:  # the answer stands even if the numbers cannot be read back
@@ -385,7 +404,7 @@ class AgentRuntime:
             model=reply.model,
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
-            warnings=notes,
+            warnings=[*notes, *plan.previews],
             budget=budget_view,
             delegation=delegation,
             latency_ms=(time.perf_counter() - start) * 1000,

@@ -6,6 +6,13 @@ price the usage → settle the budget to what the provider reported → publish 
 Errors release the reservation; a stream settles on what it actually produced, also when the consumer
 stops early or is cancelled.
 
+Settling and publishing run to their end once begun, once per call, even if the caller's task is cancelled
+in the middle (the cancellation is raised after them): a client that hangs up between the provider's last
+chunk and the settle cannot leave a charged budget without its usage event. A stream that ends without the
+provider's final usage is billed, per token kind, the larger of the usage the provider reported so far
+(``StreamChunk.usage_so_far``) and an upper-bound estimate of what was seen (prompt, text, tool-call and
+reasoning deltas); its event is marked ``estimated``.
+
 Subclasses implement ``_complete`` and ``_stream`` and may override ``count_input_tokens`` with a real
 tokenizer. The default estimate is a safe upper bound (UTF-8 bytes), so reservations never undershoot.
 """
@@ -16,7 +23,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -25,26 +32,17 @@ import orjson
 from .._timeout import Timeout
 from ..adapter import LLMAdapter
 from ..errors import LLMError, LLMTimeoutError
-from ..types import LLMResponse, Message, Prompt, RunConfig, StreamChunk, Usage, normalize_messages
+from ..types import USAGE_DETAIL_KINDS, LLMResponse, Message, Prompt, RunConfig, StreamChunk, Usage, normalize_messages
+from .reserve import BUDGETED_DEFAULT_MAX_TOKENS, reserve_call
+from .tokens import IMAGE_PART_TOKENS, estimate_tokens, prompt_bound
 
 if TYPE_CHECKING:
-    from ..budget import BudgetTracker, Reservation
+    from ..budget import Reservation
     from ..usage import Pricing, UsageTracker
 
-__all__ = ["BaseAdapter", "default_pricing", "estimate_tokens"]
+__all__ = ["BUDGETED_DEFAULT_MAX_TOKENS", "IMAGE_PART_TOKENS", "BaseAdapter", "default_pricing", "estimate_tokens"]
 
 log = logging.getLogger("llm_connect")
-
-#: max_tokens sent on a budgeted call whose caller set none: what the budget has left, but at most this,
-#: so that one call does not reserve a whole shared budget and starve every other caller
-BUDGETED_DEFAULT_MAX_TOKENS = 4096
-#: an upper bound on what one image part costs as input (OpenAI high detail, Anthropic, Gemini tiles)
-IMAGE_PART_TOKENS = 2000
-
-
-def estimate_tokens(text: str) -> int:
-    """Upper bound on tokens for ``text`` with any BPE tokenizer: one per UTF-8 byte."""
-    return len(text.encode("utf-8"))
 
 
 @functools.cache
@@ -59,6 +57,9 @@ class BaseAdapter(LLMAdapter):
 
     #: the config's name for this adapter's deployment (a ``models:`` alias), priced after the model ids
     price_alias: str | None = None
+    #: near a budget's cap, count the prompt exactly and clamp max_tokens to what is left instead of
+    #: refusing (False: reserve the bound and max_tokens as asked, or refuse); see providers/reserve.py
+    fit_to_budget: bool = True
 
     def __init__(
         self,
@@ -68,9 +69,12 @@ class BaseAdapter(LLMAdapter):
         timeout: float | None = None,
         pricing: Pricing | None = None,
         usage_tracker: UsageTracker | None = None,
+        fit_to_budget: bool | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
+        if fit_to_budget is not None:
+            self.fit_to_budget = bool(fit_to_budget)
         if timeout is not None:
             self.timeout = timeout
         self._pricing = pricing
@@ -97,20 +101,13 @@ class BaseAdapter(LLMAdapter):
         )
 
     def count_input_tokens(self, messages: list[Message], config: RunConfig) -> int:
-        """Tokens the prompt will cost at most. Override with an exact tokenizer where there is one."""
-        n = 3
-        for m in messages:
-            n += 4 + estimate_tokens(m.text)
-            if isinstance(m.content, list):
-                for part in m.content:
-                    if isinstance(part, dict) and part.get("type") not in (None, "text"):
-                        n += IMAGE_PART_TOKENS  # billed by pixels, not by the size of its (base64) bytes
-            if m.tool_calls:
-                n += len(orjson.dumps(m.tool_calls))
-        for extra in (config.tools, config.effective_response_format):
-            if extra:
-                n += len(orjson.dumps(extra))
-        return n
+        """Tokens the prompt will cost at most, cheaply. Override with an exact tokenizer where there is one."""
+        return prompt_bound(messages, config)
+
+    async def acount_exact_input_tokens(self, messages: list[Message], config: RunConfig) -> int | None:
+        """The prompt's exact input tokens (a tokenizer, a count endpoint), or None where none is known.
+        Asked only when the cheap bound no longer fits the budget (see providers/reserve.py)."""
+        return None
 
     def _estimated_usage(
         self, messages: list[Message], config: RunConfig, est_in: int, produced: str, max_tokens: int | None
@@ -150,25 +147,8 @@ class BaseAdapter(LLMAdapter):
 
     # -- pipeline ----------------------------------------------------------------------------------
     async def _begin(self, messages: list[Message], config: RunConfig) -> tuple[int | None, Reservation | None, int]:
-        """Reserve on the budget. Returns (max_tokens to send, reservation, input estimate)."""
-        tracker = config.budget_tracker
-        max_tokens = config.max_tokens
-        if tracker is None:
-            return max_tokens, None, 0
-        est_in = self.count_input_tokens(messages, config)
-        if max_tokens is None:
-            fits = await tracker.amax_output_tokens(est_in)
-            if fits is not None or tracker.needs_usd:
-                max_tokens = BUDGETED_DEFAULT_MAX_TOKENS if fits is None else min(fits, BUDGETED_DEFAULT_MAX_TOKENS)
-                if tracker.needs_usd:
-                    affordable = await self._affordable_output(tracker, est_in, messages, config)
-                    if affordable is not None:
-                        max_tokens = min(max_tokens, affordable)
-                max_tokens = max(max_tokens, 1)  # nothing fits: reserve() below refuses with a clear error
-        usd = self._worst_cost(est_in, max_tokens or 0, messages, config) if tracker.needs_usd else None
-        worst = est_in + (max_tokens or 0)
-        res = await tracker.areserve(worst, usd, label=f"{self.provider}:{self.model}")
-        return max_tokens, res, est_in
+        """Reserve on the budget. Returns (max_tokens to send, reservation, input count)."""
+        return await reserve_call(self, messages, config)
 
     def _worst_cost(
         self,
@@ -192,19 +172,16 @@ class BaseAdapter(LLMAdapter):
             alias=self.price_alias,
         )
 
-    async def _affordable_output(
-        self, tracker: BudgetTracker, input_tokens: int, messages: list[Message], config: RunConfig
-    ) -> int | None:
-        """Output tokens the USD budget left can pay for after the prompt (None: no USD cap or no price)."""
-        left = await tracker.aremaining_usd()
-        prompt = self._worst_cost(input_tokens, 0, messages, config)  # the per-request price included
-        million = self._worst_cost(0, 1_000_000, messages, config)
-        if left is None or prompt is None or million is None:
-            return None
-        per_million = million - self._worst_cost(0, 0, messages, config)  # type: ignore[operator]
-        if not per_million:
-            return None
-        return max(0, int((left - prompt) * 1_000_000 / per_million))
+    def _estimate_cost(self, usage: Usage, config: RunConfig) -> Decimal | None:
+        """The cost of an estimated usage (no final count from the provider), from above: at the larger of the
+        standard price and the price of the service tier the request asked for."""
+        from ..usage.kinds import requested_service_tier
+
+        cost = self.price(usage, estimate=True)
+        tier = requested_service_tier(config)
+        if cost is not None and tier is not None:
+            cost = max(cost, self.price(usage, estimate=True, service_tier=tier) or cost)
+        return cost
 
     def _cap(self, config: RunConfig) -> float | None:
         return config.timeout or self.timeout
@@ -238,16 +215,17 @@ class BaseAdapter(LLMAdapter):
         resp.latency_ms = (time.perf_counter() - start) * 1000
         resp.provider = resp.provider or self.provider
         resp.model = resp.model or self.model
+        estimated = False
         if not resp.usage.total_tokens and resp.usage == Usage() and (resp.text or resp.tool_calls):
             # the provider reported no usage: bill an upper-bound estimate rather than nothing
             produced = resp.text + (orjson.dumps(resp.tool_calls).decode() if resp.tool_calls else "")
             resp.usage = self._estimated_usage(messages, cfg, est_in, produced, max_tokens)
+            estimated = True
             log.warning("%s:%s reported no usage; billed an estimate %s", self.provider, resp.model, resp.usage)
         if resp.cost_usd is None:  # an adapter may report the provider's own billed cost
             resp.cost_usd = self.price(resp.usage, resp.model, service_tier=resp.service_tier)
-        if res is not None:
-            await res.asettle(resp.usage.total_tokens, resp.cost_usd)
-        await self._publish(cfg, resp, streamed=False)
+        settle = None if res is None else functools.partial(res.asettle, resp.usage.total_tokens, resp.cost_usd)
+        await _all_of(settle, functools.partial(self._publish, cfg, resp, streamed=False, estimated=estimated))
         return resp
 
     async def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
@@ -255,12 +233,7 @@ class BaseAdapter(LLMAdapter):
         messages = normalize_messages(prompt, cfg.system_prompt)
         max_tokens, res, est_in = await self._begin(messages, cfg)
         cap = self._cap(cfg)
-        start = time.perf_counter()
-        produced: list[str] = []  # the text
-        tool_deltas: list[str] = []  # tool-call argument deltas: billed as output too
-        call = (messages, est_in, max_tokens, tool_deltas)
-        finished = False
-        finish_reason: str | None = None
+        tally = _StreamTally(self, cfg, messages, res, est_in, max_tokens)
         deadline = None if cap is None else asyncio.get_running_loop().time() + cap
         agen: AsyncIterator[StreamChunk] | None = None
         try:
@@ -271,35 +244,33 @@ class BaseAdapter(LLMAdapter):
                         chunk = await anext(agen)
                 except StopAsyncIteration:
                     break
-                if chunk.text:
-                    produced.append(chunk.text)
-                if chunk.tool_calls:
-                    tool_deltas.append(orjson.dumps(chunk.tool_calls).decode())
-                finish_reason = chunk.finish_reason or finish_reason
+                tally.see(chunk)
                 if chunk.usage is not None:
                     # the final chunk: settle and record it BEFORE the caller sees it, so a stream whose
                     # end reached the caller is always accounted
                     chunk.model = chunk.model or self.model
                     if chunk.cost_usd is None:
                         chunk.cost_usd = self.price(chunk.usage, chunk.model, service_tier=chunk.service_tier)
-                    finished = True
-                    await self._finish_stream(cfg, res, chunk, produced, call, start, None)
+                    await tally.settle(chunk)
+                elif not (chunk.text or chunk.tool_calls or chunk.reasoning or chunk.finish_reason):
+                    continue  # only the running usage: the tally has it, the caller has nothing to see
                 yield chunk
-            if not finished:
+            if not tally.settled:
                 # the provider ended the stream without usage (e.g. a server that ignores include_usage):
                 # the last chunk still carries usage, an estimate from above, settled before it is seen
-                usage = self._estimated_usage(messages, cfg, est_in, "".join(produced + tool_deltas), max_tokens)
+                usage = tally.estimate()
                 final = StreamChunk(
-                    finish_reason=finish_reason, usage=usage, model=self.model, cost_usd=self.price(usage)
+                    finish_reason=tally.finish_reason,
+                    usage=usage,
+                    model=self.model,
+                    cost_usd=self._estimate_cost(usage, cfg),
                 )
-                finished = True
-                await self._finish_stream(cfg, res, final, produced, call, start, None)
+                await tally.settle(final, estimated=True)
                 yield final
         except BaseException as exc:
             err = self._error(exc, cap)
-            if not finished:
-                finished = True
-                await self._finish_stream(cfg, res, None, produced, call, start, err)
+            if not tally.settled:
+                await tally.settle(None, failure=err)
             if err is not exc:
                 raise err from exc
             raise
@@ -307,51 +278,14 @@ class BaseAdapter(LLMAdapter):
             if agen is not None:
                 await agen.aclose()  # type: ignore[attr-defined]
 
-    async def _finish_stream(
+    async def _publish(
         self,
         cfg: RunConfig,
-        res: Reservation | None,
-        final: StreamChunk | None,
-        produced: list[str],
-        call: tuple[list[Message], int, int | None, list[str]],
-        start: float,
-        failure: BaseException | None,
-    ) -> None:
-        """Settle the budget on what the stream produced and publish its usage, however it ended.
-
-        Without the provider's final usage (the consumer stopped early, was cancelled, or the stream was
-        cut) the prompt and the text produced so far are billed, estimated from above.
-        """
-        text = "".join(produced)
-        messages, est_in, max_tokens, tool_deltas = call
-        if final is not None and final.usage is not None:
-            usage, cost = final.usage, final.cost_usd
-        elif text or tool_deltas:
-            usage = self._estimated_usage(messages, cfg, est_in, text + "".join(tool_deltas), max_tokens)
-            cost = self.price(usage, estimate=True)
-        else:
-            usage, cost = None, None
-        if res is not None:
-            if usage is None:
-                await res.arelease()
-            else:
-                await res.asettle(usage.total_tokens, cost)
-        resp = LLMResponse(
-            text=text,
-            model=(final.model if final and final.model else self.model),
-            provider=self.provider,
-            usage=usage or Usage(),
-            finish_reason=final.finish_reason if final else None,
-            latency_ms=(time.perf_counter() - start) * 1000,
-            cost_usd=cost,
-            request_id=final.request_id if final else None,
-            service_tier=final.service_tier if final else None,
-        )
-        error = failure if isinstance(failure, Exception) else None
-        await self._publish(cfg, resp, streamed=True, error=error)
-
-    async def _publish(
-        self, cfg: RunConfig, resp: LLMResponse, *, streamed: bool, error: BaseException | None = None
+        resp: LLMResponse,
+        *,
+        streamed: bool,
+        error: BaseException | None = None,
+        estimated: bool = False,
     ) -> None:
         trackers = [t for t in (cfg.usage_tracker, self.usage_tracker) if t is not None]
         if not trackers:
@@ -359,7 +293,13 @@ class BaseAdapter(LLMAdapter):
         from ..usage.events import UsageEvent  # a module, not the package: no per-call fromlist work
 
         event = UsageEvent.from_response(
-            resp, cfg, success=error is None, error=error, streamed=streamed, deployment=cfg.metadata.get("deployment")
+            resp,
+            cfg,
+            success=error is None,
+            error=error,
+            streamed=streamed,
+            deployment=cfg.metadata.get("deployment"),
+            estimated=estimated,
         )
         for t in dict.fromkeys(trackers):
             await t.aemit(event)
@@ -378,3 +318,155 @@ class BaseAdapter(LLMAdapter):
 
     def describe(self) -> dict[str, Any]:
         return {"provider": self.provider, "model": self.model}
+
+
+def _larger(a: Usage, b: Usage) -> Usage:
+    """The larger of two usages, per token kind (the detail kinds too: 1-hour writes, audio, ...)."""
+    return Usage(
+        max(a.input_tokens, b.input_tokens),
+        max(a.output_tokens, b.output_tokens),
+        max(a.cache_read_tokens, b.cache_read_tokens),
+        max(a.cache_write_tokens, b.cache_write_tokens),
+        max(a.reasoning_tokens, b.reasoning_tokens),
+        **{k: max(getattr(a, k), getattr(b, k)) for k in USAGE_DETAIL_KINDS},
+    )
+
+
+async def _all_of(*steps: Callable[[], Awaitable[object]] | None) -> None:
+    """Run the accounting steps in turn, every one of them, even if this task is cancelled in the middle of one
+    (a client hung up, a timeout fired); then raise the first cancellation or error.
+
+    An interrupted step is not lost: the budget store finishes a settle on its own (see BudgetTracker), and
+    UsageTracker.aemit lets its subscribers finish (the ledger's write is queued before it waits). What a
+    cancellation must not do is skip the steps after it — the usage event of a settled call. No task is
+    created here: the normal path costs nothing."""
+    first: BaseException | None = None
+    for step in steps:
+        if step is None:
+            continue
+        try:
+            await step()
+        except (Exception, asyncio.CancelledError) as exc:
+            if first is None:
+                first = exc
+    if first is not None:
+        raise first
+
+
+class _StreamTally:
+    """One stream's accounting: the usage the provider reported so far, what was seen, and the settlement.
+
+    :meth:`settle` acts on its first call only and always runs to its end (see :func:`_all_of`), so every
+    stream publishes exactly one usage event however it ends: its final chunk, an error, the consumer stopping
+    (GeneratorExit) or being cancelled.
+    """
+
+    __slots__ = (
+        "adapter",
+        "cfg",
+        "est_in",
+        "finish_reason",
+        "max_tokens",
+        "messages",
+        "reasoning_bytes",
+        "reported",
+        "request_id",
+        "res",
+        "settled",
+        "start",
+        "text",
+        "tool_bytes",
+    )
+
+    def __init__(
+        self,
+        adapter: BaseAdapter,
+        cfg: RunConfig,
+        messages: list[Message],
+        res: Reservation | None,
+        est_in: int,
+        max_tokens: int | None,
+    ) -> None:
+        self.adapter = adapter
+        self.cfg = cfg
+        self.messages = messages
+        self.res = res
+        self.est_in = est_in
+        self.max_tokens = max_tokens
+        self.start = time.perf_counter()
+        self.text: list[str] = []
+        self.tool_bytes = 0
+        self.reasoning_bytes = 0
+        self.reported: Usage | None = None
+        self.finish_reason: str | None = None
+        self.request_id: str | None = None
+        #: the settlement has begun (it then always runs to its end)
+        self.settled = False
+
+    def see(self, chunk: StreamChunk) -> None:
+        if chunk.text:
+            self.text.append(chunk.text)
+        if chunk.tool_calls:  # tool-call argument deltas: billed as output too
+            self.tool_bytes += len(orjson.dumps(chunk.tool_calls))
+        if chunk.reasoning:
+            self.reasoning_bytes += estimate_tokens(chunk.reasoning)
+        if chunk.usage_so_far is not None:
+            so_far = chunk.usage_so_far
+            self.reported = so_far if self.reported is None else _larger(self.reported, so_far)
+        if chunk.finish_reason:
+            self.finish_reason = chunk.finish_reason
+        if chunk.request_id:
+            self.request_id = chunk.request_id
+
+    def estimate(self) -> Usage:
+        """Per token kind, the larger of what the provider reported so far and an upper bound of what was
+        seen: the prompt, and the text, tool-call and reasoning deltas (never more output than max_tokens)."""
+        out = estimate_tokens("".join(self.text)) + self.tool_bytes + self.reasoning_bytes
+        reasoning = self.reasoning_bytes
+        if self.max_tokens is not None:
+            out = min(out, self.max_tokens)
+            reasoning = min(reasoning, out)
+        est_in = self.est_in or self.adapter.count_input_tokens(self.messages, self.cfg)
+        seen = Usage(input_tokens=est_in, output_tokens=out, reasoning_tokens=reasoning)
+        return seen if self.reported is None else _larger(self.reported, seen)
+
+    async def settle(
+        self, final: StreamChunk | None, *, failure: BaseException | None = None, estimated: bool = False
+    ) -> None:
+        """Settle on ``final`` (the chunk with the provider's usage) or, without it, on :meth:`estimate`, and
+        publish the usage event; only the first call acts."""
+        if self.settled:
+            return
+        self.settled = True
+        await self._settle(final, failure, estimated)
+
+    async def _settle(self, final: StreamChunk | None, failure: BaseException | None, estimated: bool) -> None:
+        a = self.adapter
+        usage: Usage | None
+        if final is not None and final.usage is not None:
+            usage, cost = final.usage, final.cost_usd
+        elif self.text or self.tool_bytes or self.reasoning_bytes or self.reported is not None:
+            usage = self.estimate()
+            cost = a._estimate_cost(usage, self.cfg)
+            estimated = True
+        else:  # nothing was produced nor reported: nothing to bill
+            usage, cost = None, None
+        settle: Callable[[], Awaitable[object]] | None = None
+        if self.res is not None:
+            settle = (
+                self.res.arelease if usage is None else functools.partial(self.res.asettle, usage.total_tokens, cost)
+            )
+        resp = LLMResponse(
+            text="".join(self.text),
+            model=(final.model if final and final.model else a.model),
+            provider=a.provider,
+            usage=usage or Usage(),
+            finish_reason=final.finish_reason if final else None,
+            latency_ms=(time.perf_counter() - self.start) * 1000,
+            cost_usd=cost,
+            request_id=final.request_id if final else self.request_id,
+            service_tier=final.service_tier if final else None,
+        )
+        error = failure if isinstance(failure, Exception) else None
+        publish = functools.partial(a._publish, self.cfg, resp, streamed=True, error=error, estimated=estimated)
+        await _all_of(settle, publish)

@@ -67,6 +67,10 @@ class FakeAdapter(BaseAdapter):
     def count_input_tokens(self, messages: list[Message], config: RunConfig) -> int:
         return sum(_words(m.text) + 1 for m in messages)
 
+    async def acount_exact_input_tokens(self, messages: list[Message], config: RunConfig) -> int | None:
+        """Exact: the words the usage counts (unless a scripted reply sets its own usage)."""
+        return self.count_input_tokens(messages, config)
+
     def _next(self, messages: list[Message]) -> FakeReply:
         with self._lock:
             self.calls.append(messages)

@@ -10,18 +10,20 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import ModuleType
 from typing import Any
 
 import aiohttp
 import orjson
 
+from .._timeout import Timeout
 from ..errors import LLMConfigurationError, LLMError, LLMProviderUnavailableError, LLMTimeoutError
 from ..transport import Transport
 from ..types import LLMResponse, Message, RunConfig, StreamChunk
 from .base import BaseAdapter
 from .spec import ProviderSpec
+from .tokens import OPENAI_FRAME_PER_MESSAGE, OPENAI_FRAME_PER_PROMPT, framed_count, tiktoken_encoder
 
 __all__ = ["HTTPAdapter", "ProviderSpec"]  # ProviderSpec re-exported from .spec
 
@@ -75,6 +77,9 @@ class HTTPAdapter(BaseAdapter):
                 model=model,
             )
         self._wire: ModuleType = importlib.import_module(f"llm_connect.wire.{spec.wire}")
+        #: the tiktoken text counter once looked up (None: there is none); unset until the first exact count
+        self._text_counter: Callable[[str], int] | None = None
+        self._text_counter_known = False
         self._headers = self._auth_headers(key) | dict(spec.headers) | dict(headers or {})
         self._transport = transport or Transport.default()
 
@@ -123,6 +128,54 @@ class HTTPAdapter(BaseAdapter):
         return LLMProviderUnavailableError(
             f"cannot reach {self.api_base}: {type(exc).__name__}: {exc}", provider=self.provider, model=self.model
         )
+
+    # -- exact input counts (budgets) ---------------------------------------------------------------
+    async def acount_exact_input_tokens(self, messages: list[Message], config: RunConfig) -> int | None:
+        """OpenAI models: tiktoken (when installed and its encoding loads). Anthropic and Gemini: the
+        count-tokens endpoint (one request, no tokens billed). Others: None (the budget keeps the bound)."""
+        how = self.spec.input_count
+        if how == "tiktoken":
+            if not self._text_counter_known:
+                try:  # a download that hangs must not hold the call: the bound serves meanwhile
+                    counter = await asyncio.wait_for(asyncio.to_thread(tiktoken_encoder, self.model), 10)
+                except TimeoutError:
+                    return None
+                self._text_counter, self._text_counter_known = counter, True
+            if self._text_counter is None:
+                return None
+            return framed_count(
+                messages,
+                config,
+                self._text_counter,
+                per_message=OPENAI_FRAME_PER_MESSAGE,
+                per_prompt=OPENAI_FRAME_PER_PROMPT,
+            )
+        if how == "endpoint" and hasattr(self._wire, "build_count_request"):
+            return await self._count_endpoint(messages, config)
+        return None
+
+    async def _count_endpoint(self, messages: list[Message], config: RunConfig) -> int:
+        req = self._wire.build_count_request(self.model, messages, config)
+        headers = self._headers | req.headers
+        if config.extra_headers:
+            headers = headers | config.extra_headers
+        cap = self._cap(config)
+        url = self.api_base + req.path
+        try:
+            async with Timeout(cap):
+                reply = await self._transport.post(url, req.body, headers=headers, params=req.query)
+        except TimeoutError:
+            raise LLMTimeoutError(f"no token count within {cap} s", provider=self.provider, model=self.model) from None
+        except _NETWORK_ERRORS as exc:
+            raise self._network_error(exc) from None
+        if reply.status >= 400:
+            raise self._upstream_error(reply.status, reply.body, reply.headers)
+        try:
+            return int(self._wire.parse_count_response(orjson.loads(reply.body)))
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise LLMProviderUnavailableError(
+                f"unexpected token count reply: {exc}", provider=self.provider, model=self.model
+            ) from exc
 
     # -- calls -------------------------------------------------------------------------------------
     async def _complete(self, messages: list[Message], config: RunConfig, max_tokens: int | None) -> LLMResponse:

@@ -462,6 +462,13 @@ class LocalAdapter(BaseAdapter):
         prompt, add_bos, _ = self.render_prompt(messages, config)
         return len(self.engine.tokenize(prompt, add_bos))
 
+    async def acount_exact_input_tokens(self, messages: list[Message], config: RunConfig) -> int | None:
+        """Exact: loads the model first if needed (in the engine's thread, as the call itself would)."""
+        if not self.engine.loaded:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.engine.executor, self.engine.load, self._prepare, self.n_threads)
+        return self.count_input_tokens(messages, config)
+
     @staticmethod
     def _grammar(config: RunConfig) -> Any:
         fmt = config.effective_response_format

@@ -27,6 +27,9 @@ class ProviderSpec:
     #: the body field that carries max_tokens, where a provider renamed it (OpenAI: max_completion_tokens,
     #: which its reasoning models require; compatible servers keep max_tokens)
     max_tokens_field: str = "max_tokens"
+    #: how a budget counts a prompt exactly when the cheap bound no longer fits: "endpoint" (the wire
+    #: format's count-tokens request), "tiktoken" (OpenAI's tokenizer, when installed) or None (the bound)
+    input_count: str | None = None
     description: str = ""
 
     def find_key(self) -> str | None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..adapter import LLMAdapter
 from ..errors import LLMConfigurationError, LLMError, LLMInvalidRequestError, LLMProviderUnavailableError
-from ..types import LLMResponse, Prompt, RunConfig, StreamChunk
+from ..types import LLMResponse, Message, Prompt, RunConfig, StreamChunk
 from .attempts import Call
 from .deployment import Deployment, Node, deployment_from
 from .health import CooldownPolicy, MemoryRouterState, RetryPolicy, RouterState, Status, current_minute
@@ -374,6 +374,19 @@ class Router(LLMAdapter):
     def fallback_chain(self, group: str | None = None) -> list[str]:
         """The groups a call to ``group`` may visit, in order."""
         return list(self._chains[self.resolve_group(group)])
+
+    async def acount_exact_input_tokens(self, messages: list[Message], config: RunConfig) -> int | None:
+        """The prompt's exact input tokens on every deployment a call to the group may reach (fallbacks
+        included): the largest, or None when one of them has no exact count. Budgets use it near a cap."""
+        counts = []
+        for g in self._chains[self.resolve_group(config.model_name)]:
+            for node in self._groups[g]:
+                count = getattr(node.adapter(), "acount_exact_input_tokens", None)
+                n = None if count is None else await count(messages, config)
+                if n is None:
+                    return None
+                counts.append(n)
+        return max(counts, default=None)
 
     def describe(self) -> list[dict[str, Any]]:
         """One entry per group in OpenAI /v1/models shape, with deployment facts (never keys)."""

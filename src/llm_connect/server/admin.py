@@ -86,13 +86,15 @@ def _when(value: str | None, param: str) -> datetime | None:
 
 
 def _row(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if k == "cost_usd" else v) for k, v in d.items()}
+    """JSON-safe: cost as a decimal string, or null when the group's price is unknown."""
+    return {k: (None if v is None else str(v)) if k == "cost_usd" else v for k, v in d.items()}
 
 
 async def handle_usage(engine: Engine, req: Request) -> Response:
     """Usage totals from the ledger. A tenant key sees only its own tenant; the admin key sees all
     (``?tenant=`` narrows). Query: ``group_by`` (tenant, agent, model, provider, day, thread, task_type),
-    ``since``, ``until`` (ISO-8601)."""
+    ``since``, ``until`` (ISO-8601). Each row counts its ``unpriced`` and ``estimated`` calls; ``cost_usd`` is
+    null for a group whose tokens all went at an unknown price."""
     principal = engine.auth.authenticate(req.headers)
     await engine.start()
     q = req.query_params()

@@ -64,6 +64,7 @@ ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType(
         ("GET", "/v1/models"): openai.handle_models,
         ("POST", "/execute"): execute.handle_execute,
         ("POST", "/complete"): complete.handle_complete,
+        ("POST", "/count_tokens"): complete.handle_count_tokens,
         ("GET", "/health"): admin.handle_health,
         ("GET", "/healthz"): admin.handle_health,
         ("GET", "/ready"): admin.handle_ready,

@@ -12,12 +12,13 @@ from typing import Any
 
 import orjson
 
+from ..types import RunConfig
 from .asgi import Request, Response
 from .engine import CallSpec, Engine
 from .errors import ApiError
 from .validate import Fields, budget_from_headers, header, with_thread
 
-__all__ = ["handle_complete", "parse_complete"]
+__all__ = ["handle_complete", "handle_count_tokens", "parse_complete"]
 
 _UNAVAILABLE = frozenset({"provider_unavailable", "timeout", "upstream_rate_limited", "upstream_authentication_error"})
 
@@ -64,3 +65,17 @@ async def handle_complete(engine: Engine, req: Request) -> Response:
             }
         ),
     )
+
+
+async def handle_count_tokens(engine: Engine, req: Request) -> Response:
+    """``POST /count_tokens`` ``{model, messages}`` -> ``{"input_tokens": N, "exact": bool, "model": ...}``."""
+    from ..providers.reserve import count_prompt
+
+    principal = engine.auth.authenticate(req.headers)
+    data = await req.json_object(engine.config.server.max_body_bytes)
+    f = Fields(data)
+    prompt, model = f.messages(), f.str("model")
+    principal = engine.auth.for_tenant(principal, f.ident("tenant_id") or header(req.headers, "x-llm-tenant-id"))
+    target = engine.catalog.resolve(model, principal, None)
+    n, exact = await count_prompt(target.adapter, prompt, RunConfig(model_name=target.model_name))
+    return Response(200, orjson.dumps({"input_tokens": n, "exact": exact, "model": target.public}))

@@ -2,7 +2,8 @@
 
 For each call: principal (tenant) -> model target -> rate limits -> budget chain -> RunConfig -> adapter.
 Every upstream attempt emits a UsageEvent to the engine's UsageTracker, whose subscribers write the ledger
-(awaited: a call returns only once its event is committed) and update the Prometheus metrics.
+(awaited: a call returns only once its event is committed) and update the Prometheus metrics; whatever the
+ledger does not store the normal way is counted in ``llm_gateway_ledger_failures_total{kind}``.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ class Engine:
             self.usage.subscribe(self.metrics)
         if self._want_ledger and cfg.ledger is not None:
             self.ledger = self._open_ledger()
-            self.usage.subscribe(_LedgerWriter(self.ledger, self))
+            self.ledger.subscriber(self.usage)  # awaited: a call returns once its event is committed
         redis = cfg.redis
         router = None
         rcfg = router_config(cfg, pricing)
@@ -248,6 +249,8 @@ class Engine:
         lc = self.config.ledger
         assert lc is not None
         kwargs: dict[str, Any] = {"table": lc.table}
+        if self.metrics is not None:  # every event the ledger does not store the normal way is counted
+            kwargs["on_failure"] = self.metrics.ledger_failed
         low = lc.url.lower()
         if not low.startswith(("postgresql://", "postgres://")):
             kwargs["synchronous"] = lc.synchronous
@@ -324,12 +327,14 @@ class Engine:
                 agent=spec.agent,
                 thread_id=spec.thread_id,
                 task_type=spec.task_type,
-                metadata=md,
                 budget_tracker=tracker,
                 usage_tracker=self.usage,
             )
         except LLMError as exc:
             raise ApiError(422, exc.message, "invalid_request_error", "invalid_field") from exc
+        # set after the checks: the client's part was bounded at the door (a 422 naming ``metadata``); the keys
+        # the gateway adds are not the client's to pay for
+        cfg.metadata = md
         return Prepared(principal, target, cfg, tracker, request_id, spec.prompt)
 
     def _failed(self, prep: Prepared, exc: BaseException) -> ApiError:
@@ -389,26 +394,6 @@ class Engine:
         except LLMError:
             return None
         return {"remaining_tokens": tokens, "remaining_usd": None if usd is None else str(usd)}
-
-
-class _LedgerWriter:
-    """UsageTracker subscriber: ``arecord`` is awaited (the call returns after the commit); failures counted."""
-
-    def __init__(self, ledger: Ledger, engine: Engine) -> None:
-        self.ledger = ledger
-        self.engine = engine
-
-    def __call__(self, event: Any) -> None:
-        self.ledger.record(event)
-
-    async def acall(self, event: Any) -> None:
-        try:
-            await self.ledger.arecord(event)
-        except Exception:
-            m = self.engine.metrics
-            if m is not None:
-                m.ledger_errors.inc()
-            raise
 
 
 def _smallest_token_cap(tracker: BudgetTracker) -> int | None:

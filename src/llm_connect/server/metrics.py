@@ -10,7 +10,8 @@ llm_gateway_upstream_calls_total{deployment,outcome}   each attempt (a router ma
 llm_gateway_upstream_errors_total{deployment,error}    failed attempts by error type
 llm_gateway_budget_rejections_total{tenant}            requests refused by a budget
 llm_gateway_rate_limited_total{tenant}                 requests refused by an rpm / tpm limit
-llm_gateway_ledger_errors_total                        usage events the ledger failed to store
+llm_gateway_ledger_failures_total{kind}                usage events the ledger did not store the normal way:
+                                                       unstorable_metadata, refused, spooled, replay, lost
 =====================================================  ===================================================
 
 With several workers (``serve(workers=N)``) the gateway sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers
@@ -59,7 +60,12 @@ class Metrics:
         self.rate_limited = Counter(
             "llm_gateway_rate_limited", "Requests refused by an rpm / tpm limit", ["tenant"], registry=r
         )
-        self.ledger_errors = Counter("llm_gateway_ledger_errors", "Usage events the ledger failed to store", registry=r)
+        self.ledger_failures = Counter(
+            "llm_gateway_ledger_failures",
+            "Usage events the ledger did not store the normal way, by kind",
+            ["kind"],
+            registry=r,
+        )
         self._req_children: dict[tuple[str, int], Any] = {}
         self._dur_children: dict[str, Any] = {}
         self._event_children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
@@ -100,6 +106,10 @@ class Metrics:
             tout.inc(e.output_tokens)
         if e.cost_usd:
             cost.inc(float(e.cost_usd))
+
+    def ledger_failed(self, kind: str, events: int, error: BaseException | None) -> None:
+        """The ledger's ``on_failure`` hook."""
+        self.ledger_failures.labels(kind).inc(events)
 
     # -- exposition -----------------------------------------------------------------------------------
     def render(self) -> tuple[bytes, bytes]:

@@ -4,6 +4,8 @@ Bodies and chunks have OpenAI's exact shapes, so the official SDKs work unchange
 carry ``tenant_id``, ``agent``, ``thread_id``, ``task_type``, ``timeout``; headers ``X-LLM-Budget-Id`` (+
 ``X-LLM-Budget-Tokens`` / ``X-LLM-Budget-USD``), ``X-LLM-Thread-Id``, ``X-LLM-Agent``, ``X-LLM-Task-Type``.
 Fields the gateway does not act on (``frequency_penalty``, ``logit_bias``, ``user``, ...) are ignored.
+The cost of a call: the ``x-llm-cost-usd`` header of a JSON answer; in a stream (``stream_options.include_usage``)
+the final usage chunk's ``usage.cost_usd``, a decimal string (null when the model has no known price).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -167,8 +170,11 @@ class _Chunks:
             obj["usage"] = None
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
-    def usage(self, u: Usage) -> bytes:
-        return b"data: " + orjson.dumps({**self.base, "choices": [], "usage": usage_dict(u)}) + b"\n\n"
+    def usage(self, u: Usage, cost: Decimal | None) -> bytes:
+        """The final usage chunk; ``usage.cost_usd`` (an extension: decimal string, null when unpriced) is the
+        call's cost, which a stream can only tell at its end."""
+        body = {**usage_dict(u), "cost_usd": None if cost is None else str(cost)}
+        return b"data: " + orjson.dumps({**self.base, "choices": [], "usage": body}) + b"\n\n"
 
 
 async def _stream(engine: Engine, req: Request, prep: Prepared, cid: str, include_usage: bool) -> None:
@@ -203,6 +209,7 @@ async def _pump(req: Request, gen: Any, first: StreamChunk | None, out: _Chunks)
     await req.write(out.event({"role": "assistant", "content": ""}))
     finish: str | None = None
     usage: Usage | None = None
+    cost: Decimal | None = None
     try:
         chunk = first
         while chunk is not None:
@@ -216,7 +223,7 @@ async def _pump(req: Request, gen: Any, first: StreamChunk | None, out: _Chunks)
             if chunk.finish_reason:
                 finish = chunk.finish_reason
             if chunk.usage is not None:
-                usage = chunk.usage
+                usage, cost = chunk.usage, chunk.cost_usd
             try:
                 chunk = await anext(gen)
             except StopAsyncIteration:
@@ -224,7 +231,7 @@ async def _pump(req: Request, gen: Any, first: StreamChunk | None, out: _Chunks)
         # the generator is exhausted: the call's usage event is committed to the ledger
         await req.write(out.event({}, finish or "stop"))
         if out.include_usage:
-            await req.write(out.usage(usage or Usage()))
+            await req.write(out.usage(usage or Usage(), cost))
         await req.write(_DONE, more=False)
     except Exception as exc:
         err = exc if isinstance(exc, ApiError) else ApiError(500, "internal error", "api_error", "internal_error")

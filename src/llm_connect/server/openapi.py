@@ -165,6 +165,15 @@ def operations() -> dict[tuple[str, str], Operation]:
             request=s.CompleteRequest,
             headers=s.CallHeaders,
         ),
+        ("POST", "/count_tokens"): Operation(
+            "countTokens",
+            "Count a prompt's input tokens for a model (no call, nothing billed)",
+            "llm-connect",
+            {"200": Reply("The count", (s.CountTokensResponse,)), **errors("400", "401", "403", "404", "413", "422")},
+            description="Exact where the model's tokenizer or its provider's count endpoint is at hand, else "
+            "an upper bound (exact: false). The agents use it to size calls near a thread budget's cap.",
+            request=s.CountTokensRequest,
+        ),
         ("GET", "/v1/usage"): Operation(
             "getUsage",
             "Usage totals (a tenant key sees its own tenant, the admin key every tenant)",

@@ -35,6 +35,12 @@ from pydantic import (
     model_validator,
 )
 
+from ..types import METADATA_MAX_BYTES, METADATA_MAX_DEPTH, METADATA_MAX_KEYS
+
+_METADATA_LIMITS = (
+    f"at most {METADATA_MAX_DEPTH} levels deep, {METADATA_MAX_KEYS} keys, {METADATA_MAX_BYTES // 1024} KiB as JSON"
+)
+
 __all__ = [
     "IGNORED",
     "AssistantMessage",
@@ -54,6 +60,8 @@ __all__ = [
     "CompletionTokensDetails",
     "CompletionUsage",
     "ContentPart",
+    "CountTokensRequest",
+    "CountTokensResponse",
     "ErrorDetail",
     "ErrorResponse",
     "ExecuteFailure",
@@ -250,7 +258,9 @@ class ChatCompletionRequest(BaseModel):
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
     tool_choice: Any = Field(None, description='"none", "auto", "required" or {"type": "function", ...}; passed on')
-    metadata: dict[str, Any] | None = Field(None, description="Kept in the ledger as openai_metadata")
+    metadata: dict[str, Any] | None = Field(
+        None, description="Kept in the ledger as openai_metadata; " + _METADATA_LIMITS
+    )
     tenant_id: Ident | None = Field(None, description="Extension: the tenant (the admin key or auth off)")
     agent: Text | None = Field(None, description="Extension: the calling agent, for accounting")
     thread_id: Ident | None = Field(None, description="Extension: per-thread budget (budgets.max_tokens_per_thread)")
@@ -320,6 +330,14 @@ class CompletionUsage(BaseModel):
     completion_tokens_details: CompletionTokensDetails
 
 
+class ChunkUsage(CompletionUsage):
+    """The usage of the final stream chunk, with the call's cost (an llm-connect extension field)."""
+
+    cost_usd: str | None = Field(
+        None, description="Extension: the call's cost in USD as a decimal string; null when the model is unpriced"
+    )
+
+
 class ChatCompletion(BaseModel):
     """A chat completion (OpenAI shape; the official SDKs parse it unchanged)."""
 
@@ -370,7 +388,9 @@ class ChatCompletionChunk(BaseModel):
     model: str
     system_fingerprint: None
     choices: list[ChunkChoice] = Field(description="One choice; empty in the final usage chunk")
-    usage: CompletionUsage | None = Field(None, description="Only with stream_options.include_usage (see above)")
+    usage: ChunkUsage | None = Field(
+        None, description="Only with stream_options.include_usage (see above); carries usage.cost_usd"
+    )
 
 
 # -- GET /v1/models -------------------------------------------------------------------------------------------
@@ -446,7 +466,7 @@ class ExecuteRequest(BaseModel):
     agent: Text | None = None
     thread_id: Ident | None = Field(None, description="Per-thread budget (budgets.max_tokens_per_thread)")
     task_type: Text | None = Field(None, description="Picks a routing policy rule")
-    metadata: dict[str, Any] | None = Field(None, description="Kept with the call's usage event in the ledger")
+    metadata: dict[str, Any] | None = Field(None, description="Kept with the call's usage event; " + _METADATA_LIMITS)
     budget: BudgetSpec | None = None
 
     @model_validator(mode="after")
@@ -533,6 +553,26 @@ class CompleteUnavailable(BaseModel):
     detail: str
 
 
+# -- POST /count_tokens --------------------------------------------------------------------------------------
+class CountTokensRequest(BaseModel):
+    """A prompt to count for a model (the ``/complete`` shape). Unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messages: Messages
+    model: Text | None = Field(None, description="A router group (or any model name)")
+    tenant_id: Ident | None = None
+
+
+class CountTokensResponse(BaseModel):
+    """The prompt's input tokens: exact (the model's tokenizer or its provider's count endpoint) or, with
+    ``exact`` false, the gateway's upper bound (one token per UTF-8 byte)."""
+
+    input_tokens: int
+    exact: bool
+    model: str
+
+
 # -- GET /v1/usage --------------------------------------------------------------------------------------------
 class UsageQuery(BaseModel):
     """The query string of ``GET /v1/usage``."""
@@ -558,8 +598,14 @@ class UsageRow(BaseModel):
     cache_write_tokens: int
     reasoning_tokens: int
     total_tokens: int
-    cost_usd: str = Field(description="Decimal string, over the priced calls")
+    cost_usd: str | None = Field(
+        description="Decimal string, over the priced calls; null when every call of the group is unpriced"
+    )
     unpriced: int = Field(description="Calls that used tokens at an unknown price")
+    estimated: int | None = Field(
+        None,
+        description="Calls billed on an estimate (a stream that ended before the provider's final usage); ledger only",
+    )
     avg_latency_ms: float | None = None
     latency_ms_total: float | None = None
     latency_ms_max: float | None = None

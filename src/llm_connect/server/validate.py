@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..types import ROLES
+from ..types import ROLES, metadata_problem
 from .budgets import BudgetRequest, check_id, parse_tokens, parse_usd
 from .errors import ApiError, field_error
 
@@ -126,8 +126,15 @@ class Fields:
         return v
 
     def metadata(self, key: str = "metadata") -> dict[str, Any]:
+        """An object within the bounds every call's metadata has (see :func:`llm_connect.types.metadata_problem`:
+        8 levels deep, 64 keys, 16 KiB of JSON)."""
         v = self.obj(key)
-        return dict(v) if v else {}
+        if not v:
+            return {}
+        problem = metadata_problem(v)
+        if problem is not None:
+            raise field_error(self._p(key), problem)
+        return dict(v)
 
     def messages(self, key: str = "messages", *, required: bool = True) -> list[dict[str, Any]] | None:
         v = self.data.get(key)

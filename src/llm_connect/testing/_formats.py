@@ -28,6 +28,7 @@ __all__ = [
     "error_object",
     "gemini_key_error",
     "kind_for_status",
+    "parse_count_request",
     "parse_request",
     "render_body",
     "render_error",
@@ -229,6 +230,17 @@ def _parse_ollama(body: dict[str, Any]) -> Parsed:
     messages = [(str(m.get("role", "")), _parts_text(m.get("content"))) for m in msgs if isinstance(m, dict)]
     # Ollama streams unless told ``"stream": false``
     return Parsed("ollama", model, stream=body.get("stream", True) is not False, max_tokens=mt, messages=messages)
+
+
+def parse_count_request(fmt: str, body: Any, *, model: str = "") -> Parsed:
+    """A count-tokens request: Anthropic ``/v1/messages/count_tokens`` (a Messages body without
+    ``max_tokens``) or Gemini ``:countTokens`` (``contents``, or a whole ``generateContentRequest``)."""
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    if fmt == "anthropic":
+        return _parse_anthropic({**body, "max_tokens": 1})
+    inner = body.get("generateContentRequest")
+    return _parse_gemini(inner if isinstance(inner, dict) else body, model, sse=False)
 
 
 def count_input_tokens(parsed: Parsed) -> int:

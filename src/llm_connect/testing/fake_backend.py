@@ -227,5 +227,9 @@ class FakeBackend(ModelBackend):
             completion_tokens=_words(text),
         )
 
+    async def count_tokens(self, group: str, messages: Sequence[Mapping[str, Any]]) -> int | None:
+        """Exact: the words of every message plus one per message, as :meth:`complete` reports them."""
+        return sum(_words(_text_of(m.get("content"))) + 1 for m in messages)
+
     def __repr__(self) -> str:
         return f"<FakeBackend {self.model}: {len(self.calls)} calls, {self.remaining} outputs left>"

@@ -7,14 +7,17 @@ Paths (each answers in its provider's own shapes, streaming included)::
     POST /v1beta/models/{model}:generateContent       Gemini
     POST /v1beta/models/{model}:streamGenerateContent Gemini stream (SSE with ?alt=sse, else a JSON array)
     POST /api/chat                                    Ollama (NDJSON unless "stream": false)
+    POST /v1/messages/count_tokens                    Anthropic token count: {"input_tokens": N}
+    POST /v1beta/models/{model}:countTokens           Gemini token count: {"totalTokens": N}
     GET  /v1/models, /v1beta/models, /api/tags, /health
 
 With nothing scripted it answers instantly with a deterministic reply derived from the request
 ("mock reply to: <last user words>") and realistic usage: input tokens = whitespace words of every
-message + 1 per message, output tokens = words of the reply; ``max_tokens`` truncates the reply with
-finish reason "length". Scripted replies and faults (:class:`MockReply`) are queued from Python
-(:meth:`MockServer.script`) or over HTTP (``POST /__mock__/script``); every request is recorded
-(``GET /__mock__/requests``, :attr:`MockServer.requests`) with auth header values redacted.
+message + 1 per message (what the count endpoints answer too), output tokens = words of the reply;
+``max_tokens`` truncates the reply with finish reason "length". Scripted replies and faults
+(:class:`MockReply`) are queued from Python (:meth:`MockServer.script`) or over HTTP
+(``POST /__mock__/script``); every request is recorded (``GET /__mock__/requests``,
+:attr:`MockServer.requests`) with auth header values redacted.
 """
 
 from __future__ import annotations
@@ -242,6 +245,8 @@ class MockServer:
     def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024**2)
         r = app.router
+        r.add_post("/v1/messages/count_tokens", self._anthropic_count)
+        r.add_post(r"/{prefix:.+}/v1/messages/count_tokens", self._anthropic_count)
         r.add_post("/v1/messages", self._anthropic)
         r.add_post(r"/{prefix:.+}/v1/messages", self._anthropic)
         r.add_post("/chat/completions", self._openai)
@@ -270,8 +275,13 @@ class MockServer:
     async def _ollama(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "ollama")
 
+    async def _anthropic_count(self, request: web.Request) -> web.StreamResponse:
+        return await self._count(request, "anthropic")
+
     async def _gemini(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["target"].partition(":")
+        if method == "countTokens":
+            return await self._count(request, "gemini", model)
         if method not in ("generateContent", "streamGenerateContent"):
             body = F.render_error("gemini", 404, message=f"Method {method or '(none)'} not found.")
             return web.Response(status=404, body=body, content_type="application/json")
@@ -354,6 +364,30 @@ class MockServer:
         if script.fault == "cut_stream":
             return await self._cut_body(request, body_bytes, headers)
         return web.Response(status=200, body=body_bytes, headers=headers)
+
+    async def _count(self, request: web.Request, fmt: str, model: str = "") -> web.StreamResponse:
+        """A count-tokens request: the prompt's input tokens as a chat request would report them. Recorded;
+        never takes a scripted reply."""
+        st = self._state
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        req_model = model or (body.get("model") if isinstance(body, dict) else None)
+        self._record(request, fmt, req_model, body, raw, False)
+        rid = st.next_id()
+        if st.require_key is not None:
+            key = _api_key(request, fmt)
+            if key != st.require_key:
+                return self._auth_error(fmt, key is None, rid)
+        try:
+            parsed = F.parse_count_request(fmt, body, model=model)
+        except F.BadRequest as exc:
+            return self._error(fmt, 400, rid, kind="bad_request", message=str(exc), model=req_model or "")
+        n = F.count_input_tokens(parsed)
+        out = {"input_tokens": n} if fmt == "anthropic" else {"totalTokens": n, "promptTokensDetails": []}
+        return web.Response(status=200, body=orjson.dumps(out), headers=self._headers(fmt, rid))
 
     def _record(
         self, request: web.Request, fmt: str, model: Any, body: Any, raw: bytes, stream: bool | None

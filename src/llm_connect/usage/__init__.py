@@ -18,10 +18,19 @@ from .pricing import ModelRate, Pricing
 from .tracker import NONE_KEY, UsageStats, UsageTracker
 
 if TYPE_CHECKING:
-    from .ledger import GROUP_BYS, Ledger, LedgerSubscriber, PostgresLedger, SqliteLedger, default_db_path
+    from .ledger import (
+        FAILURE_KINDS,
+        GROUP_BYS,
+        Ledger,
+        LedgerSubscriber,
+        PostgresLedger,
+        SqliteLedger,
+        default_db_path,
+    )
     from .report import render_table, usage_command, write_chart
 
 __all__ = [
+    "FAILURE_KINDS",
     "GROUP_BYS",
     "NONE_KEY",
     "Ledger",
@@ -41,6 +50,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "FAILURE_KINDS": "ledger",
     "GROUP_BYS": "ledger",
     "Ledger": "ledger",
     "LedgerSubscriber": "ledger",

@@ -3,6 +3,9 @@
 Token fields follow :class:`llm_connect.types.Usage`: ``input_tokens`` includes cache reads and writes,
 ``output_tokens`` includes reasoning tokens, ``total_tokens = input_tokens + output_tokens``.
 
+``estimated`` marks an event whose usage is not the provider's final count: a stream that ended early (the
+client hung up, the stream was cut) or a reply without usage, billed on an upper-bound estimate.
+
 The detail kinds of a Usage (1-hour cache writes, audio / image / video tokens) that are not zero travel in
 ``metadata["token_kinds"]``, and the service tier the provider served the call at in
 ``metadata["service_tier"]``, so every store that keeps the metadata (the ledger) keeps them too;
@@ -79,6 +82,8 @@ class UsageEvent:
     streamed: bool = False
     deployment: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+    #: the usage is an upper-bound estimate, not the provider's final count (see the module docstring)
+    estimated: bool = False
 
     @property
     def usage(self) -> Usage:
@@ -122,6 +127,7 @@ class UsageEvent:
         pricing: Pricing | None = None,
         metadata: Mapping[str, Any] | None = None,
         service_tier: str | None = None,
+        estimated: bool = False,
     ) -> UsageEvent:
         """The general constructor: fills caller identity from ``config`` and prices with ``pricing``
         when ``cost_usd`` is not given (at ``service_tier``, the tier the provider served the call at)."""
@@ -158,6 +164,7 @@ class UsageEvent:
             streamed=streamed,
             deployment=deployment,
             metadata=meta,
+            estimated=estimated,
         )
 
     @classmethod
@@ -172,6 +179,7 @@ class UsageEvent:
         deployment: str | None = None,
         pricing: Pricing | None = None,
         timestamp: datetime | None = None,
+        estimated: bool = False,
     ) -> UsageEvent:
         """The event of a completed call. Cost is ``resp.cost_usd``, else priced with ``pricing`` if given.
 
@@ -194,6 +202,7 @@ class UsageEvent:
             deployment=deployment,
             pricing=pricing,
             service_tier=resp.service_tier,
+            estimated=estimated,
         )
 
     @classmethod
@@ -272,4 +281,5 @@ class UsageEvent:
             streamed=bool(d.get("streamed", False)),
             deployment=d.get("deployment"),
             metadata=dict(d.get("metadata") or {}),
+            estimated=bool(d.get("estimated", False)),
         )

@@ -14,20 +14,26 @@ are written together in the next transaction (group commit), so the fsync cost i
 Writes are idempotent on ``request_id`` (primary key; a known id is skipped): recording an event twice never
 counts it twice. Costs are exact: NUMERIC in PostgreSQL, decimal text in SQLite summed with an exact
 Decimal aggregate.
+
+A charged call's event is never dropped silently. Metadata the table cannot hold as JSON (nested past
+orjson's limit, an integer beyond 64 bits) is stored as ``{"_unstorable": "<reason>"}``, the row kept; a batch
+the database refuses goes to the spool and is written back later (see ``_writer``). Each such case is
+reported to the ``on_failure`` hook as ``(kind, events, error)``, kind one of :data:`FAILURE_KINDS`.
+
+Schema changes are additive and applied at open: a table from an older version gains the ``estimated``
+column (SQLite ``ALTER TABLE ... ADD COLUMN``, PostgreSQL ``ADD COLUMN IF NOT EXISTS``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
-import queue
 import re
 import sqlite3
-import threading
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -36,51 +42,36 @@ from typing import Any
 import orjson
 
 from ..errors import LLMConfigurationError, LLMUsageError
+from ._queries import COLUMNS, GROUP_BYS, LedgerQueries
+from ._writer import GroupCommitWriter, Item
 from .events import UsageEvent
 from .spool import Spool
-from .tracker import NONE_KEY, UsageTracker
+from .tracker import UsageTracker
 
 log = logging.getLogger("llm_connect.usage")
 
-__all__ = ["GROUP_BYS", "Ledger", "LedgerSubscriber", "PostgresLedger", "SqliteLedger", "default_db_path"]
+__all__ = [
+    "FAILURE_KINDS",
+    "GROUP_BYS",
+    "Ledger",
+    "LedgerSubscriber",
+    "OnFailure",
+    "PostgresLedger",
+    "SqliteLedger",
+    "default_db_path",
+]
 
 _UTC = UTC
-_STOP = object()
+_INT64_MAX = 2**63 - 1
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
-COLUMNS = (
-    "request_id",
-    "ts",
-    "provider",
-    "model",
-    "tenant_id",
-    "agent",
-    "thread_id",
-    "task_type",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "total_tokens",
-    "cost_usd",
-    "latency_ms",
-    "success",
-    "error_type",
-    "streamed",
-    "deployment",
-    "metadata",
-)
-_TOKEN_COLS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "total_tokens",
-)
-#: accepted values of ``totals(group_by=...)``
-GROUP_BYS = ("tenant", "agent", "model", "provider", "day", "thread", "task_type")
+#: what ``on_failure`` reports: metadata stored as ``{"_unstorable": ...}`` (row kept); an event refused before
+#: it was queued (the caller gets LLMUsageError); a batch the database refused, kept in the spool; a spool
+#: write-back that failed (retried); events neither the database nor the spool took (the caller gets the error)
+FAILURE_KINDS = ("unstorable_metadata", "refused", "spooled", "replay", "lost")
+
+#: ``on_failure(kind, events, error)``: ``events`` is how many events that failure touched
+OnFailure = Callable[[str, int, BaseException | None], None]
 
 
 def default_db_path() -> Path:
@@ -104,34 +95,22 @@ def _dumps(meta: dict[str, Any]) -> str:
     return orjson.dumps(meta or {}, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-class _Item:
-    __slots__ = ("done", "error", "event", "fut", "inserted", "loop", "row")
-
-    def __init__(
-        self, event: UsageEvent, row: tuple[Any, ...], loop: asyncio.AbstractEventLoop | None = None, fut: Any = None
-    ):
-        self.event = event
-        self.row = row
-        self.loop = loop
-        self.fut = fut
-        self.done = threading.Event() if fut is None else None
-        self.inserted = False
-        self.error: BaseException | None = None
-
-
-def _resolve_futures(items: list[_Item]) -> None:
-    for it in items:
-        fut = it.fut
-        if fut.done():  # the caller was cancelled
-            continue
-        if it.error is not None:
-            fut.set_exception(it.error)
-        else:
-            fut.set_result(it.inserted)
+def _storable(meta: dict[str, Any]) -> tuple[str, str | None]:
+    """(the metadata's JSON, None), or (the JSON of ``{"_unstorable": reason}``, reason) when it cannot be
+    stored: the row is kept either way."""
+    try:
+        return _dumps(meta), None
+    except TypeError as exc:  # orjson.JSONEncodeError: "Recursion limit reached", "Integer exceeds 64-bit range"
+        reason = f"{type(exc).__name__}: {exc}"
+        return _dumps({"_unstorable": reason}), reason
 
 
 class LedgerSubscriber:
     """Attaches a ledger to a UsageTracker: ``emit`` records synchronously, ``aemit`` awaits ``arecord``."""
+
+    #: ``arecord`` queues the event for the writer thread before it first waits: a cancelled caller cannot
+    #: lose it, so the tracker awaits it directly (no task)
+    cancel_safe = True
 
     def __init__(self, ledger: Ledger, tracker: UsageTracker | None = None) -> None:
         self.ledger = ledger
@@ -149,14 +128,24 @@ class LedgerSubscriber:
             self._unsubscribe = None
 
 
-class Ledger(ABC):
-    """Base of the SQLite and PostgreSQL ledgers: the writer thread, the read API, group-bys."""
+class Ledger(LedgerQueries):
+    """Base of the SQLite and PostgreSQL ledgers: the writer thread, the read API, group-bys.
+
+    ``on_failure(kind, events, error)`` is called (from the caller's or the writer's thread) for every event
+    that does not reach the table the normal way; see :data:`FAILURE_KINDS`. It must not block.
+    """
 
     #: the SQL parameter marker of the dialect
     _P = "?"
 
     def __init__(
-        self, *, table: str = "llm_usage", batch_max: int = 512, spool: str | os.PathLike[str] | None = None
+        self,
+        *,
+        table: str = "llm_usage",
+        batch_max: int = 512,
+        spool: str | os.PathLike[str] | None = None,
+        on_failure: OnFailure | None = None,
+        replay_interval: float = 5.0,
     ) -> None:
         if not _TABLE_RE.match(table):
             raise LLMConfigurationError(f"ledger table name {table!r} is not a plain SQL identifier")
@@ -164,11 +153,24 @@ class Ledger(ABC):
         #: where events go when the database cannot take them (written back on the next commit)
         self.spool = Spool(spool) if spool is not None else None
         self.batch_max = max(1, int(batch_max))
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._state_lock = threading.Lock()
-        self._closed = False
-        self._pid = os.getpid()
+        self.on_failure = on_failure
+        self._writer = GroupCommitWriter(
+            connect=self._connect,
+            write=self._write,
+            to_row=self._to_row,
+            spool=self.spool,
+            batch_max=self.batch_max,
+            report=self._failed,
+            replay_interval=replay_interval,
+        )
+
+    def _failed(self, kind: str, events: int, error: BaseException | None) -> None:
+        hook = self.on_failure
+        if hook is not None:
+            try:
+                hook(kind, events, error)
+            except Exception:  # a broken hook must not break a write
+                log.exception("the ledger's on_failure hook failed")
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -194,18 +196,15 @@ class Ledger(ABC):
     # -- dialect hooks ----------------------------------------------------------------------------
 
     @abstractmethod
-    def _connect(self) -> Any:
-        """A new DB-API connection (autocommit off / explicit transactions)."""
-
-    @abstractmethod
     def _write(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """Insert-or-ignore ``rows`` in one transaction and commit; per row: was it new?"""
 
-    def _to_row(self, e: UsageEvent) -> tuple[Any, ...]:
+    def _to_row(self, e: UsageEvent, meta_json: str | None = None) -> tuple[Any, ...]:
         """The row of ``e`` in COLUMNS order; the dialect hooks shape timestamps, costs and flags.
 
-        An event the table cannot hold (a missing id, provider, model or token count, a NaN latency) is refused
-        here, in the caller's thread, with LLMUsageError — before it is queued, never dropped in a batch."""
+        An event the table cannot hold (a missing id, provider, model or token count, a count beyond 64 bits, a
+        NaN latency) is refused here, in the caller's thread, with LLMUsageError — before it is queued, never
+        dropped in a batch."""
         row = (
             e.request_id,
             self._ts_param(e.timestamp),
@@ -227,26 +226,34 @@ class Ledger(ABC):
             e.error_type,
             self._flag(e.streamed),
             e.deployment,
-            _dumps(e.metadata),
+            _dumps(e.metadata) if meta_json is None else meta_json,
+            self._flag(e.estimated),
         )
         if None in row[:4] or None in row[8:14] or row[15] != row[15] or not row[0]:
             raise LLMUsageError(f"usage event not storable (an id, provider, model or count is missing): {e!r}")
+        if max(row[8:14]) > _INT64_MAX:
+            raise LLMUsageError(f"usage event not storable (a token count beyond 64 bits): {e!r}")
         return row
+
+    def _item(self, e: UsageEvent, loop: asyncio.AbstractEventLoop | None = None, fut: Any = None) -> Item:
+        """The queued form of ``e``: its row, with unstorable metadata replaced (the event too, for the spool)."""
+        meta_json, unstorable = _storable(e.metadata)
+        if unstorable is not None:
+            log.warning("usage event %s: metadata not storable (%s); stored without it", e.request_id, unstorable)
+            e = dataclasses.replace(e, metadata={"_unstorable": unstorable})
+            self._failed("unstorable_metadata", 1, None)
+        try:
+            row = self._to_row(e, meta_json)
+        except LLMUsageError as exc:
+            self._failed("refused", 1, exc)
+            raise
+        return Item(e, row, loop, fut)
 
     def _cost_param(self, cost: Decimal | None) -> Any:
         return cost
 
     def _flag(self, value: bool) -> Any:
         return bool(value)
-
-    @abstractmethod
-    def _from_row(self, row: Sequence[Any]) -> UsageEvent: ...
-
-    @abstractmethod
-    def _day_expr(self) -> str: ...
-
-    @abstractmethod
-    def _sum_cost_expr(self) -> str: ...
 
     def _ts_param(self, ts: datetime) -> Any:
         return _utc(ts)
@@ -255,7 +262,7 @@ class Ledger(ABC):
 
     def record(self, event: UsageEvent) -> bool:
         """Persist ``event``; returns once committed. True if new, False if its request_id was known."""
-        item = _Item(event, self._to_row(event))
+        item = self._item(event)
         self._submit(item)
         assert item.done is not None
         item.done.wait()
@@ -267,12 +274,12 @@ class Ledger(ABC):
         """Async :meth:`record`: the write runs on the writer thread; returns once committed."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
-        self._submit(_Item(event, self._to_row(event), loop, fut))
+        self._submit(self._item(event, loop, fut))
         return await fut
 
     def record_many(self, events: Sequence[UsageEvent]) -> int:
         """Persist several events (one transaction when queued together); returns how many were new."""
-        items = [_Item(e, self._to_row(e)) for e in events]
+        items = [self._item(e) for e in events]
         for it in items:
             self._submit(it)
         for it in items:
@@ -287,221 +294,23 @@ class Ledger(ABC):
         """A tracker subscriber writing to this ledger; subscribed to ``tracker`` if given."""
         return LedgerSubscriber(self, tracker)
 
-    def _submit(self, item: _Item) -> None:
-        with self._state_lock:
-            if self._closed:
-                raise LLMUsageError("the usage ledger is closed")
-            if self._pid != os.getpid():  # forked (e.g. a prefork worker): the writer thread stayed behind
-                self._pid = os.getpid()
-                self._queue = queue.SimpleQueue()
-                self._thread = None
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._writer, name="llm-connect-ledger", daemon=True)
-                self._thread.start()
-            self._queue.put(item)
-
-    def _writer(self) -> None:
-        conn: Any = None
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch: list[_Item] = [first]
-            while len(batch) < self.batch_max:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                batch.append(nxt)
-            rows = [it.row for it in batch]
-            error: BaseException | None = None
-            inserted: list[bool] = []
-            for _attempt in (0, 1):  # one retry on a fresh connection (dropped server connection, ...)
-                try:
-                    if conn is None:
-                        conn = self._connect()
-                    inserted = self._write(conn, rows)
-                    error = None
-                    break
-                except Exception as exc:
-                    error = exc
-                    conn = self._discard(conn)
-            if error is not None and self.spool is not None:
-                error, inserted = self._to_spool(batch, error)
-            elif error is None and self.spool is not None and self.spool.pending:
-                conn = self._replay_spool(conn)
-            waiting: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
-            for i, it in enumerate(batch):
-                it.error = error
-                it.inserted = inserted[i] if error is None else False
-                if it.done is not None:
-                    it.done.set()
-                else:
-                    assert it.loop is not None
-                    waiting.setdefault(it.loop, []).append(it)
-            for loop, items in waiting.items():  # one wake-up per event loop, not one per event
-                try:
-                    loop.call_soon_threadsafe(_resolve_futures, items)
-                except RuntimeError:  # the caller's loop is closed; nobody is waiting
-                    pass
-        self._discard(conn)
-
-    def _to_spool(self, batch: list[_Item], error: BaseException) -> tuple[BaseException | None, list[bool]]:
-        assert self.spool is not None
+    def _submit(self, item: Item) -> None:
         try:
-            self.spool.append([it.event for it in batch])
-        except OSError as exc:
-            log.error("ledger write failed (%s) and the spool %s cannot be written: %s", error, self.spool.path, exc)
-            return error, []
-        log.warning(
-            "ledger write failed (%s); %d event(s) kept in %s until it recovers", error, len(batch), self.spool.path
-        )
-        return None, [True] * len(batch)
-
-    def _replay_spool(self, conn: Any) -> Any:
-        assert self.spool is not None
-        events = self.spool.read()
-        try:
-            if events:
-                self._write(conn, [self._to_row(e) for e in events])
-            self.spool.clear(len(events))
-            log.warning("ledger recovered: %d spooled event(s) written back", len(events))
-        except Exception as exc:
-            log.warning("ledger spool replay failed, will retry: %s", exc)
-            return self._discard(conn)
-        return conn
-
-    @staticmethod
-    def _discard(conn: Any) -> None:
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
-        return None
+            self._writer.submit(item)
+        except RuntimeError:
+            exc = LLMUsageError("the usage ledger is closed")
+            self._failed("refused", 1, exc)
+            raise exc from None
 
     def close(self) -> None:
         """Finish queued writes and stop the writer thread. Reads still work after close."""
-        with self._state_lock:
-            if self._closed:
-                return
-            self._closed = True
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(_STOP)
-            thread.join()
+        self._writer.close()
 
     def __enter__(self) -> Ledger:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- reading ----------------------------------------------------------------------------------
-
-    @contextmanager
-    def _reader(self) -> Iterator[Any]:
-        conn = self._connect()
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    def _where(self, tenant_id: str | None, since: datetime | None, until: datetime | None) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if tenant_id is not None:
-            clauses.append(f"tenant_id = {self._P}")
-            params.append(tenant_id)
-        if since is not None:
-            clauses.append(f"ts >= {self._P}")
-            params.append(self._ts_param(since))
-        if until is not None:
-            clauses.append(f"ts < {self._P}")
-            params.append(self._ts_param(until))
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-    def query(
-        self,
-        tenant_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        *,
-        limit: int | None = None,
-    ) -> list[UsageEvent]:
-        """Events in time order, filtered by tenant and ``since <= timestamp < until``."""
-        where, params = self._where(tenant_id, since, until)
-        sql = f"SELECT {', '.join(COLUMNS)} FROM {self.table}{where} ORDER BY ts, request_id"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        with self._reader() as conn:
-            cur = conn.execute(sql, params)
-            return [self._from_row(r) for r in cur.fetchall()]
-
-    def count(self) -> int:
-        with self._reader() as conn:
-            return int(conn.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0])
-
-    def _group_expr(self, group_by: str) -> str:
-        exprs = {
-            "tenant": f"COALESCE(tenant_id, '{NONE_KEY}')",
-            "agent": f"COALESCE(agent, '{NONE_KEY}')",
-            "thread": f"COALESCE(thread_id, '{NONE_KEY}')",
-            "task_type": f"COALESCE(task_type, '{NONE_KEY}')",
-            "model": "provider || ':' || model",
-            "provider": "provider",
-            "day": self._day_expr(),
-        }
-        try:
-            return exprs[group_by]
-        except KeyError:
-            raise LLMUsageError(f"group_by must be one of {', '.join(GROUP_BYS)}, not {group_by!r}") from None
-
-    def totals(
-        self,
-        group_by: str = "tenant",
-        tenant_id: str | None = None,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[dict[str, Any]]:
-        """One row per group, ordered by key: ``key``, ``requests``, ``failures``, the token sums,
-        ``cost_usd`` (exact Decimal over priced events), ``unpriced`` (events that used tokens at an unknown price),
-        ``avg_latency_ms``. Missing tenants/agents are grouped under ``"-"``; days are UTC ``YYYY-MM-DD``."""
-        key = self._group_expr(group_by)
-        where, params = self._where(tenant_id, since, until)
-        token_sums = ", ".join(f"SUM({c})" for c in _TOKEN_COLS)
-        sql = (
-            f"SELECT {key} AS k, COUNT(*), SUM(CASE WHEN success THEN 0 ELSE 1 END), {token_sums}, "
-            f"{self._sum_cost_expr()}, SUM(CASE WHEN cost_usd IS NULL AND total_tokens > 0 THEN 1 ELSE 0 END), "
-            f"AVG(latency_ms) "
-            f"FROM {self.table}{where} GROUP BY k ORDER BY k"
-        )
-        with self._reader() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        out: list[dict[str, Any]] = []
-        for r in rows:
-            d: dict[str, Any] = {"key": str(r[0]), "requests": int(r[1]), "failures": int(r[2] or 0)}
-            for i, c in enumerate(_TOKEN_COLS):
-                d[c] = int(r[3 + i] or 0)
-            cost = r[3 + len(_TOKEN_COLS)]
-            d["cost_usd"] = Decimal(str(cost)) if cost is not None else Decimal(0)
-            d["unpriced"] = int(r[4 + len(_TOKEN_COLS)] or 0)
-            d["avg_latency_ms"] = float(r[5 + len(_TOKEN_COLS)] or 0.0)
-            out.append(d)
-        return out
-
-    async def aquery(self, *args: Any, **kwargs: Any) -> list[UsageEvent]:
-        """:meth:`query` in a worker thread."""
-        return await asyncio.to_thread(self.query, *args, **kwargs)
-
-    async def atotals(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        """:meth:`totals` in a worker thread."""
-        return await asyncio.to_thread(self.totals, *args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------- SQLite
@@ -540,8 +349,16 @@ class SqliteLedger(Ledger):
         batch_max: int = 512,
         busy_timeout_ms: int = 30_000,
         spool: str | os.PathLike[str] | None = None,
+        on_failure: OnFailure | None = None,
+        replay_interval: float = 5.0,
     ) -> None:
-        super().__init__(table=table, batch_max=batch_max, spool=spool or f"{os.fspath(path)}.spool.jsonl")
+        super().__init__(
+            table=table,
+            batch_max=batch_max,
+            spool=spool or f"{os.fspath(path)}.spool.jsonl",
+            on_failure=on_failure,
+            replay_interval=replay_interval,
+        )
         sync = synchronous.upper()
         if sync not in ("FULL", "NORMAL", "EXTRA"):
             raise LLMConfigurationError(f"sqlite synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
@@ -577,14 +394,29 @@ class SqliteLedger(Ledger):
                     error_type TEXT,
                     streamed INTEGER NOT NULL DEFAULT 0,
                     deployment TEXT,
-                    metadata TEXT
+                    metadata TEXT,
+                    estimated INTEGER NOT NULL DEFAULT 0
                 );
                 CREATE INDEX IF NOT EXISTS {self.table}_ts ON {self.table} (ts);
                 CREATE INDEX IF NOT EXISTS {self.table}_tenant_ts ON {self.table} (tenant_id, ts);
                 """
             )
+            self._migrate(conn)
         finally:
             conn.close()
+
+    def _columns(self, conn: sqlite3.Connection) -> set[str]:
+        return {r[1] for r in conn.execute(f"PRAGMA table_info({self.table})")}
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Add the columns a table made by an older version lacks (additive: old rows get the default)."""
+        if "estimated" in self._columns(conn):
+            return
+        try:
+            conn.execute(f"ALTER TABLE {self.table} ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0")
+        except sqlite3.OperationalError:
+            if "estimated" not in self._columns(conn):  # not another process adding it at the same moment
+                raise
 
     def __repr__(self) -> str:
         return f"SqliteLedger({str(self.path)!r})"
@@ -696,6 +528,7 @@ class SqliteLedger(Ledger):
             streamed=bool(r[18]),
             deployment=r[19],
             metadata=orjson.loads(r[20]) if r[20] else {},
+            estimated=bool(r[21]),
         )
 
     def _ts_param(self, ts: datetime) -> Any:
@@ -734,12 +567,16 @@ class PostgresLedger(Ledger):
         batch_max: int = 512,
         connect_timeout: float = 10.0,
         spool: str | os.PathLike[str] | None = None,
+        on_failure: OnFailure | None = None,
+        replay_interval: float = 5.0,
     ) -> None:
         if spool is None:
             from ..paths import data_dir
 
             spool = data_dir() / f"ledger-spool-{table}.jsonl"
-        super().__init__(table=table, batch_max=batch_max, spool=spool)
+        super().__init__(
+            table=table, batch_max=batch_max, spool=spool, on_failure=on_failure, replay_interval=replay_interval
+        )
         self._psycopg = _import_psycopg()
         self.url = url
         self.connect_timeout = connect_timeout
@@ -770,10 +607,13 @@ class PostgresLedger(Ledger):
                     error_type TEXT,
                     streamed BOOLEAN NOT NULL DEFAULT FALSE,
                     deployment TEXT,
-                    metadata JSONB
+                    metadata JSONB,
+                    estimated BOOLEAN NOT NULL DEFAULT FALSE
                 )
                 """
             )
+            # additive migration of a table made by an older version
+            conn.execute(f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS estimated BOOLEAN NOT NULL DEFAULT FALSE")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_ts ON {t} (ts)")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_tenant_ts ON {t} (tenant_id, ts)")
             conn.commit()
@@ -785,7 +625,7 @@ class PostgresLedger(Ledger):
         return self._psycopg.connect(self.url, connect_timeout=max(1, int(self.connect_timeout)))
 
     def _write(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
-        placeholders = ", ".join(["%s"] * (len(COLUMNS) - 1) + ["%s::jsonb"])
+        placeholders = ", ".join("%s::jsonb" if c == "metadata" else "%s" for c in COLUMNS)
         sql = (
             f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
             "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
@@ -814,10 +654,10 @@ class PostgresLedger(Ledger):
             new_ids.discard(rid)
         return out
 
-    def _to_row(self, e: UsageEvent) -> tuple[Any, ...]:
+    def _to_row(self, e: UsageEvent, meta_json: str | None = None) -> tuple[Any, ...]:
         # PostgreSQL text (and jsonb) cannot hold NUL: one such value (it can come from a client) would
         # otherwise fail the whole group-commit batch it travels in
-        return tuple(_no_nul(v) for v in super()._to_row(e))
+        return tuple(_no_nul(v) for v in super()._to_row(e, meta_json))
 
     def _from_row(self, r: Sequence[Any]) -> UsageEvent:
         meta = r[20]
@@ -845,6 +685,7 @@ class PostgresLedger(Ledger):
             streamed=bool(r[18]),
             deployment=r[19],
             metadata=dict(meta or {}),
+            estimated=bool(r[21]),
         )
 
     def _day_expr(self) -> str:

@@ -25,11 +25,24 @@ __all__ = ["render_table", "usage_command", "write_chart"]
 _LABELS = {"tenant": "tenant", "agent": "agent", "model": "provider:model", "day": "day (UTC)"}
 
 
-def _fmt_cost(d: Decimal) -> str:
+#: costs are shown exactly up to this many decimal places (token prices make sub-cent calls the rule)
+_COST_PLACES = 10
+_COST_QUANTUM = Decimal(1).scaleb(-_COST_PLACES)
+
+
+def _fmt_cost(d: Decimal | None) -> str:
+    """A USD amount for people: exact to 10 decimal places, trailing zeros dropped, never a float;
+    ``"unknown"`` for None (no price known). An amount too small for 10 places keeps 3 significant digits."""
+    if d is None:
+        return "unknown"
+    d = Decimal(d)
     if d == 0:
         return "0"
-    # cents are too coarse for token prices: show 6 decimals, more for tiny amounts
-    return f"{d:.6f}" if abs(d) >= Decimal("0.000001") else f"{d:.10f}".rstrip("0")
+    q = d.quantize(_COST_QUANTUM) if d.as_tuple().exponent < -_COST_PLACES else d  # type: ignore[operator]
+    if q == 0:
+        return f"{d:.2e}"
+    text = f"{q:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def render_table(rows: Sequence[Mapping[str, Any]], *, group_by: str = "key", title: str | None = None) -> Table:
@@ -49,9 +62,11 @@ def render_table(rows: Sequence[Mapping[str, Any]], *, group_by: str = "key", ti
             "reasoning_tokens",
             "total_tokens",
             "unpriced",
+            "estimated",
         )
     }
-    total_cost = sum((Decimal(r.get("cost_usd") or 0) for r in rows), start=Decimal(0))
+    known = [Decimal(r["cost_usd"]) for r in rows if r.get("cost_usd") is not None]
+    total_cost = sum(known, start=Decimal(0)) if known or not sums["unpriced"] else None
     columns = [
         (_LABELS.get(group_by, group_by), "left", "total"),
         ("requests", "right", f"{sums['requests']:,}"),
@@ -63,6 +78,7 @@ def render_table(rows: Sequence[Mapping[str, Any]], *, group_by: str = "key", ti
         ("reasoning", "right", f"{sums['reasoning_tokens']:,}"),
         ("cost USD", "right", _fmt_cost(total_cost)),
         ("unpriced", "right", f"{sums['unpriced']:,}"),
+        ("estimated", "right", f"{sums['estimated']:,}"),
         ("avg ms", "right", ""),
     ]
     for header, justify, footer in columns:
@@ -77,8 +93,9 @@ def render_table(rows: Sequence[Mapping[str, Any]], *, group_by: str = "key", ti
             f"{r.get('cache_write_tokens', 0):,}",
             f"{r.get('output_tokens', 0):,}",
             f"{r.get('reasoning_tokens', 0):,}",
-            _fmt_cost(Decimal(r.get("cost_usd") or 0)),
+            _fmt_cost(None if r.get("cost_usd") is None else Decimal(r["cost_usd"])),
             f"{r.get('unpriced', 0):,}",
+            f"{r.get('estimated', 0):,}",
             f"{float(r.get('avg_latency_ms') or 0):.0f}",
         )
     return table
@@ -97,7 +114,7 @@ def write_chart(ledger: Ledger, path_png: str | os.PathLike[str], tenant_id: str
         raise LLMConfigurationError("usage charts need matplotlib: pip install 'llm-connect[charts]'") from exc
 
     rows = ledger.totals(group_by="day", tenant_id=tenant_id, **filters)
-    spend = {date.fromisoformat(r["key"]): r["cost_usd"] for r in rows}
+    spend = {date.fromisoformat(r["key"]): r["cost_usd"] or Decimal(0) for r in rows}  # unknown: not drawn
     requests = {date.fromisoformat(r["key"]): r["requests"] for r in rows}
     days: list[date] = []
     if spend:
@@ -131,6 +148,18 @@ def write_chart(ledger: Ledger, path_png: str | os.PathLike[str], tenant_id: str
     out = Path(path_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")
+    return out
+
+
+def _notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the cost column does not say: calls at an unknown price, calls billed on an estimate."""
+    out = []
+    unpriced = sum(int(r.get("unpriced") or 0) for r in rows)
+    estimated = sum(int(r.get("estimated") or 0) for r in rows)
+    if unpriced:
+        out.append(f"{unpriced:,} call(s) used tokens at an unknown price: not in the cost (configure pricing)")
+    if estimated:
+        out.append(f"{estimated:,} call(s) billed on an estimate (a stream that ended early, a reply without usage)")
     return out
 
 
@@ -172,6 +201,8 @@ def usage_command(
             rows = ledger.totals(group_by=by, tenant_id=tenant)
             title = f"LLM usage by {by}" + (f" (tenant {tenant})" if tenant else "")
             console.print(render_table(rows, group_by=by, title=title))
+            for line in _notes(rows):
+                console.print(line)
             if chart:
                 written = write_chart(ledger, chart, tenant_id=tenant)
                 console.print(f"chart written to {written}")

@@ -2,7 +2,8 @@
 
 Subscribers are callables taking a :class:`UsageEvent`; they may be plain functions, coroutine functions,
 or objects with an ``async acall(event)`` method (used by :meth:`UsageTracker.aemit`, e.g. the ledger's
-subscriber, so an async caller awaits the durable write without blocking its event loop).
+subscriber, so an async caller awaits the durable write without blocking its event loop). A caller cancelled
+while it awaits ``aemit`` does not cut the async subscribers short.
 A subscriber that raises is logged and counted; it never breaks the call nor the other subscribers.
 
 Aggregates are kept by agent, by model (``"provider:model"``), by tenant and in total; a missing agent or
@@ -12,6 +13,7 @@ tenant is grouped under ``"-"``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
@@ -47,6 +49,8 @@ class UsageStats:
     cost_usd: Decimal = Decimal(0)
     #: events whose cost was unknown (not included in cost_usd)
     unpriced: int = 0
+    #: events billed on an estimate (a stream that ended early, a reply without usage)
+    estimated: int = 0
     latency_ms_total: float = 0.0
     latency_ms_max: float = 0.0
 
@@ -68,6 +72,8 @@ class UsageStats:
             self.cost_usd += e.cost_usd
         elif e.total_tokens > 0:  # used tokens at a price we do not know (a failure that used none is not)
             self.unpriced += 1
+        if e.estimated:
+            self.estimated += 1
         self.latency_ms_total += e.latency_ms
         if e.latency_ms > self.latency_ms_max:
             self.latency_ms_max = e.latency_ms
@@ -139,7 +145,11 @@ class UsageTracker:
 
     async def aemit(self, event: UsageEvent) -> None:
         """Aggregate ``event`` and call every subscriber, awaiting async ones (concurrently). Never raises
-        for a failing subscriber."""
+        for a failing subscriber.
+
+        A cancellation of the caller does not cut an async subscriber short: they run on (in tasks) and are
+        waited for before the CancelledError goes on. A subscriber marked ``cancel_safe`` (its work is handed
+        off before its first suspension, as the ledger's is to its writer thread) is simply awaited, alone."""
         self._aggregate(event)
         pending: list[tuple[Subscriber, Awaitable[Any]]] = []
         for cb in self._subscribers:
@@ -152,14 +162,20 @@ class UsageTracker:
                 self._failed(cb)
         if not pending:
             return
-        if len(pending) == 1:
+        if len(pending) == 1 and getattr(pending[0][0], "cancel_safe", False):
             cb, aw = pending[0]
             try:
                 await aw
             except Exception:
                 self._failed(cb)
             return
-        results = await asyncio.gather(*(aw for _, aw in pending), return_exceptions=True)
+        everyone = asyncio.gather(*(aw for _, aw in pending), return_exceptions=True)
+        try:
+            results = await asyncio.shield(everyone)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):  # a second cancellation ends the wait, not the subscribers
+                await asyncio.shield(everyone)
+            raise
         for (cb, _), res in zip(pending, results, strict=True):
             if isinstance(res, Exception):
                 self._failed(cb, res)

@@ -37,6 +37,15 @@ def to_int(value: Any) -> int:
         return 0
 
 
+def count_field(body: Any, key: str) -> int:
+    """A token count a budget will rely on: a non-negative int at ``body[key]``, else ValueError (never 0 for
+    nonsense, as :func:`to_int` gives for usage)."""
+    value = body.get(key) if isinstance(body, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"no token count {key!r} in {str(body)[:200]}")
+    return value
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON text (the shape providers use for tool-call arguments)."""
     return orjson.dumps(obj).decode()
@@ -353,6 +362,20 @@ class StreamState:
     def _tool_chunk(self, deltas: list[dict[str, Any]]) -> StreamChunk:
         self._tools.add(deltas)
         return StreamChunk(tool_calls=deltas, model=self.model, request_id=self.request_id)
+
+    def _reasoning_chunk(self, text: str) -> StreamChunk:
+        return StreamChunk(reasoning=text, model=self.model, request_id=self.request_id)
+
+    def _running(self, out: list[StreamChunk], before: Usage | None) -> list[StreamChunk]:
+        """``out`` with the running usage on its first chunk when this event changed it (a chunk of its own when
+        the event brought nothing else): a stream that stops early is billed at least what was reported."""
+        usage = self.usage
+        if usage is None or usage == before:
+            return out
+        if out:
+            out[0].usage_so_far = usage
+            return out
+        return [StreamChunk(usage_so_far=usage, model=self.model, request_id=self.request_id)]
 
     def finish(self) -> StreamChunk:
         """The final chunk (usage + finish_reason); raises if the stream never reached its end."""

@@ -24,6 +24,7 @@ from ._common import (
     class_for_status,
     coerce_body,
     context_or,
+    count_field,
     dumps,
     image_url_of,
     loads_arguments,
@@ -36,12 +37,24 @@ from ._common import (
     tool_call,
 )
 
-__all__ = ["FRAMING", "StreamDecoder", "build_request", "classify_error", "parse_response", "parse_usage"]
+__all__ = [
+    "COUNT_MARGIN",
+    "FRAMING",
+    "StreamDecoder",
+    "build_count_request",
+    "build_request",
+    "classify_error",
+    "parse_count_response",
+    "parse_response",
+    "parse_usage",
+]
 
 FRAMING = "sse"
 API_VERSION = "2023-06-01"
 #: Anthropic requires max_tokens; used when neither the call nor the config sets one
 DEFAULT_MAX_TOKENS = 4096
+#: (percent, tokens) added to a count_tokens answer, which Anthropic documents as an estimate
+COUNT_MARGIN = (1, 8)
 
 _STOP = {
     "end_turn": "stop",
@@ -207,6 +220,27 @@ def build_request(
     return WireRequest(path="/v1/messages", body=body, headers={"anthropic-version": API_VERSION})
 
 
+def build_count_request(model: str, messages: list[Message], config: RunConfig) -> WireRequest:
+    """``POST /v1/messages/count_tokens``: the prompt of :func:`build_request` (system, messages, tools), no
+    sampling. Anthropic calls its answer an estimate that may differ from the billed count "by a small amount":
+    :func:`parse_count_response` adds :data:`COUNT_MARGIN` for that."""
+    system, turns = _messages(messages)
+    body: dict[str, Any] = {"model": model, "messages": turns}
+    if system is not None:
+        body["system"] = system
+    if config.tools:
+        body["tools"] = _tools(config.tools)
+    if config.tool_choice is not None:
+        body["tool_choice"] = _tool_choice(config.tool_choice)
+    return WireRequest(path="/v1/messages/count_tokens", body=body, headers={"anthropic-version": API_VERSION})
+
+
+def parse_count_response(body: Mapping[str, Any]) -> int:
+    """``{"input_tokens": N}`` → N plus the margin (1 % + 8 tokens), an upper bound on the billed input."""
+    n = count_field(body, "input_tokens")
+    return n + -(-n * COUNT_MARGIN[0] // 100) + COUNT_MARGIN[1]
+
+
 # ---------------------------------------------------------------------------
 # response
 
@@ -274,7 +308,8 @@ class StreamDecoder(StreamState):
     """Decodes Messages SSE events. Terminal: ``message_stop``.
 
     ``message_start`` carries input and cache tokens; each ``message_delta`` carries cumulative usage
-    (at least ``output_tokens``), merged over what came before.
+    (at least ``output_tokens``), merged over what came before. Both yield a chunk with that running usage
+    (``usage_so_far``); thinking deltas yield ``reasoning`` chunks.
     """
 
     terminal_name = "message_stop"
@@ -308,7 +343,10 @@ class StreamDecoder(StreamState):
                 if idx is None or not part:
                     return []
                 return [self._tool_chunk([{"index": idx, "function": {"arguments": part}}])]
-            return []  # thinking_delta, signature_delta, citations_delta
+            if dtype == "thinking_delta":
+                thinking = delta.get("thinking", "")
+                return [self._reasoning_chunk(thinking)] if thinking else []
+            return []  # signature_delta, citations_delta
         if etype == "content_block_start":
             block = data.get("content_block") or {}
             if block.get("type") == "tool_use":
@@ -328,14 +366,16 @@ class StreamDecoder(StreamState):
             msg = data.get("message") or {}
             self.request_id = msg.get("id") or self.request_id
             self.model = msg.get("model") or self.model
+            before = self.usage
             self._merge_usage(msg.get("usage"))
-            return []
+            return self._running([], before)
         if etype == "message_delta":
             reason = (data.get("delta") or {}).get("stop_reason")
             if reason:
                 self.finish_reason = _stop(reason)
+            before = self.usage
             self._merge_usage(data.get("usage"))
-            return []
+            return self._running([], before)
         if etype == "message_stop":
             self.done = True
             return []

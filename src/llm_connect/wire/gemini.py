@@ -25,6 +25,7 @@ from ._common import (
     class_for_status,
     coerce_body,
     context_or,
+    count_field,
     dumps,
     image_url_of,
     loads_arguments,
@@ -39,7 +40,16 @@ from ._common import (
     try_json,
 )
 
-__all__ = ["FRAMING", "StreamDecoder", "build_request", "classify_error", "parse_response", "parse_usage"]
+__all__ = [
+    "FRAMING",
+    "StreamDecoder",
+    "build_count_request",
+    "build_request",
+    "classify_error",
+    "parse_count_response",
+    "parse_response",
+    "parse_usage",
+]
 
 FRAMING = "sse"
 
@@ -214,6 +224,21 @@ def build_request(
     )
 
 
+def build_count_request(model: str, messages: list[Message], config: RunConfig) -> WireRequest:
+    """``POST /v1beta/models/{model}:countTokens`` with the whole ``generateContentRequest`` (system
+    instruction and tools included), so the count is the prompt :func:`build_request` sends."""
+    inner = build_request(model, messages, config, stream=False, max_tokens=None).body
+    name = model.removeprefix("models/")
+    inner["model"] = f"models/{name}"
+    inner.pop("generationConfig", None)
+    return WireRequest(path=f"/v1beta/models/{name}:countTokens", body={"generateContentRequest": inner})
+
+
+def parse_count_response(body: Mapping[str, Any]) -> int:
+    """``{"totalTokens": N}`` → N (the prompt's ``promptTokenCount`` when it is sent)."""
+    return count_field(body, "totalTokens")
+
+
 # ---------------------------------------------------------------------------
 # response
 
@@ -330,13 +355,18 @@ class StreamDecoder(StreamState):
             raise classify_error(to_int(data["error"].get("code")) or None, dict(data), {})
         self.request_id = data.get("responseId") or self.request_id
         self.model = data.get("modelVersion") or self.model
+        before = self.usage
         if data.get("usageMetadata"):
             self.usage = parse_usage(data["usageMetadata"])
         cands = data.get("candidates") or []
         cand = cands[0] if cands else {}
         _check_blocked(data, cand)
-        text, calls = _split((cand.get("content") or {}).get("parts") or [], self._n_calls)
+        parts = (cand.get("content") or {}).get("parts") or []
+        text, calls = _split(parts, self._n_calls)
         out: list[StreamChunk] = []
+        thoughts = "".join(p["text"] for p in parts if p.get("thought") and isinstance(p.get("text"), str))
+        if thoughts:
+            out.append(self._reasoning_chunk(thoughts))
         if text:
             out.append(self._text_chunk(text))
         if calls:
@@ -347,7 +377,7 @@ class StreamDecoder(StreamState):
         if reason:
             self.finish_reason = _finish(reason, False)
             self.done = True
-        return out
+        return self._running(out, before)
 
 
 # ---------------------------------------------------------------------------

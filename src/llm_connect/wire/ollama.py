@@ -157,6 +157,9 @@ class StreamDecoder(StreamState):
         self.model = data.get("model") or self.model
         msg = data.get("message") or {}
         out: list[StreamChunk] = []
+        thinking = msg.get("thinking")
+        if thinking and isinstance(thinking, str):
+            out.append(self._reasoning_chunk(thinking))
         text = msg.get("content")
         if text:
             out.append(self._text_chunk(text))

@@ -150,6 +150,7 @@ class StreamDecoder(StreamState):
         if data.get("model"):
             self.model = data["model"]
         self.service_tier = _tier(data) or self.service_tier
+        before = self.usage
         if data.get("usage"):
             self.usage = parse_usage(data["usage"])
         out: list[StreamChunk] = []
@@ -157,6 +158,10 @@ class StreamDecoder(StreamState):
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            # reasoning text of OpenAI-compatible servers: DeepSeek and vLLM (reasoning_content), OpenRouter (reasoning)
+            thinking = delta.get("reasoning_content") or delta.get("reasoning")
+            if thinking and isinstance(thinking, str):
+                out.append(self._reasoning_chunk(thinking))
             text = delta.get("content")
             if text:
                 out.append(self._text_chunk(text))
@@ -166,7 +171,7 @@ class StreamDecoder(StreamState):
             if reason:
                 self.finish_reason = _FINISH.get(reason, reason)
                 self.done = True
-        return out
+        return self._running(out, before)
 
 
 def classify_error(status: int | None, body: Any, headers: Mapping[str, str] | None) -> LLMError:
