@@ -51,11 +51,14 @@ def request_kinds(messages: Sequence[Message], config: RunConfig | None) -> froz
             for part in m.content:
                 kinds.update(_part_kinds(part))
             one_hour = one_hour or _asks_one_hour(m.content, 0)
-    if config is not None and not one_hour:
+    if config is not None and not one_hour and (config.tools or config.extra_body):
         one_hour = _asks_one_hour(config.tools, 0) or _asks_one_hour(config.extra_body, 0)
     if one_hour:
         kinds.add("cache_write_1h")
-    return frozenset(kinds)
+    return frozenset(kinds) if kinds else _NONE
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 def requested_service_tier(config: RunConfig | None) -> str | None:

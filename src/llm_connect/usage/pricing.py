@@ -142,6 +142,15 @@ def _scaled(price: Price, factor: Decimal) -> Price:
 _Step = tuple[str, Price, tuple[int, ...]]
 
 
+def _side(prices: list[Price]) -> Any:
+    """worst_cost's prices of one side: their maximum when none is tiered, else all of them, None if none."""
+    if not prices:
+        return None
+    if all(isinstance(p, Decimal) for p in prices):
+        return max(prices)  # type: ignore[type-var]
+    return tuple(prices)
+
+
 @dataclass(frozen=True, slots=True)
 class ModelRate:
     """USD per million tokens for one model (None = not listed: billed at the parent kind's price — cache
@@ -166,9 +175,12 @@ class ModelRate:
     output_image: Price | None = None
     output_video: Price | None = None
     _plan: tuple[_Step, ...] = field(init=False, repr=False, compare=False, hash=False)
+    #: input kinds -> the prices worst_cost compares (their maximum when none is tiered), built on first use
+    _worst: dict[frozenset[str], tuple[Any, Any]] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_plan", self._make_plan())
+        object.__setattr__(self, "_worst", {})
 
     def _price_of(self, name: str) -> Price | None:
         price: Price | None = getattr(self, name)
@@ -205,13 +217,27 @@ class ModelRate:
                 total += p * leaf / _MTOK  # type: ignore[operator]
         return total
 
-    def _effective(self, name: str, input_tokens: int) -> Decimal | None:
-        """The price one token of kind ``name`` is billed at (its own, else its parent's)."""
+    def _effective(self, name: str) -> Price | None:
+        """The price one token of kind ``name`` is billed at (its own, else its parent's), before tiers."""
         price = self._price_of(name)
         while price is None and name in _PARENT:
             name = _PARENT[name]
             price = self._price_of(name)
-        return _pick(price, input_tokens)
+        return price
+
+    def _worst_prices(self, kinds: frozenset[str]) -> tuple[Any, Any]:
+        """(input side, output side) for worst_cost: a Decimal (the maximum) when no candidate is tiered,
+        else the candidates to pick by tier per call; None when the side has no price."""
+        hit = self._worst.get(kinds)
+        if hit is None:
+            names = ("input", "cache_write", *sorted(kinds & INPUT_KINDS))
+            ins = [p for n in names if (p := self._effective(n)) is not None]
+            names = ("output", "reasoning", *(f"output_{m}" for m in _MODALITIES))
+            outs = [p for n in names if (p := getattr(self, n)) is not None]
+            hit = (_side(ins), _side(outs))
+            if len(self._worst) < 64:
+                self._worst[kinds] = hit
+        return hit
 
     def worst_cost(self, input_tokens: int, output_tokens: int, kinds: frozenset[str] = frozenset()) -> Decimal:
         """The most a call of this size can cost, for budget reservations: every input token at the dearest
@@ -219,14 +245,13 @@ class ModelRate:
         bill (``INPUT_KINDS``: 1-hour cache writes, audio, image, video input) — and every output token at the
         dearest output-side price the model lists (reasoning, audio, image, video output are not asked for)."""
         total = self.per_request
-        names = ("input", "cache_write", *sorted(kinds & INPUT_KINDS))
-        prices = [p for n in names if (p := self._effective(n, input_tokens)) is not None]
-        if prices and input_tokens > 0:
-            total += max(prices) * input_tokens / _MTOK
-        names = ("output", "reasoning", *(f"output_{m}" for m in _MODALITIES))
-        prices = [p for n in names if (p := _pick(getattr(self, n), input_tokens)) is not None]
-        if prices and output_tokens > 0:
-            total += max(prices) * output_tokens / _MTOK
+        ins, outs = self._worst_prices(kinds)
+        if ins is not None and input_tokens > 0:
+            price = ins if isinstance(ins, Decimal) else max(_pick(p, input_tokens) for p in ins)
+            total += price * input_tokens / _MTOK
+        if outs is not None and output_tokens > 0:
+            price = outs if isinstance(outs, Decimal) else max(_pick(p, input_tokens) for p in outs)
+            total += price * output_tokens / _MTOK
         return total
 
     def per_1k(self) -> Decimal | None:
