@@ -18,6 +18,15 @@ from .tracker import NONE_KEY
 
 __all__ = ["COLUMNS", "GROUP_BYS", "TOKEN_COLS", "LedgerQueries"]
 
+#: the token columns of the ledger table (summed by totals())
+TOKEN_COLS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+)
 #: the ledger table's columns, in row order
 COLUMNS = (
     "request_id",
@@ -28,12 +37,7 @@ COLUMNS = (
     "agent",
     "thread_id",
     "task_type",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "total_tokens",
+    *TOKEN_COLS,
     "cost_usd",
     "latency_ms",
     "success",
@@ -42,14 +46,6 @@ COLUMNS = (
     "deployment",
     "metadata",
     "estimated",
-)
-TOKEN_COLS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "total_tokens",
 )
 #: accepted values of ``totals(group_by=...)``
 GROUP_BYS = ("tenant", "agent", "model", "provider", "day", "thread", "task_type")

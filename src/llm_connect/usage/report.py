@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import LLMConfigurationError, LLMError
+from ._queries import TOKEN_COLS
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -52,18 +53,7 @@ def render_table(rows: Sequence[Mapping[str, Any]], *, group_by: str = "key", ti
     table = Table(title=title, show_footer=bool(rows), header_style="bold")
     sums: dict[str, Any] = {
         k: sum((r.get(k, 0) for r in rows), start=0)
-        for k in (
-            "requests",
-            "failures",
-            "input_tokens",
-            "output_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "reasoning_tokens",
-            "total_tokens",
-            "unpriced",
-            "estimated",
-        )
+        for k in ("requests", "failures", *TOKEN_COLS, "unpriced", "estimated")
     }
     known = [Decimal(r["cost_usd"]) for r in rows if r.get("cost_usd") is not None]
     total_cost = sum(known, start=Decimal(0)) if known or not sums["unpriced"] else None
