@@ -12,7 +12,7 @@ Importing this module is cheap; :func:`spec` imports pydantic (the gateway calls
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -83,6 +83,11 @@ _RETRY_AFTER: Mapping[str, str] = MappingProxyType(
 _CALL_ERRORS = ("400", "401", "403", "404", "408", "413", "422", "429", "500", "502", "503", "504")
 
 
+def _same_as(op: Operation, operation_id: str, twin: str, what: str, **changes: str) -> Operation:
+    """The documentation of a second path of the same handler: ``op`` under its own id and summary."""
+    return replace(op, operation_id=operation_id, summary=f"{what} (the same as {twin})", **changes)
+
+
 def operations() -> dict[tuple[str, str], Operation]:
     """The documentation of every route, keyed like ``ROUTES`` (imports the models, hence pydantic)."""
     from . import schemas as s
@@ -116,17 +121,25 @@ def operations() -> dict[tuple[str, str], Operation]:
         request=s.ChatCompletionRequest,
         headers=s.CallHeaders,
     )
+    health = Operation(
+        "health", "Liveness: the process answers", "ops", {"200": Reply("Alive", (s.Health,))}, access="public"
+    )
+    ready = Operation(
+        "ready",
+        "Readiness: the config is loaded and Redis and the ledger (when configured) answer",
+        "ops",
+        {"200": Reply("Ready", (s.Readiness,)), "503": Reply("Not ready", (s.Readiness,))},
+        access="public",
+    )
     text_schema = {"type": "string"}
     return {
         ("POST", "/v1/chat/completions"): chat,
-        ("POST", "/chat/completions"): Operation(
+        ("POST", "/chat/completions"): _same_as(
+            chat,
             "createChatCompletionUnversioned",
-            "Chat completion (the same as POST /v1/chat/completions)",
-            chat.tag,
-            chat.responses,
+            "POST /v1/chat/completions",
+            "Chat completion",
             description="For clients configured with a base URL without /v1.",
-            request=chat.request,
-            headers=chat.headers,
         ),
         ("GET", "/v1/models"): Operation(
             "listModels",
@@ -181,26 +194,10 @@ def operations() -> dict[tuple[str, str], Operation]:
             {"200": Reply("One row per group", (s.UsageReport,)), **errors("401", "403", "422")},
             query=s.UsageQuery,
         ),
-        ("GET", "/health"): Operation(
-            "health", "Liveness: the process answers", "ops", {"200": Reply("Alive", (s.Health,))}, access="public"
-        ),
-        ("GET", "/healthz"): Operation(
-            "healthz", "Liveness (the same as /health)", "ops", {"200": Reply("Alive", (s.Health,))}, access="public"
-        ),
-        ("GET", "/ready"): Operation(
-            "ready",
-            "Readiness: the config is loaded and Redis and the ledger (when configured) answer",
-            "ops",
-            {"200": Reply("Ready", (s.Readiness,)), "503": Reply("Not ready", (s.Readiness,))},
-            access="public",
-        ),
-        ("GET", "/readyz"): Operation(
-            "readyz",
-            "Readiness (the same as /ready)",
-            "ops",
-            {"200": Reply("Ready", (s.Readiness,)), "503": Reply("Not ready", (s.Readiness,))},
-            access="public",
-        ),
+        ("GET", "/health"): health,
+        ("GET", "/healthz"): _same_as(health, "healthz", "/health", "Liveness"),
+        ("GET", "/ready"): ready,
+        ("GET", "/readyz"): _same_as(ready, "readyz", "/ready", "Readiness"),
         ("GET", "/metrics"): Operation(
             "metrics",
             "Prometheus metrics (admin key unless server.public_metrics)",
