@@ -92,6 +92,7 @@ def _expected_key(group_by: str) -> str:
         "day": "2025-03-01",
         "thread": "th-1",
         "task_type": "triage",
+        "endpoint": "/v1/messages",
     }[group_by]
 
 
@@ -115,6 +116,7 @@ def test_usage_help_lists_every_accepted_group_by_and_each_one_works(tmp_path):
                 input_tokens=10,
                 output_tokens=5,
                 total_tokens=15,
+                endpoint="/v1/messages",
             )
         )
     help_text = " ".join(cli("usage", "--help", env={"COLUMNS": "200"}).stdout.split())

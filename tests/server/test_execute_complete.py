@@ -226,3 +226,23 @@ def test_llm_headers_are_validated(gw):
     assert status == 200
     status, _, body = post(gw, "/execute", {"prompt": "x", "model": "fake"}, headers={"X-LLM-Tenant-Id": "beta"})
     assert status == 403 and body["error"]["code"] == "tenant_mismatch"
+
+
+def test_the_ledger_records_the_surface_of_each_call(gw, workdir):
+    from llm_connect.usage import Ledger
+
+    marks = {}
+    for path, body in [
+        ("/v1/chat/completions", {"model": "fast", "messages": [{"role": "user", "content": "e1"}]}),
+        ("/chat/completions", {"model": "fast", "messages": [{"role": "user", "content": "e2"}]}),
+        ("/execute", {"prompt": "e3", "model": "fast"}),
+        ("/complete", {"messages": [{"role": "user", "content": "e4"}], "model": "fast"}),
+    ]:
+        status, hdrs, _ = post(gw, path, body)
+        assert status == 200, path
+        marks[hdrs["x-request-id"]] = path
+    with Ledger.open(workdir / "usage.sqlite3") as led:
+        seen = {e.metadata.get("gateway_request_id"): e.endpoint for e in led.query()}
+    # both chat paths are one surface; the endpoint is a column, not left in the metadata
+    want = {rid: "/v1/chat/completions" if p == "/chat/completions" else p for rid, p in marks.items()}
+    assert {rid: seen.get(rid) for rid in marks} == want

@@ -26,6 +26,7 @@ from llm_connect.server.execute import EXECUTE_FIELDS, parse_execute
 from llm_connect.server.openai import _CHAT_FIELDS, parse_chat
 from llm_connect.server.openapi import operations, spec
 from llm_connect.testing import MockReply
+from llm_connect.usage.ledger import GROUP_BYS
 
 from .conftest import ACME_KEY, ADMIN_KEY, GatewayProc, base_config, http
 
@@ -119,7 +120,7 @@ def test_operations_document_what_each_route_takes_and_answers():
     complete_503 = doc["paths"]["/complete"]["post"]["responses"]["503"]["content"]["application/json"]["schema"]
     assert complete_503 == {"oneOf": [{"$ref": REF + "CompleteUnavailable"}, {"$ref": REF + "ErrorResponse"}]}
     usage = {p["name"]: p for p in doc["paths"]["/v1/usage"]["get"]["parameters"]}
-    assert usage["group_by"]["schema"]["enum"] == ["tenant", "agent", "model", "provider", "day", "thread", "task_type"]
+    assert usage["group_by"]["schema"]["enum"] == list(GROUP_BYS)
     assert "text/plain; version=0.0.4" in doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
 
 

@@ -1,6 +1,6 @@
 """The ledger never drops a charged call's event silently: unstorable metadata is replaced (the row kept), a
 refused batch is spooled and written back, every such case reaches ``on_failure``; rows marked estimated;
-tables made by an older version gain the new column."""
+tables made by an older version gain the new columns."""
 
 from __future__ import annotations
 
@@ -65,23 +65,29 @@ async def test_metadata_the_table_cannot_hold_is_replaced_not_the_row_dropped(le
     assert seen.kinds() == ["unstorable_metadata", "unstorable_metadata"]
 
 
-def test_sqlite_table_of_an_older_version_gains_the_estimated_column(tmp_path, make_event) -> None:
+def test_sqlite_table_of_an_older_version_gains_the_added_columns(tmp_path, make_event) -> None:
     path = tmp_path / "old.sqlite3"
     with SqliteLedger(path) as led:
         led.record(make_event(1))
     db = sqlite3.connect(path)
-    db.execute("ALTER TABLE llm_usage DROP COLUMN estimated")  # the table as the previous version made it
+    for column in ("estimated", "endpoint"):  # the table as the first version made it
+        db.execute(f"ALTER TABLE llm_usage DROP COLUMN {column}")
     db.commit()
-    assert "estimated" not in {r[1] for r in db.execute("PRAGMA table_info(llm_usage)")}
+    assert not {"estimated", "endpoint"} & {r[1] for r in db.execute("PRAGMA table_info(llm_usage)")}
     db.close()
     with SqliteLedger(path) as led:
-        led.record(make_event(2, estimated=True))
-        assert [(e.request_id, e.estimated) for e in led.query()] == [("req-1", False), ("req-2", True)]
+        led.record(make_event(2, estimated=True, endpoint="/v1/messages"))
+        assert [(e.request_id, e.estimated, e.endpoint) for e in led.query()] == [
+            ("req-1", False, None),
+            ("req-2", True, "/v1/messages"),
+        ]
+        by_endpoint = {r["key"]: r["requests"] for r in led.totals("endpoint")}
+        assert by_endpoint == {"-": 1, "/v1/messages": 1}
     with SqliteLedger(path) as led:  # opening again is a no-op
         assert led.count() == 2
 
 
-def test_postgres_table_of_an_older_version_gains_the_estimated_column(pg_url, make_event) -> None:
+def test_postgres_table_of_an_older_version_gains_the_added_columns(pg_url, make_event) -> None:
     import psycopg
 
     table = f"t_usage_old_{uuid.uuid4().hex[:10]}"
@@ -89,10 +95,13 @@ def test_postgres_table_of_an_older_version_gains_the_estimated_column(pg_url, m
         with Ledger.open(pg_url, table=table) as led:
             led.record(make_event(1))
         with psycopg.connect(pg_url) as conn:
-            conn.execute(f"ALTER TABLE {table} DROP COLUMN estimated")
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN estimated, DROP COLUMN endpoint")
         with Ledger.open(pg_url, table=table) as led:
-            led.record(make_event(2, estimated=True))
-            assert [(e.request_id, e.estimated) for e in led.query()] == [("req-1", False), ("req-2", True)]
+            led.record(make_event(2, estimated=True, endpoint="/v1/embeddings"))
+            assert [(e.request_id, e.estimated, e.endpoint) for e in led.query()] == [
+                ("req-1", False, None),
+                ("req-2", True, "/v1/embeddings"),
+            ]
             (row,) = led.totals("provider")
             assert row["estimated"] == 1
     finally:

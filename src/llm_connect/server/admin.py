@@ -15,7 +15,7 @@ from .errors import ApiError
 
 __all__ = ["handle_health", "handle_metrics", "handle_ready", "handle_usage"]
 
-_GROUP_BYS = ("tenant", "agent", "model", "provider", "day", "thread", "task_type")
+from ..usage._queries import GROUP_BYS as _GROUP_BYS
 
 
 async def handle_health(engine: Engine, req: Request) -> Response:
@@ -92,7 +92,7 @@ def _row(d: dict[str, Any]) -> dict[str, Any]:
 
 async def handle_usage(engine: Engine, req: Request) -> Response:
     """Usage totals from the ledger. A tenant key sees only its own tenant; the admin key sees all
-    (``?tenant=`` narrows). Query: ``group_by`` (tenant, agent, model, provider, day, thread, task_type),
+    (``?tenant=`` narrows). Query: ``group_by`` (tenant, agent, model, provider, day, thread, task_type, endpoint),
     ``since``, ``until`` (ISO-8601). Each row counts its ``unpriced`` and ``estimated`` calls; ``cost_usd`` is
     null for a group whose tokens all went at an unknown price."""
     principal = engine.auth.authenticate(req.headers)

@@ -5,8 +5,10 @@
     app = create_app("llm-connect.yaml")       # or create_app(None): the embedded default
     serve("llm-connect.yaml", port=9999, workers=2)
 
-Routing is one dict look-up; every error is an OpenAI-style JSON body (never a traceback); every response
-carries ``x-request-id``. With ``workers > 1`` the workers share budgets and rate limits through Redis.
+Routing is one dict look-up (a path with a ``{parameter}`` as its last segment, such as
+``/v1/models/{model}``, is matched by its prefix after that); every error is a JSON body in the shape the
+route's protocol uses (OpenAI's unless the handler carries its own ``render_error``; never a traceback);
+every response carries ``x-request-id``. With ``workers > 1`` the workers share budgets and rate limits through Redis.
 """
 
 from __future__ import annotations
@@ -76,6 +78,38 @@ ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType(
     }
 )
 _PATHS = frozenset(path for _, path in ROUTES)
+#: the templated routes, longest prefix first: (method, prefix before "{", parameter name, route, handler)
+_TEMPLATES = tuple(
+    sorted(
+        (
+            (method, path[: path.index("{")], path[path.index("{") + 1 : -1], path, handler)
+            for (method, path), handler in ROUTES.items()
+            if path.endswith("}")
+        ),
+        key=lambda t: -len(t[1]),
+    )
+)
+
+
+def _match(req: Request) -> tuple[str, Handler | None]:
+    """(route, handler) of a request: the exact path, else a templated route whose prefix it extends (the
+    rest, percent-decoded, is the parameter: a model id may hold "/"). A path no route has: ("other", None)."""
+    handler = ROUTES.get((req.method, req.path))
+    if handler is not None:
+        return req.path, handler
+    known = req.path in _PATHS
+    for method, prefix, name, route, templated in _TEMPLATES:
+        rest = req.path[len(prefix) :]
+        if rest and req.path.startswith(prefix):
+            if method == req.method:
+                from urllib.parse import unquote
+
+                req.params = {name: unquote(rest)}
+                return route, templated
+            known = True
+    return (req.path if known else "other"), None
+
+
 _QUIET = frozenset({"/health", "/healthz", "/ready", "/readyz", "/metrics"})
 
 
@@ -153,14 +187,13 @@ class Gateway:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
         req = Request(scope, receive, send, body_timeout=self.engine.request_timeout)
-        handler = ROUTES.get((req.method, req.path))
-        route = req.path if handler is not None else "other"
+        route, handler = _match(req)
         metrics = self.engine.metrics
         if metrics is not None:
             metrics.in_flight.inc()
         try:
             if handler is None:
-                if req.path in _PATHS:
+                if route != "other":
                     raise ApiError(
                         405,
                         f"method {req.method} is not allowed on {req.path}",
@@ -172,11 +205,11 @@ class Gateway:
             if resp is not None:
                 await req.respond(resp)
         except ApiError as err:
-            await self._error(req, err)
+            await self._error(req, err, handler)
         except ClientGone:
             req.status = 499
         except Exception as exc:
-            await self._error(req, from_exception(exc, self.engine.redact))
+            await self._error(req, from_exception(exc, self.engine.redact), handler)
         finally:
             if metrics is not None:
                 metrics.in_flight.dec()
@@ -193,10 +226,14 @@ class Gateway:
                     req.request_id,
                 )
 
-    async def _error(self, req: Request, err: ApiError) -> None:
+    async def _error(self, req: Request, err: ApiError, handler: Handler | None) -> None:
         if req.started:  # a stream already answered: nothing more can be said over HTTP
             return
-        await req.respond(Response(err.status, orjson.dumps(err.body()), headers=err.headers))
+        render = getattr(handler, "render_error", None)  # a protocol's own error shape (Anthropic's, ...)
+        if render is not None:
+            await req.respond(render(err))
+        else:
+            await req.respond(Response(err.status, orjson.dumps(err.body()), headers=err.headers))
 
 
 def create_app(config: GatewayConfig | str | os.PathLike[str] | None = None) -> Gateway:

@@ -68,6 +68,7 @@ class Request:
         "body_timeout",
         "headers",
         "method",
+        "params",
         "path",
         "query",
         "receive",
@@ -99,6 +100,8 @@ class Request:
         self.status = 0
         self.started = False
         self.route = ""
+        #: the values of a templated route's path parameters (``/v1/models/{model}`` -> {"model": ...})
+        self.params: dict[str, str] = {}
 
     def query_params(self) -> dict[str, str]:
         if not self.query:

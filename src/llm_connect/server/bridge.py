@@ -45,7 +45,7 @@ async def _run(config_path: str | None, data: Any) -> dict[str, Any]:
     try:
         await engine.start()
         principal = engine.auth.local()
-        return await run_execute(engine, principal, data, {}, new_request_id())
+        return await run_execute(engine, principal, data, {}, new_request_id(), "bridge")
     finally:
         await engine.aclose()
 

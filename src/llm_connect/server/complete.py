@@ -39,6 +39,7 @@ def parse_complete(data: dict[str, Any], headers: dict[str, str]) -> CallSpec:
         task_type=f.str("task_type") or header(headers, "x-llm-task-type"),
         metadata=f.metadata(),
         budget=budget,
+        endpoint="/complete",
     )
 
 

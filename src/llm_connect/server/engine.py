@@ -18,6 +18,7 @@ from .._timeout import Timeout
 from ..config import GatewayConfig
 from ..errors import LLMBudgetExceededError, LLMError, LLMTimeoutError
 from ..types import LLMResponse, RunConfig, StreamChunk
+from ..usage.events import ENDPOINT_KEY
 from .auth import Authenticator, Principal
 from .budgets import BudgetPlanner, BudgetRequest
 from .catalog import ModelCatalog, Target, router_config
@@ -57,6 +58,8 @@ class CallSpec:
     task_type: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     budget: BudgetRequest | None = None
+    #: the API surface the call came in through, as the ledger's ``endpoint`` column records it
+    endpoint: str | None = None
 
 
 @dataclass(slots=True)
@@ -98,7 +101,9 @@ def _settle_heap() -> None:
 
 
 #: metadata keys a client may not set: the gateway and the router write them and metrics label by them
-RESERVED_METADATA = frozenset({"deployment", "model_group", "api_key", "gateway_request_id", "upstream_request_id"})
+RESERVED_METADATA = frozenset(
+    {"deployment", "model_group", "api_key", "gateway_request_id", "upstream_request_id", ENDPOINT_KEY}
+)
 
 
 class Engine:
@@ -307,6 +312,8 @@ class Engine:
         # the client's metadata, minus the keys the gateway itself sets and reads (metric labels, the ledger)
         md = {k: v for k, v in (spec.metadata or {}).items() if k not in RESERVED_METADATA}
         md["gateway_request_id"] = request_id
+        if spec.endpoint is not None:
+            md[ENDPOINT_KEY] = spec.endpoint
         if principal.key_name:
             md["api_key"] = principal.key_name
         try:

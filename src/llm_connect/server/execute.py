@@ -145,9 +145,10 @@ def error_payload(err: ApiError) -> dict[str, Any]:
 
 
 async def run_execute(
-    engine: Engine, principal: Any, data: Any, headers: dict[str, str], request_id: str
+    engine: Engine, principal: Any, data: Any, headers: dict[str, str], request_id: str, endpoint: str = "/execute"
 ) -> dict[str, Any]:
-    """Validate and run one execute request; returns the success payload (ApiError on failure)."""
+    """Validate and run one execute request; returns the success payload (ApiError on failure). ``endpoint``
+    is what the ledger records the call under (the bridge's calls: ``bridge``)."""
     if not isinstance(data, dict):
         raise ApiError(
             422,
@@ -156,6 +157,7 @@ async def run_execute(
             "invalid_field",
         )
     spec = parse_execute(data, headers)
+    spec.endpoint = endpoint
     prep = await engine.prepare(principal, spec, request_id)
     resp = await engine.complete(prep)
     budget = None

@@ -10,8 +10,6 @@ the final usage chunk's ``usage.cost_usd``, a decimal string (null when the mode
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from decimal import Decimal
 from typing import Any
@@ -20,13 +18,13 @@ import orjson
 
 from ..types import LLMResponse, StreamChunk, Usage
 from .asgi import Request, Response, json_response
-from .engine import CallSpec, Engine, Prepared
-from .errors import ApiError, field_error, log
+from .engine import CallSpec, Engine
+from .errors import ApiError, field_error
+from .streaming import serve_stream
 from .validate import Fields, budget_from_headers, header, with_thread
 
 __all__ = ["handle_chat", "handle_models", "parse_chat"]
 
-_SSE = b"text/event-stream"
 _DONE = b"data: [DONE]\n\n"
 
 
@@ -91,6 +89,7 @@ def parse_chat(data: dict[str, Any], headers: dict[str, str]) -> tuple[CallSpec,
         task_type=(f.str("task_type") if "task_type" in has else None) or header(headers, "x-llm-task-type"),
         metadata={"openai_metadata": md} if md else {},
         budget=budget,
+        endpoint="/v1/chat/completions",
     )
     return spec, stream, include_usage
 
@@ -145,105 +144,56 @@ async def handle_chat(engine: Engine, req: Request) -> Response | None:
         return Response(
             200, orjson.dumps(completion_body(resp, cid)), headers=llm_headers(resp.provider, resp.model, resp.cost_usd)
         )
-    await _stream(engine, req, prep, cid, include_usage)
+    await serve_stream(engine, req, prep, _Chunks(cid, include_usage))
     return None
 
 
 class _Chunks:
-    """Builds chat.completion.chunk events."""
+    """The chat.completion.chunk events of one stream, ending with ``data: [DONE]``."""
 
-    __slots__ = ("base", "include_usage")
+    __slots__ = ("base", "cid", "include_usage")
 
-    def __init__(self, cid: str, model: str, include_usage: bool) -> None:
-        self.base = {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": None,
-        }
+    def __init__(self, cid: str, include_usage: bool) -> None:
+        self.cid = cid
+        self.base: dict[str, Any] = {}
         self.include_usage = include_usage
 
-    def event(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def _event(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         obj = {**self.base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
         if self.include_usage:
             obj["usage"] = None
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
-    def usage(self, u: Usage, cost: Decimal | None) -> bytes:
-        """The final usage chunk; ``usage.cost_usd`` (an extension: decimal string, null when unpriced) is the
-        call's cost, which a stream can only tell at its end."""
-        body = {**usage_dict(u), "cost_usd": None if cost is None else str(cost)}
-        return b"data: " + orjson.dumps({**self.base, "choices": [], "usage": body}) + b"\n\n"
+    def open(self, model: str, first: StreamChunk | None) -> bytes:
+        self.base = {
+            "id": self.cid,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+        }
+        return self._event({"role": "assistant", "content": ""})
 
+    def chunk(self, chunk: StreamChunk) -> bytes:
+        delta: dict[str, Any] = {}
+        if chunk.text:
+            delta["content"] = chunk.text
+        if chunk.tool_calls:
+            delta["tool_calls"] = chunk.tool_calls
+        return self._event(delta) if delta else b""
 
-async def _stream(engine: Engine, req: Request, prep: Prepared, cid: str, include_usage: bool) -> None:
-    gen = engine.stream(prep)
-    first: StreamChunk | None
-    try:
-        first = await anext(gen)  # errors before the first chunk are plain JSON error responses
-    except StopAsyncIteration:
-        first = None
-    except BaseException:
-        await gen.aclose()
-        raise
-    model = (first.model if first and first.model else None) or prep.target.public
-    out = _Chunks(cid, model, include_usage)
-    await req.start_stream(200, _SSE, [(b"x-llm-model", model.encode("latin-1", "replace"))])
-    pump = asyncio.ensure_future(_pump(req, gen, first, out))
-    watcher = asyncio.ensure_future(req.wait_disconnect())
-    try:
-        await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not pump.done():  # the client went away: stop the upstream stream, settle on what was produced
-            pump.cancel()
-            req.status = 499
-        with contextlib.suppress(BaseException):
-            await pump
-        watcher.cancel()
-        with contextlib.suppress(BaseException):
-            await watcher
+    async def close(self, finish: str, usage: Usage, cost: Decimal | None) -> bytes:
+        """The finish chunk, then (``include_usage``) the usage chunk, whose ``usage.cost_usd`` (an extension:
+        decimal string, null when unpriced) is the call's cost, which a stream can only tell at its end."""
+        out = self._event({}, finish)
+        if self.include_usage:
+            body = {**usage_dict(usage), "cost_usd": None if cost is None else str(cost)}
+            out += b"data: " + orjson.dumps({**self.base, "choices": [], "usage": body}) + b"\n\n"
+        return out + _DONE
 
-
-async def _pump(req: Request, gen: Any, first: StreamChunk | None, out: _Chunks) -> None:
-    await req.write(out.event({"role": "assistant", "content": ""}))
-    finish: str | None = None
-    usage: Usage | None = None
-    cost: Decimal | None = None
-    try:
-        chunk = first
-        while chunk is not None:
-            delta: dict[str, Any] = {}
-            if chunk.text:
-                delta["content"] = chunk.text
-            if chunk.tool_calls:
-                delta["tool_calls"] = chunk.tool_calls
-            if delta:
-                await req.write(out.event(delta))
-            if chunk.finish_reason:
-                finish = chunk.finish_reason
-            if chunk.usage is not None:
-                usage, cost = chunk.usage, chunk.cost_usd
-            try:
-                chunk = await anext(gen)
-            except StopAsyncIteration:
-                chunk = None
-        # the generator is exhausted: the call's usage event is committed to the ledger
-        await req.write(out.event({}, finish or "stop"))
-        if out.include_usage:
-            await req.write(out.usage(usage or Usage(), cost))
-        await req.write(_DONE, more=False)
-    except Exception as exc:
-        err = exc if isinstance(exc, ApiError) else ApiError(500, "internal error", "api_error", "internal_error")
-        if not isinstance(exc, ApiError):
-            log.error("stream %s failed: %s", req.request_id, type(exc).__name__, exc_info=exc)
-        else:
-            log.info("stream %s ended with %s: %s", req.request_id, err.code, err.message)
+    def error(self, err: ApiError) -> bytes:
         body = {"error": {"message": err.message, "type": err.type, "code": err.code, "param": err.param}}
-        await req.write(b"data: " + orjson.dumps(body) + b"\n\n", more=True)
-        await req.write(b"", more=False)
-    finally:
-        await gen.aclose()
+        return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
 async def handle_models(engine: Engine, req: Request) -> Response:

@@ -577,7 +577,7 @@ class CountTokensResponse(BaseModel):
 class UsageQuery(BaseModel):
     """The query string of ``GET /v1/usage``."""
 
-    group_by: Literal["tenant", "agent", "model", "provider", "day", "thread", "task_type"] = Field(
+    group_by: Literal["tenant", "agent", "model", "provider", "day", "thread", "task_type", "endpoint"] = Field(
         "model", description="Without a ledger only tenant, agent and model"
     )
     since: str | None = Field(None, description="ISO-8601 date or time (UTC when no offset)")

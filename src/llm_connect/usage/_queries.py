@@ -46,9 +46,10 @@ COLUMNS = (
     "deployment",
     "metadata",
     "estimated",
+    "endpoint",
 )
 #: accepted values of ``totals(group_by=...)``
-GROUP_BYS = ("tenant", "agent", "model", "provider", "day", "thread", "task_type")
+GROUP_BYS = ("tenant", "agent", "model", "provider", "day", "thread", "task_type", "endpoint")
 
 
 class LedgerQueries(ABC):
@@ -123,6 +124,7 @@ class LedgerQueries(ABC):
             "agent": f"COALESCE(agent, '{NONE_KEY}')",
             "thread": f"COALESCE(thread_id, '{NONE_KEY}')",
             "task_type": f"COALESCE(task_type, '{NONE_KEY}')",
+            "endpoint": f"COALESCE(endpoint, '{NONE_KEY}')",
             "model": "provider || ':' || model",
             "provider": "provider",
             "day": self._day_expr(),

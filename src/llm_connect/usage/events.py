@@ -26,13 +26,16 @@ from ..types import USAGE_DETAIL_KINDS, LLMResponse, RunConfig, Usage
 if TYPE_CHECKING:
     from .pricing import Pricing
 
-__all__ = ["SERVICE_TIER_KEY", "TOKEN_KINDS_KEY", "UsageEvent", "new_request_id"]
+__all__ = ["ENDPOINT_KEY", "SERVICE_TIER_KEY", "TOKEN_KINDS_KEY", "UsageEvent", "new_request_id"]
 
 _UTC = UTC
 #: the event metadata key holding the usage's detail kinds that are not zero (``Usage.details()``)
 TOKEN_KINDS_KEY = "token_kinds"
 #: the event metadata key holding the service tier the provider served the call at
 SERVICE_TIER_KEY = "service_tier"
+#: the config metadata key naming the API surface a call came in through (``/v1/messages``, ...); it becomes
+#: the event's ``endpoint`` (a ledger column), not a metadata entry
+ENDPOINT_KEY = "endpoint"
 
 
 def new_request_id() -> str:
@@ -84,6 +87,9 @@ class UsageEvent:
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
     #: the usage is an upper-bound estimate, not the provider's final count (see the module docstring)
     estimated: bool = False
+    #: the API surface the call came in through (``/v1/chat/completions``, ``/v1/messages``, ``/v1/embeddings``,
+    #: ...); None for a library call
+    endpoint: str | None = None
 
     @property
     def usage(self) -> Usage:
@@ -142,6 +148,7 @@ class UsageEvent:
             meta[TOKEN_KINDS_KEY] = details
         if service_tier is not None:
             meta[SERVICE_TIER_KEY] = service_tier
+        endpoint = meta.pop(ENDPOINT_KEY, None)
         return cls(
             request_id=request_id or new_request_id(),
             timestamp=_utc(timestamp),
@@ -165,6 +172,7 @@ class UsageEvent:
             deployment=deployment,
             metadata=meta,
             estimated=estimated,
+            endpoint=endpoint if isinstance(endpoint, str) else None,
         )
 
     @classmethod
@@ -282,4 +290,5 @@ class UsageEvent:
             deployment=d.get("deployment"),
             metadata=dict(d.get("metadata") or {}),
             estimated=bool(d.get("estimated", False)),
+            endpoint=d.get("endpoint"),
         )

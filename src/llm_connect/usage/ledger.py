@@ -20,8 +20,8 @@ orjson's limit, an integer beyond 64 bits) is stored as ``{"_unstorable": "<reas
 the database refuses goes to the spool and is written back later (see ``_writer``). Each such case is
 reported to the ``on_failure`` hook as ``(kind, events, error)``, kind one of :data:`FAILURE_KINDS`.
 
-Schema changes are additive and applied at open: a table from an older version gains the ``estimated``
-column (SQLite ``ALTER TABLE ... ADD COLUMN``, PostgreSQL ``ADD COLUMN IF NOT EXISTS``).
+Schema changes are additive and applied at open: a table from an older version gains the ``estimated`` and
+``endpoint`` columns (SQLite ``ALTER TABLE ... ADD COLUMN``, PostgreSQL ``ADD COLUMN IF NOT EXISTS``).
 """
 
 from __future__ import annotations
@@ -228,6 +228,7 @@ class Ledger(LedgerQueries):
             e.deployment,
             _dumps(e.metadata) if meta_json is None else meta_json,
             self._flag(e.estimated),
+            e.endpoint,
         )
         if None in row[:4] or None in row[8:14] or row[15] != row[15] or not row[0]:
             raise LLMUsageError(f"usage event not storable (an id, provider, model or count is missing): {e!r}")
@@ -332,6 +333,8 @@ class _DecimalSum:
 
 
 #: one row's placeholders in an SQLite INSERT
+#: columns added after the first release, with their declarations (a table made before gains them at open)
+_SQLITE_ADDED = (("estimated", "INTEGER NOT NULL DEFAULT 0"), ("endpoint", "TEXT"))
 _SQLITE_ROW = f"({', '.join('?' * len(COLUMNS))})"
 
 
@@ -395,7 +398,8 @@ class SqliteLedger(Ledger):
                     streamed INTEGER NOT NULL DEFAULT 0,
                     deployment TEXT,
                     metadata TEXT,
-                    estimated INTEGER NOT NULL DEFAULT 0
+                    estimated INTEGER NOT NULL DEFAULT 0,
+                    endpoint TEXT
                 );
                 CREATE INDEX IF NOT EXISTS {self.table}_ts ON {self.table} (ts);
                 CREATE INDEX IF NOT EXISTS {self.table}_tenant_ts ON {self.table} (tenant_id, ts);
@@ -410,13 +414,14 @@ class SqliteLedger(Ledger):
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Add the columns a table made by an older version lacks (additive: old rows get the default)."""
-        if "estimated" in self._columns(conn):
-            return
-        try:
-            conn.execute(f"ALTER TABLE {self.table} ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0")
-        except sqlite3.OperationalError:
-            if "estimated" not in self._columns(conn):  # not another process adding it at the same moment
-                raise
+        for column, decl in _SQLITE_ADDED:
+            if column in self._columns(conn):
+                continue
+            try:
+                conn.execute(f"ALTER TABLE {self.table} ADD COLUMN {column} {decl}")
+            except sqlite3.OperationalError:
+                if column not in self._columns(conn):  # not another process adding it at the same moment
+                    raise
 
     def __repr__(self) -> str:
         return f"SqliteLedger({str(self.path)!r})"
@@ -529,6 +534,7 @@ class SqliteLedger(Ledger):
             deployment=r[19],
             metadata=orjson.loads(r[20]) if r[20] else {},
             estimated=bool(r[21]),
+            endpoint=r[22],
         )
 
     def _ts_param(self, ts: datetime) -> Any:
@@ -608,12 +614,14 @@ class PostgresLedger(Ledger):
                     streamed BOOLEAN NOT NULL DEFAULT FALSE,
                     deployment TEXT,
                     metadata JSONB,
-                    estimated BOOLEAN NOT NULL DEFAULT FALSE
+                    estimated BOOLEAN NOT NULL DEFAULT FALSE,
+                    endpoint TEXT
                 )
                 """
             )
             # additive migration of a table made by an older version
             conn.execute(f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS estimated BOOLEAN NOT NULL DEFAULT FALSE")
+            conn.execute(f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS endpoint TEXT")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_ts ON {t} (ts)")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_tenant_ts ON {t} (tenant_id, ts)")
             conn.commit()
@@ -686,6 +694,7 @@ class PostgresLedger(Ledger):
             deployment=r[19],
             metadata=dict(meta or {}),
             estimated=bool(r[21]),
+            endpoint=r[22],
         )
 
     def _day_expr(self) -> str:
