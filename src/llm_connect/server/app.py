@@ -64,6 +64,7 @@ ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType(
         ("POST", "/v1/chat/completions"): openai.handle_chat,
         ("POST", "/chat/completions"): openai.handle_chat,
         ("GET", "/v1/models"): openai.handle_models,
+        ("GET", "/v1/models/{model}"): openai.handle_model,
         ("POST", "/execute"): execute.handle_execute,
         ("POST", "/complete"): complete.handle_complete,
         ("POST", "/count_tokens"): complete.handle_count_tokens,

@@ -57,6 +57,8 @@ class Operation:
     query: type[BaseModel] | None = None
     headers: type[BaseModel] | None = None
     access: Access = "key"
+    #: the parameters of a templated path (``/v1/models/{model}``): one required field per ``{name}``
+    path: type[BaseModel] | None = None
 
 
 _ERROR_CODES: Mapping[str, str] = MappingProxyType(
@@ -146,6 +148,14 @@ def operations() -> dict[tuple[str, str], Operation]:
             "Model groups and aliases this key may use",
             "openai",
             {"200": Reply("An OpenAI model list", (s.ModelList,)), **errors("401")},
+        ),
+        ("GET", "/v1/models/{model}"): Operation(
+            "retrieveModel",
+            "One model: what it is, what it can do, its deployments (admin key)",
+            "openai",
+            {"200": Reply("An OpenAI model object", (s.ModelEntry,)), **errors("401", "404")},
+            description="404 model_not_found also for a name the key may not use.",
+            path=s.ModelPath,
         ),
         ("POST", "/execute"): Operation(
             "execute",
@@ -291,6 +301,8 @@ def _operation(op: Operation, config: GatewayConfig | None, comp: _Components) -
         out["description"] = description
     out["security"] = security
     params = []
+    if op.path is not None:
+        params += comp.parameters(op.path, "path")
     if op.query is not None:
         params += comp.parameters(op.query, "query")
     if op.headers is not None:

@@ -394,13 +394,41 @@ class ChatCompletionChunk(BaseModel):
 
 
 # -- GET /v1/models -------------------------------------------------------------------------------------------
+class ModelCapabilities(BaseModel):
+    """What the deployments behind a name can do (true when any of them can)."""
+
+    chat: bool
+    streaming: bool
+    tools: bool = Field(description="Function calling")
+    exact_token_count: bool = Field(description="A budget counts a prompt exactly when the bound no longer fits")
+
+
+class ModelDeployment(BaseModel):
+    """One deployment behind a name (admin key only; never a key)."""
+
+    model_config = ConfigDict(extra="allow")
+    provider: str
+    model: str | None
+    name: str | None = None
+    weight: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    context_window: int | None = None
+    api_base: str | None = None
+
+
 class ModelEntry(BaseModel):
     id: str = Field(description="A name to put in a request's model")
     object: Literal["model"]
     created: int
     owned_by: Literal["llm-connect"]
-    kind: Literal["group", "alias", "policy"] = Field(description="Extension: what the name is")
+    kind: Literal["group", "alias", "policy", "spec"] = Field(
+        description="Extension: what the name is (spec: a provider:model the key may name directly)"
+    )
     default: Literal[True] | None = Field(None, description="Extension: present on the default model")
+    capabilities: ModelCapabilities | None = Field(None, description="Extension")
+    context_window: int | None = Field(None, description="Extension: the smallest of its deployments' windows")
+    deployments: list[ModelDeployment] | None = Field(None, description="Extension, admin key only")
 
 
 class ModelList(BaseModel):
@@ -408,6 +436,12 @@ class ModelList(BaseModel):
 
     object: Literal["list"]
     data: list[ModelEntry]
+
+
+class ModelPath(BaseModel):
+    """The path of ``GET /v1/models/{model}``."""
+
+    model: str = Field(description="A group, alias or provider:model (may contain '/')")
 
 
 # -- errors ---------------------------------------------------------------------------------------------------
