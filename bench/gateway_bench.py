@@ -223,10 +223,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk_rps(url: str, headers: dict[str, str], duration: float, conns: int = 32) -> tuple[float, str]:
+def wrk_rps(
+    url: str, headers: dict[str, str], duration: float, conns: int = 32, body: bytes = BODY
+) -> tuple[float, str]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write('wrk.method = "POST"\n')
-        f.write(f"wrk.body = {orjson.dumps(BODY.decode()).decode()}\n")
+        f.write(f"wrk.body = {orjson.dumps(body.decode()).decode()}\n")
         for k, v in {"Content-Type": "application/json", **headers}.items():
             f.write(f'wrk.headers["{k}"] = "{v}"\n')
         script = f.name
@@ -248,7 +250,7 @@ def wrk_rps(url: str, headers: dict[str, str], duration: float, conns: int = 32)
     return float(m.group(1)), "wrk"
 
 
-async def loop_rps(url: str, headers: dict[str, str], duration: float, conns: int = 32) -> float:
+async def loop_rps(url: str, headers: dict[str, str], duration: float, conns: int = 32, body: bytes = BODY) -> float:
     done = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conns)) as s:
         stop = time.perf_counter() + duration
@@ -256,7 +258,7 @@ async def loop_rps(url: str, headers: dict[str, str], duration: float, conns: in
         async def worker() -> None:
             nonlocal done
             while time.perf_counter() < stop:
-                async with s.post(url, data=BODY, headers=headers) as r:
+                async with s.post(url, data=body, headers=headers) as r:
                     await r.read()
                 done += 1
 
@@ -265,14 +267,14 @@ async def loop_rps(url: str, headers: dict[str, str], duration: float, conns: in
         return done / (time.perf_counter() - t0)
 
 
-def rps(url: str, headers: dict[str, str], duration: float, pid: int) -> tuple[float, str, float]:
+def rps(url: str, headers: dict[str, str], duration: float, pid: int, body: bytes = BODY) -> tuple[float, str, float]:
     """(requests/s, tool, server CPU µs per request) at 32 connections."""
     c0 = cpu_seconds(pid)
     t0 = time.perf_counter()
     if shutil.which("wrk"):
-        r, tool = wrk_rps(url, headers, duration)
+        r, tool = wrk_rps(url, headers, duration, body=body)
     else:
-        r, tool = asyncio.run(loop_rps(url, headers, duration)), "aiohttp loop"
+        r, tool = asyncio.run(loop_rps(url, headers, duration, body=body)), "aiohttp loop"
     wall = time.perf_counter() - t0
     # the warm-up second of wrk is included in both CPU and wall time: scale by the measured rate
     cpu_us = (cpu_seconds(pid) - c0) / max(1.0, r * wall) * 1e6
@@ -303,9 +305,11 @@ def gateway_config(work: Path, upstream: str, sync: str) -> Path:
     return path
 
 
-def measure(name: str, url: str, headers: dict[str, str], args: argparse.Namespace, pid: int) -> dict[str, float]:
-    lat = asyncio.run(sequential(url, headers, args.seq))
-    r, tool, cpu = rps(url, headers, args.duration, pid)
+def measure(
+    name: str, url: str, headers: dict[str, str], args: argparse.Namespace, pid: int, body: bytes = BODY
+) -> dict[str, float]:
+    lat = asyncio.run(sequential(url, headers, args.seq, body))
+    r, tool, cpu = rps(url, headers, args.duration, pid, body)
     row = {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "rps": r, "cpu": cpu}
     print(
         f"  {name:<24} p50 {row['p50']:.3f} ms  p99 {row['p99']:.3f} ms  {r:,.0f} req/s ({tool})  {cpu:.0f} CPU-µs/req",
