@@ -445,6 +445,19 @@ class Router(LLMAdapter):
                     reasons.append(f"{n.name} at its rpm/tpm cap")
         return "; ".join(reasons)
 
+    async def _earliest_back(self, groups: Iterable[str]) -> float | None:
+        """Seconds until the first blocked deployment of ``groups`` may take a call again (None: none is)."""
+        now = time.time()
+        minute = current_minute(now)
+        earliest: float | None = None
+        for g in groups:
+            statuses = await self._state_proxy.snapshot(self._names[g], now, self._counted[g])
+            for n, st in zip(self._groups[g], statuses, strict=True):
+                b = st.blocked_until(now, minute, n.rpm, n.tpm)
+                if b and b > now:
+                    earliest = b if earliest is None else min(earliest, b)
+        return None if earliest is None else earliest - now
+
     def for_group(self, group: str) -> LLMAdapter:
         """An adapter that always routes to ``group`` (cached)."""
         g = self.resolve_group(group)

@@ -207,7 +207,13 @@ def from_exception(exc: BaseException, redact: Redactor | None = None) -> ApiErr
                 "upstream_rate_limited",
                 retry_after=retry,
             )
-        return ApiError(503, r(_message(exc) + _attempts_summary(exc)), "api_error", "provider_unavailable")
+        return ApiError(
+            503,
+            r(_message(exc) + _attempts_summary(exc)),
+            "api_error",
+            "provider_unavailable",
+            retry_after=getattr(exc, "retry_after", None),
+        )
     if isinstance(exc, LLMAuthenticationError):
         return ApiError(
             502, "the provider refused the gateway's credentials", "api_error", "upstream_authentication_error"
