@@ -78,8 +78,10 @@ async def main():
 asyncio.run(main())
 """
 
-# nginx answers every POST from memory; $request_id (32 random hex digits) keeps each reply's id unique
-NGINX_CONF = """\
+
+def nginx_conf(work: Path, port: int, locations: str) -> str:
+    """nginx as an instant upstream on ``port`` (its files under ``work``) with ``locations`` (nginx text)."""
+    return f"""\
 daemon off;
 master_process off;
 worker_processes 1;
@@ -96,15 +98,21 @@ http {{
     scgi_temp_path {work}/nginx-scgi;
     server {{
         listen 127.0.0.1:{port} backlog=1024;
-        location / {{
-            default_type application/json;
-            return 200 '{{"id":"chatcmpl-$request_id","object":"chat.completion","created":1,"model":"gpt-4o-mini",\
-"choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}},"finish_reason":"stop"}}],\
-"usage":{{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}}}';
-        }}
+        default_type application/json;
+{locations}
     }}
 }}
 """
+
+
+#: every POST answered with a chat completion from memory; $request_id (32 random hex digits) keeps each reply's
+#: id unique
+CHAT_LOCATION = """\
+        location / {
+            return 200 '{"id":"chatcmpl-$request_id","object":"chat.completion","created":1,"model":"gpt-4o-mini",\
+"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],\
+"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}';
+        }"""
 
 FLOOR = r"""
 import os, sys, aiohttp, uvicorn
@@ -324,7 +332,7 @@ def start_upstream(choice: str, work: Path, port: int, py: str) -> Proc:
         raise SystemExit("nginx not found: apt-get install nginx-light (or pass --upstream python)")
     if choice != "python" and nginx is not None:
         conf = work / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(work=work, port=port))
+        conf.write_text(nginx_conf(work, port, CHAT_LOCATION))
         return Proc([nginx, "-c", str(conf), "-e", "stderr"], port, "/v1/chat/completions", method="POST", body=b"{}")
     return Proc([py, "-c", UPSTREAM, str(port)], port, "/v1/chat/completions", method="POST", body=b"{}")
 

@@ -42,43 +42,22 @@ MESSAGES_OPENAI = orjson.dumps(
 )
 EMBED = orjson.dumps({"model": "embed", "input": "hello there"})
 
-# nginx answers each protocol's path from memory; $request_id keeps every reply's id unique
-NGINX_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log stderr warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 10000000;
-    client_body_temp_path {work}/nginx-body;
-    proxy_temp_path {work}/nginx-proxy;
-    fastcgi_temp_path {work}/nginx-fastcgi;
-    uwsgi_temp_path {work}/nginx-uwsgi;
-    scgi_temp_path {work}/nginx-scgi;
-    server {{
-        listen 127.0.0.1:{port} backlog=1024;
-        default_type application/json;
-        location /v1/messages {{
-            return 200 '{{"id":"msg_$request_id","type":"message","role":"assistant","model":"claude-haiku-4-5",\
-"content":[{{"type":"text","text":"ok"}}],"stop_reason":"end_turn","stop_sequence":null,\
-"usage":{{"input_tokens":5,"output_tokens":1}}}}';
-        }}
-        location /v1/embeddings {{
-            return 200 '{{"object":"list","model":"text-embedding-3-small","data":[{{"object":"embedding","index":0,\
-"embedding":[0.0123,-0.0456,0.0789,0.0012,-0.0345,0.0678,0.0901,-0.0234]}}],\
-"usage":{{"prompt_tokens":2,"total_tokens":2}}}}';
-        }}
-        location / {{
-            return 200 '{{"id":"chatcmpl-$request_id","object":"chat.completion","created":1,"model":"gpt-4o-mini",\
-"choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}},"finish_reason":"stop"}}],\
-"usage":{{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}}}';
-        }}
-    }}
-}}
+# each protocol's path answered from memory; $request_id keeps every reply's id unique
+LOCATIONS = (
+    """\
+        location /v1/messages {
+            return 200 '{"id":"msg_$request_id","type":"message","role":"assistant","model":"claude-haiku-4-5",\
+"content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","stop_sequence":null,\
+"usage":{"input_tokens":5,"output_tokens":1}}';
+        }
+        location /v1/embeddings {
+            return 200 '{"object":"list","model":"text-embedding-3-small","data":[{"object":"embedding","index":0,\
+"embedding":[0.0123,-0.0456,0.0789,0.0012,-0.0345,0.0678,0.0901,-0.0234]}],\
+"usage":{"prompt_tokens":2,"total_tokens":2}}';
+        }
 """
+    + gb.CHAT_LOCATION
+)
 
 #: (row name, gateway path, body, floor path)
 SURFACES = (
@@ -125,7 +104,7 @@ def main() -> None:
     try:
         up_port = gb.free_port()
         conf = work / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(work=work, port=up_port))
+        conf.write_text(gb.nginx_conf(work, up_port, LOCATIONS))
         up = gb.Proc(
             [nginx, "-c", str(conf), "-e", "stderr"], up_port, "/v1/chat/completions", method="POST", body=b"{}"
         )

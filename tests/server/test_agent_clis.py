@@ -51,8 +51,17 @@ def _rows(gw, endpoint):
         return [e for e in led.query() if e.endpoint == endpoint]
 
 
-def _clean_env(home: Path, **extra: str) -> dict[str, str]:
-    return {"PATH": "/usr/bin:/bin", "HOME": str(home), **extra}
+def _run(args: list[str], home: Path, timeout: float, **env: str) -> subprocess.CompletedProcess[str]:
+    """A CLI run headless in a clean environment (its own HOME; nothing of the caller's but PATH)."""
+    return subprocess.run(
+        args,
+        env={"PATH": os.environ["PATH"], "HOME": str(home), **env},
+        cwd=home,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.parametrize("model", ["to-anthropic", "to-openai"])
@@ -61,8 +70,10 @@ def test_claude_code_answers_through_the_gateway(gw, tmp_path, model):
     if claude is None:
         pytest.skip("Claude Code is not installed (./dev agent-clis)")
     before = len(_rows(gw, "/v1/messages"))
-    env = _clean_env(
+    out = _run(
+        [claude, "-p", "Say hello.", "--model", model, "--output-format", "json"],
         tmp_path,
+        120,
         ANTHROPIC_BASE_URL=gw.url,
         ANTHROPIC_API_KEY=ACME_KEY,
         DISABLE_TELEMETRY="1",
@@ -70,15 +81,6 @@ def test_claude_code_answers_through_the_gateway(gw, tmp_path, model):
         DISABLE_ERROR_REPORTING="1",
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
         CLAUDE_CODE_MAX_RETRIES="0",
-    )
-    out = subprocess.run(
-        [claude, "-p", "Say hello.", "--model", model, "--output-format", "json"],
-        env=env,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-2000:])
     import json
@@ -103,16 +105,13 @@ def test_codex_answers_through_the_gateway(gw, tmp_path, model):
         'wire_api = "responses"\n'
     )
     before = len(_rows(gw, "/v1/responses"))
-    env = _clean_env(tmp_path, CODEX_HOME=str(home), GW_API_KEY=ACME_KEY, PATH=os.environ["PATH"])
     flags = [f"--disable={f}" for f in ("remote_plugin", "plugin_discovery_prefetch", "plugins", "apps")]
-    out = subprocess.run(
+    out = _run(
         [codex, "exec", "--skip-git-repo-check", *flags, "Say hello."],
-        env=env,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=180,
+        tmp_path,
+        180,
+        CODEX_HOME=str(home),
+        GW_API_KEY=ACME_KEY,
     )
     assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
     assert out.stdout.strip(), out.stderr[-3000:]

@@ -30,7 +30,7 @@ from .errors import ApiError
 if TYPE_CHECKING:
     from ..routing import Router
 
-__all__ = ["ModelCatalog", "Target", "capabilities", "router_config"]
+__all__ = ["ModelCatalog", "Target", "capabilities", "model_not_found", "router_config"]
 
 log = logging.getLogger("llm_connect.server")
 
@@ -50,6 +50,17 @@ class Target:
     adapter: LLMAdapter
     #: RunConfig.model_name for the adapter (the group, for a router)
     model_name: str | None = None
+
+
+def model_not_found(name: str) -> ApiError:
+    """The 404 of a model name that does not exist (or that the key may not see)."""
+    return ApiError(
+        404,
+        f"the model {name!r} does not exist (see GET /v1/models)",
+        "invalid_request_error",
+        "model_not_found",
+        "model",
+    )
 
 
 def capabilities(provider: str) -> dict[str, bool]:
@@ -225,20 +236,9 @@ class ModelCatalog:
                 )
         if not isinstance(name, str) or len(name) > 256:
             raise ApiError(422, "model must be a string", "invalid_request_error", "invalid_field", "model")
-        if name in self._groups:
-            kind = "group"
-        elif name in self.config.models:
-            kind = "alias"
-        elif ":" in name or self._is_provider(name):
-            kind = "spec"
-        else:
-            raise ApiError(
-                404,
-                f"the model {name!r} does not exist (see GET /v1/models)",
-                "invalid_request_error",
-                "model_not_found",
-                "model",
-            )
+        kind = self._kind(name)
+        if kind is None:
+            raise model_not_found(name)
         if not principal.may_use(name, kind):
             raise ApiError(
                 403, f"this API key may not use the model {name!r}", "permission_error", "model_not_allowed", "model"
@@ -248,6 +248,16 @@ class ModelCatalog:
         if kind == "alias":
             return self._alias(name)
         return Target(name, "spec", self._spec_adapter(name))
+
+    def _kind(self, name: str) -> str | None:
+        """group, alias or spec (a ``provider:model`` or a bare provider name); None: no such model."""
+        if name in self._groups:
+            return "group"
+        if name in self.config.models:
+            return "alias"
+        if ":" in name or self._is_provider(name):
+            return "spec"
+        return None
 
     @staticmethod
     def _is_provider(name: str) -> bool:
@@ -270,17 +280,8 @@ class ModelCatalog:
         """The OpenAI model object of ``name`` with the gateway's facts (kind, default, what it can do, the
         smallest context window it may reach; for the admin key, its deployments), or None when the
         principal may not see it. A ``provider:model`` the caller may use is described too."""
-        if name == POLICY and self._policy_served:
-            kind = "group"
-        elif name in self._groups:
-            kind = "group"
-        elif name in self.config.models:
-            kind = "alias"
-        elif ":" in name or self._is_provider(name):
-            kind = "spec"
-        else:
-            return None
-        if not principal.may_use(name, kind):
+        kind = "group" if name == POLICY and self._policy_served else self._kind(name)
+        if kind is None or not principal.may_use(name, kind):
             return None
         deployments = self._deployments(name)
         entry: dict[str, Any] = {

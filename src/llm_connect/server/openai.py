@@ -18,6 +18,7 @@ import orjson
 
 from ..types import LLMResponse, StreamChunk, Usage
 from .asgi import Request, Response, json_response
+from .catalog import model_not_found
 from .engine import CallSpec, Engine
 from .errors import ApiError, field_error
 from .streaming import serve_stream
@@ -212,11 +213,5 @@ async def handle_model(engine: Engine, req: Request) -> Response:
     name = req.params["model"]
     entry = engine.catalog.describe(name, principal)
     if entry is None:
-        raise ApiError(
-            404,
-            f"the model {name!r} does not exist (see GET /v1/models)",
-            "invalid_request_error",
-            "model_not_found",
-            "model",
-        )
+        raise model_not_found(name)
     return json_response(entry)
