@@ -20,9 +20,9 @@ import aiohttp
 import orjson
 
 from .._timeout import Timeout
+from ..embeddings import EmbeddingResponse
 from ..errors import LLMConfigurationError, LLMError, LLMProviderUnavailableError, LLMTimeoutError
 from ..transport import Transport
-from ..embeddings import EmbeddingResponse
 from ..types import LLMResponse, Message, RunConfig, StreamChunk, Usage
 from ..wire import WireRequest
 from ..wire.embeddings import CODECS as EMBEDDING_CODECS

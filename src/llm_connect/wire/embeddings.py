@@ -102,9 +102,7 @@ def encode_base64_vector(vector: Sequence[float]) -> str:
 def _vector(value: Any, where: str) -> list[float]:
     if isinstance(value, str):
         return decode_base64_vector(value)
-    if not isinstance(value, list) or not all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) for x in value
-    ):
+    if not isinstance(value, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
         raise ValueError(f"{where} is not a list of numbers")
     return value
 
