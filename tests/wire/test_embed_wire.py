@@ -37,7 +37,12 @@ OPENAI_REPLY = {
 def test_openai_request_and_reply():
     (req,) = CODECS["openai_chat"].build("text-embedding-3-small", ["a", "b"], 256, RunConfig())
     assert req.path == "/embeddings"
-    assert req.body == {"model": "text-embedding-3-small", "input": ["a", "b"], "encoding_format": "float", "dimensions": 256}
+    assert req.body == {
+        "model": "text-embedding-3-small",
+        "input": ["a", "b"],
+        "encoding_format": "float",
+        "dimensions": 256,
+    }
     parsed = CODECS["openai_chat"].parse(OPENAI_REPLY)
     assert parsed.vectors == [[0.0023064255, -0.009327292, -0.0028842222]]
     assert parsed.model == "text-embedding-3-small"
