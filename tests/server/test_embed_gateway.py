@@ -157,3 +157,35 @@ def test_hundreds_of_concurrent_calls_on_one_budget_never_overshoot(gw):
     assert spent <= CAP  # overshoot 0
     # every call reserves its bound (15) until it settles to 3: at least CAP // 15 calls fit at once
     assert len(ok) >= CAP // 15
+
+
+FULL_EMBED = {
+    "input": ["a", "b"],
+    "model": "small",
+    "dimensions": 8,
+    "encoding_format": "base64",
+    "tenant_id": "acme",
+    "agent": "a",
+    "thread_id": "t-1",
+    "task_type": "t",
+    "timeout": 5.0,
+    "user": "ignored",
+}
+
+
+def test_the_fields_read_are_the_documented_fields():
+    from llm_connect.server import schemas
+    from llm_connect.server.embeddings import parse_embeddings
+
+    from .test_openapi import Recording, assert_fields_match
+
+    body = Recording(FULL_EMBED)
+    spec, fields = parse_embeddings(body, {})
+    assert_fields_match(schemas.EmbeddingRequest, body.read)
+    schemas.EmbeddingRequest.model_validate(FULL_EMBED)
+    assert (spec.endpoint, spec.prompt, fields.dimensions, fields.encoding_format) == (
+        "/v1/embeddings",
+        ["a", "b"],
+        8,
+        "base64",
+    )
