@@ -38,7 +38,7 @@ def gw(mock, tmp_path_factory):
         "to-anthropic": "anthropic-only",
         "to-openai": "plain",
     }
-    cfg["router"]["groups"]["anthropic-only"] = [cfg["router"]["groups"]["quality"][0]]
+    cfg["router"]["groups"]["anthropic-only"] = [{**cfg["router"]["groups"]["quality"][0], "name": "a-only"}]
     g = GatewayProc(cfg, workdir, name="clis").start()
     yield g
     g.stop()

@@ -17,6 +17,7 @@ from ..errors import (
     Attempt,
     LLMAuthenticationError,
     LLMBudgetExceededError,
+    LLMCapabilityError,
     LLMConfigurationError,
     LLMContentFilterError,
     LLMContextWindowExceededError,
@@ -41,6 +42,7 @@ __all__ = ["Call"]
 _SAME_KIND_RAISED = (
     LLMAuthenticationError,
     LLMBudgetExceededError,
+    LLMCapabilityError,
     LLMConfigurationError,
     LLMContextWindowExceededError,
 )
@@ -280,6 +282,11 @@ class Call:
                 return True
             self.banned.add(node)
             self._switch([g for t in targets for g in r._chains[t]])
+            return False
+        if isinstance(exc, LLMCapabilityError):
+            # this deployment cannot make such a call at all (an embedding on a chat-only provider): another
+            # may. Nothing was sent, so nothing counts against it.
+            self.banned.add(node)
             return False
         if isinstance(exc, LLMBudgetExceededError):
             # refused before any provider call, and the refusal may be this deployment's own (no price, a

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from ..config import GatewayConfig, load_config
-from . import admin, complete, execute, openai
+from . import admin, complete, embeddings, execute, openai
 from .asgi import ClientGone, Receive, Request, Response, Scope, Send
 from .engine import Engine
 from .errors import ApiError, RedactingFilter, from_exception, log
@@ -65,6 +65,7 @@ ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType(
         ("POST", "/chat/completions"): openai.handle_chat,
         ("GET", "/v1/models"): openai.handle_models,
         ("GET", "/v1/models/{model}"): openai.handle_model,
+        ("POST", "/v1/embeddings"): embeddings.handle_embeddings,
         ("POST", "/execute"): execute.handle_execute,
         ("POST", "/complete"): complete.handle_complete,
         ("POST", "/count_tokens"): complete.handle_count_tokens,

@@ -157,6 +157,28 @@ def operations() -> dict[tuple[str, str], Operation]:
             description="404 model_not_found also for a name the key may not use.",
             path=s.ModelPath,
         ),
+        ("POST", "/v1/embeddings"): Operation(
+            "createEmbedding",
+            "Embeddings (OpenAI shape; float or base64 vectors)",
+            "openai",
+            {
+                "200": Reply(
+                    "One vector per input string, in order",
+                    (s.CreateEmbeddingResponse,),
+                    headers={
+                        "x-llm-provider": "The provider that answered",
+                        "x-llm-model": "The model that answered",
+                        "x-llm-cost-usd": "The call's cost (input tokens), a decimal string (when the price is known)",
+                    },
+                ),
+                **errors(*_CALL_ERRORS),
+            },
+            description="The official OpenAI SDKs' embeddings.create works unchanged. Routed, budgeted (input "
+            "tokens) and recorded like a chat call; dimensions is passed to the provider; a model that cannot "
+            "embed is a 400 (code unsupported). Body extensions: tenant_id, agent, thread_id, task_type, timeout.",
+            request=s.EmbeddingRequest,
+            headers=s.CallHeaders,
+        ),
         ("POST", "/execute"): Operation(
             "execute",
             "The bridge's request and response over HTTP (seed FR-1)",
