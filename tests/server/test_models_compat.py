@@ -32,9 +32,19 @@ def test_list_and_retrieve_agree_and_describe_what_each_name_can_do(gw):
     quality, fast = listed["quality"].model_dump(), listed["fast"].model_dump()
     assert quality["kind"] == "group" and listed["vendor/helper"].model_dump()["kind"] == "alias"
     # an Anthropic (count endpoint) and an OpenAI deployment (tiktoken) count exactly; Ollama does not
-    assert quality["capabilities"] == {"chat": True, "streaming": True, "tools": True, "exact_token_count": True}
+    # (Anthropic has no embedding API; the OpenAI deployment of quality embeds)
+    assert quality["capabilities"] == {
+        "chat": True,
+        "streaming": True,
+        "tools": True,
+        "exact_token_count": True,
+        "embeddings": True,
+    }
     assert fast["capabilities"]["exact_token_count"] is False and fast["capabilities"]["tools"] is True
     assert listed["fake"].model_dump()["capabilities"]["tools"] is False
+    assert listed["fake"].model_dump()["capabilities"]["embeddings"] is False
+    only_anthropic = client(gw, ACME_KEY).models.retrieve("anthropic:claude-x").model_dump()
+    assert only_anthropic["capabilities"]["embeddings"] is False
     assert "deployments" not in quality  # a tenant key does not see where a group goes
     assert listed["vendor/helper"].model_dump()["capabilities"] == quality["capabilities"]
     assert listed["plain"].model_dump().get("default") is True

@@ -67,8 +67,10 @@ def capabilities(provider: str) -> dict[str, bool]:
     """What a provider's deployments can do through the gateway: ``chat`` and ``streaming`` (every
     provider), ``tools`` (function calling: every provider but the echoing ``fake``), ``exact_token_count``
     (a budget counts a prompt exactly when the cheap bound no longer fits: a count endpoint, tiktoken or the
-    local model's own tokenizer)."""
+    local model's own tokenizer), ``embeddings`` (its wire format has an embedding codec: OpenAI and every
+    OpenAI-compatible server, Gemini, Ollama)."""
     from ..registry import HTTP_PROVIDERS
+    from ..wire.embeddings import CODECS
 
     spec = HTTP_PROVIDERS.get(provider)
     return {
@@ -76,6 +78,7 @@ def capabilities(provider: str) -> dict[str, bool]:
         "streaming": True,
         "tools": provider != "fake",
         "exact_token_count": provider == "local" or (spec is not None and spec.input_count is not None),
+        "embeddings": spec is not None and spec.wire in CODECS,
     }
 
 

@@ -450,6 +450,7 @@ class ModelCapabilities(BaseModel):
     streaming: bool
     tools: bool = Field(description="Function calling")
     exact_token_count: bool = Field(description="A budget counts a prompt exactly when the bound no longer fits")
+    embeddings: bool = Field(description="POST /v1/embeddings can route to it")
 
 
 class ModelDeployment(BaseModel):
