@@ -152,10 +152,10 @@ async def test_providers_without_an_embedding_api_raise_a_capability_error(mock)
     assert not mock.requests
 
 
-async def test_the_local_provider_says_why_it_cannot_embed():
+async def test_the_local_chat_model_says_which_local_model_embeds():
     pytest.importorskip("llama_cpp")
     a = create_adapter("local")
-    with pytest.raises(LLMCapabilityError, match="no packaged GGUF embedding model"):
+    with pytest.raises(LLMCapabilityError, match="local:minilm"):
         await a.aembed("x")
 
 

@@ -44,7 +44,7 @@ def gw(mock, tmp_path_factory):
             "num_retries": 0,
             "cooldown": {"allowed_fails": 1000, "cooldown_time": 0.01},
         },
-        "models": {"small": "openai:text-embedding-3-small"},
+        "models": {"small": "openai:text-embedding-3-small", "on-box": "local:minilm"},
         "default_model": "embed",
         "tenants": {"racers": {"budget": {"tokens": CAP}}, "free": {}},
         "api_keys": [
@@ -189,3 +189,25 @@ def test_the_fields_read_are_the_documented_fields():
         8,
         "base64",
     )
+
+
+def test_the_packaged_local_model_embeds_through_the_gateway(gw):
+    pytest.importorskip("gguf")
+    from llm_connect.providers.local_embed import EMBEDDING_MODELS
+
+    try:
+        EMBEDDING_MODELS["minilm"].source()
+    except Exception as exc:
+        pytest.skip(f"local:minilm is not installed here: {exc}")
+    sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY + "-free", max_retries=0)
+    raw = sdk.embeddings.with_raw_response.create(
+        model="on-box", input=["A man is playing a guitar on stage.", "The stock market fell sharply today."]
+    )
+    r = raw.parse()
+    assert [len(d.embedding) for d in r.data] == [384, 384] and r.usage.prompt_tokens == 20
+    assert raw.headers["x-llm-provider"] == "local" and raw.headers["x-llm-cost-usd"] == "0"
+    with sqlite3.connect(gw.ledger_path) as db:
+        row = db.execute(
+            "SELECT provider, model, input_tokens, output_tokens, endpoint FROM llm_usage WHERE model = 'minilm'"
+        ).fetchall()
+    assert row == [("local", "minilm", 20, 0, "/v1/embeddings")]

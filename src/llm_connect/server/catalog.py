@@ -63,15 +63,20 @@ def model_not_found(name: str) -> ApiError:
     )
 
 
-def capabilities(provider: str) -> dict[str, bool]:
-    """What a provider's deployments can do through the gateway: ``chat`` and ``streaming`` (every
-    provider), ``tools`` (function calling: every provider but the echoing ``fake``), ``exact_token_count``
-    (a budget counts a prompt exactly when the cheap bound no longer fits: a count endpoint, tiktoken or the
-    local model's own tokenizer), ``embeddings`` (its wire format has an embedding codec: OpenAI and every
-    OpenAI-compatible server, Gemini, Ollama)."""
+def capabilities(provider: str, model: str | None = None) -> dict[str, bool]:
+    """What a provider's deployments can do through the gateway: ``chat`` and ``streaming`` (every provider
+    but a local embedding model), ``tools`` (function calling: every provider but the echoing ``fake``),
+    ``exact_token_count`` (a budget counts a prompt exactly when the cheap bound no longer fits: a count
+    endpoint, tiktoken or the local model's own tokenizer), ``embeddings`` (its wire format has an embedding
+    codec: OpenAI and every OpenAI-compatible server, Gemini, Ollama; and ``local:minilm``)."""
     from ..registry import HTTP_PROVIDERS
     from ..wire.embeddings import CODECS
 
+    if provider == "local" and model:
+        from ..providers.local_embed import embedding_model
+
+        if embedding_model(model) is not None:  # local:minilm only embeds
+            return {"chat": False, "streaming": False, "tools": False, "exact_token_count": True, "embeddings": True}
     spec = HTTP_PROVIDERS.get(provider)
     return {
         "chat": True,
@@ -297,7 +302,7 @@ class ModelCatalog:
         if name == self.default:
             entry["default"] = True
         if deployments:
-            caps = [capabilities(d["provider"]) for d in deployments]
+            caps = [capabilities(d["provider"], d.get("model")) for d in deployments]
             entry["capabilities"] = {k: any(c[k] for c in caps) for k in caps[0]}
             windows = [d["context_window"] for d in deployments if d.get("context_window")]
             if windows:
