@@ -292,3 +292,26 @@ def test_an_error_after_the_start_is_an_error_event_then_response_failed(gw, moc
     kinds = [e["type"] for e in events]
     assert kinds[0] == "response.created" and kinds[-2:] == ["error", "response.failed"]
     assert events[-1]["response"]["status"] == "failed" and events[-1]["response"]["error"]["message"]
+
+
+@pytest.mark.parametrize("group", UPSTREAMS)
+def test_bodies_and_events_are_what_the_documented_models_describe(gw, mock, group):
+    from llm_connect.server.schemas_responses import ResponseDeleted, ResponseObject, ResponseStreamEvent
+
+    fmt, _ = UPSTREAMS[group]
+    key = {"Authorization": f"Bearer {ACME_KEY}"}
+    url = gw.url + "/v1/responses"
+    for scripted in (False, True):
+        if scripted:
+            _script_call(mock, fmt, city="Rome")
+        code, _, raw = http("POST", url, {"model": group, "input": "hi", "tools": [WEATHER]}, key)
+        assert code == 200
+        body = json.loads(raw)
+        assert ResponseObject.model_validate(body, strict=True).model_dump(mode="json", exclude_unset=True) == body
+        if scripted:
+            _script_call(mock, fmt, city="Rome")
+        events = sse_events(url, {"model": group, "input": "hi", "tools": [WEATHER], "stream": True}, ACME_KEY)
+        for data in events:
+            assert ResponseStreamEvent.model_validate(data, strict=True).model_dump(exclude_unset=True) == data
+    code, _, raw = http("DELETE", f"{url}/{body['id']}", headers=key)
+    assert code == 200 and ResponseDeleted.model_validate(json.loads(raw), strict=True)

@@ -57,6 +57,8 @@ class Operation:
     query: type[BaseModel] | None = None
     headers: type[BaseModel] | None = None
     access: Access = "key"
+    #: the description of a templated route's path parameter (``/v1/responses/{response_id}``)
+    path_param: str = ""
 
 
 _ERROR_CODES: Mapping[str, str] = MappingProxyType(
@@ -133,6 +135,7 @@ def operations() -> dict[tuple[str, str], Operation]:
     )
     text_schema = {"type": "string"}
     return {
+        **_responses(errors),
         ("POST", "/v1/chat/completions"): chat,
         ("POST", "/chat/completions"): _same_as(
             chat,
@@ -232,6 +235,57 @@ def operations() -> dict[tuple[str, str], Operation]:
     }
 
 
+def _responses(errors: Any) -> dict[tuple[str, str], Operation]:
+    """The Responses API's routes (llm_connect.server.responses)."""
+    from . import schemas as s
+    from . import schemas_responses as r
+
+    rid = "The id of a stored response (resp_...) of the caller's tenant"
+    missing = {"404": Reply("response_not_found: unknown, expired, deleted or another tenant's", (s.ErrorResponse,))}
+    return {
+        ("POST", "/v1/responses"): Operation(
+            "createResponse",
+            "Create a response (OpenAI Responses API; SSE when stream is true)",
+            "openai",
+            {
+                "200": Reply(
+                    "A Response object, or with stream: true a text/event-stream of typed events (response.created, "
+                    "response.output_item.added, response.output_text.delta, ..., response.completed)",
+                    (r.ResponseObject,),
+                    stream=r.ResponseStreamEvent,
+                    headers={
+                        "x-llm-provider": "The provider that answered (not on streams)",
+                        "x-llm-model": "The model that answered",
+                        "x-llm-cost-usd": "The call's cost, a decimal string (when the price is known; not on streams)",
+                        "x-llm-tools-dropped": "The built-in tool types left out of the call (responses.builtin_tools)",
+                    },
+                ),
+                **errors(*_CALL_ERRORS),
+            },
+            description="The official OpenAI SDKs and Codex work unchanged. Any upstream serves it (the call goes "
+            "through the core contract). 400 previous_response_not_found for an unknown previous_response_id, "
+            "unsupported_tool for a tool_choice forcing a built-in tool, unsupported_parameter for background, "
+            "conversation or prompt. Body extensions: tenant_id, agent, thread_id, task_type, timeout.",
+            request=r.ResponseCreateRequest,
+            headers=s.CallHeaders,
+        ),
+        ("GET", "/v1/responses/{response_id}"): Operation(
+            "getResponse",
+            "A stored response (store: true) of this tenant",
+            "openai",
+            {"200": Reply("The Response object as it was sent", (r.ResponseObject,)), **errors("401"), **missing},
+            path_param=rid,
+        ),
+        ("DELETE", "/v1/responses/{response_id}"): Operation(
+            "deleteResponse",
+            "Delete a stored response of this tenant",
+            "openai",
+            {"200": Reply("Deleted", (r.ResponseDeleted,)), **errors("401"), **missing},
+            path_param=rid,
+        ),
+    }
+
+
 class _Components:
     """Collects the JSON Schemas of models (and their ``$defs``) under one name each."""
 
@@ -281,7 +335,7 @@ def _security(access: Access, config: GatewayConfig | None) -> list[dict[str, li
     return [{"bearer": []}, {"apiKey": []}, {"azureApiKey": []}]
 
 
-def _operation(op: Operation, config: GatewayConfig | None, comp: _Components) -> dict[str, Any]:
+def _operation(op: Operation, config: GatewayConfig | None, comp: _Components, path: str = "") -> dict[str, Any]:
     security = _security(op.access, config)
     out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag]}
     description = op.description
@@ -291,6 +345,11 @@ def _operation(op: Operation, config: GatewayConfig | None, comp: _Components) -
         out["description"] = description
     out["security"] = security
     params = []
+    if path.endswith("}"):  # a templated route: its last segment is the parameter
+        name = path[path.rindex("{") + 1 : -1]
+        params.append(
+            {"name": name, "in": "path", "required": True, "description": op.path_param, "schema": {"type": "string"}}
+        )
     if op.query is not None:
         params += comp.parameters(op.query, "query")
     if op.headers is not None:
@@ -336,7 +395,7 @@ def spec(config: GatewayConfig | None, routes: Iterable[tuple[str, str]]) -> dic
     comp = _Components()
     paths: dict[str, dict[str, Any]] = {}
     for method, path in served:
-        paths.setdefault(path, {})[method.lower()] = _operation(docs[(method, path)], config, comp)
+        paths.setdefault(path, {})[method.lower()] = _operation(docs[(method, path)], config, comp, path)
     return {
         "openapi": "3.1.0",
         "info": {
