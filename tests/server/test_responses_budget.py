@@ -66,7 +66,9 @@ def test_concurrent_responses_on_one_budget_never_overshoot_and_each_has_one_led
     refused = [r for r in results if r[0] != 200]
     assert ok and refused, (len(ok), len(refused))  # the cap is reached under the race
     for status, _, _, err in refused:
-        assert status == 429 and err["error"]["code"] == "budget_exceeded" and err["error"]["type"] == "insufficient_quota"
+        assert (
+            status == 429 and err["error"]["code"] == "budget_exceeded" and err["error"]["type"] == "insufficient_quota"
+        )
     spent = sum(r[1] for r in ok)
     assert spent <= CAP  # overshoot 0
     assert len(calls(mock)) - before == len(ok)  # refusals never reached a provider

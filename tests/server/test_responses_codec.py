@@ -11,7 +11,12 @@ from llm_connect.wire.inbound import openai_responses as c
 
 FN = {"type": "function", "name": "f", "parameters": {"type": "object", "properties": {}}, "strict": True}
 NS = {"type": "namespace", "name": "agents", "tools": [{"type": "function", "name": "spawn", "description": "d"}]}
-PATCH = {"type": "custom", "name": "apply_patch", "description": "Edit files", "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"}}
+PATCH = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Edit files",
+    "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"},
+}
 
 
 def ids(prefix: str) -> str:
@@ -19,11 +24,16 @@ def ids(prefix: str) -> str:
 
 
 def test_tools_become_chat_tools_and_built_ins_are_dropped_or_refused():
-    ts = c.parse_tools([FN, NS, PATCH, {"type": "web_search"}, {"type": "web_search"}, {"type": "mcp", "server_label": "x"}])
+    ts = c.parse_tools(
+        [FN, NS, PATCH, {"type": "web_search"}, {"type": "web_search"}, {"type": "mcp", "server_label": "x"}]
+    )
     names = [t["function"]["name"] for t in ts.chat]
     assert names == ["f", "agents__spawn", "apply_patch"]
     assert ts.chat[0]["function"]["strict"] is True
-    assert ts.chat[2]["function"]["parameters"]["required"] == ["input"] and "start: x" in ts.chat[2]["function"]["description"]
+    assert (
+        ts.chat[2]["function"]["parameters"]["required"] == ["input"]
+        and "start: x" in ts.chat[2]["function"]["description"]
+    )
     assert ts.dropped == ["web_search", "mcp"]
     assert [t["type"] for t in ts.echo] == ["function", "namespace", "custom"]
     assert ts.call_name("agents__spawn") == ("agents", "spawn", "function")
@@ -59,9 +69,9 @@ def test_tool_choice():
 def test_text_format():
     assert c.parse_text_format(None) == (None, {"format": {"type": "text"}})
     assert c.parse_text_format({"format": {"type": "json_object"}})[0] == {"type": "json_object"}
-    fmt, echo = c.parse_text_format({"format": {"type": "json_schema", "name": "n", "schema": {"type": "object"}}})
+    fmt, _ = c.parse_text_format({"format": {"type": "json_schema", "name": "n", "schema": {"type": "object"}}})
     assert fmt == {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}}
-    with pytest.raises(c.RequestProblem, match="text.format.schema"):
+    with pytest.raises(c.RequestProblem, match=r"text\.format\.schema"):
         c.parse_text_format({"format": {"type": "json_schema", "name": "n"}})
 
 
@@ -90,7 +100,10 @@ def test_input_items_become_chat_messages():
     msgs = c.to_messages(items, "be brief")
     assert msgs[0] == {"role": "system", "content": "be brief"}
     assert msgs[1] == {"role": "developer", "content": "rules"}
-    assert msgs[2]["content"][1] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}}
+    assert msgs[2]["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"},
+    }
     assistant = msgs[3]  # the reasoning item is not sent; both calls ride on the assistant turn before them
     assert assistant["content"] == "let me look"
     assert [t["function"]["name"] for t in assistant["tool_calls"]] == ["f", "agents__spawn"]
@@ -100,7 +113,9 @@ def test_input_items_become_chat_messages():
     ]
     assert json.loads(msgs[6]["tool_calls"][0]["function"]["arguments"]) == {"input": "*** patch"}
     assert msgs[7] == {"role": "tool", "tool_call_id": "c3", "content": "done"}
-    assert c.input_items("hi") == [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]
+    assert c.input_items("hi") == [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -130,7 +145,9 @@ def test_output_items_and_the_response_object():
     assert (out[0]["name"], out[0]["namespace"], out[0]["call_id"]) == ("spawn", "agents", "call_a")
     assert out[1]["input"] == "*** p" and "namespace" not in out[1]
     assert c.output_items("", None, ts, ids)[0]["content"][0]["text"] == ""  # an empty answer is one empty message
-    body = c.response_object("resp_1", 1, "m", {"store": True}, output=out, usage=c.usage_object(Usage(3, 4)), finish="length")
+    body = c.response_object(
+        "resp_1", 1, "m", {"store": True}, output=out, usage=c.usage_object(Usage(3, 4)), finish="length"
+    )
     assert body["status"] == "incomplete" and body["incomplete_details"] == {"reason": "max_output_tokens"}
     assert body["usage"]["total_tokens"] == 7 and "cost_usd" not in body["usage"]
     assert c.usage_object(Usage(1, 1), None, with_cost=True)["cost_usd"] is None

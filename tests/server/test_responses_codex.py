@@ -82,7 +82,9 @@ def test_codex_request_streams_the_events_codex_needs_in_its_order(gw, mock):
     assert len(names_sent) == 12 and "multi_agent_v1__spawn_agent" in names_sent and "exec_command" in names_sent
     assert sent["tool_choice"] == "auto"
     # store: false, as Codex sends it: nothing to retrieve
-    code, _, _ = http("GET", f"{gw.url}/v1/responses/{completed['id']}", headers={"Authorization": f"Bearer {ACME_KEY}"})
+    code, _, _ = http(
+        "GET", f"{gw.url}/v1/responses/{completed['id']}", headers={"Authorization": f"Bearer {ACME_KEY}"}
+    )
     assert code == 404
 
 

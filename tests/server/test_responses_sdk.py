@@ -81,7 +81,12 @@ def test_create_returns_the_response_object(client, mock, group):
         assert (r.usage.input_tokens, r.usage.output_tokens) == (7, 6)
     assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
     assert r.usage.input_tokens_details.cached_tokens == 0 and r.usage.output_tokens_details.reasoning_tokens == 0
-    assert (r.instructions, r.temperature, r.max_output_tokens, r.metadata) == ("Answer briefly.", 0.2, 50, {"ticket": "T-1"})
+    assert (r.instructions, r.temperature, r.max_output_tokens, r.metadata) == (
+        "Answer briefly.",
+        0.2,
+        50,
+        {"ticket": "T-1"},
+    )
     assert r.store is True and r.tool_choice == "auto" and r.tools == [] and r.previous_response_id is None
     assert raw.headers["x-llm-provider"] == fmt and raw.headers["x-llm-model"] == model
     sent = upstream_body(mock, fmt)
@@ -148,7 +153,11 @@ def test_tools_round_trip_through_previous_response_id(client, mock, group, stre
         kinds = [e.type for e in events]
         assert "response.function_call_arguments.delta" in kinds
         assert kinds.index("response.output_item.added") < kinds.index("response.function_call_arguments.delta")
-        assert kinds[-3:] == ["response.function_call_arguments.done", "response.output_item.done", "response.completed"]
+        assert kinds[-3:] == [
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
     else:
         r = client.responses.create(**ask)
     calls = [o for o in r.output if o.type == "function_call"]
@@ -232,7 +241,12 @@ def test_another_tenants_response_is_not_found(gw, client):
 
 
 def test_text_format_json_schema_reaches_the_upstream(client, mock):
-    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
     fmt = {"type": "json_schema", "name": "thing", "schema": schema, "strict": True}
     r = client.responses.create(model="plain", input="give json", text={"format": fmt})
     sent = upstream_body(mock, "openai")["response_format"]

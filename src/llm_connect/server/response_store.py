@@ -73,7 +73,9 @@ class ResponseStore(ABC):
         self._writes = 0
 
     @staticmethod
-    def open(target: str | os.PathLike[str], *, table: str = "llm_responses", ttl_days: float | None = 30) -> ResponseStore:
+    def open(
+        target: str | os.PathLike[str], *, table: str = "llm_responses", ttl_days: float | None = 30
+    ) -> ResponseStore:
         """``postgresql://…`` -> PostgresResponseStore; ``sqlite:///path`` or a file path -> SqliteResponseStore.
         Creates the table (raises on a database that cannot be reached or written)."""
         s = os.fspath(target)
@@ -117,7 +119,7 @@ class ResponseStore(ABC):
             if conn is not None:
                 try:
                     conn.close()
-                except Exception:  # noqa: S110 - closing a broken connection
+                except Exception:
                     pass
             raise
 
@@ -174,7 +176,7 @@ class ResponseStore(ABC):
 
         try:
             self._pool.submit(shut).result(timeout=10)
-        except Exception:  # noqa: S110 - best effort at shutdown
+        except Exception:
             pass
         self._pool.shutdown(wait=True)
 

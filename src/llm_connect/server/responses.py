@@ -149,9 +149,7 @@ def parse_responses(
         budget=budget,
         endpoint="/v1/responses",
     )
-    plan = ResponsesPlan(
-        items, instructions, tools, echo, stream=stream, store=store, previous_response_id=previous
-    )
+    plan = ResponsesPlan(items, instructions, tools, echo, stream=stream, store=store, previous_response_id=previous)
     return spec, plan
 
 
@@ -211,7 +209,9 @@ async def handle_create(engine: Engine, req: Request) -> Response | None:
     if not plan.stream:
         resp = await req.unless_gone(engine.complete(prep))
         body = _body(resp, resp_id, created, plan)
-        await _save(keep, StoredResponse(resp_id, tenant, created, resp.model, body, history + plan.items + body["output"]))
+        await _save(
+            keep, StoredResponse(resp_id, tenant, created, resp.model, body, history + plan.items + body["output"])
+        )
         headers = llm_headers(resp.provider, resp.model, resp.cost_usd) + _headers(plan)
         return Response(200, orjson.dumps(body), headers=headers)
     events = _Events(resp_id, created, plan, keep, tenant, history)
@@ -314,7 +314,14 @@ class _Events:
         self.items.append(item)
         part = item["content"][0]
         return (
-            self._ev("response.output_text.done", item_id=item_id, output_index=index, content_index=0, text=text, logprobs=[])
+            self._ev(
+                "response.output_text.done",
+                item_id=item_id,
+                output_index=index,
+                content_index=0,
+                text=text,
+                logprobs=[],
+            )
             + self._ev("response.content_part.done", item_id=item_id, output_index=index, content_index=0, part=part)
             + self._ev("response.output_item.done", output_index=index, item=item)
         )
@@ -326,8 +333,12 @@ class _Events:
         done = codec.call_item(item["id"], item["call_id"], item["_upstream"], args, self.plan.tools)
         self.items.append(done)
         if done["type"] == "custom_tool_call":  # its input is known once the arguments are whole
-            out = self._ev("response.custom_tool_call_input.delta", item_id=item["id"], output_index=index, delta=done["input"])
-            out += self._ev("response.custom_tool_call_input.done", item_id=item["id"], output_index=index, input=done["input"])
+            out = self._ev(
+                "response.custom_tool_call_input.delta", item_id=item["id"], output_index=index, delta=done["input"]
+            )
+            out += self._ev(
+                "response.custom_tool_call_input.done", item_id=item["id"], output_index=index, input=done["input"]
+            )
         else:
             out = self._ev(
                 "response.function_call_arguments.done",
@@ -351,7 +362,9 @@ class _Events:
             index = self.next_index
             self.next_index += 1
             upstream = fn.get("name") or ""
-            item = codec.call_item(_new_id("fc"), d.get("id") or _new_id("call"), upstream, "", self.plan.tools, "in_progress")
+            item = codec.call_item(
+                _new_id("fc"), d.get("id") or _new_id("call"), upstream, "", self.plan.tools, "in_progress"
+            )
             announced = dict(item)
             item["_upstream"] = upstream
             call = self.calls[idx] = [index, item, [], True]
@@ -360,7 +373,9 @@ class _Events:
         if args and call[3]:
             call[2].append(args)
             if call[1]["type"] == "function_call":
-                out += self._ev("response.function_call_arguments.delta", item_id=call[1]["id"], output_index=call[0], delta=args)
+                out += self._ev(
+                    "response.function_call_arguments.delta", item_id=call[1]["id"], output_index=call[0], delta=args
+                )
         return out
 
     # -- StreamEncoder ----------------------------------------------------------------------------
@@ -388,9 +403,7 @@ class _Events:
         if not self.items and self.msg is None and not self.calls:
             out += self._open_message()  # an empty answer is still one (empty) message
         out += self._close_message() + self._close_open_calls()
-        body = self._response(
-            "completed", output=self.items, usage=codec.usage_object(usage), finish=finish
-        )
+        body = self._response("completed", output=self.items, usage=codec.usage_object(usage), finish=finish)
         if self.store is not None:
             rec = StoredResponse(
                 self.resp_id, self.tenant, self.created, self.model, body, self.history + self.plan.items + self.items

@@ -130,7 +130,9 @@ class ResponseCreateRequest(BaseModel):
     text: ResponseTextConfig | None = None
     reasoning: ResponseReasoning | None = None
     parallel_tool_calls: StrictBool | None = Field(None, description="Echoed; the provider's default applies")
-    metadata: dict[str, Any] | None = Field(None, description="Kept in the ledger as openai_metadata; " + _METADATA_LIMITS)
+    metadata: dict[str, Any] | None = Field(
+        None, description="Kept in the ledger as openai_metadata; " + _METADATA_LIMITS
+    )
     tenant_id: Ident | None = Field(None, description="Extension: the tenant (the admin key or auth off)")
     agent: Text | None = Field(None, description="Extension: the calling agent, for accounting")
     thread_id: Ident | None = Field(None, description="Extension: per-thread budget (budgets.max_tokens_per_thread)")
