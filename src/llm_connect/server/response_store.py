@@ -20,19 +20,20 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from ..errors import LLMConfigurationError
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = [
     "PostgresResponseStore",
@@ -68,6 +69,8 @@ class ResponseStore(ABC):
             raise LLMConfigurationError(f"response store table name {table!r} is not a plain SQL identifier")
         self.table = table
         self.ttl = None if ttl_days is None else float(ttl_days) * 86400.0
+        from concurrent.futures import ThreadPoolExecutor  # imported when a store is opened, not at start-up
+
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-connect-responses")
         self._local = threading.local()
         self._writes = 0
@@ -195,6 +198,8 @@ class SqliteResponseStore(ResponseStore):
         super().__init__(table=table, ttl_days=ttl_days)
         if str(path) == ":memory:":
             raise LLMConfigurationError("the SQLite response store needs a file")
+        import sqlite3
+
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
@@ -221,6 +226,8 @@ class SqliteResponseStore(ResponseStore):
         return f"SqliteResponseStore({str(self.path)!r})"
 
     def _connect(self) -> sqlite3.Connection:
+        import sqlite3
+
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
