@@ -57,8 +57,8 @@ class Operation:
     query: type[BaseModel] | None = None
     headers: type[BaseModel] | None = None
     access: Access = "key"
-    #: the description of a templated route's path parameter (``/v1/responses/{response_id}``)
-    path_param: str = ""
+    #: the parameters of a templated path (``/v1/models/{model}``): one required field per ``{name}``
+    path: type[BaseModel] | None = None
 
 
 _ERROR_CODES: Mapping[str, str] = MappingProxyType(
@@ -150,6 +150,36 @@ def operations() -> dict[tuple[str, str], Operation]:
             "openai",
             {"200": Reply("An OpenAI model list", (s.ModelList,)), **errors("401")},
         ),
+        ("GET", "/v1/models/{model}"): Operation(
+            "retrieveModel",
+            "One model: what it is, what it can do, its deployments (admin key)",
+            "openai",
+            {"200": Reply("An OpenAI model object", (s.ModelEntry,)), **errors("401", "404")},
+            description="404 model_not_found also for a name the key may not use.",
+            path=s.ModelPath,
+        ),
+        ("POST", "/v1/embeddings"): Operation(
+            "createEmbedding",
+            "Embeddings (OpenAI shape; float or base64 vectors)",
+            "openai",
+            {
+                "200": Reply(
+                    "One vector per input string, in order",
+                    (s.CreateEmbeddingResponse,),
+                    headers={
+                        "x-llm-provider": "The provider that answered",
+                        "x-llm-model": "The model that answered",
+                        "x-llm-cost-usd": "The call's cost (input tokens), a decimal string (when the price is known)",
+                    },
+                ),
+                **errors(*_CALL_ERRORS),
+            },
+            description="The official OpenAI SDKs' embeddings.create works unchanged. Routed, budgeted (input "
+            "tokens) and recorded like a chat call; dimensions is passed to the provider; a model that cannot "
+            "embed is a 400 (code unsupported). Body extensions: tenant_id, agent, thread_id, task_type, timeout.",
+            request=s.EmbeddingRequest,
+            headers=s.CallHeaders,
+        ),
         ("POST", "/execute"): Operation(
             "execute",
             "The bridge's request and response over HTTP (seed FR-1)",
@@ -240,7 +270,6 @@ def _responses(errors: Any) -> dict[tuple[str, str], Operation]:
     from . import schemas as s
     from . import schemas_responses as r
 
-    rid = "The id of a stored response (resp_...) of the caller's tenant"
     missing = {"404": Reply("response_not_found: unknown, expired, deleted or another tenant's", (s.ErrorResponse,))}
     return {
         ("POST", "/v1/responses"): Operation(
@@ -274,14 +303,14 @@ def _responses(errors: Any) -> dict[tuple[str, str], Operation]:
             "A stored response (store: true) of this tenant",
             "openai",
             {"200": Reply("The Response object as it was sent", (r.ResponseObject,)), **errors("401"), **missing},
-            path_param=rid,
+            path=r.ResponseIdPath,
         ),
         ("DELETE", "/v1/responses/{response_id}"): Operation(
             "deleteResponse",
             "Delete a stored response of this tenant",
             "openai",
             {"200": Reply("Deleted", (r.ResponseDeleted,)), **errors("401"), **missing},
-            path_param=rid,
+            path=r.ResponseIdPath,
         ),
     }
 
@@ -335,7 +364,7 @@ def _security(access: Access, config: GatewayConfig | None) -> list[dict[str, li
     return [{"bearer": []}, {"apiKey": []}, {"azureApiKey": []}]
 
 
-def _operation(op: Operation, config: GatewayConfig | None, comp: _Components, path: str = "") -> dict[str, Any]:
+def _operation(op: Operation, config: GatewayConfig | None, comp: _Components) -> dict[str, Any]:
     security = _security(op.access, config)
     out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "tags": [op.tag]}
     description = op.description
@@ -345,11 +374,8 @@ def _operation(op: Operation, config: GatewayConfig | None, comp: _Components, p
         out["description"] = description
     out["security"] = security
     params = []
-    if path.endswith("}"):  # a templated route: its last segment is the parameter
-        name = path[path.rindex("{") + 1 : -1]
-        params.append(
-            {"name": name, "in": "path", "required": True, "description": op.path_param, "schema": {"type": "string"}}
-        )
+    if op.path is not None:
+        params += comp.parameters(op.path, "path")
     if op.query is not None:
         params += comp.parameters(op.query, "query")
     if op.headers is not None:
@@ -395,7 +421,7 @@ def spec(config: GatewayConfig | None, routes: Iterable[tuple[str, str]]) -> dic
     comp = _Components()
     paths: dict[str, dict[str, Any]] = {}
     for method, path in served:
-        paths.setdefault(path, {})[method.lower()] = _operation(docs[(method, path)], config, comp, path)
+        paths.setdefault(path, {})[method.lower()] = _operation(docs[(method, path)], config, comp)
     return {
         "openapi": "3.1.0",
         "info": {

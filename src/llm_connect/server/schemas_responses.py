@@ -20,6 +20,7 @@ __all__ = [
     "ResponseCustomToolCall",
     "ResponseDeleted",
     "ResponseFunctionCall",
+    "ResponseIdPath",
     "ResponseInputItem",
     "ResponseObject",
     "ResponseOutputMessage",
@@ -299,3 +300,9 @@ class ResponseDeleted(BaseModel):
     id: str
     object: Literal["response"]
     deleted: Literal[True]
+
+
+class ResponseIdPath(BaseModel):
+    """The path of ``GET`` / ``DELETE /v1/responses/{response_id}``."""
+
+    response_id: str = Field(description="The id of a stored response (resp_...) of the caller's tenant")
