@@ -146,3 +146,19 @@ def test_a_gateway_on_a_postgresql_store(mock, tmp_path):
     finally:
         gw.stop()
         _drop(table)
+
+
+def test_a_store_that_cannot_be_opened_is_a_503_not_a_500(mock, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    cfg = base_config(mock, tmp_path, responses={"store": str(blocker / "responses.sqlite3")})
+    gw = GatewayProc(cfg, tmp_path).start()
+    try:
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key=ACME_KEY, max_retries=0) as c:
+            with pytest.raises(openai.InternalServerError) as e:
+                c.responses.create(model="plain", input="hi")
+            assert e.value.status_code == 503 and e.value.body["code"] == "configuration_error"
+            assert "response store" in e.value.body["message"]
+            assert c.responses.create(model="plain", input="hi", store=False).output_text  # nothing to store: served
+    finally:
+        gw.stop()

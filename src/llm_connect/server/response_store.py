@@ -340,7 +340,16 @@ class ResponseStoreHolder:
         async with self._lock:
             if self.store is None:
                 url = self.url
-                self.store = await asyncio.to_thread(ResponseStore.open, url, table=self.table, ttl_days=self.ttl_days)
+                try:
+                    self.store = await asyncio.to_thread(
+                        ResponseStore.open, url, table=self.table, ttl_days=self.ttl_days
+                    )
+                except LLMConfigurationError:
+                    raise
+                except Exception as exc:  # a database that cannot be reached or written: 503, tried again next time
+                    raise LLMConfigurationError(
+                        f"the response store cannot be opened ({type(exc).__name__}: {exc})".replace("\n", " ")
+                    ) from None
         return self.store
 
     def close(self) -> None:
