@@ -13,6 +13,7 @@ Sections (all optional; see docs/gateway.md for the full reference)::
     server      host, port, workers, max_body_bytes, request_timeout, log_level, access_log, public_metrics, docs
     redis       url, namespace                   -> shared budgets, rate limits, router cooldowns
     ledger      url ("default" | path | sqlite:///path | postgresql://... | "off"), synchronous, table
+    responses   store ("default" | path | sqlite:///path | postgresql://... | "off"), table, ttl_days, builtin_tools
     providers   {name: {api_key, api_base, options}}  credentials used by deployments and explicit models
     router      passed to Router.from_config (groups, fallbacks, strategy, retry, cooldown, ...)
     policies    passed to RoutingPolicy.from_config
@@ -39,6 +40,7 @@ from .loader import (
     GatewayConfig,
     LedgerConfig,
     ProviderConfig,
+    ResponsesConfig,
     TenantConfig,
     hash_key,
     interpolate,
@@ -58,6 +60,7 @@ __all__ = [
     "LedgerConfig",
     "ProviderConfig",
     "RedisConfig",
+    "ResponsesConfig",
     "ServerConfig",
     "TenantConfig",
     "hash_key",

@@ -25,6 +25,7 @@ __all__ = [
     "GatewayConfig",
     "LedgerConfig",
     "ProviderConfig",
+    "ResponsesConfig",
     "TenantConfig",
     "hash_key",
     "interpolate",
@@ -114,6 +115,16 @@ class LedgerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponsesConfig:
+    #: a file path, sqlite:///path, postgresql://...; None = nothing is stored
+    store: str | None
+    table: str = "llm_responses"
+    ttl_days: float | None = 30
+    #: "drop" or "refuse" (the tools OpenAI runs itself)
+    builtin_tools: str = "drop"
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderConfig:
     name: str
     api_key: str | None = field(default=None, repr=False)
@@ -151,6 +162,7 @@ class GatewayConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     redis: RedisConfig | None = None
     ledger: LedgerConfig | None = None
+    responses: ResponsesConfig = field(default_factory=lambda: ResponsesConfig(None))
     providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
     router: Mapping[str, Any] | None = None
     policies: Any = None
@@ -339,6 +351,16 @@ def _ledger(cfg: ConfigFile) -> LedgerConfig | None:
     return LedgerConfig(url, cfg.ledger.synchronous, cfg.ledger.table)
 
 
+def _responses(cfg: ConfigFile) -> ResponsesConfig:
+    r = cfg.responses
+    url = r.store
+    if url == "default":  # next to the ledger's default file
+        from ..paths import data_dir
+
+        url = str(data_dir() / "responses.sqlite3")
+    return ResponsesConfig(url, r.table, r.ttl_days, r.builtin_tools)
+
+
 def _key_hash(plain: str | None, hashed: str | None) -> str | None:
     return hashed if hashed is not None else (hash_key(plain) if plain is not None else None)
 
@@ -411,6 +433,7 @@ def parse_config(
         server=cfg.server,
         redis=cfg.redis,
         ledger=_ledger(cfg),
+        responses=_responses(cfg),
         providers=MappingProxyType(
             {
                 str(n).lower(): ProviderConfig(

@@ -32,6 +32,7 @@ __all__ = [
     "PriceEntry",
     "ProviderEntry",
     "RedisConfig",
+    "ResponsesSection",
     "RouterSection",
     "ServerConfig",
     "TenantEntry",
@@ -142,6 +143,40 @@ class LedgerSection(Section):
         return data
 
     @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v and not v.lower().startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise problem(f"must be a file path, sqlite:///path or postgresql://..., got {v!r}")
+        return v
+
+
+class ResponsesSection(Section):
+    """The Responses API (``POST /v1/responses``): where ``store: true`` responses are kept, and the rule for
+    built-in tools (docs/responses.md)."""
+
+    store: Annotated[str | None, BeforeValidator(_none_word)] = Field(
+        "default",
+        description="default (responses.sqlite3 in the data directory) | /path/responses.sqlite3 | sqlite:///path | "
+        "postgresql://… | off (nothing stored: previous_response_id and GET /v1/responses/{id} find nothing)",
+    )
+    table: str = Field("llm_responses", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", description="table name")
+    ttl_days: Annotated[float | None, BeforeValidator(_none_word)] = Field(
+        30, gt=0, description="stored responses are kept this many days (OpenAI keeps them 30); none: for ever"
+    )
+    builtin_tools: Annotated[Literal["drop", "refuse"], BeforeValidator(_lower)] = Field(
+        "drop",
+        description="tools OpenAI runs itself (web_search, file_search, ...): drop them from what the model sees "
+        "and name them in the x-llm-tools-dropped header, or refuse the request (400)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _store_alone(cls, data: Any) -> Any:
+        if data is False or isinstance(data, str):
+            return {"store": "off" if data is False else data}
+        return data
+
+    @field_validator("store")
     @classmethod
     def _known_scheme(cls, v: str | None) -> str | None:
         if v is not None and "://" in v and not v.lower().startswith(("sqlite:///", "postgresql://", "postgres://")):
@@ -512,6 +547,9 @@ class ConfigFile(Section):
     )
     ledger: Annotated[LedgerSection, _input(LedgerSection | str | bool)] = Field(
         default_factory=LedgerSection, description="a URL / path / off, or {url, synchronous, table}"
+    )
+    responses: Annotated[ResponsesSection, _input(ResponsesSection | str | bool)] = Field(
+        default_factory=ResponsesSection, description="the Responses API's store (a URL / path / off) and tool rule"
     )
     providers: dict[str, ProviderEntry] = Field(default_factory=dict)
     router: RouterSection | None = None

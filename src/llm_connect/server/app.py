@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from ..config import GatewayConfig, load_config
-from . import admin, complete, embeddings, execute, openai
+from . import admin, complete, embeddings, execute, openai, responses
 from .asgi import ClientGone, Receive, Request, Response, Scope, Send
 from .engine import Engine
 from .errors import ApiError, RedactingFilter, from_exception, log
@@ -66,6 +66,9 @@ ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType(
         ("GET", "/v1/models"): openai.handle_models,
         ("GET", "/v1/models/{model}"): openai.handle_model,
         ("POST", "/v1/embeddings"): embeddings.handle_embeddings,
+        ("POST", "/v1/responses"): responses.handle_create,
+        ("GET", "/v1/responses/{response_id}"): responses.handle_retrieve,
+        ("DELETE", "/v1/responses/{response_id}"): responses.handle_delete,
         ("POST", "/execute"): execute.handle_execute,
         ("POST", "/complete"): complete.handle_complete,
         ("POST", "/count_tokens"): complete.handle_count_tokens,

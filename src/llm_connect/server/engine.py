@@ -129,6 +129,11 @@ class Engine:
         self.request_timeout = config.server.request_timeout
         #: the body of GET /openapi.json, built on its first request
         self.openapi_json: bytes | None = None
+        from .response_store import ResponseStoreHolder
+
+        rc = config.responses
+        #: the Responses API's stored responses (opened on first use)
+        self.responses = ResponseStoreHolder(rc.store, table=rc.table, ttl_days=rc.ttl_days)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def build(self) -> None:
@@ -280,6 +285,7 @@ class Engine:
                     log.debug("close failed: %s", exc)
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
+        await asyncio.to_thread(self.responses.close)
         import sys
 
         if "llm_connect.transport" in sys.modules:  # close the HTTP pool only if something opened it

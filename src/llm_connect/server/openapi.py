@@ -135,6 +135,7 @@ def operations() -> dict[tuple[str, str], Operation]:
     )
     text_schema = {"type": "string"}
     return {
+        **_responses(errors),
         ("POST", "/v1/chat/completions"): chat,
         ("POST", "/chat/completions"): _same_as(
             chat,
@@ -260,6 +261,56 @@ def operations() -> dict[tuple[str, str], Operation]:
                 "404": Reply("not_found: server.docs is false", (s.ErrorResponse,)),
             },
             access="public",
+        ),
+    }
+
+
+def _responses(errors: Any) -> dict[tuple[str, str], Operation]:
+    """The Responses API's routes (llm_connect.server.responses)."""
+    from . import schemas as s
+    from . import schemas_responses as r
+
+    missing = {"404": Reply("response_not_found: unknown, expired, deleted or another tenant's", (s.ErrorResponse,))}
+    return {
+        ("POST", "/v1/responses"): Operation(
+            "createResponse",
+            "Create a response (OpenAI Responses API; SSE when stream is true)",
+            "openai",
+            {
+                "200": Reply(
+                    "A Response object, or with stream: true a text/event-stream of typed events (response.created, "
+                    "response.output_item.added, response.output_text.delta, ..., response.completed)",
+                    (r.ResponseObject,),
+                    stream=r.ResponseStreamEvent,
+                    headers={
+                        "x-llm-provider": "The provider that answered (not on streams)",
+                        "x-llm-model": "The model that answered",
+                        "x-llm-cost-usd": "The call's cost, a decimal string (when the price is known; not on streams)",
+                        "x-llm-tools-dropped": "The built-in tool types left out of the call (responses.builtin_tools)",
+                    },
+                ),
+                **errors(*_CALL_ERRORS),
+            },
+            description="The official OpenAI SDKs and Codex work unchanged. Any upstream serves it (the call goes "
+            "through the core contract). 400 previous_response_not_found for an unknown previous_response_id, "
+            "unsupported_tool for a tool_choice forcing a built-in tool, unsupported_parameter for background, "
+            "conversation or prompt. Body extensions: tenant_id, agent, thread_id, task_type, timeout.",
+            request=r.ResponseCreateRequest,
+            headers=s.CallHeaders,
+        ),
+        ("GET", "/v1/responses/{response_id}"): Operation(
+            "getResponse",
+            "A stored response (store: true) of this tenant",
+            "openai",
+            {"200": Reply("The Response object as it was sent", (r.ResponseObject,)), **errors("401"), **missing},
+            path=r.ResponseIdPath,
+        ),
+        ("DELETE", "/v1/responses/{response_id}"): Operation(
+            "deleteResponse",
+            "Delete a stored response of this tenant",
+            "openai",
+            {"200": Reply("Deleted", (r.ResponseDeleted,)), **errors("401"), **missing},
+            path=r.ResponseIdPath,
         ),
     }
 
