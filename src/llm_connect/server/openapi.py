@@ -180,16 +180,6 @@ def operations() -> dict[tuple[str, str], Operation]:
         headers=s.CallHeaders,
     )
     return {
-        ("POST", "/v1/messages"): messages,
-        ("POST", "/v1/messages/count_tokens"): Operation(
-            "countMessageTokens",
-            "Count a Messages request's input tokens (Anthropic shape; nothing is billed)",
-            "anthropic",
-            {"200": Reply("The count", (s.AnthropicTokenCount,)), **anthropic_errors},
-            description="An Anthropic deployment is asked its own count_tokens endpoint (its estimate plus a "
-            "margin of 1 % + 8 tokens); other models are counted by their tokenizer or bounded from above.",
-            request=s.AnthropicCountTokensRequest,
-        ),
         ("POST", "/v1/chat/completions"): chat,
         ("POST", "/chat/completions"): _same_as(
             chat,
@@ -243,6 +233,16 @@ def operations() -> dict[tuple[str, str], Operation]:
             description="Exact where the model's tokenizer or its provider's count endpoint is at hand, else "
             "an upper bound (exact: false). The agents use it to size calls near a thread budget's cap.",
             request=s.CountTokensRequest,
+        ),
+        ("POST", "/v1/messages"): messages,
+        ("POST", "/v1/messages/count_tokens"): Operation(
+            "countMessageTokens",
+            "Count a Messages request's input tokens (Anthropic shape; nothing is billed)",
+            "anthropic",
+            {"200": Reply("The count", (s.AnthropicTokenCount,)), **anthropic_errors},
+            description="An Anthropic deployment is asked its own count_tokens endpoint (its estimate plus a "
+            "margin of 1 % + 8 tokens); other models are counted by their tokenizer or bounded from above.",
+            request=s.AnthropicCountTokensRequest,
         ),
         ("GET", "/v1/usage"): Operation(
             "getUsage",
