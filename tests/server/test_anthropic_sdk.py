@@ -407,3 +407,20 @@ def test_rate_limits_and_budgets_are_rate_limit_errors(gw):
         tiny.messages.create(model="plain", max_tokens=500, messages=[{"role": "user", "content": "w " * 40}])
     assert budget.value.body["error"]["type"] == "rate_limit_error"
     assert "budget" in budget.value.body["error"]["message"]
+
+
+def test_delegation_headers_work_as_on_chat(gw):
+    chain = {"X-LLM-Budget-Id": "msg-chain", "X-LLM-Budget-Tokens": "80"}
+    ok = 0
+    with anthropic.Anthropic(base_url=gw.url, api_key=ACME_KEY, max_retries=0, default_headers=chain) as c:
+        with pytest.raises(anthropic.RateLimitError) as info:
+            for _ in range(20):
+                c.messages.create(model="plain", max_tokens=10, messages=USER)
+                ok += 1
+    assert ok >= 2 and "delegated" in info.value.body["error"]["message"]
+    with anthropic.Anthropic(base_url=gw.url, api_key=ACME_KEY, max_retries=0) as c:
+        with pytest.raises(anthropic.BadRequestError) as unknown:  # Anthropic's 400 for the chat routes' 422
+            c.messages.create(
+                model="plain", max_tokens=10, messages=USER, extra_headers={"X-LLM-Budget-Id": "no-such-chain"}
+            )
+    assert unknown.value.body["error"]["type"] == "invalid_request_error"
