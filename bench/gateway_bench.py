@@ -78,8 +78,10 @@ async def main():
 asyncio.run(main())
 """
 
-# nginx answers every POST from memory; $request_id (32 random hex digits) keeps each reply's id unique
-NGINX_CONF = """\
+
+def nginx_conf(work: Path, port: int, locations: str) -> str:
+    """nginx as an instant upstream on ``port`` (its files under ``work``) with ``locations`` (nginx text)."""
+    return f"""\
 daemon off;
 master_process off;
 worker_processes 1;
@@ -96,15 +98,21 @@ http {{
     scgi_temp_path {work}/nginx-scgi;
     server {{
         listen 127.0.0.1:{port} backlog=1024;
-        location / {{
-            default_type application/json;
-            return 200 '{{"id":"chatcmpl-$request_id","object":"chat.completion","created":1,"model":"gpt-4o-mini",\
-"choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}},"finish_reason":"stop"}}],\
-"usage":{{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}}}';
-        }}
+        default_type application/json;
+{locations}
     }}
 }}
 """
+
+
+#: every POST answered with a chat completion from memory; $request_id (32 random hex digits) keeps each reply's
+#: id unique
+CHAT_LOCATION = """\
+        location / {
+            return 200 '{"id":"chatcmpl-$request_id","object":"chat.completion","created":1,"model":"gpt-4o-mini",\
+"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],\
+"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}';
+        }"""
 
 FLOOR = r"""
 import os, sys, aiohttp, uvicorn
@@ -223,10 +231,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk_rps(url: str, headers: dict[str, str], duration: float, conns: int = 32) -> tuple[float, str]:
+def wrk_rps(
+    url: str, headers: dict[str, str], duration: float, conns: int = 32, body: bytes = BODY
+) -> tuple[float, str]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write('wrk.method = "POST"\n')
-        f.write(f"wrk.body = {orjson.dumps(BODY.decode()).decode()}\n")
+        f.write(f"wrk.body = {orjson.dumps(body.decode()).decode()}\n")
         for k, v in {"Content-Type": "application/json", **headers}.items():
             f.write(f'wrk.headers["{k}"] = "{v}"\n')
         script = f.name
@@ -248,7 +258,7 @@ def wrk_rps(url: str, headers: dict[str, str], duration: float, conns: int = 32)
     return float(m.group(1)), "wrk"
 
 
-async def loop_rps(url: str, headers: dict[str, str], duration: float, conns: int = 32) -> float:
+async def loop_rps(url: str, headers: dict[str, str], duration: float, conns: int = 32, body: bytes = BODY) -> float:
     done = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conns)) as s:
         stop = time.perf_counter() + duration
@@ -256,7 +266,7 @@ async def loop_rps(url: str, headers: dict[str, str], duration: float, conns: in
         async def worker() -> None:
             nonlocal done
             while time.perf_counter() < stop:
-                async with s.post(url, data=BODY, headers=headers) as r:
+                async with s.post(url, data=body, headers=headers) as r:
                     await r.read()
                 done += 1
 
@@ -265,14 +275,14 @@ async def loop_rps(url: str, headers: dict[str, str], duration: float, conns: in
         return done / (time.perf_counter() - t0)
 
 
-def rps(url: str, headers: dict[str, str], duration: float, pid: int) -> tuple[float, str, float]:
+def rps(url: str, headers: dict[str, str], duration: float, pid: int, body: bytes = BODY) -> tuple[float, str, float]:
     """(requests/s, tool, server CPU µs per request) at 32 connections."""
     c0 = cpu_seconds(pid)
     t0 = time.perf_counter()
     if shutil.which("wrk"):
-        r, tool = wrk_rps(url, headers, duration)
+        r, tool = wrk_rps(url, headers, duration, body=body)
     else:
-        r, tool = asyncio.run(loop_rps(url, headers, duration)), "aiohttp loop"
+        r, tool = asyncio.run(loop_rps(url, headers, duration, body=body)), "aiohttp loop"
     wall = time.perf_counter() - t0
     # the warm-up second of wrk is included in both CPU and wall time: scale by the measured rate
     cpu_us = (cpu_seconds(pid) - c0) / max(1.0, r * wall) * 1e6
@@ -303,9 +313,11 @@ def gateway_config(work: Path, upstream: str, sync: str) -> Path:
     return path
 
 
-def measure(name: str, url: str, headers: dict[str, str], args: argparse.Namespace, pid: int) -> dict[str, float]:
-    lat = asyncio.run(sequential(url, headers, args.seq))
-    r, tool, cpu = rps(url, headers, args.duration, pid)
+def measure(
+    name: str, url: str, headers: dict[str, str], args: argparse.Namespace, pid: int, body: bytes = BODY
+) -> dict[str, float]:
+    lat = asyncio.run(sequential(url, headers, args.seq, body))
+    r, tool, cpu = rps(url, headers, args.duration, pid, body)
     row = {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "rps": r, "cpu": cpu}
     print(
         f"  {name:<24} p50 {row['p50']:.3f} ms  p99 {row['p99']:.3f} ms  {r:,.0f} req/s ({tool})  {cpu:.0f} CPU-µs/req",
@@ -320,7 +332,7 @@ def start_upstream(choice: str, work: Path, port: int, py: str) -> Proc:
         raise SystemExit("nginx not found: apt-get install nginx-light (or pass --upstream python)")
     if choice != "python" and nginx is not None:
         conf = work / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(work=work, port=port))
+        conf.write_text(nginx_conf(work, port, CHAT_LOCATION))
         return Proc([nginx, "-c", str(conf), "-e", "stderr"], port, "/v1/chat/completions", method="POST", body=b"{}")
     return Proc([py, "-c", UPSTREAM, str(port)], port, "/v1/chat/completions", method="POST", body=b"{}")
 

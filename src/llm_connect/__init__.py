@@ -24,6 +24,7 @@ __all__ = [
     "BudgetWarning",
     "ConfigError",
     "Deployment",
+    "EmbeddingResponse",
     "FakeAdapter",
     "FakeBackend",
     "FakeReply",
@@ -33,6 +34,7 @@ __all__ = [
     "LLMAuthenticationError",
     "LLMBackend",
     "LLMBudgetExceededError",
+    "LLMCapabilityError",
     "LLMConfigurationError",
     "LLMContentFilterError",
     "LLMContextWindowExceededError",
@@ -86,6 +88,7 @@ _EXPORTS = {
     "BudgetWarning": "budget",
     "ConfigError": "config",
     "Deployment": "routing",
+    "EmbeddingResponse": "embeddings",
     "FakeAdapter": "providers.fake",
     "FakeBackend": "testing.fake_backend",
     "FakeReply": "providers.fake",
@@ -95,6 +98,7 @@ _EXPORTS = {
     "LLMAuthenticationError": "errors",
     "LLMBackend": "adapter",
     "LLMBudgetExceededError": "errors",
+    "LLMCapabilityError": "errors",
     "LLMConfigurationError": "errors",
     "LLMContentFilterError": "errors",
     "LLMContextWindowExceededError": "errors",
@@ -167,11 +171,13 @@ if TYPE_CHECKING:
         ThreadBudgetRegistry,
     )
     from .config import ConfigError, GatewayConfig, load_config
+    from .embeddings import EmbeddingResponse
     from .errors import (
         Attempt,
         BudgetExhaustedError,
         LLMAuthenticationError,
         LLMBudgetExceededError,
+        LLMCapabilityError,
         LLMConfigurationError,
         LLMContentFilterError,
         LLMContextWindowExceededError,

@@ -10,6 +10,10 @@ it in the default executor (seed FR-3). Either method must be implemented.
 
 Every adapter also satisfies seed 004's ``LLMBackend`` protocol: ``model``, ``timeout`` and
 ``async generate(prompt) -> LLMResult``.
+
+Embeddings: ``aembed(texts, config, dimensions=None) -> EmbeddingResponse`` and its sync facade ``embed``.
+An adapter that has no embedding API leaves ``supports_embeddings`` False and raises
+:class:`LLMCapabilityError` (before any provider call).
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ import time
 from abc import ABC
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from .errors import LLMTimeoutError, LLMUsageError
+from .errors import LLMCapabilityError, LLMTimeoutError, LLMUsageError
 from .types import LLMResponse, Prompt, RunConfig, StreamChunk
+
+if TYPE_CHECKING:
+    from .embeddings import EmbeddingInput, EmbeddingResponse
 
 __all__ = ["LLMAdapter", "LLMBackend", "LLMResult", "SyncRunner"]
 
@@ -161,6 +168,8 @@ class LLMAdapter(ABC):  # noqa: B024 - "implement one of two" is checked in __in
     model: str = ""
     #: default wall-clock cap in seconds for ``generate`` and for calls whose RunConfig sets no timeout
     timeout: float = 120.0
+    #: whether :meth:`aembed` can succeed here (a router: whether any of its deployments may embed)
+    supports_embeddings: bool = False
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -206,6 +215,24 @@ class LLMAdapter(ABC):  # noqa: B024 - "implement one of two" is checked in __in
     def stream(self, prompt: Prompt, config: RunConfig | None = None) -> Iterator[StreamChunk]:
         """Sync facade over :meth:`astream`; breaking out of the loop closes the stream."""
         return SyncRunner.shared().iterate(self.astream(prompt, config))
+
+    # -- embeddings ---------------------------------------------------------------------------------
+    async def aembed(
+        self, texts: EmbeddingInput, config: RunConfig | None = None, *, dimensions: int | None = None
+    ) -> EmbeddingResponse:
+        """One vector per text (a string is one text). ``dimensions`` asks for shorter vectors where the model
+        can make them. Adapters without an embedding API raise LLMCapabilityError."""
+        raise LLMCapabilityError(
+            f"{self.provider}:{self.model} cannot embed text (no embedding API)",
+            provider=self.provider,
+            model=self.model,
+        )
+
+    def embed(
+        self, texts: EmbeddingInput, config: RunConfig | None = None, *, dimensions: int | None = None
+    ) -> EmbeddingResponse:
+        """Sync facade over :meth:`aembed` (safe from many threads; LLMUsageError inside a running loop)."""
+        return SyncRunner.shared().run(self.aembed(texts, config, dimensions=dimensions))
 
     # -- seed 004 LLMBackend ------------------------------------------------------------------------
     async def generate(self, prompt: str) -> LLMResult:

@@ -12,7 +12,9 @@ status code and the provider's own error type, and re-raised with ``from exc``.
     ├── LLMAuthenticationError             401 / 403, bad or missing key upstream
     ├── LLMInvalidRequestError             400 / 404 / 422 that no retry can fix
     │   ├── LLMContextWindowExceededError  prompt + max_tokens over the model's window
-    │   └── LLMContentFilterError          refused by the provider's safety filter
+    │   ├── LLMContentFilterError          refused by the provider's safety filter
+    │   └── LLMCapabilityError             this adapter cannot make that kind of call
+    │                                      (embeddings on a chat-only provider)
     ├── LLMProviderUnavailableError        5xx, Anthropic 529, connection refused/reset,
     │                                      malformed or cut-off upstream reply;
     │                                      .attempts when a router gave up
@@ -36,6 +38,7 @@ __all__ = [
     "BudgetExhaustedError",
     "LLMAuthenticationError",
     "LLMBudgetExceededError",
+    "LLMCapabilityError",
     "LLMConfigurationError",
     "LLMContentFilterError",
     "LLMContextWindowExceededError",
@@ -140,6 +143,14 @@ class LLMContentFilterError(LLMInvalidRequestError):
     """The provider's safety system refused the prompt or the completion."""
 
     code = "content_filter"
+
+
+class LLMCapabilityError(LLMInvalidRequestError):
+    """The adapter cannot make this kind of call at all (embeddings on a provider without an embedding API,
+    ``dimensions`` on a model that cannot shorten its vectors). Raised before any provider call; a router
+    passes over such a deployment to the next one (the request may suit another)."""
+
+    code = "unsupported"
 
 
 @dataclass(frozen=True, slots=True)

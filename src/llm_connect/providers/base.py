@@ -15,6 +15,9 @@ reasoning deltas); its event is marked ``estimated``.
 
 Subclasses implement ``_complete`` and ``_stream`` and may override ``count_input_tokens`` with a real
 tokenizer. The default estimate is a safe upper bound (UTF-8 bytes), so reservations never undershoot.
+
+Embeddings (``aembed``) run the same accounting with no output side (providers/embed.py); a subclass that
+can embed sets ``supports_embeddings`` and implements ``_embed``.
 """
 
 from __future__ import annotations
@@ -31,13 +34,15 @@ import orjson
 
 from .._timeout import Timeout
 from ..adapter import LLMAdapter
-from ..errors import LLMError, LLMTimeoutError
+from ..embeddings import embedding_bound
+from ..errors import LLMCapabilityError, LLMError, LLMTimeoutError
 from ..types import USAGE_DETAIL_KINDS, LLMResponse, Message, Prompt, RunConfig, StreamChunk, Usage, normalize_messages
 from .reserve import BUDGETED_DEFAULT_MAX_TOKENS, reserve_call
 from .tokens import IMAGE_PART_TOKENS, estimate_tokens, prompt_bound
 
 if TYPE_CHECKING:
     from ..budget import Reservation
+    from ..embeddings import EmbeddingInput, EmbeddingResponse
     from ..usage import Pricing, UsageTracker
 
 __all__ = ["BUDGETED_DEFAULT_MAX_TOKENS", "IMAGE_PART_TOKENS", "BaseAdapter", "default_pricing", "estimate_tokens"]
@@ -108,6 +113,36 @@ class BaseAdapter(LLMAdapter):
         """The prompt's exact input tokens (a tokenizer, a count endpoint), or None where none is known.
         Asked only when the cheap bound no longer fits the budget (see providers/reserve.py)."""
         return None
+
+    # -- embeddings (see providers/embed.py) -------------------------------------------------------
+    async def _embed(self, texts: list[str], config: RunConfig, dimensions: int | None) -> EmbeddingResponse:
+        """The provider call of one embedding request (texts checked, budget reserved)."""
+        raise NotImplementedError
+
+    def check_embedding_request(self, dimensions: int | None) -> None:
+        """Raise LLMCapabilityError, before anything is reserved, if this adapter cannot serve the request."""
+        if not self.supports_embeddings:
+            raise LLMCapabilityError(
+                f"{self.provider}:{self.model} cannot embed text (the provider has no embedding API)",
+                provider=self.provider,
+                model=self.model,
+            )
+
+    def count_embedding_tokens(self, texts: list[str]) -> int:
+        """Input tokens ``texts`` cost at most, cheaply (the budget's reservation)."""
+        return embedding_bound(texts)
+
+    async def acount_exact_embedding_tokens(self, texts: list[str]) -> int | None:
+        """The exact input tokens of ``texts``, or None where no tokenizer is known; asked only when the
+        bound no longer fits the budget."""
+        return None
+
+    async def aembed(
+        self, texts: EmbeddingInput, config: RunConfig | None = None, *, dimensions: int | None = None
+    ) -> EmbeddingResponse:
+        from .embed import run_embedding  # loaded on the first embedding call
+
+        return await run_embedding(self, texts, config, dimensions)
 
     def _estimated_usage(
         self, messages: list[Message], config: RunConfig, est_in: int, produced: str, max_tokens: int | None

@@ -2,13 +2,15 @@
 
 ``ProviderSpec`` describes a provider that speaks one of the wire formats in ``llm_connect.wire``;
 ``HTTPAdapter`` drives any of them over the shared aiohttp transport. Network failures are mapped to
-the error tree here, once.
+the error tree here, once. A provider whose wire format has an embedding API (``llm_connect.wire.embeddings``:
+OpenAI and every OpenAI-compatible row, Gemini, Ollama) embeds too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import ModuleType
@@ -18,14 +20,20 @@ import aiohttp
 import orjson
 
 from .._timeout import Timeout
+from ..embeddings import EmbeddingResponse
 from ..errors import LLMConfigurationError, LLMError, LLMProviderUnavailableError, LLMTimeoutError
 from ..transport import Transport
-from ..types import LLMResponse, Message, RunConfig, StreamChunk
+from ..types import LLMResponse, Message, RunConfig, StreamChunk, Usage
+from ..wire import WireRequest
+from ..wire.embeddings import CODECS as EMBEDDING_CODECS
+from ..wire.embeddings import gemini_count_request, parse_gemini_count
 from .base import BaseAdapter
 from .spec import ProviderSpec
 from .tokens import OPENAI_FRAME_PER_MESSAGE, OPENAI_FRAME_PER_PROMPT, framed_count, tiktoken_encoder
 
 __all__ = ["HTTPAdapter", "ProviderSpec"]  # ProviderSpec re-exported from .spec
+
+log = logging.getLogger("llm_connect")
 
 
 #: everything the HTTP client can raise about the exchange itself (connection, protocol, bad URL)
@@ -77,6 +85,7 @@ class HTTPAdapter(BaseAdapter):
                 model=model,
             )
         self._wire: ModuleType = importlib.import_module(f"llm_connect.wire.{spec.wire}")
+        self.supports_embeddings = spec.wire in EMBEDDING_CODECS
         #: the tiktoken text counter once looked up (None: there is none); unset until the first exact count
         self._text_counter: Callable[[str], int] | None = None
         self._text_counter_known = False
@@ -268,6 +277,88 @@ class HTTPAdapter(BaseAdapter):
             raise LLMProviderUnavailableError(
                 f"malformed stream event: {type(exc).__name__}: {exc}", provider=self.provider, model=self.model
             ) from exc
+
+    # -- embeddings ----------------------------------------------------------------------------------
+    async def _post_json(self, req: WireRequest, config: RunConfig) -> tuple[Any, Mapping[str, str]]:
+        """POST one request of this provider's; the reply's JSON and headers, or the mapped LLMError."""
+        headers = self._headers | req.headers
+        if config.extra_headers:
+            headers = headers | config.extra_headers
+        try:
+            reply = await self._transport.post(self.api_base + req.path, req.body, headers=headers, params=req.query)
+        except _NETWORK_ERRORS as exc:
+            raise self._network_error(exc) from None  # aiohttp errors may carry the key in their repr
+        if reply.status >= 400:
+            raise self._upstream_error(reply.status, reply.body, reply.headers)
+        try:
+            return orjson.loads(reply.body), reply.headers
+        except orjson.JSONDecodeError as exc:
+            raise LLMProviderUnavailableError(
+                f"malformed JSON in the reply (HTTP {reply.status})",
+                provider=self.provider,
+                model=self.model,
+                status_code=reply.status,
+            ) from exc
+
+    async def _embed(self, texts: list[str], config: RunConfig, dimensions: int | None) -> EmbeddingResponse:
+        codec = EMBEDDING_CODECS[self.spec.wire]
+        vectors: list[list[float]] = []
+        tokens: int | None = 0
+        model: str | None = None
+        request_id: str | None = None
+        data: Any = None
+        for req in codec.build(self.model, texts, dimensions, config):
+            data, headers = await self._post_json(req, config)
+            try:
+                parsed = codec.parse(data)
+            except Exception as exc:  # any reply shape the codec cannot read
+                raise LLMProviderUnavailableError(
+                    f"unexpected embedding reply shape: {type(exc).__name__}: {exc}",
+                    provider=self.provider,
+                    model=self.model,
+                ) from exc
+            vectors += parsed.vectors
+            tokens = None if tokens is None or parsed.input_tokens is None else tokens + parsed.input_tokens
+            model = model or parsed.model
+            request_id = request_id or headers.get("x-request-id") or headers.get("request-id")
+        if len(vectors) != len(texts):
+            raise LLMProviderUnavailableError(
+                f"the provider returned {len(vectors)} vectors for {len(texts)} inputs",
+                provider=self.provider,
+                model=self.model,
+            )
+        if tokens is None and self.spec.wire == "gemini":
+            tokens = await self._gemini_count(texts, config)
+        return EmbeddingResponse(
+            vectors=vectors,
+            model=model or self.model,
+            provider=self.provider,
+            usage=Usage() if tokens is None else Usage(input_tokens=tokens),
+            request_id=request_id,
+            raw=data if isinstance(data, dict) else None,
+        )
+
+    async def _gemini_count(self, texts: list[str], config: RunConfig) -> int | None:
+        """Gemini's embedding replies carry no token count: its count endpoint's, or None if it fails."""
+        try:
+            data, _ = await self._post_json(gemini_count_request(self.model, texts), config)
+            return parse_gemini_count(data)
+        except (LLMError, ValueError) as exc:
+            log.info("%s:%s: no token count for an embedding call (%s)", self.provider, self.model, exc)
+            return None
+
+    async def acount_exact_embedding_tokens(self, texts: list[str]) -> int | None:
+        """OpenAI models: tiktoken's count of the texts (when installed and its encoding loads); else None."""
+        if self.spec.input_count != "tiktoken":
+            return None
+        if not self._text_counter_known:
+            try:
+                counter = await asyncio.wait_for(asyncio.to_thread(tiktoken_encoder, self.model), 10)
+            except TimeoutError:
+                return None
+            self._text_counter, self._text_counter_known = counter, True
+        count = self._text_counter
+        return None if count is None else sum(count(t) for t in texts)
 
 
 def _shown(chunk: StreamChunk) -> bool:

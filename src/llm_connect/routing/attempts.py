@@ -17,6 +17,7 @@ from ..errors import (
     Attempt,
     LLMAuthenticationError,
     LLMBudgetExceededError,
+    LLMCapabilityError,
     LLMConfigurationError,
     LLMContentFilterError,
     LLMContextWindowExceededError,
@@ -41,6 +42,7 @@ __all__ = ["Call"]
 _SAME_KIND_RAISED = (
     LLMAuthenticationError,
     LLMBudgetExceededError,
+    LLMCapabilityError,
     LLMConfigurationError,
     LLMContextWindowExceededError,
 )
@@ -74,6 +76,7 @@ class Call:
         "groups",
         "last_error",
         "min_window",
+        "retry_after",
         "router",
         "stream",
         "switched",
@@ -96,6 +99,9 @@ class Call:
         self.cw_groups: set[str] = set()
         self.switched = False
         self.last_error: LLMError | None = None
+        #: seconds until the first deployment comes back, when the plan gave up because none can take a call
+        #: sooner than retry.max_wait (the 503's Retry-After)
+        self.retry_after: float | None = None
         self.timeout = cfg.timeout if cfg.timeout is not None else router._call_timeout
         self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
         # where next_attempt() stands: the round, the next group's index, the current group's pick order
@@ -208,7 +214,8 @@ class Call:
         if earliest is None:
             return None
         wait = max(backoff, earliest - now)
-        if wait > r.retry.max_wait:
+        if wait > r.retry.max_wait:  # fail fast: the caller hears when to come back instead of waiting it out
+            self.retry_after = earliest - now if earliest > now else None
             return None
         if self.deadline is not None and time.monotonic() + wait >= self.deadline:
             return None
@@ -276,6 +283,11 @@ class Call:
             self.banned.add(node)
             self._switch([g for t in targets for g in r._chains[t]])
             return False
+        if isinstance(exc, LLMCapabilityError):
+            # this deployment cannot make such a call at all (an embedding on a chat-only provider): another
+            # may. Nothing was sent, so nothing counts against it.
+            self.banned.add(node)
+            return False
         if isinstance(exc, LLMBudgetExceededError):
             # refused before any provider call, and the refusal may be this deployment's own (no price, a
             # dearer worst case): another deployment may fit. Not the deployment's fault: no breaker count.
@@ -338,13 +350,20 @@ class Call:
                 return last
         if not self.attempts:
             reasons = await self.router._blocked_reasons(self.groups)
+            if self.retry_after is None:
+                self.retry_after = await self.router._earliest_back(self.groups)
             return LLMProviderUnavailableError(
                 f"no deployment of {where} can take a call now: {reasons or 'none matches'}",
                 provider="router",
                 model=self.group,
+                retry_after=self.retry_after,
             )
         err = LLMProviderUnavailableError(
-            f"all {n} attempt(s) failed for {where}", attempts=self.attempts, provider="router", model=self.group
+            f"all {n} attempt(s) failed for {where}",
+            attempts=self.attempts,
+            provider="router",
+            model=self.group,
+            retry_after=self.retry_after,
         )
         err.__cause__ = last
         return err

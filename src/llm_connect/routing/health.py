@@ -59,13 +59,15 @@ class RetryPolicy:
     ``num_retries`` more rounds follow, each after an exponential backoff with jitter
     (``backoff_base * 2**round``, capped at ``backoff_max``). When every deployment is cooling down the
     router waits until the first one comes back (a provider's Retry-After is honoured this way) unless
-    that is further away than ``max_wait`` seconds, in which case it gives up at once.
+    that is further away than ``max_wait`` seconds, in which case it gives up at once: the error's
+    ``retry_after`` (a gateway 503's Retry-After) says when the first deployment is back. The default is
+    small so that a group that is down answers at once instead of holding its callers' connections.
     """
 
     num_retries: int = 2
     backoff_base: float = 0.25
     backoff_max: float = 8.0
-    max_wait: float = 30.0
+    max_wait: float = 1.0
     jitter: bool = True
 
     def __post_init__(self) -> None:

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..adapter import LLMAdapter
 from ..errors import LLMConfigurationError
@@ -41,6 +41,9 @@ from .deployment import Deployment
 from .errors import PolicyConfigError, PolicyViolationError, RoutingPolicyError
 from .health import CooldownPolicy, MemoryRouterState, RetryPolicy, RouterState
 from .router import Router
+
+if TYPE_CHECKING:
+    from ..embeddings import EmbeddingInput, EmbeddingResponse
 
 __all__ = ["Candidate", "ResolvedRoute", "RoutingPolicy", "Rule"]
 
@@ -173,6 +176,8 @@ class ResolvedRoute(LLMAdapter):
     """
 
     provider = "policy"
+    #: the chain's deployments decide (one that cannot embed is passed over)
+    supports_embeddings = True
 
     def __init__(self, rule: Rule, inner: LLMAdapter, task_type: str | None) -> None:
         self.rule = rule
@@ -206,6 +211,11 @@ class ResolvedRoute(LLMAdapter):
         finally:
             await agen.aclose()
 
+    async def aembed(
+        self, texts: EmbeddingInput, config: RunConfig | None = None, *, dimensions: int | None = None
+    ) -> EmbeddingResponse:
+        return await self.inner.aembed(texts, self._cfg(config), dimensions=dimensions)
+
     def __repr__(self) -> str:
         return f"<ResolvedRoute {self.rule.label}: {' -> '.join(self.candidates)}>"
 
@@ -219,6 +229,8 @@ class RoutingPolicy(LLMAdapter):
     """
 
     provider = "policy"
+    #: the chain's deployments decide (one that cannot embed is passed over)
+    supports_embeddings = True
     model = "policy"
 
     def __init__(
@@ -642,6 +654,13 @@ class RoutingPolicy(LLMAdapter):
                 yield chunk
         finally:
             await agen.aclose()
+
+    async def aembed(
+        self, texts: EmbeddingInput, config: RunConfig | None = None, *, dimensions: int | None = None
+    ) -> EmbeddingResponse:
+        """Embed on the chain the call's rule picks (by task_type, as for a chat call)."""
+        cfg = config if config is not None else RunConfig()
+        return await self._resolve(self._context(cfg)).aembed(texts, cfg, dimensions=dimensions)
 
     def describe(self) -> list[dict[str, Any]]:
         """Each rule: what it matches, its chain after the cost cap, what the cap skipped, trust limits."""

@@ -26,7 +26,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..adapter import LLMAdapter
 from ..errors import LLMConfigurationError, LLMError, LLMInvalidRequestError, LLMProviderUnavailableError
@@ -35,6 +35,9 @@ from .attempts import Call
 from .deployment import Deployment, Node, deployment_from
 from .health import CooldownPolicy, MemoryRouterState, RetryPolicy, RouterState, Status, current_minute
 from .strategies import Strategy, make_strategy
+
+if TYPE_CHECKING:
+    from ..embeddings import EmbeddingInput, EmbeddingResponse
 
 __all__ = ["Router"]
 
@@ -162,6 +165,7 @@ class _GroupView(LLMAdapter):
     """One group of a router as a plain adapter (``router.for_group("fast")``)."""
 
     provider = "router"
+    supports_embeddings = True
 
     def __init__(self, router: Router, group: str) -> None:
         self.router = router
@@ -176,6 +180,11 @@ class _GroupView(LLMAdapter):
 
     def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
         return self.router._stream(prompt, config, self.model)
+
+    def aembed(
+        self, texts: EmbeddingInput, config: RunConfig | None = None, *, dimensions: int | None = None
+    ) -> Coroutine[Any, Any, EmbeddingResponse]:
+        return self.router._embed(texts, config, self.model, dimensions)
 
 
 class Router(LLMAdapter):
@@ -192,6 +201,8 @@ class Router(LLMAdapter):
     """
 
     provider = "router"
+    #: the group's deployments decide: one that cannot embed is passed over for the next
+    supports_embeddings = True
 
     def __init__(
         self,
@@ -445,6 +456,19 @@ class Router(LLMAdapter):
                     reasons.append(f"{n.name} at its rpm/tpm cap")
         return "; ".join(reasons)
 
+    async def _earliest_back(self, groups: Iterable[str]) -> float | None:
+        """Seconds until the first blocked deployment of ``groups`` may take a call again (None: none is)."""
+        now = time.time()
+        minute = current_minute(now)
+        earliest: float | None = None
+        for g in groups:
+            statuses = await self._state_proxy.snapshot(self._names[g], now, self._counted[g])
+            for n, st in zip(self._groups[g], statuses, strict=True):
+                b = st.blocked_until(now, minute, n.rpm, n.tpm)
+                if b and b > now:
+                    earliest = b if earliest is None else min(earliest, b)
+        return None if earliest is None else earliest - now
+
     def for_group(self, group: str) -> LLMAdapter:
         """An adapter that always routes to ``group`` (cached)."""
         g = self.resolve_group(group)
@@ -491,6 +515,49 @@ class Router(LLMAdapter):
             node.in_flight += 1
             try:
                 resp = await node.adapter().async_execute_prompt(prompt, call.config_for(node))
+            except LLMError as exc:
+                if await call.failed(node, exc, t0, probe):
+                    raise
+                log.debug("routing: %s failed (%s), trying the next deployment", node.name, type(exc).__name__)
+                continue
+            except BaseException:
+                if probe:
+                    await self._state_proxy.release_probe(node.name)
+                raise
+            finally:
+                node.in_flight -= 1
+            node.observe(time.perf_counter() - t0, self._alpha, first_token=False)
+            await call.succeeded(node, st, resp.usage.total_tokens, probe)
+            return resp
+        raise await call.exhausted()
+
+    def aembed(
+        self, texts: EmbeddingInput, config: RunConfig | None = None, *, dimensions: int | None = None
+    ) -> Coroutine[Any, Any, EmbeddingResponse]:
+        """A routed embedding call on the group ``config.model_name`` names, with the chat calls' retries,
+        cooldowns and fallbacks. A deployment that cannot embed (LLMCapabilityError, raised before any
+        provider call) is passed over without counting against it."""
+        return self._embed(texts, config, None, dimensions)
+
+    def embedding_deployments(self, group: str | None = None) -> list[str]:
+        """The deployments of ``group`` and its fallbacks that can embed (builds their adapters)."""
+        return [
+            n.name
+            for g in self._chains[self.resolve_group(group)]
+            for n in self._groups[g]
+            if n.adapter().supports_embeddings
+        ]
+
+    async def _embed(
+        self, texts: EmbeddingInput, config: RunConfig | None, group: str | None, dimensions: int | None
+    ) -> EmbeddingResponse:
+        call = self._call(config, stream=False, group=group)
+        while (picked := await call.next_attempt()) is not None:
+            node, st, probe = picked
+            t0 = time.perf_counter()
+            node.in_flight += 1
+            try:
+                resp = await node.adapter().aembed(texts, call.config_for(node), dimensions=dimensions)
             except LLMError as exc:
                 if await call.failed(node, exc, t0, probe):
                     raise

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from ..config import GatewayConfig, load_config
-from . import admin, anthropic, complete, execute, openai
+from . import admin, anthropic, complete, embeddings, execute, openai
 from .asgi import ClientGone, Receive, Request, Response, Scope, Send
 from .engine import Engine
 from .errors import ApiError, RedactingFilter, from_exception, log
@@ -64,6 +64,8 @@ ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType(
         ("POST", "/v1/chat/completions"): openai.handle_chat,
         ("POST", "/chat/completions"): openai.handle_chat,
         ("GET", "/v1/models"): openai.handle_models,
+        ("GET", "/v1/models/{model}"): openai.handle_model,
+        ("POST", "/v1/embeddings"): embeddings.handle_embeddings,
         ("POST", "/execute"): execute.handle_execute,
         ("POST", "/complete"): complete.handle_complete,
         ("POST", "/count_tokens"): complete.handle_count_tokens,

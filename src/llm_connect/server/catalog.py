@@ -30,7 +30,7 @@ from .errors import ApiError
 if TYPE_CHECKING:
     from ..routing import Router
 
-__all__ = ["ModelCatalog", "Target", "router_config"]
+__all__ = ["ModelCatalog", "Target", "capabilities", "model_not_found", "router_config"]
 
 log = logging.getLogger("llm_connect.server")
 
@@ -50,6 +50,36 @@ class Target:
     adapter: LLMAdapter
     #: RunConfig.model_name for the adapter (the group, for a router)
     model_name: str | None = None
+
+
+def model_not_found(name: str) -> ApiError:
+    """The 404 of a model name that does not exist (or that the key may not see)."""
+    return ApiError(
+        404,
+        f"the model {name!r} does not exist (see GET /v1/models)",
+        "invalid_request_error",
+        "model_not_found",
+        "model",
+    )
+
+
+def capabilities(provider: str) -> dict[str, bool]:
+    """What a provider's deployments can do through the gateway: ``chat`` and ``streaming`` (every
+    provider), ``tools`` (function calling: every provider but the echoing ``fake``), ``exact_token_count``
+    (a budget counts a prompt exactly when the cheap bound no longer fits: a count endpoint, tiktoken or the
+    local model's own tokenizer), ``embeddings`` (its wire format has an embedding codec: OpenAI and every
+    OpenAI-compatible server, Gemini, Ollama)."""
+    from ..registry import HTTP_PROVIDERS
+    from ..wire.embeddings import CODECS
+
+    spec = HTTP_PROVIDERS.get(provider)
+    return {
+        "chat": True,
+        "streaming": True,
+        "tools": provider != "fake",
+        "exact_token_count": provider == "local" or (spec is not None and spec.input_count is not None),
+        "embeddings": spec is not None and spec.wire in CODECS,
+    }
 
 
 def router_config(config: GatewayConfig, pricing: Any) -> dict[str, Any] | None:
@@ -209,20 +239,9 @@ class ModelCatalog:
                 )
         if not isinstance(name, str) or len(name) > 256:
             raise ApiError(422, "model must be a string", "invalid_request_error", "invalid_field", "model")
-        if name in self._groups:
-            kind = "group"
-        elif name in self.config.models:
-            kind = "alias"
-        elif ":" in name or self._is_provider(name):
-            kind = "spec"
-        else:
-            raise ApiError(
-                404,
-                f"the model {name!r} does not exist (see GET /v1/models)",
-                "invalid_request_error",
-                "model_not_found",
-                "model",
-            )
+        kind = self._kind(name)
+        if kind is None:
+            raise model_not_found(name)
         if not principal.may_use(name, kind):
             raise ApiError(
                 403, f"this API key may not use the model {name!r}", "permission_error", "model_not_allowed", "model"
@@ -233,6 +252,16 @@ class ModelCatalog:
             return self._alias(name)
         return Target(name, "spec", self._spec_adapter(name))
 
+    def _kind(self, name: str) -> str | None:
+        """group, alias or spec (a ``provider:model`` or a bare provider name); None: no such model."""
+        if name in self._groups:
+            return "group"
+        if name in self.config.models:
+            return "alias"
+        if ":" in name or self._is_provider(name):
+            return "spec"
+        return None
+
     @staticmethod
     def _is_provider(name: str) -> bool:
         from ..registry import HTTP_PROVIDERS, OTHER_PROVIDERS
@@ -240,24 +269,58 @@ class ModelCatalog:
         return name.lower() in OTHER_PROVIDERS or name.lower() in HTTP_PROVIDERS
 
     def listing(self, principal: Principal) -> list[dict[str, Any]]:
-        """OpenAI /v1/models entries of every group and alias the principal may use."""
+        """OpenAI /v1/models entries of the policy, every group and every alias the principal may use."""
+        names = [POLICY] if self._policy_served else []
+        names += [*self._groups, *self.config.models]
         out = []
-        if self._policy_served and principal.may_use(POLICY, "group"):
-            out.append({"id": POLICY, "object": "model", "created": 0, "owned_by": "llm-connect", "kind": "policy"})
-        for name in [*self._groups, *self.config.models]:
-            kind = "group" if name in self._groups else "alias"
-            if principal.may_use(name, kind):
-                entry: dict[str, Any] = {
-                    "id": name,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "llm-connect",
-                    "kind": kind,
-                }
-                if name == self.default:
-                    entry["default"] = True
+        for name in names:
+            entry = self.describe(name, principal)
+            if entry is not None:
                 out.append(entry)
         return out
+
+    def describe(self, name: str, principal: Principal) -> dict[str, Any] | None:
+        """The OpenAI model object of ``name`` with the gateway's facts (kind, default, what it can do, the
+        smallest context window it may reach; for the admin key, its deployments), or None when the
+        principal may not see it. A ``provider:model`` the caller may use is described too."""
+        kind = "group" if name == POLICY and self._policy_served else self._kind(name)
+        if kind is None or not principal.may_use(name, kind):
+            return None
+        deployments = self._deployments(name)
+        entry: dict[str, Any] = {
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "llm-connect",
+            "kind": "policy" if name == POLICY and self._policy_served else kind,
+        }
+        if name == self.default:
+            entry["default"] = True
+        if deployments:
+            caps = [capabilities(d["provider"]) for d in deployments]
+            entry["capabilities"] = {k: any(c[k] for c in caps) for k in caps[0]}
+            windows = [d["context_window"] for d in deployments if d.get("context_window")]
+            if windows:
+                entry["context_window"] = min(windows)
+            if principal.admin:
+                entry["deployments"] = deployments
+        return entry
+
+    def _deployments(self, name: str, depth: int = 0) -> list[dict[str, Any]]:
+        """The deployments a name may reach (provider, model and the router's facts; never a key)."""
+        if name == POLICY and self._policy_served:
+            return [d for g in self._groups for d in self._deployments(g, depth + 1)]
+        if name in self._groups and self.router is not None:
+            return next((g["deployments"] for g in self.router.describe() if g["id"] == name), [])
+        target = self.config.models.get(name)
+        if target is not None and depth < 8:
+            if isinstance(target, Mapping):
+                target = target["model"]
+            elif target in self._groups or (target in self.config.models and target != name):
+                return self._deployments(target, depth + 1)
+        spec = target if target is not None else name
+        provider, _, model = spec.partition(":")
+        return [{"provider": provider.lower(), "model": model or None}]
 
     async def aclose(self) -> None:
         adapters = {id(a): a for a in [*self._specs.values(), *(t.adapter for t in self._aliases.values())]}

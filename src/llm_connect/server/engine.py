@@ -26,6 +26,7 @@ from .errors import ApiError, Redactor, from_exception
 
 if TYPE_CHECKING:
     from ..budget import BudgetTracker
+    from ..embeddings import EmbeddingResponse
     from ..usage import Ledger, UsageTracker
     from .limits import RateLimiter
     from .metrics import Metrics
@@ -110,7 +111,8 @@ RESERVED_METADATA = frozenset(
 
 
 class Engine:
-    """Holds everything built from the config; :meth:`prepare` + :meth:`complete` / :meth:`stream` run calls."""
+    """Holds everything built from the config; :meth:`prepare` + :meth:`complete` / :meth:`stream` /
+    :meth:`embed` run calls."""
 
     def __init__(self, config: GatewayConfig, *, metrics: bool = True, ledger: bool = True) -> None:
         self.config = config
@@ -366,6 +368,20 @@ class Engine:
         try:
             async with Timeout(self._guard(prep)):
                 resp = await prep.target.adapter.async_execute_prompt(prep.prompt, prep.config)
+        except TimeoutError as exc:
+            raise self._failed(prep, LLMTimeoutError(f"no answer within {self._guard(prep):g} s")) from exc
+        except (LLMError, ValueError, TypeError) as exc:
+            raise self._failed(prep, exc) from exc
+        if prep.principal.scopes:
+            await self.limiter.add_tokens(prep.principal.scopes, resp.usage.total_tokens)
+        return resp
+
+    async def embed(self, prep: Prepared, dimensions: int | None = None) -> EmbeddingResponse:
+        """Run a prepared embedding call (``prep.prompt``: the texts). Errors come out as ApiError."""
+        assert self.limiter is not None
+        try:
+            async with Timeout(self._guard(prep)):
+                resp = await prep.target.adapter.aembed(prep.prompt, prep.config, dimensions=dimensions)
         except TimeoutError as exc:
             raise self._failed(prep, LLMTimeoutError(f"no answer within {self._guard(prep):g} s")) from exc
         except (LLMError, ValueError, TypeError) as exc:

@@ -33,6 +33,7 @@ import orjson
 from ..errors import (
     LLMAuthenticationError,
     LLMBudgetExceededError,
+    LLMCapabilityError,
     LLMConfigurationError,
     LLMContentFilterError,
     LLMContextWindowExceededError,
@@ -207,7 +208,13 @@ def from_exception(exc: BaseException, redact: Redactor | None = None) -> ApiErr
                 "upstream_rate_limited",
                 retry_after=retry,
             )
-        return ApiError(503, r(_message(exc) + _attempts_summary(exc)), "api_error", "provider_unavailable")
+        return ApiError(
+            503,
+            r(_message(exc) + _attempts_summary(exc)),
+            "api_error",
+            "provider_unavailable",
+            retry_after=getattr(exc, "retry_after", None),
+        )
     if isinstance(exc, LLMAuthenticationError):
         return ApiError(
             502, "the provider refused the gateway's credentials", "api_error", "upstream_authentication_error"
@@ -216,6 +223,8 @@ def from_exception(exc: BaseException, redact: Redactor | None = None) -> ApiErr
         return ApiError(400, msg, "invalid_request_error", "context_length_exceeded", "messages")
     if isinstance(exc, LLMContentFilterError):
         return ApiError(400, msg, "invalid_request_error", "content_filter")
+    if isinstance(exc, LLMCapabilityError):  # e.g. embeddings on a model group of chat-only deployments
+        return ApiError(400, msg, "invalid_request_error", "unsupported", "model")
     if isinstance(exc, LLMInvalidRequestError):
         if exc.status_code == 404:
             return ApiError(404, msg, "invalid_request_error", "model_not_found", "model")

@@ -18,12 +18,13 @@ import orjson
 
 from ..types import LLMResponse, StreamChunk, Usage
 from .asgi import Request, Response, json_response
+from .catalog import model_not_found
 from .engine import CallSpec, Engine
 from .errors import ApiError, field_error
 from .streaming import serve_stream
 from .validate import Fields, budget_from_headers, header, with_thread
 
-__all__ = ["handle_chat", "handle_models", "parse_chat"]
+__all__ = ["handle_chat", "handle_model", "handle_models", "parse_chat"]
 
 _DONE = b"data: [DONE]\n\n"
 
@@ -201,3 +202,16 @@ async def handle_models(engine: Engine, req: Request) -> Response:
     await engine.start()
     assert engine.catalog is not None
     return json_response({"object": "list", "data": engine.catalog.listing(principal)})
+
+
+async def handle_model(engine: Engine, req: Request) -> Response:
+    """``GET /v1/models/{model}``: one model object (404 ``model_not_found`` for a name the key may not use or
+    that does not exist: a key does not learn which names exist beyond its own)."""
+    principal = engine.auth.authenticate(req.headers)
+    await engine.start()
+    assert engine.catalog is not None
+    name = req.params["model"]
+    entry = engine.catalog.describe(name, principal)
+    if entry is None:
+        raise model_not_found(name)
+    return json_response(entry)

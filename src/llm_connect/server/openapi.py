@@ -57,6 +57,8 @@ class Operation:
     query: type[BaseModel] | None = None
     headers: type[BaseModel] | None = None
     access: Access = "key"
+    #: the parameters of a templated path (``/v1/models/{model}``): one required field per ``{name}``
+    path: type[BaseModel] | None = None
 
 
 _ERROR_CODES: Mapping[str, str] = MappingProxyType(
@@ -193,6 +195,36 @@ def operations() -> dict[tuple[str, str], Operation]:
             "Model groups and aliases this key may use",
             "openai",
             {"200": Reply("An OpenAI model list", (s.ModelList,)), **errors("401")},
+        ),
+        ("GET", "/v1/models/{model}"): Operation(
+            "retrieveModel",
+            "One model: what it is, what it can do, its deployments (admin key)",
+            "openai",
+            {"200": Reply("An OpenAI model object", (s.ModelEntry,)), **errors("401", "404")},
+            description="404 model_not_found also for a name the key may not use.",
+            path=s.ModelPath,
+        ),
+        ("POST", "/v1/embeddings"): Operation(
+            "createEmbedding",
+            "Embeddings (OpenAI shape; float or base64 vectors)",
+            "openai",
+            {
+                "200": Reply(
+                    "One vector per input string, in order",
+                    (s.CreateEmbeddingResponse,),
+                    headers={
+                        "x-llm-provider": "The provider that answered",
+                        "x-llm-model": "The model that answered",
+                        "x-llm-cost-usd": "The call's cost (input tokens), a decimal string (when the price is known)",
+                    },
+                ),
+                **errors(*_CALL_ERRORS),
+            },
+            description="The official OpenAI SDKs' embeddings.create works unchanged. Routed, budgeted (input "
+            "tokens) and recorded like a chat call; dimensions is passed to the provider; a model that cannot "
+            "embed is a 400 (code unsupported). Body extensions: tenant_id, agent, thread_id, task_type, timeout.",
+            request=s.EmbeddingRequest,
+            headers=s.CallHeaders,
         ),
         ("POST", "/execute"): Operation(
             "execute",
@@ -348,6 +380,8 @@ def _operation(op: Operation, config: GatewayConfig | None, comp: _Components) -
         out["description"] = description
     out["security"] = security
     params = []
+    if op.path is not None:
+        params += comp.parameters(op.path, "path")
     if op.query is not None:
         params += comp.parameters(op.query, "query")
     if op.headers is not None:

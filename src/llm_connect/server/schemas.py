@@ -72,6 +72,10 @@ __all__ = [
     "ContentPart",
     "CountTokensRequest",
     "CountTokensResponse",
+    "CreateEmbeddingResponse",
+    "Embedding",
+    "EmbeddingRequest",
+    "EmbeddingUsage",
     "ErrorDetail",
     "ErrorResponse",
     "ExecuteFailure",
@@ -294,6 +298,51 @@ class ChatCompletionRequest(BaseModel):
     function_call: Any = _ignored("deprecated by OpenAI; use tool_choice")
 
 
+# -- POST /v1/embeddings -------------------------------------------------------------------------------------
+class EmbeddingRequest(BaseModel):
+    """OpenAI Create embeddings. ``input`` is a string or at most 2048 strings (token-id arrays are refused with
+    a 400). Extensions as for chat: ``tenant_id``, ``agent``, ``thread_id``, ``task_type``, ``timeout``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    input: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=2048)] = Field(
+        description="The text(s) to embed: one vector per string, in order"
+    )
+    model: Text | None = Field(None, description="A router group, an alias, policy or provider:model")
+    dimensions: Annotated[int, Field(ge=1, le=65536), BeforeValidator(_no_coercion)] | None = Field(
+        None, description="Shorter vectors, where the model can make them (passed upstream)"
+    )
+    encoding_format: Literal["float", "base64"] | None = Field(
+        None, description="float (default): lists of numbers; base64: little-endian float32 bytes, base64-encoded"
+    )
+    tenant_id: Ident | None = Field(None, description="Extension: the tenant (the admin key or auth off)")
+    agent: Text | None = Field(None, description="Extension: the calling agent, for accounting")
+    thread_id: Ident | None = Field(None, description="Extension: per-thread budget (budgets.max_tokens_per_thread)")
+    task_type: Text | None = Field(None, description="Extension: picks a routing policy rule")
+    timeout: Seconds | None = Field(None, description="Extension: seconds")
+    user: Any = _ignored("use tenant_id / agent for attribution")
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str = Field(description="The vector, or its base64 (encoding_format base64)")
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int = Field(description="The input tokens billed")
+    total_tokens: int = Field(description="The same: embeddings have no output tokens")
+
+
+class CreateEmbeddingResponse(BaseModel):
+    """OpenAI's embedding list (the official SDKs parse it unchanged)."""
+
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
 class FunctionCall(BaseModel):
     name: str
     arguments: str = Field(description="JSON text")
@@ -404,13 +453,42 @@ class ChatCompletionChunk(BaseModel):
 
 
 # -- GET /v1/models -------------------------------------------------------------------------------------------
+class ModelCapabilities(BaseModel):
+    """What the deployments behind a name can do (true when any of them can)."""
+
+    chat: bool
+    streaming: bool
+    tools: bool = Field(description="Function calling")
+    exact_token_count: bool = Field(description="A budget counts a prompt exactly when the bound no longer fits")
+    embeddings: bool = Field(description="POST /v1/embeddings can route to it")
+
+
+class ModelDeployment(BaseModel):
+    """One deployment behind a name (admin key only; never a key)."""
+
+    model_config = ConfigDict(extra="allow")
+    provider: str
+    model: str | None
+    name: str | None = None
+    weight: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    context_window: int | None = None
+    api_base: str | None = None
+
+
 class ModelEntry(BaseModel):
     id: str = Field(description="A name to put in a request's model")
     object: Literal["model"]
     created: int
     owned_by: Literal["llm-connect"]
-    kind: Literal["group", "alias", "policy"] = Field(description="Extension: what the name is")
+    kind: Literal["group", "alias", "policy", "spec"] = Field(
+        description="Extension: what the name is (spec: a provider:model the key may name directly)"
+    )
     default: Literal[True] | None = Field(None, description="Extension: present on the default model")
+    capabilities: ModelCapabilities | None = Field(None, description="Extension")
+    context_window: int | None = Field(None, description="Extension: the smallest of its deployments' windows")
+    deployments: list[ModelDeployment] | None = Field(None, description="Extension, admin key only")
 
 
 class ModelList(BaseModel):
@@ -418,6 +496,12 @@ class ModelList(BaseModel):
 
     object: Literal["list"]
     data: list[ModelEntry]
+
+
+class ModelPath(BaseModel):
+    """The path of ``GET /v1/models/{model}``."""
+
+    model: str = Field(description="A group, alias or provider:model (may contain '/')")
 
 
 # -- errors ---------------------------------------------------------------------------------------------------

@@ -9,10 +9,14 @@ Paths (each answers in its provider's own shapes, streaming included)::
     POST /api/chat                                    Ollama (NDJSON unless "stream": false)
     POST /v1/messages/count_tokens                    Anthropic token count: {"input_tokens": N}
     POST /v1beta/models/{model}:countTokens           Gemini token count: {"totalTokens": N}
+    POST {any prefix}/embeddings                      OpenAI embeddings (float or base64)
+    POST /v1beta/models/{model}:batchEmbedContents    Gemini embeddings
+    POST /api/embed                                   Ollama embeddings
     GET  /v1/models, /v1beta/models, /api/tags, /health
 
 With nothing scripted it answers instantly with a deterministic reply derived from the request
-("mock reply to: <last user words>") and realistic usage: input tokens = whitespace words of every
+("mock reply to: <last user words>"), or deterministic unit vectors for an embedding request
+(testing/_embeddings.py), and realistic usage: input tokens = whitespace words of every
 message + 1 per message (what the count endpoints answer too), output tokens = words of the reply;
 ``max_tokens`` truncates the reply with finish reason "length". Scripted replies and faults
 (:class:`MockReply`) are queued from Python (:meth:`MockServer.script`) or over HTTP
@@ -36,6 +40,7 @@ import orjson
 from aiohttp import web
 
 from .._net import listen_error, startup_errors
+from . import _embeddings as E
 from . import _formats as F
 from ._script import FAULTS, MockReply, Script, ScriptState, as_reply
 
@@ -253,6 +258,9 @@ class MockServer:
         r.add_post(r"/{prefix:.+}/chat/completions", self._openai)
         r.add_post(r"/{version:v1beta|v1}/models/{target:[^/]+}", self._gemini)
         r.add_post("/api/chat", self._ollama)
+        r.add_post("/embeddings", self._openai_embed)
+        r.add_post(r"/{prefix:.+}/embeddings", self._openai_embed)
+        r.add_post("/api/embed", self._ollama_embed)
         r.add_get("/health", self._health)
         r.add_get("/v1/models", self._list_models)
         r.add_get("/models", self._list_models)
@@ -282,11 +290,69 @@ class MockServer:
         model, _, method = request.match_info["target"].partition(":")
         if method == "countTokens":
             return await self._count(request, "gemini", model)
+        if method == "batchEmbedContents":
+            return await self._embed(request, "gemini", model)
         if method not in ("generateContent", "streamGenerateContent"):
             body = F.render_error("gemini", 404, message=f"Method {method or '(none)'} not found.")
             return web.Response(status=404, body=body, content_type="application/json")
         sse = request.query.get("alt") == "sse"
         return await self._serve(request, "gemini", model=model, stream=method == "streamGenerateContent", sse=sse)
+
+    async def _openai_embed(self, request: web.Request) -> web.StreamResponse:
+        return await self._embed(request, "openai")
+
+    async def _ollama_embed(self, request: web.Request) -> web.StreamResponse:
+        return await self._embed(request, "ollama")
+
+    async def _embed(self, request: web.Request, fmt: str, model: str = "") -> web.StreamResponse:
+        """An embedding request: recorded (``"kind": "embeddings"``), scripted replies and faults applied as
+        on the chat path (errors, latency, reset, malformed, reported model, input tokens)."""
+        st = self._state
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        req_model = model or (body.get("model") if isinstance(body, dict) else None)
+        self._record(request, fmt, req_model, body, raw, False)["kind"] = "embeddings"
+        rid = st.next_id()
+        if st.require_key is not None and _api_key(request, fmt) != st.require_key:
+            return self._auth_error(fmt, _api_key(request, fmt) is None, rid)
+        try:
+            parsed = E.parse_request(fmt, body, model=model)
+        except F.BadRequest as exc:
+            return self._error(fmt, 400, rid, kind="bad_request", message=str(exc), model=req_model or "")
+        script = st.take(fmt, parsed.model)
+        latency = script.latency if script is not None and script.latency is not None else None
+        latency = latency if latency is not None else st.model_latency.get(parsed.model)
+        if latency:
+            await asyncio.sleep(latency)
+        tokens = E.count_tokens(parsed.texts)
+        if script is not None and script.fault == "reset":
+            _abort(request)
+            raise asyncio.CancelledError
+        if script is not None and script.is_error:
+            assert script.status is not None
+            return self._error(
+                fmt,
+                script.status,
+                rid,
+                kind=script.error,
+                error_type=script.error_type,
+                message=script.error_message,
+                code=script.error_code,
+                model=parsed.model,
+                input_tokens=tokens,
+                retry_after=script.retry_after,
+                headers=script.headers,
+            )
+        if script is not None and script.input_tokens is not None:
+            tokens = script.input_tokens
+        out = orjson.dumps(E.render_body(parsed, tokens, script.reported_model if script else None))
+        headers = self._headers(fmt, rid, script.headers if script else None)
+        if script is not None and script.fault in ("malformed", "cut_stream"):
+            return web.Response(status=200, body=out[: max(1, len(out) // 2)], headers=headers)
+        return web.Response(status=200, body=out, headers=headers)
 
     # ------------------------------------------------------------------ the chat path
 
