@@ -12,7 +12,7 @@ import openai
 import orjson
 import pytest
 
-from llm_connect.server import schemas
+from llm_connect.server import anthropic_schemas as schemas
 from llm_connect.testing import MockReply
 
 from .conftest import ACME_KEY, BETA_KEY, LIMITED_KEY, PROVIDER_KEY, GatewayProc, base_config, http

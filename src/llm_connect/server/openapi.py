@@ -109,6 +109,7 @@ def _same_as(op: Operation, operation_id: str, twin: str, what: str, **changes: 
 
 def operations() -> dict[tuple[str, str], Operation]:
     """The documentation of every route, keyed like ``ROUTES`` (imports the models, hence pydantic)."""
+    from . import anthropic_schemas as a
     from . import schemas as s
 
     def errors(*codes: str, model: type[BaseModel] = s.ErrorResponse) -> dict[str, Reply]:
@@ -152,7 +153,7 @@ def operations() -> dict[tuple[str, str], Operation]:
     )
     text_schema = {"type": "string"}
     anthropic_errors = {
-        c: Reply(d, (s.AnthropicError,), headers=_RETRY_AFTER if c == "429" else MappingProxyType({}))
+        c: Reply(d, (a.AnthropicError,), headers=_RETRY_AFTER if c == "429" else MappingProxyType({}))
         for c, d in _ANTHROPIC_ERRORS.items()
     }
     messages = Operation(
@@ -162,8 +163,8 @@ def operations() -> dict[tuple[str, str], Operation]:
         {
             "200": Reply(
                 "A message, or with stream: true a text/event-stream of Anthropic's events",
-                (s.AnthropicMessageResponse,),
-                stream=s.AnthropicStreamEvent,
+                (a.AnthropicMessageResponse,),
+                stream=a.AnthropicStreamEvent,
                 headers={
                     "request-id": "The request's id (also in x-request-id)",
                     "x-llm-provider": "The provider that answered (not on streams)",
@@ -178,7 +179,7 @@ def operations() -> dict[tuple[str, str], Operation]:
         "Anthropic deployment the body is passed through as is and the answer comes back verbatim; routed "
         "elsewhere it is translated (docs/anthropic.md). Body extensions: tenant_id, agent, thread_id, "
         "task_type, timeout.",
-        request=s.AnthropicMessagesRequest,
+        request=a.AnthropicMessagesRequest,
         headers=s.CallHeaders,
     )
     return {
@@ -271,10 +272,10 @@ def operations() -> dict[tuple[str, str], Operation]:
             "countMessageTokens",
             "Count a Messages request's input tokens (Anthropic shape; nothing is billed)",
             "anthropic",
-            {"200": Reply("The count", (s.AnthropicTokenCount,)), **anthropic_errors},
+            {"200": Reply("The count", (a.AnthropicTokenCount,)), **anthropic_errors},
             description="An Anthropic deployment is asked its own count_tokens endpoint (its estimate plus a "
             "margin of 1 % + 8 tokens); other models are counted by their tokenizer or bounded from above.",
-            request=s.AnthropicCountTokensRequest,
+            request=a.AnthropicCountTokensRequest,
         ),
         ("GET", "/v1/usage"): Operation(
             "getUsage",
