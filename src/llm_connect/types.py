@@ -30,6 +30,7 @@ __all__ = [
     "USAGE_DETAIL_KINDS",
     "LLMResponse",
     "Message",
+    "NativeRequest",
     "Prompt",
     "RunConfig",
     "StreamChunk",
@@ -274,6 +275,19 @@ class Usage:
 _USAGE_FIELDS = tuple(f.name for f in fields(Usage))
 
 
+@dataclass(frozen=True, slots=True)
+class NativeRequest:
+    """A client's request in one wire format's own shape, for passthrough: an adapter whose wire module is
+    ``wire`` (e.g. ``"anthropic_messages"``) sends ``body`` as it is — model, max_tokens and stream set by the
+    call — with ``headers`` added, instead of building a request from the messages; every other adapter
+    ignores it and translates the messages as usual. Its answer comes back verbatim
+    (``LLMResponse.native``, ``StreamChunk.raw_events``)."""
+
+    wire: str
+    body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class RunConfig:
     """Per-call settings. Every field is optional; None means "provider default"."""
@@ -307,6 +321,10 @@ class RunConfig:
     #: provider-specific fields merged into the request body last
     extra_body: dict[str, Any] | None = None
     extra_headers: dict[str, str] | None = None
+    #: OpenAI ``reasoning_effort`` ("low", "medium", "high"), sent by the OpenAI Chat wire format only
+    reasoning_effort: str | None = None
+    #: the client's own request, sent as is by an adapter that speaks its wire format (see NativeRequest)
+    native: NativeRequest | None = None
 
     def __post_init__(self) -> None:
         if self.metadata is None:
@@ -404,6 +422,8 @@ _UNCHECKED_FIELDS = frozenset(
         "tool_choice",
         "json_mode",
         "top_p",
+        "reasoning_effort",
+        "native",
     }
 )
 
@@ -427,6 +447,8 @@ class LLMResponse:
     #: the service tier the provider says it served the call at (OpenAI ``service_tier``: "default", "flex",
     #: "priority", "scale"; Anthropic ``usage.service_tier``); the call is priced at that tier's rate
     service_tier: str | None = None
+    #: ``raw`` is the upstream's answer to ``RunConfig.native``, in that request's wire format (passthrough)
+    native: bool = False
 
     @property
     def content(self) -> str:
@@ -472,3 +494,6 @@ class StreamChunk:
     reasoning: str = ""
     #: on the final chunk: the service tier the provider served the stream at (see LLMResponse.service_tier)
     service_tier: str | None = None
+    #: passthrough (``RunConfig.native``) only: the upstream's own events this chunk came from, in order, as
+    #: (event name, data) pairs — the events that yield no chunk of their own ride on the next chunk shown
+    raw_events: list[tuple[str | None, dict[str, Any]]] | None = None

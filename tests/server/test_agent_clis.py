@@ -32,6 +32,7 @@ def _bin(name: str) -> str | None:
 def gw(mock, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("agent-clis")
     cfg = base_config(mock, workdir)
+    cfg["server"]["max_body_bytes"] = 1 << 20  # a Claude Code request is about 77 KB (its 24 tools' schemas)
     # one name per upstream protocol, as a user would alias them
     cfg["models"] = {
         **cfg["models"],

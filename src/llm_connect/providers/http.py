@@ -103,10 +103,20 @@ class HTTPAdapter(BaseAdapter):
         return f"<HTTPAdapter {self.provider}:{self.model} at {self.api_base}>"
 
     # -- plumbing ----------------------------------------------------------------------------------
+    def _speaks(self, config: RunConfig) -> bool:
+        """Whether the call's native request (``RunConfig.native``) is in this adapter's wire format: it is then
+        sent as it is (passthrough) instead of being built from the messages."""
+        native = config.native
+        return native is not None and native.wire == self.spec.wire and hasattr(self._wire, "build_native_request")
+
     def _prepare(
         self, messages: list[Message], config: RunConfig, max_tokens: int | None, stream: bool
     ) -> tuple[str, dict[str, Any], dict[str, str], dict[str, str] | None]:
-        req = self._wire.build_request(self.model, messages, config, stream=stream, max_tokens=max_tokens)
+        if config.native is not None and self._speaks(config):
+            mt = max_tokens if max_tokens is not None else config.max_tokens
+            req = self._wire.build_native_request(self.model, config.native, stream=stream, max_tokens=mt)
+        else:
+            req = self._wire.build_request(self.model, messages, config, stream=stream, max_tokens=max_tokens)
         field = self.spec.max_tokens_field
         if field != "max_tokens" and "max_tokens" in req.body and field not in req.body:
             req.body[field] = req.body.pop("max_tokens")
@@ -164,7 +174,10 @@ class HTTPAdapter(BaseAdapter):
         return None
 
     async def _count_endpoint(self, messages: list[Message], config: RunConfig) -> int:
-        req = self._wire.build_count_request(self.model, messages, config)
+        if config.native is not None and self._speaks(config) and hasattr(self._wire, "build_native_count_request"):
+            req = self._wire.build_native_count_request(self.model, config.native)
+        else:
+            req = self._wire.build_count_request(self.model, messages, config)
         headers = self._headers | req.headers
         if config.extra_headers:
             headers = headers | config.extra_headers
@@ -224,6 +237,7 @@ class HTTPAdapter(BaseAdapter):
             tool_calls=parsed.tool_calls,
             raw=data,
             service_tier=parsed.service_tier,
+            native=config.native is not None and self._speaks(config),
         )
 
     async def _stream(
@@ -231,6 +245,8 @@ class HTTPAdapter(BaseAdapter):
     ) -> AsyncIterator[StreamChunk]:
         url, body, headers, query = self._prepare(messages, config, max_tokens, stream=True)
         decoder = self._wire.StreamDecoder()
+        #: passthrough: the upstream's events not yet handed on (see StreamChunk.raw_events)
+        raw: list[tuple[str | None, dict[str, Any]]] | None = [] if self._speaks(config) else None
         try:
             async with self._transport.stream(
                 url, body, framing=self._wire.FRAMING, headers=headers, params=query
@@ -238,9 +254,19 @@ class HTTPAdapter(BaseAdapter):
                 if reply.status >= 400:
                     raise self._upstream_error(reply.status, await reply.read_body(), reply.headers)
                 async for event, data in reply.events():
+                    if raw is None:
+                        for chunk in decoder.feed(event, data):
+                            yield chunk
+                        continue
+                    raw.append((event, data))
                     for chunk in decoder.feed(event, data):
+                        if raw and _shown(chunk):
+                            chunk.raw_events, raw = raw, []
                         yield chunk
-            yield decoder.finish()
+            final = decoder.finish()
+            if raw:
+                final.raw_events = raw
+            yield final
         except LLMError as err:
             err.provider, err.model = self.provider, self.model
             raise
@@ -333,3 +359,9 @@ class HTTPAdapter(BaseAdapter):
             self._text_counter, self._text_counter_known = counter, True
         count = self._text_counter
         return None if count is None else sum(count(t) for t in texts)
+
+
+def _shown(chunk: StreamChunk) -> bool:
+    """Whether BaseAdapter.astream hands ``chunk`` on (it drops the chunks that only carry running usage), so
+    the raw events riding on it reach the caller."""
+    return bool(chunk.usage is not None or chunk.text or chunk.tool_calls or chunk.reasoning or chunk.finish_reason)

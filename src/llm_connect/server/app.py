@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from ..config import GatewayConfig, load_config
-from . import admin, complete, embeddings, execute, openai, responses
+from . import admin, anthropic, complete, embeddings, execute, openai, responses
 from .asgi import ClientGone, Receive, Request, Response, Scope, Send
 from .engine import Engine
 from .errors import ApiError, RedactingFilter, from_exception, log
@@ -72,6 +72,8 @@ ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType(
         ("POST", "/execute"): execute.handle_execute,
         ("POST", "/complete"): complete.handle_complete,
         ("POST", "/count_tokens"): complete.handle_count_tokens,
+        ("POST", "/v1/messages"): anthropic.handle_messages,
+        ("POST", "/v1/messages/count_tokens"): anthropic.handle_count_tokens,
         ("GET", "/health"): admin.handle_health,
         ("GET", "/healthz"): admin.handle_health,
         ("GET", "/ready"): admin.handle_ready,

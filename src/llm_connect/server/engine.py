@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .._timeout import Timeout
 from ..config import GatewayConfig
 from ..errors import LLMBudgetExceededError, LLMError, LLMTimeoutError
-from ..types import LLMResponse, RunConfig, StreamChunk
+from ..types import LLMResponse, NativeRequest, RunConfig, StreamChunk
 from ..usage.events import ENDPOINT_KEY
 from .auth import Authenticator, Principal
 from .budgets import BudgetPlanner, BudgetRequest
@@ -61,6 +61,9 @@ class CallSpec:
     budget: BudgetRequest | None = None
     #: the API surface the call came in through, as the ledger's ``endpoint`` column records it
     endpoint: str | None = None
+    reasoning_effort: str | None = None
+    #: the client's own request, passed through to an upstream that speaks its wire format
+    native: NativeRequest | None = None
 
 
 @dataclass(slots=True)
@@ -344,6 +347,8 @@ class Engine:
                 task_type=spec.task_type,
                 budget_tracker=tracker,
                 usage_tracker=self.usage,
+                reasoning_effort=spec.reasoning_effort,
+                native=spec.native,
             )
         except LLMError as exc:
             raise ApiError(422, exc.message, "invalid_request_error", "invalid_field") from exc

@@ -82,6 +82,23 @@ _ERROR_CODES: Mapping[str, str] = MappingProxyType(
 _RETRY_AFTER: Mapping[str, str] = MappingProxyType(
     {"Retry-After": "Seconds to wait (rate limits, an unreachable budget store)"}
 )
+_ANTHROPIC_ERRORS: Mapping[str, str] = MappingProxyType(
+    {
+        "400": "invalid_request_error: a malformed body or field (the message names it), an unknown budget, a "
+        "request no provider can serve",
+        "401": "authentication_error: a missing or unknown API key",
+        "403": "permission_error: the key may not use that model or tenant",
+        "404": "not_found_error: an unknown model, group or alias",
+        "413": "request_too_large: the body is over server.max_body_bytes",
+        "429": "rate_limit_error: a key's or tenant's rpm / tpm, a budget that cannot fit the request, or every "
+        "deployment rate-limited",
+        "500": "api_error: an internal error",
+        "502": "api_error: a provider refused the gateway's credentials",
+        "503": "api_error: the budget store is unreachable, or a configuration error",
+        "504": "timeout_error: no answer within the request's timeout",
+        "529": "overloaded_error: every deployment failed (the SDKs retry it with back-off)",
+    }
+)
 _CALL_ERRORS = ("400", "401", "403", "404", "408", "413", "422", "429", "500", "502", "503", "504")
 
 
@@ -92,6 +109,7 @@ def _same_as(op: Operation, operation_id: str, twin: str, what: str, **changes: 
 
 def operations() -> dict[tuple[str, str], Operation]:
     """The documentation of every route, keyed like ``ROUTES`` (imports the models, hence pydantic)."""
+    from . import anthropic_schemas as a
     from . import schemas as s
 
     def errors(*codes: str, model: type[BaseModel] = s.ErrorResponse) -> dict[str, Reply]:
@@ -134,6 +152,36 @@ def operations() -> dict[tuple[str, str], Operation]:
         access="public",
     )
     text_schema = {"type": "string"}
+    anthropic_errors = {
+        c: Reply(d, (a.AnthropicError,), headers=_RETRY_AFTER if c == "429" else MappingProxyType({}))
+        for c, d in _ANTHROPIC_ERRORS.items()
+    }
+    messages = Operation(
+        "createMessage",
+        "Create a message (Anthropic Messages shape; SSE when stream is true)",
+        "anthropic",
+        {
+            "200": Reply(
+                "A message, or with stream: true a text/event-stream of Anthropic's events",
+                (a.AnthropicMessageResponse,),
+                stream=a.AnthropicStreamEvent,
+                headers={
+                    "request-id": "The request's id (also in x-request-id)",
+                    "x-llm-provider": "The provider that answered (not on streams)",
+                    "x-llm-model": "The model that answered",
+                    "x-llm-cost-usd": "The call's cost, a decimal string (when the price is known; not on streams)",
+                },
+            ),
+            **anthropic_errors,
+        },
+        description="The official anthropic SDKs and Claude Code work unchanged (key in x-api-key or "
+        "Authorization: Bearer; anthropic-version and anthropic-beta accepted with any value). Routed to an "
+        "Anthropic deployment the body is passed through as is and the answer comes back verbatim; routed "
+        "elsewhere it is translated (docs/anthropic.md). Body extensions: tenant_id, agent, thread_id, "
+        "task_type, timeout.",
+        request=a.AnthropicMessagesRequest,
+        headers=s.CallHeaders,
+    )
     return {
         **_responses(errors),
         ("POST", "/v1/chat/completions"): chat,
@@ -219,6 +267,16 @@ def operations() -> dict[tuple[str, str], Operation]:
             description="Exact where the model's tokenizer or its provider's count endpoint is at hand, else "
             "an upper bound (exact: false). The agents use it to size calls near a thread budget's cap.",
             request=s.CountTokensRequest,
+        ),
+        ("POST", "/v1/messages"): messages,
+        ("POST", "/v1/messages/count_tokens"): Operation(
+            "countMessageTokens",
+            "Count a Messages request's input tokens (Anthropic shape; nothing is billed)",
+            "anthropic",
+            {"200": Reply("The count", (a.AnthropicTokenCount,)), **anthropic_errors},
+            description="An Anthropic deployment is asked its own count_tokens endpoint (its estimate plus a "
+            "margin of 1 % + 8 tokens); other models are counted by their tokenizer or bounded from above.",
+            request=a.AnthropicCountTokensRequest,
         ),
         ("GET", "/v1/usage"): Operation(
             "getUsage",
@@ -432,6 +490,7 @@ def spec(config: GatewayConfig | None, routes: Iterable[tuple[str, str]]) -> dic
         },
         "tags": [
             {"name": "openai", "description": "OpenAI-compatible API"},
+            {"name": "anthropic", "description": "Anthropic Messages API (passthrough to Anthropic, else translated)"},
             {"name": "llm-connect", "description": "The bridge protocol and the LLM pool"},
             {"name": "admin", "description": "Accounting"},
             {"name": "ops", "description": "Health, readiness, metrics and this document"},

@@ -101,6 +101,8 @@ class Reply:
     input_audio_tokens: int = 0
     #: the tier the reply says it was served at (None: the format's default, "default" / "standard")
     service_tier: str | None = None
+    #: reasoning text: an Anthropic thinking block (with a signature), OpenAI-compatible ``reasoning_content``
+    thinking: str = ""
 
     @property
     def text(self) -> str:
@@ -143,14 +145,15 @@ def _require_messages(body: dict[str, Any], key: str) -> list[Any]:
     return msgs
 
 
-def parse_request(fmt: str, body: Any, *, model: str | None = None, sse: bool = True) -> Parsed:
-    """Validate a request body the way the provider would and extract what the mock needs."""
+def parse_request(fmt: str, body: Any, *, model: str | None = None, sse: bool = True, betas: str = "") -> Parsed:
+    """Validate a request body the way the provider would and extract what the mock needs. ``betas``: the
+    ``anthropic-beta`` header (``mid-conversation-system-*`` lets an Anthropic request hold system-role messages)."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     if fmt == "openai":
         return _parse_openai(body)
     if fmt == "anthropic":
-        return _parse_anthropic(body)
+        return _parse_anthropic(body, betas)
     if fmt == "gemini":
         return _parse_gemini(body, model or "", sse)
     if fmt == "ollama":
@@ -188,8 +191,9 @@ def _parse_openai(body: dict[str, Any]) -> Parsed:
     )
 
 
-def _parse_anthropic(body: dict[str, Any]) -> Parsed:
+def _parse_anthropic(body: dict[str, Any], betas: str = "") -> Parsed:
     model = _model_of(body)
+    roles = ("user", "assistant", "system") if "mid-conversation-system-" in betas else ("user", "assistant")
     if _int_or_none(body.get("max_tokens")) is None:
         raise BadRequest("max_tokens: Field required")
     msgs = _require_messages(body, "messages")
@@ -198,7 +202,7 @@ def _parse_anthropic(body: dict[str, Any]) -> Parsed:
         messages.append(("system", _parts_text(body["system"])))
     for i, m in enumerate(msgs):
         role = m.get("role") if isinstance(m, dict) else None
-        if role not in ("user", "assistant"):
+        if role not in roles:
             raise BadRequest(f"messages.{i}.role: Input should be 'user' or 'assistant'")
         messages.append((role, _parts_text(m.get("content"))))
     return Parsed(
@@ -232,13 +236,13 @@ def _parse_ollama(body: dict[str, Any]) -> Parsed:
     return Parsed("ollama", model, stream=body.get("stream", True) is not False, max_tokens=mt, messages=messages)
 
 
-def parse_count_request(fmt: str, body: Any, *, model: str = "") -> Parsed:
+def parse_count_request(fmt: str, body: Any, *, model: str = "", betas: str = "") -> Parsed:
     """A count-tokens request: Anthropic ``/v1/messages/count_tokens`` (a Messages body without
     ``max_tokens``) or Gemini ``:countTokens`` (``contents``, or a whole ``generateContentRequest``)."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     if fmt == "anthropic":
-        return _parse_anthropic({**body, "max_tokens": 1})
+        return _parse_anthropic({**body, "max_tokens": 1}, betas)
     inner = body.get("generateContentRequest")
     return _parse_gemini(inner if isinstance(inner, dict) else body, model, sse=False)
 
@@ -312,6 +316,8 @@ def _openai_tool_calls(r: Reply) -> list[dict[str, Any]]:
 
 def _openai_body(r: Reply, created: int) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": r.text or None, "refusal": None, "annotations": []}
+    if r.thinking:
+        msg["reasoning_content"] = r.thinking
     if r.tool_calls:
         msg["tool_calls"] = _openai_tool_calls(r)
     return {
@@ -341,8 +347,17 @@ def _anthropic_usage(r: Reply) -> dict[str, Any]:
     }
 
 
+def _signature(r: Reply) -> str:
+    """An opaque signature of a thinking block (Anthropic's is encrypted; the mock's is a digest)."""
+    import hashlib
+
+    return "sig-" + hashlib.sha256(r.thinking.encode()).hexdigest()[:32]
+
+
 def _anthropic_body(r: Reply, created: int) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
+    if r.thinking:
+        content.append({"type": "thinking", "thinking": r.thinking, "signature": _signature(r)})
     if r.text:
         content.append({"type": "text", "text": r.text})
     content.extend({"type": "tool_use", "id": t.id, "name": t.name, "input": t.args} for t in r.tool_calls)
@@ -457,6 +472,7 @@ def _openai_stream(r: Reply, rid: str, created: int, p: Parsed) -> tuple[list[by
         return _data({**base, "choices": [choice], **usage_null})
 
     frames = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    frames.extend(chunk({"reasoning_content": piece}) for piece in split_pieces(r.thinking))
     frames.extend(chunk({"content": piece}) for piece in r.pieces)
     for i, t in enumerate(r.tool_calls):
         head = {"index": i, "id": t.id, "type": "function", "function": {"name": t.name, "arguments": ""}}
@@ -497,16 +513,31 @@ def _anthropic_stream(r: Reply, rid: str, created: int, p: Parsed) -> tuple[list
     }
     frames = [_event("message_start", {"type": "message_start", "message": msg})]
     index = 0
-    if r.pieces or not r.tool_calls:
-        block = {"type": "text", "text": ""}
+    if r.thinking:
+        block = {"type": "thinking", "thinking": "", "signature": ""}
         frames.append(
             _event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
+        )
+        for piece in split_pieces(r.thinking):
+            delta = {"type": "thinking_delta", "thinking": piece}
+            frames.append(_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}))
+        delta = {"type": "signature_delta", "signature": _signature(r)}
+        frames.append(_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}))
+        index = 1
+    if r.pieces or not (r.tool_calls or r.thinking):
+        if index:
+            frames.append(_event("content_block_stop", {"type": "content_block_stop", "index": index - 1}))
+        block = {"type": "text", "text": ""}
+        frames.append(
+            _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
         )
         frames.append(_event("ping", {"type": "ping"}))
         for piece in r.pieces:
             delta = {"type": "text_delta", "text": piece}
-            frames.append(_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}))
-        index = 1
+            frames.append(
+                _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            )
+        index += 1
     for t in r.tool_calls:
         if index:
             frames.append(_event("content_block_stop", {"type": "content_block_stop", "index": index - 1}))

@@ -380,7 +380,7 @@ class MockServer:
             if key != st.require_key:
                 return self._auth_error(fmt, key is None, rid)
         try:
-            parsed = F.parse_request(fmt, body, model=model, sse=sse)
+            parsed = F.parse_request(fmt, body, model=model, sse=sse, betas=request.headers.get("anthropic-beta", ""))
         except F.BadRequest as exc:
             return self._error(fmt, 400, rid, kind="bad_request", message=str(exc), model=req_model or "")
         if stream is not None:
@@ -448,7 +448,7 @@ class MockServer:
             if key != st.require_key:
                 return self._auth_error(fmt, key is None, rid)
         try:
-            parsed = F.parse_count_request(fmt, body, model=model)
+            parsed = F.parse_count_request(fmt, body, model=model, betas=request.headers.get("anthropic-beta", ""))
         except F.BadRequest as exc:
             return self._error(fmt, 400, rid, kind="bad_request", message=str(exc), model=req_model or "")
         n = F.count_input_tokens(parsed)
@@ -532,6 +532,7 @@ class MockServer:
             cache_write_1h_tokens=(s.cache_write_1h_tokens if s else None) or 0,
             input_audio_tokens=(s.input_audio_tokens if s else None) or 0,
             service_tier=tier,
+            thinking=(s.thinking if s else None) or "",
         )
 
     def _fast_body(self, parsed: F.Parsed, input_tokens: int, rid: str) -> web.Response:

@@ -17,7 +17,7 @@ from ..errors import (
     LLMRateLimitError,
     LLMTimeoutError,
 )
-from ..types import Message, RunConfig, StreamChunk, Usage
+from ..types import Message, NativeRequest, RunConfig, StreamChunk, Usage
 from . import ParsedResponse, WireRequest
 from ._common import (
     StreamState,
@@ -42,6 +42,8 @@ __all__ = [
     "FRAMING",
     "StreamDecoder",
     "build_count_request",
+    "build_native_count_request",
+    "build_native_request",
     "build_request",
     "classify_error",
     "parse_count_response",
@@ -51,6 +53,7 @@ __all__ = [
 
 FRAMING = "sse"
 API_VERSION = "2023-06-01"
+PATH = "/v1/messages"
 #: Anthropic requires max_tokens; used when neither the call nor the config sets one
 DEFAULT_MAX_TOKENS = 4096
 #: (percent, tokens) added to a count_tokens answer, which Anthropic documents as an estimate
@@ -217,7 +220,45 @@ def build_request(
     if stream:
         body["stream"] = True
     merge_extra_body(body, config)
-    return WireRequest(path="/v1/messages", body=body, headers={"anthropic-version": API_VERSION})
+    return WireRequest(path=PATH, body=body, headers={"anthropic-version": API_VERSION})
+
+
+#: the request fields ``/v1/messages/count_tokens`` takes (the rest of a Messages request is left out)
+_COUNT_FIELDS = ("messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
+
+
+def _native_headers(native: NativeRequest) -> dict[str, str]:
+    headers = dict(native.headers)
+    headers.setdefault("anthropic-version", API_VERSION)
+    return headers
+
+
+def build_native_request(model: str, native: NativeRequest, *, stream: bool, max_tokens: int | None) -> WireRequest:
+    """Passthrough: a client's own Messages request, sent as it is (cache_control, thinking, betas, fields
+    added later) with ``model`` set to the deployment's, ``max_tokens`` to the call's (a budget may have
+    clamped it) and ``stream`` to the call's. A thinking budget that no longer fits under a clamped
+    ``max_tokens`` is lowered to fit (Anthropic requires ``budget_tokens < max_tokens``)."""
+    body = dict(native.body)
+    body["model"] = model
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+        thinking = body.get("thinking")
+        if isinstance(thinking, Mapping) and thinking.get("type") == "enabled":
+            budget = thinking.get("budget_tokens")
+            if isinstance(budget, int) and budget >= max_tokens:
+                body["thinking"] = {**thinking, "budget_tokens": max(1, max_tokens - 1)}
+    if stream:
+        body["stream"] = True
+    else:
+        body.pop("stream", None)
+    return WireRequest(path=PATH, body=body, headers=_native_headers(native))
+
+
+def build_native_count_request(model: str, native: NativeRequest) -> WireRequest:
+    """``POST /v1/messages/count_tokens`` for a client's own Messages request (its prompt fields only)."""
+    body: dict[str, Any] = {"model": model}
+    body.update((k, native.body[k]) for k in _COUNT_FIELDS if k in native.body)
+    return WireRequest(path=PATH + "/count_tokens", body=body, headers=_native_headers(native))
 
 
 def build_count_request(model: str, messages: list[Message], config: RunConfig) -> WireRequest:

@@ -61,6 +61,8 @@ def build_request(
         body["tools"] = config.tools
     if config.tool_choice is not None:
         body["tool_choice"] = config.tool_choice
+    if config.reasoning_effort is not None:
+        body["reasoning_effort"] = config.reasoning_effort
     if stream:
         body["stream"] = True
     merge_extra_body(body, config)
