@@ -329,3 +329,11 @@ def test_bodies_and_events_are_what_the_documented_models_describe(gw, mock, gro
             assert ResponseStreamEvent.model_validate(data, strict=True).model_dump(exclude_unset=True) == data
     code, _, raw = http("DELETE", f"{url}/{body['id']}", headers=key)
     assert code == 200 and ResponseDeleted.model_validate(json.loads(raw), strict=True)
+
+
+def test_reasoning_effort_reaches_an_openai_upstream(client, mock):
+    r = client.responses.create(model="plain", input="think", reasoning={"effort": "high"})
+    assert upstream_body(mock, "openai")["reasoning_effort"] == "high"
+    assert r.reasoning.effort == "high"
+    client.responses.create(model="plain", input="no effort")
+    assert "reasoning_effort" not in upstream_body(mock, "openai")

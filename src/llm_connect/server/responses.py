@@ -113,13 +113,14 @@ def parse_responses(
     previous = f.str("previous_response_id")
     md = f.metadata()
     budget = with_thread(budget_from_headers(headers), f.ident("thread_id"))
+    reasoning = _reasoning(f)
     echo = {
         "instructions": instructions,
         "max_output_tokens": max_tokens,
         "metadata": md,
         "parallel_tool_calls": parallel,
         "previous_response_id": previous,
-        "reasoning": _reasoning(f),
+        "reasoning": reasoning,
         "store": store,
         "temperature": temperature,
         "text": text,
@@ -139,6 +140,7 @@ def parse_responses(
         top_p=top_p,
         timeout=f.num("timeout", positive=True),
         response_format=response_format,
+        reasoning_effort=reasoning["effort"],
         tools=tools.chat,
         tool_choice=tool_choice if tools.chat is not None else None,
         tenant_id=f.ident("tenant_id") or header(headers, "x-llm-tenant-id"),
