@@ -25,8 +25,8 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..adapter import LLMAdapter
 from ..errors import LLMConfigurationError, LLMError, LLMInvalidRequestError, LLMProviderUnavailableError
@@ -35,6 +35,8 @@ from .attempts import Call
 from .deployment import Deployment, Node, deployment_from
 from .health import CooldownPolicy, MemoryRouterState, RetryPolicy, RouterState, Status, current_minute
 from .strategies import Strategy, make_strategy
+
+_R = TypeVar("_R", LLMResponse, "EmbeddingResponse")
 
 if TYPE_CHECKING:
     from ..embeddings import EmbeddingInput, EmbeddingResponse
@@ -506,15 +508,27 @@ class Router(LLMAdapter):
         Returns the stream itself (an async generator): no extra generator layer on every chunk."""
         return self._stream(prompt, config, None)
 
-    async def _execute(self, prompt: Prompt, config: RunConfig | None, group: str | None) -> LLMResponse:
+    def _execute(
+        self, prompt: Prompt, config: RunConfig | None, group: str | None
+    ) -> Coroutine[Any, Any, LLMResponse]:
         """A routed call on ``group`` (None: the group config.model_name names, or the default)."""
+        return self._routed(config, group, lambda adapter, cfg: adapter.async_execute_prompt(prompt, cfg))
+
+    async def _routed(
+        self,
+        config: RunConfig | None,
+        group: str | None,
+        attempt: Callable[[LLMAdapter, RunConfig], Awaitable[_R]],
+    ) -> _R:
+        """Run ``attempt`` (one call on one deployment's adapter) on the deployments of ``group`` and its
+        fallbacks in the plan's order, with retries and cooldowns, until one answers."""
         call = self._call(config, stream=False, group=group)
         while (picked := await call.next_attempt()) is not None:
             node, st, probe = picked
             t0 = time.perf_counter()
             node.in_flight += 1
             try:
-                resp = await node.adapter().async_execute_prompt(prompt, call.config_for(node))
+                resp = await attempt(node.adapter(), call.config_for(node))
             except LLMError as exc:
                 if await call.failed(node, exc, t0, probe):
                     raise
@@ -527,7 +541,7 @@ class Router(LLMAdapter):
             finally:
                 node.in_flight -= 1
             node.observe(time.perf_counter() - t0, self._alpha, first_token=False)
-            await call.succeeded(node, st, resp.usage.total_tokens, probe)
+            await call.succeeded(node, st, resp.usage.total_tokens, probe)  # type: ignore[attr-defined]
             return resp
         raise await call.exhausted()
 
@@ -548,31 +562,10 @@ class Router(LLMAdapter):
             if n.adapter().supports_embeddings
         ]
 
-    async def _embed(
+    def _embed(
         self, texts: EmbeddingInput, config: RunConfig | None, group: str | None, dimensions: int | None
-    ) -> EmbeddingResponse:
-        call = self._call(config, stream=False, group=group)
-        while (picked := await call.next_attempt()) is not None:
-            node, st, probe = picked
-            t0 = time.perf_counter()
-            node.in_flight += 1
-            try:
-                resp = await node.adapter().aembed(texts, call.config_for(node), dimensions=dimensions)
-            except LLMError as exc:
-                if await call.failed(node, exc, t0, probe):
-                    raise
-                log.debug("routing: %s failed (%s), trying the next deployment", node.name, type(exc).__name__)
-                continue
-            except BaseException:
-                if probe:
-                    await self._state_proxy.release_probe(node.name)
-                raise
-            finally:
-                node.in_flight -= 1
-            node.observe(time.perf_counter() - t0, self._alpha, first_token=False)
-            await call.succeeded(node, st, resp.usage.total_tokens, probe)
-            return resp
-        raise await call.exhausted()
+    ) -> Coroutine[Any, Any, EmbeddingResponse]:
+        return self._routed(config, group, lambda adapter, cfg: adapter.aembed(texts, cfg, dimensions=dimensions))
 
     async def _stream(self, prompt: Prompt, config: RunConfig | None, group: str | None) -> AsyncIterator[StreamChunk]:
         call = self._call(config, stream=True, group=group)
