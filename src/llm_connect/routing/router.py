@@ -508,9 +508,7 @@ class Router(LLMAdapter):
         Returns the stream itself (an async generator): no extra generator layer on every chunk."""
         return self._stream(prompt, config, None)
 
-    def _execute(
-        self, prompt: Prompt, config: RunConfig | None, group: str | None
-    ) -> Coroutine[Any, Any, LLMResponse]:
+    def _execute(self, prompt: Prompt, config: RunConfig | None, group: str | None) -> Coroutine[Any, Any, LLMResponse]:
         """A routed call on ``group`` (None: the group config.model_name names, or the default)."""
         return self._routed(config, group, lambda adapter, cfg: adapter.async_execute_prompt(prompt, cfg))
 

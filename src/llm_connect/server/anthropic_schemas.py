@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictStr
 
-from .schemas import _INT64_MAX, IGNORED, Ident, PositiveInt, Seconds, Text, _no_coercion
+from .schemas import _INT64_MAX, IGNORED, CallExtensions, PositiveInt, Text, _no_coercion
 
 __all__ = [
     "AnthropicCountTokensRequest",
@@ -44,7 +44,7 @@ class AnthropicMetadata(BaseModel):
     user_id: Text | None = Field(None, description="Kept in the call's metadata (the ledger's metadata column)")
 
 
-class AnthropicMessagesRequest(BaseModel):
+class AnthropicMessagesRequest(CallExtensions):
     """A Messages request (Anthropic's shape; the SDKs' ``messages.create``). Unknown fields are passed
     through to an Anthropic upstream and dropped when the call is translated (docs/anthropic.md)."""
 
@@ -67,11 +67,6 @@ class AnthropicMessagesRequest(BaseModel):
     thinking: dict[str, Any] | None = Field(
         None, description="enabled (budget_tokens; translated: reasoning_effort), disabled or adaptive"
     )
-    tenant_id: Ident | None = None
-    agent: Text | None = None
-    thread_id: Ident | None = None
-    task_type: Text | None = None
-    timeout: Seconds | None = None
 
 
 class AnthropicCountTokensRequest(AnthropicMessagesRequest):

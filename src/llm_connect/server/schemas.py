@@ -241,8 +241,19 @@ class StreamOptions(BaseModel):
     )
 
 
+class CallExtensions(BaseModel):
+    """The body fields every call endpoint accepts besides its protocol's own (they win over the X-LLM-*
+    headers)."""
+
+    tenant_id: Ident | None = Field(None, description="Extension: the tenant (the admin key or auth off)")
+    agent: Text | None = Field(None, description="Extension: the calling agent, for accounting")
+    thread_id: Ident | None = Field(None, description="Extension: per-thread budget (budgets.max_tokens_per_thread)")
+    task_type: Text | None = Field(None, description="Extension: picks a routing policy rule")
+    timeout: Seconds | None = Field(None, description="Extension: seconds")
+
+
 # -- POST /v1/chat/completions --------------------------------------------------------------------------------
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(CallExtensions):
     """OpenAI Chat Completions. Unknown fields are ignored; ``n`` must be 1. Extensions: ``tenant_id``,
     ``agent``, ``thread_id``, ``task_type``, ``timeout`` (body fields win over the X-LLM-* headers)."""
 
@@ -265,11 +276,6 @@ class ChatCompletionRequest(BaseModel):
     metadata: dict[str, Any] | None = Field(
         None, description="Kept in the ledger as openai_metadata; " + _METADATA_LIMITS
     )
-    tenant_id: Ident | None = Field(None, description="Extension: the tenant (the admin key or auth off)")
-    agent: Text | None = Field(None, description="Extension: the calling agent, for accounting")
-    thread_id: Ident | None = Field(None, description="Extension: per-thread budget (budgets.max_tokens_per_thread)")
-    task_type: Text | None = Field(None, description="Extension: picks a routing policy rule")
-    timeout: Seconds | None = Field(None, description="Extension: seconds")
     frequency_penalty: Any = _ignored("not forwarded")
     presence_penalty: Any = _ignored("not forwarded")
     logit_bias: Any = _ignored("not forwarded")
@@ -289,7 +295,7 @@ class ChatCompletionRequest(BaseModel):
 
 
 # -- POST /v1/embeddings -------------------------------------------------------------------------------------
-class EmbeddingRequest(BaseModel):
+class EmbeddingRequest(CallExtensions):
     """OpenAI Create embeddings. ``input`` is a string or at most 2048 strings (token-id arrays are refused with
     a 400). Extensions as for chat: ``tenant_id``, ``agent``, ``thread_id``, ``task_type``, ``timeout``."""
 
@@ -305,11 +311,6 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] | None = Field(
         None, description="float (default): lists of numbers; base64: little-endian float32 bytes, base64-encoded"
     )
-    tenant_id: Ident | None = Field(None, description="Extension: the tenant (the admin key or auth off)")
-    agent: Text | None = Field(None, description="Extension: the calling agent, for accounting")
-    thread_id: Ident | None = Field(None, description="Extension: per-thread budget (budgets.max_tokens_per_thread)")
-    task_type: Text | None = Field(None, description="Extension: picks a routing policy rule")
-    timeout: Seconds | None = Field(None, description="Extension: seconds")
     user: Any = _ignored("use tenant_id / agent for attribution")
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from .schemas import _METADATA_LIMITS, Ident, PositiveInt, Seconds, Temperature, Text, TopP, _ignored
+from .schemas import _METADATA_LIMITS, CallExtensions, PositiveInt, Temperature, Text, TopP, _ignored
 
 __all__ = [
     "ResponseContentPart",
@@ -109,7 +109,7 @@ class ResponseReasoning(BaseModel):
     summary: Literal["auto", "concise", "detailed"] | None = None
 
 
-class ResponseCreateRequest(BaseModel):
+class ResponseCreateRequest(CallExtensions):
     """OpenAI Responses ``POST /v1/responses``. Unknown fields are ignored. Extensions: ``tenant_id``, ``agent``,
     ``thread_id``, ``task_type``, ``timeout`` (as on chat completions)."""
 
@@ -134,11 +134,6 @@ class ResponseCreateRequest(BaseModel):
     metadata: dict[str, Any] | None = Field(
         None, description="Kept in the ledger as openai_metadata; " + _METADATA_LIMITS
     )
-    tenant_id: Ident | None = Field(None, description="Extension: the tenant (the admin key or auth off)")
-    agent: Text | None = Field(None, description="Extension: the calling agent, for accounting")
-    thread_id: Ident | None = Field(None, description="Extension: per-thread budget (budgets.max_tokens_per_thread)")
-    task_type: Text | None = Field(None, description="Extension: picks a routing policy rule")
-    timeout: Seconds | None = Field(None, description="Extension: seconds")
     prompt_cache_key: Text | None = Field(None, description="Echoed; not forwarded")
     include: Any = _ignored("there is no encrypted reasoning or tool output to include")
     client_metadata: Any = _ignored("Codex's own metadata")
