@@ -427,6 +427,10 @@ class LLMResponse:
     #: the service tier the provider says it served the call at (OpenAI ``service_tier``: "default", "flex",
     #: "priority", "scale"; Anthropic ``usage.service_tier``); the call is priced at that tier's rate
     service_tier: str | None = None
+    #: reasoning ("thinking") text the provider returned beside the answer (DeepSeek ``reasoning_content``)
+    reasoning: str = ""
+    #: reply fields a provider row keeps beyond the normalised ones (Perplexity ``citations``, ``search_results``)
+    provider_fields: dict[str, Any] | None = None
 
     @property
     def content(self) -> str:
@@ -472,3 +476,5 @@ class StreamChunk:
     reasoning: str = ""
     #: on the final chunk: the service tier the provider served the stream at (see LLMResponse.service_tier)
     service_tier: str | None = None
+    #: on the final chunk: reply fields the provider row keeps (see LLMResponse.provider_fields)
+    provider_fields: dict[str, Any] | None = None
