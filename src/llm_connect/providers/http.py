@@ -109,9 +109,12 @@ class HTTPAdapter(BaseAdapter):
         return {self.spec.auth: key}
 
     def _price_key(self, model: str | None) -> tuple[str, str]:
-        """The reported model, else the model the deployment is mapped to (Azure ``models=``), else the name."""
+        """The reported model, else the model the deployment is mapped to (Azure ``models=``: before the reply, or
+        when the reply names only the deployment), else the name."""
         mapped = self._route.price_model if self._route is not None else None
-        return self.provider, model or mapped or self.model
+        if mapped and (not model or model == self.model):
+            return self.provider, mapped
+        return self.provider, model or self.model
 
     def _usage(self, usage: Usage) -> Usage:
         """Usage in our convention: a row whose provider reports reasoning beside completion tokens (xAI) gets
