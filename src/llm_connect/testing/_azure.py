@@ -3,7 +3,8 @@
 Azure OpenAI speaks Chat Completions with these differences, all reproduced here:
 
 * paths ``/openai/deployments/{deployment}/chat/completions?api-version=…`` (the deployment in the path, a
-  dated ``api-version`` required) and the v1 API ``/openai/v1/chat/completions`` (the deployment as ``model``);
+  dated ``api-version`` required) and the v1 API ``/openai/v1/chat/completions`` (the deployment as ``model``;
+  Azure there when an ``api-key`` header is sent, else the plain OpenAI path under an ``/openai`` prefix);
 * an ``api-key`` header (a resource key: 32 hex characters, or the newer 84-character keys) or an Entra ID
   ``Authorization: Bearer <JWT>``; a missing or malformed credential is a 401 in Azure's own body;
 * ``prompt_filter_results`` on the reply (and on a first stream chunk with no choices) and

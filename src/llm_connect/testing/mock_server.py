@@ -284,6 +284,8 @@ class MockServer:
     async def _azure(self, request: web.Request) -> web.StreamResponse:
         """Azure OpenAI: credentials and api-version checked the way Azure does, then chat completions."""
         deployment = request.match_info.get("deployment")
+        if deployment is None and "api-key" not in request.headers:
+            return await self._openai(request)  # /openai/v1 with a bearer key: an OpenAI-compatible prefix
         problem = A.request_problem(deployment, request.headers, request.query, self._state.require_key)
         if problem is not None:
             self._record(request, "azure", deployment, None, b"", None)
