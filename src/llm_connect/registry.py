@@ -168,9 +168,9 @@ _LONG_TAIL = (
         "sambanova",
         "https://api.sambanova.ai/v1",
         "SAMBANOVA_API_KEY",
-        "SambaNova Cloud (priced at its Hugging Face router rates)",
+        "SambaNova Cloud (not in genai-prices under its own model ids: price it with overrides)",
         "https://docs.sambanova.ai/cloud/api-reference/endpoints/chat",
-        prices_id="huggingface_sambanova",
+        prices_id=None,
         capabilities=_caps("tools", "vision", "json", "stream_usage"),
     ),
     _vendor(
