@@ -251,3 +251,13 @@ def test_a_missing_key_names_the_variable(monkeypatch):
     monkeypatch.delenv("NEBIUS_API_KEY", raising=False)
     with pytest.raises(LLMConfigurationError, match="NEBIUS_API_KEY"):
         create_adapter("nebius:meta-llama/Llama-3.3-70B-Instruct")
+
+
+def test_docs_table_lists_every_http_provider_with_its_base_url_and_key():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "providers.md").read_text()
+    for name, spec in HTTP_PROVIDERS.items():
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{name}` |")), None)
+        assert row is not None, name
+        assert (spec.base_url or "endpoint") in row and all(f"`{k}`" in row for k in spec.key_env), name
