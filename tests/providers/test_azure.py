@@ -234,3 +234,17 @@ def test_configuration_errors_are_clear(kw, needle):
 def test_no_endpoint_names_the_variable():
     with pytest.raises(LLMConfigurationError, match="AZURE_OPENAI_ENDPOINT"):
         create_adapter("azure:d", api_key=KEY)
+
+
+async def test_embeddings_go_to_the_deployment_with_the_api_version(mock):
+    a = azure(mock, "emb3", models={"emb3": "text-embedding-3-small"})
+    r = await a.aembed(["hello world"])
+    assert mock.last_request["path"] == "/openai/deployments/emb3/embeddings"
+    assert mock.last_request["query"] == {"api-version": VERSION}
+    assert (
+        r.vectors
+        and r.cost_usd
+        == genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=r.usage.input_tokens), "text-embedding-3-small", provider_id="azure"
+        ).total_price
+    )
