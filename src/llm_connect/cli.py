@@ -199,15 +199,18 @@ def models() -> None:
 
     from .registry import HTTP_PROVIDERS, OTHER_PROVIDERS, default_spec
 
-    table = Table("provider", "kind", "key", "base URL / notes")
+    table = Table("provider", "kind", "key", "supports", "base URL / notes")
     for name, spec in sorted(HTTP_PROVIDERS.items()):
-        key = "set" if spec.find_key() else ("-" if not spec.key_required else "missing")
-        table.add_row(name, spec.wire, key, spec.base_url)
+        var = spec.key_variable_set()
+        key = f"set ({var})" if var else ("-" if not spec.key_required else "missing: " + " or ".join(spec.key_env))
+        where = spec.base_url or (f"${spec.base_env}" if spec.base_env else "api_base")
+        table.add_row(name, spec.wire, key, ", ".join(sorted(spec.capabilities)), where)
     for name in sorted(OTHER_PROVIDERS):
         table.add_row(
             name,
             "in-process",
             "-",
+            "",
             {
                 "local": "llama.cpp: smollm2-135m (default, instruction-tuned), gemma3-270m (base)",
                 "claude_code": "the claude CLI",

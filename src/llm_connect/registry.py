@@ -15,7 +15,7 @@ from typing import Any
 
 from .adapter import LLMAdapter
 from .errors import LLMConfigurationError
-from .providers.spec import ProviderSpec
+from .providers.spec import DeploymentURLs, ProviderSpec
 
 __all__ = [
     "HTTP_PROVIDERS",
@@ -25,6 +25,7 @@ __all__ = [
     "default_spec",
     "get_llm",
     "provider_names",
+    "provider_prices_id",
 ]
 
 
@@ -37,6 +38,10 @@ def _openai_compatible(
     headers: Mapping[str, str] | None = None,
     base_env: str | None = None,
     description: str = "",
+    prices_id: str | None = "",
+    capabilities: frozenset[str] = frozenset(),
+    docs_url: str = "",
+    **quirks: Any,
 ) -> ProviderSpec:
     return ProviderSpec(
         name=name,
@@ -47,7 +52,174 @@ def _openai_compatible(
         headers=MappingProxyType(dict(headers or {})),
         base_env=base_env,
         description=description,
+        prices_id=prices_id,
+        capabilities=capabilities,
+        docs_url=docs_url,
+        **quirks,
     )
+
+
+def _caps(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+_CHAT = _caps("tools", "json", "stream_usage")
+
+
+def _vendor(
+    name: str, base_url: str, key_env: str | tuple[str, ...], description: str, docs_url: str, **kw: Any
+) -> ProviderSpec:
+    """A hosted OpenAI-compatible vendor: a key is required, the base URL is the documented one."""
+    keys = (key_env,) if isinstance(key_env, str) else key_env
+    kw.setdefault("capabilities", _CHAT)
+    return _openai_compatible(name, base_url, keys, key_required=True, description=description, docs_url=docs_url, **kw)
+
+
+#: the OpenAI-compatible long tail: hosted vendors, each a row (base URL, key variable, capabilities,
+#: genai-prices provider id, quirks as data); docs/providers.md has the same table for people
+_LONG_TAIL = (
+    _vendor(
+        "mistral",
+        "https://api.mistral.ai/v1",
+        "MISTRAL_API_KEY",
+        "Mistral AI (OpenAI-compatible chat completions)",
+        "https://docs.mistral.ai/api/",
+        capabilities=_caps("tools", "vision", "json", "stream_usage"),
+    ),
+    _vendor(
+        "deepseek",
+        "https://api.deepseek.com",
+        "DEEPSEEK_API_KEY",
+        "DeepSeek (reasoning_content beside content; automatic prompt cache)",
+        "https://api-docs.deepseek.com/",
+        capabilities=_caps("tools", "json", "stream_usage", "caching", "reasoning"),
+    ),
+    _vendor(
+        "xai",
+        "https://api.x.ai/v1",
+        "XAI_API_KEY",
+        "xAI Grok (reasoning tokens reported beside completion tokens)",
+        "https://docs.x.ai/docs/api-reference",
+        prices_id="x-ai",
+        capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+        reasoning_outside_output=True,
+    ),
+    _vendor(
+        "fireworks",
+        "https://api.fireworks.ai/inference/v1",
+        "FIREWORKS_API_KEY",
+        "Fireworks AI",
+        "https://docs.fireworks.ai/api-reference/post-chatcompletions",
+        capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+    ),
+    _vendor(
+        "cerebras",
+        "https://api.cerebras.ai/v1",
+        "CEREBRAS_API_KEY",
+        "Cerebras Inference",
+        "https://inference-docs.cerebras.ai/api-reference/chat-completions",
+        capabilities=_caps("tools", "json", "stream_usage", "reasoning"),
+    ),
+    _vendor(
+        "perplexity",
+        "https://api.perplexity.ai",
+        "PERPLEXITY_API_KEY",
+        "Perplexity Sonar (web-grounded; citations and search_results kept)",
+        "https://docs.perplexity.ai/api-reference/chat-completions-post",
+        capabilities=_caps("json", "stream_usage", "reasoning", "citations"),
+        keep_fields=("citations", "search_results"),
+    ),
+    _vendor(
+        "deepinfra",
+        "https://api.deepinfra.com/v1/openai",
+        ("DEEPINFRA_API_KEY", "DEEPINFRA_TOKEN"),
+        "DeepInfra (OpenAI-compatible endpoint)",
+        "https://deepinfra.com/docs/openai_api",
+        prices_id=None,
+        capabilities=_caps("tools", "vision", "json", "stream_usage"),
+    ),
+    _vendor(
+        "moonshot",
+        "https://api.moonshot.ai/v1",
+        "MOONSHOT_API_KEY",
+        "Moonshot AI Kimi",
+        "https://platform.moonshot.ai/docs/api/chat",
+        prices_id="moonshotai",
+        capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+    ),
+    _vendor(
+        "zai",
+        "https://api.z.ai/api/paas/v4",
+        "ZAI_API_KEY",
+        "Z.ai GLM (general endpoint)",
+        "https://docs.z.ai/api-reference/introduction",
+        capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+    ),
+    _vendor(
+        "nebius",
+        "https://api.tokenfactory.nebius.com/v1",
+        "NEBIUS_API_KEY",
+        "Nebius Token Factory (priced at its Hugging Face router rates)",
+        "https://docs.tokenfactory.nebius.com/api-reference/introduction",
+        prices_id="huggingface_nebius",
+        capabilities=_caps("tools", "vision", "json", "stream_usage"),
+    ),
+    _vendor(
+        "sambanova",
+        "https://api.sambanova.ai/v1",
+        "SAMBANOVA_API_KEY",
+        "SambaNova Cloud (not in genai-prices under its own model ids: price it with overrides)",
+        "https://docs.sambanova.ai/cloud/api-reference/endpoints/chat",
+        prices_id=None,
+        capabilities=_caps("tools", "vision", "json", "stream_usage"),
+    ),
+    _vendor(
+        "hyperbolic",
+        "https://api.hyperbolic.xyz/v1",
+        "HYPERBOLIC_API_KEY",
+        "Hyperbolic (priced at its Hugging Face router rates)",
+        "https://docs.hyperbolic.xyz/docs/rest-api",
+        prices_id="huggingface_hyperbolic",
+        capabilities=_caps("json", "stream_usage", "vision"),
+    ),
+    _vendor(
+        "novita",
+        "https://api.novita.ai/openai/v1",
+        "NOVITA_API_KEY",
+        "Novita AI",
+        "https://novita.ai/docs/api-reference/model-apis-llm-create-chat-completion",
+        capabilities=_caps("tools", "vision", "json", "stream_usage", "reasoning"),
+    ),
+    _vendor(
+        "cohere",
+        "https://api.cohere.ai/compatibility/v1",
+        ("COHERE_API_KEY", "CO_API_KEY"),
+        "Cohere Compatibility API (rejects stream_options: no stream usage asked for)",
+        "https://docs.cohere.com/docs/compatibility-api",
+        capabilities=_caps("tools", "vision", "json"),
+        drop_fields=("stream_options",),
+    ),
+)
+
+#: Azure OpenAI: ``azure:<deployment>``; the endpoint comes from api_base / ``endpoint=`` / $AZURE_OPENAI_ENDPOINT
+AZURE = ProviderSpec(
+    "azure",
+    "openai_chat",
+    "",
+    ("AZURE_OPENAI_API_KEY",),
+    auth="api-key",
+    base_env="AZURE_OPENAI_ENDPOINT",
+    description="Azure OpenAI (deployments; api-key or Entra ID token)",
+    capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+    max_tokens_field="max_completion_tokens",
+    deployments=DeploymentURLs(
+        versioned_path="/openai/deployments/{deployment}",
+        v1_path="/openai/v1",
+        version_env=("AZURE_OPENAI_API_VERSION", "OPENAI_API_VERSION"),
+        token_env=("AZURE_OPENAI_AD_TOKEN",),
+    ),
+    docs_url="https://learn.microsoft.com/en-us/azure/ai-foundry/openai/reference",
+)
 
 
 HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
@@ -63,6 +235,8 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 description="OpenAI Chat Completions",
                 max_tokens_field="max_completion_tokens",
                 input_count="tiktoken",
+                capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+                docs_url="https://platform.openai.com/docs/api-reference/chat",
             ),
             ProviderSpec(
                 "anthropic",
@@ -73,6 +247,8 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 base_env="ANTHROPIC_BASE_URL",
                 description="Anthropic Messages",
                 input_count="endpoint",
+                capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+                docs_url="https://docs.anthropic.com/en/api/messages",
             ),
             ProviderSpec(
                 "gemini",
@@ -82,6 +258,9 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 auth="x-goog-api-key",
                 description="Google Gemini API",
                 input_count="endpoint",
+                prices_id="google",
+                capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+                docs_url="https://ai.google.dev/api/generate-content",
             ),
             ProviderSpec(
                 "ollama",
@@ -92,6 +271,9 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 key_required=False,
                 base_env="OLLAMA_HOST",
                 description="Ollama /api/chat",
+                prices_id=None,
+                capabilities=_caps("tools", "vision", "json", "stream_usage", "reasoning"),
+                docs_url="https://github.com/ollama/ollama/blob/main/docs/api.md",
             ),
             _openai_compatible(
                 "openrouter",
@@ -100,6 +282,8 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 key_required=True,
                 headers={"HTTP-Referer": "https://github.com/llm-connect/llm-connect", "X-Title": "llm-connect"},
                 description="OpenRouter (OpenAI-compatible)",
+                capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+                docs_url="https://openrouter.ai/docs/api-reference/chat-completion",
             ),
             _openai_compatible(
                 "groq",
@@ -107,6 +291,8 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 ("GROQ_API_KEY",),
                 key_required=True,
                 description="Groq (OpenAI-compatible)",
+                capabilities=_caps("tools", "vision", "json", "stream_usage", "reasoning"),
+                docs_url="https://console.groq.com/docs/api-reference",
             ),
             _openai_compatible(
                 "together",
@@ -114,6 +300,8 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 ("TOGETHER_API_KEY",),
                 key_required=True,
                 description="Together AI (OpenAI-compatible)",
+                capabilities=_caps("tools", "vision", "json", "stream_usage", "reasoning"),
+                docs_url="https://docs.together.ai/reference/chat-completions-1",
             ),
             _openai_compatible(
                 "vllm",
@@ -121,6 +309,8 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 ("VLLM_API_KEY",),
                 base_env="VLLM_BASE_URL",
                 description="vLLM OpenAI-compatible server",
+                prices_id=None,
+                capabilities=_caps("tools", "vision", "json", "stream_usage", "reasoning"),
             ),
             _openai_compatible(
                 "llamacpp-server",
@@ -128,6 +318,8 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 ("LLAMACPP_API_KEY",),
                 base_env="LLAMACPP_BASE_URL",
                 description="llama.cpp llama-server",
+                prices_id=None,
+                capabilities=_caps("tools", "json", "stream_usage"),
             ),
             _openai_compatible(
                 "lmstudio",
@@ -135,13 +327,18 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 ("LMSTUDIO_API_KEY",),
                 base_env="LMSTUDIO_BASE_URL",
                 description="LM Studio local server",
+                prices_id=None,
+                capabilities=_caps("tools", "json", "stream_usage"),
             ),
             _openai_compatible(
                 "openai-compatible",
                 "http://127.0.0.1:8000/v1",
                 ("OPENAI_COMPATIBLE_API_KEY",),
                 description="any OpenAI-compatible server: pass api_base",
+                capabilities=_CHAT,
             ),
+            AZURE,
+            *_LONG_TAIL,
         )
     }
 )
@@ -161,6 +358,13 @@ _ALIASES: Mapping[str, str] = MappingProxyType(
         "claude-code": "claude_code",
         "llamacpp": "llamacpp-server",
         "llama.cpp": "llamacpp-server",
+        "azure_openai": "azure",
+        "azure-openai": "azure",
+        "grok": "xai",
+        "x-ai": "xai",
+        "z.ai": "zai",
+        "moonshotai": "moonshot",
+        "together_ai": "together",
     }
 )
 
@@ -176,6 +380,12 @@ _KEYED_DEFAULTS = (
 
 def provider_names() -> list[str]:
     return sorted([*HTTP_PROVIDERS, *OTHER_PROVIDERS])
+
+
+def provider_prices_id(provider: str) -> str | None:
+    """The genai-prices provider id of an HTTP provider row ("" when ``provider`` is no row: use its name)."""
+    spec = HTTP_PROVIDERS.get(provider)
+    return "" if spec is None else spec.genai_prices_id
 
 
 def default_spec(environ: Mapping[str, str] | None = None) -> str:

@@ -449,6 +449,10 @@ class LLMResponse:
     service_tier: str | None = None
     #: ``raw`` is the upstream's answer to ``RunConfig.native``, in that request's wire format (passthrough)
     native: bool = False
+    #: reasoning ("thinking") text the provider returned beside the answer (DeepSeek ``reasoning_content``)
+    reasoning: str = ""
+    #: reply fields a provider row keeps beyond the normalised ones (Perplexity ``citations``, ``search_results``)
+    provider_fields: dict[str, Any] | None = None
 
     @property
     def content(self) -> str:
@@ -497,3 +501,5 @@ class StreamChunk:
     #: passthrough (``RunConfig.native``) only: the upstream's own events this chunk came from, in order, as
     #: (event name, data) pairs — the events that yield no chunk of their own ride on the next chunk shown
     raw_events: list[tuple[str | None, dict[str, Any]]] | None = None
+    #: on the final chunk: reply fields the provider row keeps (see LLMResponse.provider_fields)
+    provider_fields: dict[str, Any] | None = None

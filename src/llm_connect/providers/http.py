@@ -27,6 +27,7 @@ from ..types import LLMResponse, Message, RunConfig, StreamChunk, Usage
 from ..wire import WireRequest
 from ..wire.embeddings import CODECS as EMBEDDING_CODECS
 from ..wire.embeddings import gemini_count_request, parse_gemini_count
+from ._deployment import deployment_route
 from .base import BaseAdapter
 from .spec import ProviderSpec
 from .tokens import OPENAI_FRAME_PER_MESSAGE, OPENAI_FRAME_PER_PROMPT, framed_count, tiktoken_encoder
@@ -66,18 +67,23 @@ class HTTPAdapter(BaseAdapter):
         headers: Mapping[str, str] | None = None,
         **options: Any,
     ) -> None:
+        # a deployment-addressed row (Azure) takes its endpoint, api_version, models and token options here
+        route = None
+        if spec.deployments is not None and model:
+            route = deployment_route(spec, model, api_base, api_key or spec.find_key(), options)
         super().__init__(provider=spec.name, model=model, **options)
         if not model:
             raise LLMConfigurationError(f"provider {spec.name!r} needs a model name, e.g. '{spec.name}:<model>'")
         self.spec = spec
         env_base = os.environ.get(spec.base_env) if spec.base_env else None
-        self.api_base = _checked_base(api_base or env_base or spec.base_url, spec.name)
+        self._route = route
+        self.api_base = _checked_base(route.base if route else (api_base or env_base or spec.base_url), spec.name)
         key = api_key or spec.find_key()
         if key is not None:
             key = key.strip()  # a key read from a file often ends in a newline
             if not key.isprintable():
                 raise LLMConfigurationError(f"the API key for {spec.name!r} contains control characters")
-        if key is None and spec.key_required and api_base is None and env_base is None:
+        if key is None and spec.key_required and api_base is None and env_base is None and route is None:
             names = " or ".join(spec.key_env) or "an api_key"
             raise LLMConfigurationError(
                 f"no API key for provider {spec.name!r}: set {names} or pass api_key=...",
@@ -89,7 +95,10 @@ class HTTPAdapter(BaseAdapter):
         #: the tiktoken text counter once looked up (None: there is none); unset until the first exact count
         self._text_counter: Callable[[str], int] | None = None
         self._text_counter_known = False
-        self._headers = self._auth_headers(key) | dict(spec.headers) | dict(headers or {})
+        auth = self._auth_headers(key)
+        if not auth and route is not None and route.token:  # Entra ID: a bearer token instead of the key
+            auth = {"Authorization": f"Bearer {route.token}"}
+        self._headers = auth | dict(spec.headers) | dict(headers or {})
         self._transport = transport or Transport.default()
 
     def _auth_headers(self, key: str | None) -> dict[str, str]:
@@ -98,6 +107,33 @@ class HTTPAdapter(BaseAdapter):
         if self.spec.auth == "bearer":
             return {"Authorization": f"Bearer {key}"}
         return {self.spec.auth: key}
+
+    def _price_key(self, model: str | None) -> tuple[str, str]:
+        """The reported model, else the model the deployment is mapped to (Azure ``models=``: before the reply, or
+        when the reply names only the deployment), else the name."""
+        mapped = self._route.price_model if self._route is not None else None
+        if mapped and (not model or model == self.model):
+            return self.provider, mapped
+        return self.provider, model or self.model
+
+    def _usage(self, usage: Usage) -> Usage:
+        """Usage in our convention: a row whose provider reports reasoning beside completion tokens (xAI) gets
+        them added to output."""
+        if self.spec.reasoning_outside_output and usage.reasoning_tokens:
+            return usage + Usage(output_tokens=usage.reasoning_tokens)
+        return usage
+
+    def _kept(self, data: Any) -> dict[str, Any]:
+        """The top-level reply fields the row keeps (Perplexity citations, search_results)."""
+        if not self.spec.keep_fields or not isinstance(data, Mapping):
+            return {}
+        return {k: data[k] for k in self.spec.keep_fields if data.get(k) is not None}
+
+    async def _call_headers(self, headers: dict[str, str]) -> dict[str, str]:
+        """Per-request credentials (an Entra ID token provider) on top of the prepared headers."""
+        if self._route is None or self._route.token_provider is None:
+            return headers
+        return headers | await self._route.bearer_headers()
 
     def __repr__(self) -> str:  # never show the key
         return f"<HTTPAdapter {self.provider}:{self.model} at {self.api_base}>"
@@ -120,10 +156,18 @@ class HTTPAdapter(BaseAdapter):
         field = self.spec.max_tokens_field
         if field != "max_tokens" and "max_tokens" in req.body and field not in req.body:
             req.body[field] = req.body.pop("max_tokens")
+        for name in self.spec.drop_fields:
+            req.body.pop(name, None)
         headers = self._headers | req.headers
         if config.extra_headers:
             headers = headers | config.extra_headers
-        return self.api_base + req.path, req.body, headers, req.query
+        return self.api_base + req.path, req.body, headers, self._query(req.query)
+
+    def _query(self, query: dict[str, str] | None) -> dict[str, str] | None:
+        """The request's query with the route's (Azure ``api-version``) under it."""
+        if self._route is not None and self._route.query:
+            return {**self._route.query, **(query or {})}
+        return query
 
     def _upstream_error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> LLMError:
         body: Any
@@ -202,6 +246,7 @@ class HTTPAdapter(BaseAdapter):
     # -- calls -------------------------------------------------------------------------------------
     async def _complete(self, messages: list[Message], config: RunConfig, max_tokens: int | None) -> LLMResponse:
         url, body, headers, query = self._prepare(messages, config, max_tokens, stream=False)
+        headers = await self._call_headers(headers)
         try:
             reply = await self._transport.post(url, body, headers=headers, params=query)
         except _NETWORK_ERRORS as exc:
@@ -231,13 +276,15 @@ class HTTPAdapter(BaseAdapter):
             text=parsed.text,
             model=parsed.model or self.model,
             provider=self.provider,
-            usage=parsed.usage,
+            usage=self._usage(parsed.usage),
             finish_reason=parsed.finish_reason,
             request_id=parsed.request_id or reply.headers.get("x-request-id") or reply.headers.get("request-id"),
             tool_calls=parsed.tool_calls,
             raw=data,
             service_tier=parsed.service_tier,
             native=config.native is not None and self._speaks(config),
+            reasoning=parsed.reasoning,
+            provider_fields=self._kept(data) or None,
         )
 
     async def _stream(
@@ -247,25 +294,32 @@ class HTTPAdapter(BaseAdapter):
         decoder = self._wire.StreamDecoder()
         #: passthrough: the upstream's events not yet handed on (see StreamChunk.raw_events)
         raw: list[tuple[str | None, dict[str, Any]]] | None = [] if self._speaks(config) else None
+        #: reply fields the provider row keeps (Perplexity citations), gathered over the events
+        kept: dict[str, Any] | None = {} if self.spec.keep_fields else None
         try:
+            headers = await self._call_headers(headers)
             async with self._transport.stream(
                 url, body, framing=self._wire.FRAMING, headers=headers, params=query
             ) as reply:
                 if reply.status >= 400:
                     raise self._upstream_error(reply.status, await reply.read_body(), reply.headers)
                 async for event, data in reply.events():
-                    if raw is None:
-                        for chunk in decoder.feed(event, data):
-                            yield chunk
-                        continue
-                    raw.append((event, data))
+                    if kept is not None:
+                        kept.update(self._kept(data))
+                    if raw is not None:
+                        raw.append((event, data))
                     for chunk in decoder.feed(event, data):
+                        if chunk.usage_so_far is not None:
+                            chunk.usage_so_far = self._usage(chunk.usage_so_far)
                         if raw and _shown(chunk):
                             chunk.raw_events, raw = raw, []
                         yield chunk
             final = decoder.finish()
+            if final.usage is not None:
+                final.usage = self._usage(final.usage)
             if raw:
                 final.raw_events = raw
+            final.provider_fields = kept or None
             yield final
         except LLMError as err:
             err.provider, err.model = self.provider, self.model
@@ -284,8 +338,11 @@ class HTTPAdapter(BaseAdapter):
         headers = self._headers | req.headers
         if config.extra_headers:
             headers = headers | config.extra_headers
+        headers = await self._call_headers(headers)
         try:
-            reply = await self._transport.post(self.api_base + req.path, req.body, headers=headers, params=req.query)
+            reply = await self._transport.post(
+                self.api_base + req.path, req.body, headers=headers, params=self._query(req.query)
+            )
         except _NETWORK_ERRORS as exc:
             raise self._network_error(exc) from None  # aiohttp errors may carry the key in their repr
         if reply.status >= 400:

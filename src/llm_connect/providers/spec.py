@@ -1,5 +1,5 @@
-"""ProviderSpec: an HTTP provider as data (wire format, base URL, auth, key variables). No I/O imports,
-so the registry can list providers without loading the HTTP client."""
+"""ProviderSpec: an HTTP provider as data (wire format, base URL, auth, key variables, capabilities, pricing id,
+quirks). No I/O imports, so the registry can list providers without loading the HTTP client."""
 
 from __future__ import annotations
 
@@ -8,12 +8,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["ProviderSpec"]
+__all__ = ["CAPABILITIES", "DeploymentURLs", "ProviderSpec"]
+
+#: what a provider row can claim: tool calls, image input, JSON mode / structured output, usage at the end of a
+#: stream, prompt caching (reported as cached tokens), reasoning text (``reasoning_content`` / ``reasoning``)
+CAPABILITIES = frozenset({"tools", "vision", "json", "stream_usage", "caching", "reasoning", "citations"})
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentURLs:
+    """A provider addressed by deployment under a per-resource endpoint (Azure OpenAI).
+
+    With an API version (``api_version=`` or the first of ``version_env`` set), calls go to
+    ``{endpoint}{versioned_path}`` with ``?{version_param}=<version>`` and the deployment in the path;
+    without one (or with ``"v1"``) to ``{endpoint}{v1_path}`` with the deployment as the body's ``model``.
+    ``token_env`` holds a bearer token (Entra ID) used when no key is given.
+    """
+
+    versioned_path: str
+    v1_path: str
+    version_param: str = "api-version"
+    version_env: tuple[str, ...] = ()
+    token_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
-    """One HTTP provider. ``auth`` is how the key is sent: bearer, x-api-key, x-goog-api-key or none."""
+    """One HTTP provider. ``auth`` is how the key is sent: bearer, x-api-key, x-goog-api-key, api-key or none."""
 
     name: str
     wire: str
@@ -31,10 +52,44 @@ class ProviderSpec:
     #: format's count-tokens request), "tiktoken" (OpenAI's tokenizer, when installed) or None (the bound)
     input_count: str | None = None
     description: str = ""
+    #: the genai-prices provider id its calls are priced under ("" : the same as ``name``; None: genai-prices has
+    #: no such provider, so calls are priced only by config overrides)
+    prices_id: str | None = ""
+    #: what the provider supports (see CAPABILITIES); documentation and ``llm-connect models``, not enforced
+    capabilities: frozenset[str] = frozenset()
+    #: the provider reports reasoning tokens beside completion_tokens instead of inside it (xAI): output is
+    #: completion_tokens + reasoning_tokens, as genai-prices counts it
+    reasoning_outside_output: bool = False
+    #: top-level reply fields kept on the response (``LLMResponse.provider_fields``), e.g. Perplexity's citations
+    keep_fields: tuple[str, ...] = ()
+    #: request body fields the provider rejects, removed before sending (Cohere: ``stream_options``)
+    drop_fields: tuple[str, ...] = ()
+    #: deployment-addressed URLs (Azure OpenAI); None: ``base_url`` + the wire format's path
+    deployments: DeploymentURLs | None = None
+    #: where the base URL, key variable and shapes are documented
+    docs_url: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = self.capabilities - CAPABILITIES
+        if unknown:
+            raise ValueError(f"provider {self.name!r}: unknown capabilities {sorted(unknown)}")
+
+    @property
+    def genai_prices_id(self) -> str | None:
+        """The genai-prices provider id (None: not in genai-prices)."""
+        return self.name if self.prices_id == "" else self.prices_id
 
     def find_key(self) -> str | None:
         for var in self.key_env:
             value = os.environ.get(var)
             if value:
                 return value
+        return None
+
+    def key_variable_set(self) -> str | None:
+        """The name of the first key (or token) variable that is set, else None."""
+        tokens = self.deployments.token_env if self.deployments is not None else ()
+        for var in (*self.key_env, *tokens):
+            if os.environ.get(var):
+                return var
         return None

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from . import _azure as A
+
 __all__ = [
     "ERROR_STATUS",
     "FORMATS",
@@ -38,7 +40,7 @@ __all__ = [
     "stream_media_type",
 ]
 
-FORMATS = ("openai", "anthropic", "gemini", "ollama")
+FORMATS = ("openai", "anthropic", "gemini", "ollama", "azure")
 #: placeholder spliced with a fresh response id per request (lets bodies be cached as bytes)
 ID_MARK = "__MOCK_ID__"
 
@@ -150,8 +152,8 @@ def parse_request(fmt: str, body: Any, *, model: str | None = None, sse: bool = 
     ``anthropic-beta`` header (``mid-conversation-system-*`` lets an Anthropic request hold system-role messages)."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    if fmt == "openai":
-        return _parse_openai(body)
+    if fmt in ("openai", "azure"):  # Azure: the deployment in the path is the model
+        return _parse_openai(body, fmt, model)
     if fmt == "anthropic":
         return _parse_anthropic(body, betas)
     if fmt == "gemini":
@@ -168,8 +170,8 @@ def _model_of(body: dict[str, Any]) -> str:
     return model
 
 
-def _parse_openai(body: dict[str, Any]) -> Parsed:
-    model = _model_of(body)
+def _parse_openai(body: dict[str, Any], fmt: str = "openai", model: str | None = None) -> Parsed:
+    model = model or _model_of(body)
     msgs = _require_messages(body, "messages")
     stream = body.get("stream") is True
     opts = body.get("stream_options")
@@ -181,7 +183,7 @@ def _parse_openai(body: dict[str, Any]) -> Parsed:
     messages = [(str(m.get("role", "")), _parts_text(m.get("content"))) for m in msgs if isinstance(m, dict)]
     tier = body.get("service_tier")
     return Parsed(
-        "openai",
+        fmt,
         model,
         stream=stream,
         include_usage=bool(isinstance(opts, dict) and opts.get("include_usage")),
@@ -279,6 +281,7 @@ _FINISH = {
     "gemini": {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY"},
     "ollama": {"stop": "stop", "length": "length", "tool_calls": "stop", "content_filter": "stop"},
 }
+_FINISH["azure"] = _FINISH["openai"]
 
 
 def _finish(fmt: str, finish: str) -> str:
@@ -434,7 +437,17 @@ def _ollama_body(r: Reply, created: int) -> dict[str, Any]:
     return _ollama_final(r, created, r.text)
 
 
-_BODY = {"openai": _openai_body, "anthropic": _anthropic_body, "gemini": _gemini_body, "ollama": _ollama_body}
+def _azure_body(r: Reply, created: int) -> dict[str, Any]:
+    return A.decorate_body(_openai_body(r, created))
+
+
+_BODY = {
+    "openai": _openai_body,
+    "anthropic": _anthropic_body,
+    "gemini": _gemini_body,
+    "ollama": _ollama_body,
+    "azure": _azure_body,
+}
 
 
 # --------------------------------------------------------------------------- streams
@@ -600,7 +613,18 @@ def _ollama_stream(r: Reply, rid: str, created: int, p: Parsed) -> tuple[list[by
     return frames, 1
 
 
-_STREAM = {"openai": _openai_stream, "anthropic": _anthropic_stream, "gemini": _gemini_stream, "ollama": _ollama_stream}
+def _azure_stream(r: Reply, rid: str, created: int, p: Parsed) -> tuple[list[bytes], int]:
+    frames, tail = _openai_stream(r, rid, created, p)
+    return [A.first_stream_frame(rid, created), *frames], tail
+
+
+_STREAM = {
+    "openai": _openai_stream,
+    "anthropic": _anthropic_stream,
+    "gemini": _gemini_stream,
+    "ollama": _ollama_stream,
+    "azure": _azure_stream,
+}
 
 
 # --------------------------------------------------------------------------- errors
@@ -754,7 +778,8 @@ def error_object(
         return {"error": msg}
     etype, ecode = _OPENAI_TYPE.get(kind, ("invalid_request_error", None))
     param = "messages" if kind == "context_length" else None
-    return {"error": {"message": msg, "type": error_type or etype, "param": param, "code": code or ecode}}
+    obj = {"error": {"message": msg, "type": error_type or etype, "param": param, "code": code or ecode}}
+    return A.error_object(status, kind, code, obj, retry_after) if fmt == "azure" else obj
 
 
 def render_error(fmt: str, status: int, **kw: Any) -> bytes:

@@ -3,6 +3,7 @@
 Paths (each answers in its provider's own shapes, streaming included)::
 
     POST {any prefix}/chat/completions               OpenAI chat completions (SSE when "stream": true)
+    POST /openai/deployments/{d}/chat/completions     Azure OpenAI (?api-version=; /openai/v1/... with an api-key)
     POST /v1/messages                                 Anthropic Messages (SSE when "stream": true)
     POST /v1beta/models/{model}:generateContent       Gemini
     POST /v1beta/models/{model}:streamGenerateContent Gemini stream (SSE with ?alt=sse, else a JSON array)
@@ -40,6 +41,7 @@ import orjson
 from aiohttp import web
 
 from .._net import listen_error, startup_errors
+from . import _azure as A
 from . import _embeddings as E
 from . import _formats as F
 from ._script import FAULTS, MockReply, Script, ScriptState, as_reply
@@ -254,6 +256,8 @@ class MockServer:
         r.add_post(r"/{prefix:.+}/v1/messages/count_tokens", self._anthropic_count)
         r.add_post("/v1/messages", self._anthropic)
         r.add_post(r"/{prefix:.+}/v1/messages", self._anthropic)
+        r.add_post("/openai/deployments/{deployment}/chat/completions", self._azure)
+        r.add_post("/openai/v1/chat/completions", self._azure)
         r.add_post("/chat/completions", self._openai)
         r.add_post(r"/{prefix:.+}/chat/completions", self._openai)
         r.add_post(r"/{version:v1beta|v1}/models/{target:[^/]+}", self._gemini)
@@ -276,6 +280,17 @@ class MockServer:
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "openai")
+
+    async def _azure(self, request: web.Request) -> web.StreamResponse:
+        """Azure OpenAI: credentials and api-version checked the way Azure does, then chat completions."""
+        deployment = request.match_info.get("deployment")
+        if deployment is None and "api-key" not in request.headers:
+            return await self._openai(request)  # /openai/v1 with a bearer key: an OpenAI-compatible prefix
+        problem = A.request_problem(deployment, request.headers, request.query, self._state.require_key)
+        if problem is not None:
+            self._record(request, "azure", deployment, None, b"", None)
+            return web.Response(status=problem[0], body=problem[1], content_type="application/json")
+        return await self._serve(request, "azure", model=deployment)
 
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "anthropic")
@@ -375,7 +390,7 @@ class MockServer:
         entry = self._record(request, fmt, req_model, body, raw, stream)
         rid = st.next_id()
 
-        if st.require_key is not None:
+        if st.require_key is not None and fmt != "azure":  # Azure's credentials: checked in _azure
             key = _api_key(request, fmt)
             if key != st.require_key:
                 return self._auth_error(fmt, key is None, rid)
@@ -482,7 +497,7 @@ class MockServer:
 
     @staticmethod
     def _public_id(fmt: str, rid: str) -> str:
-        if fmt == "openai":
+        if fmt in ("openai", "azure"):
             return "chatcmpl-" + rid
         if fmt == "anthropic":
             return "msg_" + rid
@@ -491,7 +506,7 @@ class MockServer:
     @staticmethod
     def _headers(fmt: str, rid: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
-        if fmt == "openai":
+        if fmt in ("openai", "azure"):
             h["x-request-id"] = "req_" + rid
         elif fmt == "anthropic":
             h["request-id"] = "req_" + rid
@@ -633,6 +648,8 @@ class MockServer:
         h = self._headers(fmt, rid, headers)
         if retry_after is not None:
             h["Retry-After"] = _retry_after(retry_after)
+            if fmt == "azure":
+                h.update(A.retry_headers(retry_after))
         return web.Response(status=status, body=body, headers=h)
 
     def _auth_error(self, fmt: str, missing: bool, rid: str) -> web.Response:

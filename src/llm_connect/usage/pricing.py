@@ -27,7 +27,8 @@ response price a call through this one order, so they agree:
 2. providers ``local`` and ``fake`` cost 0 (they run in-process; documented, explicit);
 3. self-hosted providers (``ollama``, ``vllm``, ``lmstudio``, ``llamacpp``, ``tgi``) are unpriced unless an
    override prices them (e.g. ``{"ollama:*": {"input_per_mtok": 0, "output_per_mtok": 0}}``);
-4. ``genai-prices`` under the mapped provider id (``gemini`` → ``google``, ``xai`` → ``x-ai``, ...), the
+4. ``genai-prices`` under the mapped provider id (the registry row's ``prices_id``: ``gemini`` → ``google``,
+   ``xai`` → ``x-ai``, ``nebius`` → ``huggingface_nebius``, ...; a row with none is unpriced), the
    reported id first, then the requested one; for ``openrouter`` a model ``vendor/name`` it does not list is
    looked up as ``name`` under ``vendor``;
 5. otherwise unpriced: ``None``, one warning per (provider, model) per Pricing instance, counted in
@@ -551,7 +552,10 @@ class Pricing:
             return _Resolved(_FREE_RATE, None, "free")
         if prov in SELF_HOSTED_PROVIDERS or not ids:
             return _UNPRICED
-        genai_id = _PROVIDER_IDS.get(prov, prov)
+        row_id = _row_prices_id(prov)
+        if row_id is None:  # a provider row genai-prices has no prices for (DeepInfra, self-hosted servers)
+            return _UNPRICED
+        genai_id = _PROVIDER_IDS.get(prov) or row_id or prov
         found = None
         for mdl in ids:
             found = _genai_find(genai_id or None, mdl)
@@ -569,6 +573,13 @@ class Pricing:
         if isinstance(info.prices, list):  # time-dependent prices
             return _Resolved(None, info, src, tier_info, tiers)
         return _Resolved(_rate_from_model_price(info.prices), None, src, tier_info, tiers)
+
+
+def _row_prices_id(provider: str) -> str | None:
+    """The genai-prices id a provider row names (registry ``ProviderSpec.prices_id``); "" for no row."""
+    from ..registry import provider_prices_id  # lazy: the registry imports the adapter layer
+
+    return provider_prices_id(provider)
 
 
 def _genai_find(provider_id: str | None, model: str) -> tuple[Any, Any] | None:

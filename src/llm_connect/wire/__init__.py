@@ -46,3 +46,5 @@ class ParsedResponse:
     request_id: str | None = None
     #: the service tier the provider served the call at, if it says (priced at that tier's rate)
     service_tier: str | None = None
+    #: reasoning text returned beside the answer (DeepSeek, vLLM ``reasoning_content``; OpenRouter ``reasoning``)
+    reasoning: str = ""

@@ -30,7 +30,14 @@ from ._common import (
     to_int,
 )
 
-__all__ = ["FRAMING", "StreamDecoder", "build_request", "classify_error", "parse_response", "parse_usage"]
+__all__ = [
+    "FRAMING",
+    "StreamDecoder",
+    "build_request",
+    "classify_error",
+    "parse_response",
+    "parse_usage",
+]
 
 FRAMING = "sse"
 
@@ -125,6 +132,8 @@ def parse_response(body: Mapping[str, Any]) -> ParsedResponse:
     if isinstance(content, list):  # a few compatible servers return content parts
         content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
     tool_calls = msg.get("tool_calls") or None
+    # reasoning beside the answer: DeepSeek and vLLM ``reasoning_content``, OpenRouter ``reasoning``
+    reasoning = msg.get("reasoning_content") or msg.get("reasoning")
     return ParsedResponse(
         text=content or "",
         model=body.get("model"),
@@ -133,6 +142,7 @@ def parse_response(body: Mapping[str, Any]) -> ParsedResponse:
         tool_calls=tool_calls,
         request_id=body.get("id"),
         service_tier=_tier(body),
+        reasoning=reasoning if isinstance(reasoning, str) else "",
     )
 
 
@@ -204,7 +214,7 @@ def classify_error(status: int | None, body: Any, headers: Mapping[str, str] | N
     if code == "context_length_exceeded" or etype == "exceed_context_size_error":  # OpenAI; llama.cpp server
         cls = LLMContextWindowExceededError
     elif code in ("content_filter", "content_policy_violation") or inner_code == "ResponsibleAIPolicyViolation":
-        cls = LLMContentFilterError
+        cls = LLMContentFilterError  # Azure OpenAI: the body's innererror.content_filter_result names the categories
     elif cls is None:  # no HTTP status: an error chunk inside a 200 stream
         if code == "rate_limit_exceeded" or etype in ("rate_limit_exceeded", "tokens", "requests"):
             cls = LLMRateLimitError
