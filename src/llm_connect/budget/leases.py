@@ -216,7 +216,10 @@ class LeasedBudgetStore(BudgetStore):
     slice; a level is leased when each of its caps is at least ``min_tokens`` / ``min_usd`` (dollars).
     """
 
-    atomic_async = False
+    #: the async twins are safe to cancel: a call held in a slice never suspends, and the Redis round trips
+    #: of the others run to completion in their own task (a reservation made for a cancelled caller is
+    #: given back). So the tracker wraps nothing in tasks on the hot path.
+    atomic_async = True
 
     def __init__(
         self,
@@ -254,6 +257,7 @@ class LeasedBudgetStore(BudgetStore):
         self._ascripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self._tickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker] = weakref.WeakKeyDictionary()
         self._last_sync = 0.0
+        self._orphans: set[asyncio.Future[Any]] = set()
         self.syncs = 0  # round trips made by syncs (tests, benchmarks)
 
     def __repr__(self) -> str:
@@ -315,8 +319,8 @@ class LeasedBudgetStore(BudgetStore):
                 sl.res[res_id] = (tokens, usd)
                 sl.res_t += tokens
                 sl.res_u += usd
-        if kick or self._due(now):
-            self._kick(urgent=kick)
+        if kick:
+            self._kick(urgent=True)
         return direct
 
     def _unhold(self, levels: Sequence[Level], res_id: str) -> None:
@@ -355,14 +359,28 @@ class LeasedBudgetStore(BudgetStore):
         direct = self._hold(levels, res_id, tokens, usd, now)
         if not direct:
             return None
+        sub = [levels[i] for i in direct]
+        task = asyncio.ensure_future(self.redis.areserve(sub, res_id, tokens, usd, now, lease_until))
         try:
-            refusal = await self.redis.areserve([levels[i] for i in direct], res_id, tokens, usd, now, lease_until)
+            refusal = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._unhold(levels, res_id)
+            task.add_done_callback(lambda f: self._orphan(f, sub, res_id, tokens, usd))
+            raise
         except BaseException:
             self._unhold(levels, res_id)
             raise
         if refusal is not None:
             self._unhold(levels, res_id)
         return self._mapped(refusal, direct)
+
+    def _orphan(self, call: asyncio.Future[Any], levels: list[Level], res_id: str, tokens: int, usd: int) -> None:
+        """A direct reservation whose caller was cancelled: give it back once it is made."""
+        if call.cancelled() or call.exception() is not None or call.result() is not None:
+            return
+        task = asyncio.ensure_future(self.redis.arelease(levels, res_id, tokens, usd))
+        self._orphans.add(task)
+        task.add_done_callback(self._orphans.discard)
 
     def _split(self, levels: Sequence[Level], res_id: str) -> tuple[list[int], list[int]]:
         """(levels holding ``res_id`` in their slice, the others)."""
@@ -461,17 +479,39 @@ class LeasedBudgetStore(BudgetStore):
     ) -> SettleResult:
         local, direct = self._split(levels, res_id) if mode == LEASE else ([], list(range(len(levels))))
         if not local:
-            return await self.redis.asettle(levels, res_id, reserved, reserved_usd, tokens, usd, now, mode, on_replay)
-        result = SettleResult(tokens, usd)
+            coro = self.redis.asettle(levels, res_id, reserved, reserved_usd, tokens, usd, now, mode, on_replay)
+            return await _to_completion(coro)
         if direct:
-            sub = [levels[i] for i in direct]
-            try:
-                result = await self.redis.asettle(sub, res_id, reserved, reserved_usd, tokens, usd, now, mode, None)
-            except StoreUnavailableError:
-                result = SettleResult(tokens, usd)
-            result = SettleResult(tokens, usd) if result.duplicate else self._remap(result, direct)
-        cross = self._charge(levels, local, res_id, tokens, usd, (result.charged, result.charged_usd), now, on_replay)
-        if cross:
+            return await _to_completion(
+                self._asettle_mixed(levels, local, direct, res_id, reserved, reserved_usd, tokens, usd, now, on_replay)
+            )
+        result = SettleResult(tokens, usd)
+        if self._charge(levels, local, res_id, tokens, usd, (tokens, usd), now, on_replay):
+            got = await _to_completion(self._async_sync(now, force=True))
+            return result._replace(crossings=self._crossings_for(got, levels))
+        self._kick(urgent=False)
+        return result
+
+    async def _asettle_mixed(
+        self,
+        levels: Sequence[Level],
+        local: list[int],
+        direct: list[int],
+        res_id: str,
+        reserved: int,
+        reserved_usd: int,
+        tokens: int,
+        usd: int,
+        now: float,
+        on_replay: ReplayCallback | None,
+    ) -> SettleResult:
+        sub = [levels[i] for i in direct]
+        try:
+            result = await self.redis.asettle(sub, res_id, reserved, reserved_usd, tokens, usd, now, LEASE, None)
+        except StoreUnavailableError:
+            result = SettleResult(tokens, usd)  # queued in Redis's replay; charge the local part in full
+        result = SettleResult(tokens, usd) if result.duplicate else self._remap(result, direct)
+        if self._charge(levels, local, res_id, tokens, usd, (result.charged, result.charged_usd), now, on_replay):
             got = await self._async_sync(now, force=True)
             return result._replace(crossings=result.crossings + self._crossings_for(got, levels))
         self._kick(urgent=False)
@@ -495,7 +535,7 @@ class LeasedBudgetStore(BudgetStore):
         local, direct = self._split(levels, res_id)
         self._unhold([levels[i] for i in local], res_id)
         if direct:
-            await self.redis.arelease([levels[i] for i in direct], res_id, tokens, usd)
+            await _to_completion(self.redis.arelease([levels[i] for i in direct], res_id, tokens, usd))
 
     # -- reading -------------------------------------------------------------------------------------------
     def _adjust(self, levels: Sequence[Level], snaps: list[Snapshot]) -> list[Snapshot]:
@@ -745,12 +785,18 @@ class LeasedBudgetStore(BudgetStore):
         except RuntimeError:
             return
         ticker = self._tickers.get(loop)
+        if ticker is not None and ticker.event.is_set() and (ticker.urgent or not urgent):
+            return  # already woken
         if ticker is None or ticker.task.done():
             ticker = self._tickers[loop] = _Ticker(self, loop)
         ticker.wake(urgent)
 
-    async def sync(self) -> None:
-        """Flush every slice's spend now (and renew / top up): for tests and shutdown hooks."""
+    def flush(self) -> None:
+        """Flush every slice's spend to Redis now (and renew / top up the slices); warnings are delivered."""
+        self._deliver(self._sync(self._clock(), force=True))
+
+    async def aflush(self) -> None:
+        """Async twin of :meth:`flush`."""
         self._deliver(await self._async_sync(force=True))
 
     def close(self) -> None:
@@ -770,6 +816,16 @@ class LeasedBudgetStore(BudgetStore):
         except StoreUnavailableError:
             pass
         await self.redis.aclose()
+
+
+async def _to_completion(coro: Any) -> Any:
+    """Await a Redis round trip that must finish even if the caller is cancelled (it runs on in its task)."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieve, never warn
+        raise
 
 
 class _Ticker:
