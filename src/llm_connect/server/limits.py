@@ -166,7 +166,7 @@ return {0}
 class _Window:
     """A batched scope's view of its shared counters, and this worker's block of requests."""
 
-    __slots__ = ("block", "cur_r", "cur_t", "inflight", "prev_r", "prev_t", "read_at", "tokens", "win")
+    __slots__ = ("block", "cur_r", "cur_t", "dry_at", "inflight", "prev_r", "prev_t", "read_at", "tokens", "win")
 
     def __init__(self, win: int) -> None:
         self.win = win
@@ -178,6 +178,8 @@ class _Window:
         #: tokens not yet added in Redis
         self.tokens = 0
         self.inflight: asyncio.Future[None] | None = None
+        #: when a block was last refused (the limit is reached: refuse without asking again for a moment)
+        self.dry_at = -1e9
 
     def roll(self, win: int) -> None:
         if win == self.win:
@@ -187,7 +189,7 @@ class _Window:
         else:
             self.prev_r = self.prev_t = 0
         self.win, self.block, self.cur_r, self.cur_t, self.tokens = win, 0, 0, 0, 0
-        self.read_at = -1e9
+        self.read_at = self.dry_at = -1e9
 
 
 class RedisRateLimiter:
@@ -281,13 +283,13 @@ class RedisRateLimiter:
         w = self._windows.get(s.id)
         if w is None:
             w = self._windows[s.id] = _Window(win)
-        for _ in range(3):
+        for _ in range(100):
             self._roll(s.id, w, win)
             stale = time.monotonic() - w.read_at > self.max_age
-            if (s.rpm is not None and w.block <= 0) or (s.tpm is not None and stale):
-                await self._refresh(s, w, win, elapsed)
-                if w.win != win:
-                    continue
+            dry = s.rpm is not None and w.block <= 0 and time.monotonic() - w.dry_at < self.flush_interval
+            if not dry and ((s.rpm is not None and w.block <= 0) or (s.tpm is not None and stale)):
+                if not await self._refresh(s, w, win, elapsed) or w.win != win:
+                    continue  # another caller's block was taken (and maybe used up): look again
             if s.tpm is not None:
                 weight = 1.0 - elapsed / WINDOW
                 est = w.prev_t * weight + w.cur_t + w.tokens
@@ -306,18 +308,22 @@ class RedisRateLimiter:
             w.tokens = 0
         w.roll(win)
 
-    async def _refresh(self, s: LimitScope, w: _Window, win: int, elapsed: float) -> None:
-        """Take a block (and read the counters) for one scope; callers arriving meanwhile wait for it."""
+    async def _refresh(self, s: LimitScope, w: _Window, win: int, elapsed: float) -> bool:
+        """Take a block (and read the counters) for one scope; callers arriving meanwhile wait for it.
+        Returns False for a caller that only waited for another's refresh."""
         if w.inflight is not None:
             await asyncio.shield(w.inflight)
-            return
+            return False
         fut = w.inflight = asyncio.get_running_loop().create_future()
         try:
             take = self._block(s) if s.rpm is not None and w.block <= 0 else 0
             await self._sync([(s, w, take)], win, elapsed)
+            if take and w.block <= 0:
+                w.dry_at = time.monotonic()
         finally:
             w.inflight = None
             fut.set_result(None)
+        return True
 
     async def _sync(self, items: list[tuple[LimitScope, _Window, int]], win: int, elapsed: float) -> None:
         """One round trip: take blocks, add tokens (also late ones), read the counters back."""
