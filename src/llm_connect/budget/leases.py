@@ -313,7 +313,7 @@ class LeasedBudgetStore(BudgetStore):
                     held.append(sl)
                 else:
                     direct.append(i)
-                    if not sl.want and not sl.returning:
+                    if not sl.returning:
                         sl.want = kick = True
             for sl in held:
                 sl.res[res_id] = (tokens, usd)
