@@ -1,4 +1,8 @@
-"""Cost of one reserve + settle on a BudgetTracker: in memory (threads) and on Redis (processes).
+"""Cost of one reserve + settle on a BudgetTracker: in memory (threads) and on Redis (processes), and the
+two ways to take Redis off a call's path, measured side by side on one event loop:
+
+  * one round trip: reserve with one script, settle off the response path (the caller does not wait)
+  * leased slices (LeasedBudgetStore): reserve and settle in process, spend flushed in the background
 
     python bench/budget_bench.py [--ops 200000] [--redis-ops 20000] [--redis redis://127.0.0.1:6379/0]
 
@@ -91,6 +95,53 @@ async def redis_async_run(url: str, ops: int) -> float:
     return elapsed / ops * 1e6
 
 
+async def redis_one_trip_run(url: str, ops: int) -> float:
+    """µs per areserve (awaited) with its asettle left to run in the background: one round trip on the path."""
+    store = RedisBudgetStore(url, namespace=f"llmc-bench-{uuid.uuid4().hex[:8]}")
+    tracker = BudgetTracker(total=BIG, store=store, budget_id="bench")
+    await (await tracker.areserve(1)).asettle(1, None)
+    pending: set[asyncio.Task[object]] = set()
+    start = time.perf_counter()
+    for _ in range(ops):
+        res = await tracker.areserve(100)
+        task = asyncio.ensure_future(res.asettle(60, None))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    elapsed = time.perf_counter() - start
+    await asyncio.gather(*pending)
+    store.drop_namespace()
+    await store.aclose()
+    return elapsed / ops * 1e6
+
+
+async def redis_leased_run(url: str, ops: int) -> tuple[float, int]:
+    """(µs per areserve+asettle, Redis round trips) on a LeasedBudgetStore."""
+    from llm_connect.budget.leases import LeasedBudgetStore
+
+    redis = RedisBudgetStore(url, namespace=f"llmc-bench-{uuid.uuid4().hex[:8]}")
+    store = LeasedBudgetStore(redis)
+    tracker = BudgetTracker(total=BIG, store=store, budget_id="bench")
+    await (await tracker.areserve(1)).asettle(1, None)
+    await asyncio.sleep(0.1)  # the first slice is taken in the background
+    trips = store.syncs
+    start = time.perf_counter()
+    for _ in range(ops):
+        await (await tracker.areserve(100)).asettle(60, None)
+    elapsed = time.perf_counter() - start
+    trips = store.syncs - trips
+    await store.aclose()
+    redis.drop_namespace()
+    return elapsed / ops * 1e6, trips
+
+
+async def memory_async_run(ops: int) -> float:
+    tracker = BudgetTracker(total=BIG, store=MemoryBudgetStore())
+    start = time.perf_counter()
+    for _ in range(ops):
+        await (await tracker.areserve(100)).asettle(60, None)
+    return (time.perf_counter() - start) / ops * 1e6
+
+
 def redis_ping(url: str, ops: int) -> float:
     """µs per bare PING with redis-py: the floor under any Redis round trip on this machine."""
     import redis
@@ -122,8 +173,15 @@ def main() -> None:
             agg, lat = redis_run(args.redis, procs, args.redis_ops)
             label = f"redis, {procs} process{'es' if procs > 1 else ''}"
             rows.append((label, f"{agg:,.1f} µs/op", f"{lat:,.1f} µs per reserve+settle in a process"))
-        us = asyncio.run(redis_async_run(args.redis, args.redis_ops // 4))
-        rows.append(("redis async, 1 loop", f"{us:,.1f} µs/op", "sequential areserve+asettle"))
+        n = args.redis_ops // 4
+        us = asyncio.run(redis_async_run(args.redis, n))
+        rows.append(("redis async, 1 loop", f"{us:,.1f} µs/op", "sequential areserve+asettle (2 round trips)"))
+        us = asyncio.run(redis_one_trip_run(args.redis, n))
+        rows.append(("redis async, 1 trip", f"{us:,.1f} µs/op", "areserve awaited, asettle in the background"))
+        us, trips = asyncio.run(redis_leased_run(args.redis, n))
+        rows.append(("redis leased slices", f"{us:,.1f} µs/op", f"LeasedBudgetStore: {trips} round trips in {n:,} ops"))
+        us = asyncio.run(memory_async_run(n))
+        rows.append(("memory async", f"{us:,.1f} µs/op", "the same loop on MemoryBudgetStore"))
         ping = redis_ping(args.redis, args.redis_ops // 4)
         rows.append(("(reference) redis PING", f"{ping:,.1f} µs/op", "one bare round trip; reserve+settle = 2"))
 

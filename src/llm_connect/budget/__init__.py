@@ -2,7 +2,8 @@
 
 * :class:`BudgetTracker` — a budget (tokens, USD or both; optionally daily / monthly), with ``child()``
   sub-budgets for delegation chains; :class:`Reservation` is what ``reserve()`` returns.
-* :class:`MemoryBudgetStore` (one process) and :class:`RedisBudgetStore` (many; imported on first use) hold the numbers.
+* :class:`MemoryBudgetStore` (one process) and :class:`RedisBudgetStore` (many; imported on first use) hold the numbers;
+  :class:`LeasedBudgetStore` spends big Redis budgets from per-process slices (no round trip per call).
 * :class:`ThreadBudgetRegistry` / :class:`ThreadBudget` — per-thread budgets.
 * :class:`BudgetWarning` — sent once per threshold crossed (75 %, 90 %, 95 % by default).
 
@@ -19,6 +20,7 @@ from .tracker import BudgetState, BudgetTracker, Reservation
 from .warnings import DEFAULT_THRESHOLDS, BudgetWarning
 
 if TYPE_CHECKING:
+    from .leases import LeasedBudgetStore
     from .redis_store import RedisBudgetStore
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "BudgetTracker",
     "BudgetWarning",
     "LLMBudgetExceededError",
+    "LeasedBudgetStore",
     "MemoryBudgetStore",
     "RedisBudgetStore",
     "Reservation",
@@ -44,4 +47,8 @@ def __getattr__(name: str) -> Any:
         from .redis_store import RedisBudgetStore
 
         return RedisBudgetStore
+    if name == "LeasedBudgetStore":
+        from .leases import LeasedBudgetStore
+
+        return LeasedBudgetStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

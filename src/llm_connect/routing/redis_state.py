@@ -9,6 +9,9 @@ Keys (``ns`` is the namespace, ``d`` the deployment name)::
 
 A call costs one MGET before choosing (the breaker key of each deployment of the group, plus the
 counters of the deployments that are counted: those with rpm/tpm caps, or all under the usage strategy).
+With ``cache_seconds`` > 0 a group without counted deployments is read at most that often: its breakers
+are taken from the last read, so another replica's trip is seen up to ``cache_seconds`` late, while this
+replica's own failures, probes and resets drop the cached read at once (the gateway uses 0.1 s).
 A plain success writes nothing; counters, a failure, a probe or the first success after failures cost
 one more round trip. Breaker updates are atomic Lua scripts. Latency and in-flight numbers stay local
 to each replica.
@@ -17,6 +20,7 @@ to each replica.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -123,7 +127,12 @@ class RedisRouterState:
     """
 
     def __init__(
-        self, url: str = "redis://127.0.0.1:6379/0", namespace: str = "llm_connect:router", *, client: Any = None
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        namespace: str = "llm_connect:router",
+        *,
+        client: Any = None,
+        cache_seconds: float = 0.0,
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401
@@ -136,6 +145,9 @@ class RedisRouterState:
         self._client = client
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+        self.cache_seconds = float(cache_seconds)
+        #: group names -> (monotonic time read, raw breaker values); only groups with nothing counted
+        self._cache: dict[tuple[str, ...], tuple[float, list[Any]]] = {}
 
     def __repr__(self) -> str:
         return f"<RedisRouterState {self.namespace}>"
@@ -168,7 +180,22 @@ class RedisRouterState:
     def _counter(self, name: str, kind: str, minute: int) -> str:
         return f"{self.namespace}:{name}:{kind}:{minute}"
 
+    def _drop(self, name: str) -> None:
+        """Forget cached reads of every group holding ``name`` (this replica changed its breaker)."""
+        if self._cache:
+            for key in [k for k in self._cache if name in k]:
+                del self._cache[key]
+
     async def snapshot(self, names: Sequence[str], now: float, counted: Sequence[str] = ()) -> list[Status]:
+        if self.cache_seconds > 0 and not counted:
+            key = tuple(names)
+            hit = self._cache.get(key)
+            t = time.monotonic()
+            if hit is not None and t - hit[0] < self.cache_seconds:
+                return [_status(v) for v in hit[1]]
+            values = await self.client().mget([self._cb(n) for n in names])
+            self._cache[key] = (t, values)
+            return [_status(v) for v in values]
         m = current_minute(now)
         keys = [self._cb(n) for n in names]
         for n in counted:
@@ -189,12 +216,14 @@ class RedisRouterState:
         return out
 
     async def claim_probe(self, name: str, now: float, policy: CooldownPolicy) -> bool:
+        self._drop(name)
         client = self.client()
         return bool(
             await self._script(client, "claim")(keys=[self._cb(name)], args=[f"{now:.3f}", policy.probe_timeout])
         )
 
     async def release_probe(self, name: str) -> None:
+        self._drop(name)
         client = self.client()
         await self._script(client, "reset")(keys=[self._cb(name)], args=["release"])
 
@@ -219,9 +248,11 @@ class RedisRouterState:
                     pipe.expire(key, _COUNTER_TTL)
             await pipe.execute()
         if probe or reset:
+            self._drop(name)
             await self._script(client, "reset")(keys=[self._cb(name)], args=["probe" if probe else "reset"])
 
     async def record_failure(self, name: str, now: float, policy: CooldownPolicy, *, trip_for: float | None) -> bool:
+        self._drop(name)
         client = self.client()
         args = [
             f"{now:.3f}",
@@ -231,10 +262,14 @@ class RedisRouterState:
             policy.cooldown_time,
             policy.forget_after,
         ]
-        return bool(await self._script(client, "fail")(keys=[self._cb(name)], args=args))
+        tripped = bool(await self._script(client, "fail")(keys=[self._cb(name)], args=args))
+        self._drop(name)  # again: a read cached while the script ran is already stale
+        return tripped
 
     async def forget(self, names: Sequence[str]) -> None:
         """Drop the breaker state of these deployments (tests, admin)."""
+        for n in names:
+            self._drop(n)
         if names:
             await self.client().delete(*(self._cb(n) for n in names))
 

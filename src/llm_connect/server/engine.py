@@ -129,6 +129,7 @@ class Engine:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._policy_state: Any = None
+        self._router_state: Any = None
         self.request_timeout = config.server.request_timeout
         #: the body of GET /openapi.json, built on its first request
         self.openapi_json: bytes | None = None
@@ -214,11 +215,15 @@ class Engine:
         if rcfg is not None:
             from ..routing import Router
 
+            state = None
             if redis is not None and not rcfg.get("redis_url"):  # cooldowns shared by every replica
-                rcfg["redis_url"] = redis.url
-                rcfg["redis_namespace"] = f"{redis.namespace}:router"
+                from ..routing.redis_state import RedisRouterState
+
+                # snapshots read at most every cache_seconds (a replica's own changes are seen at once)
+                state = RedisRouterState(redis.url, f"{redis.namespace}:router", cache_seconds=0.1)
+                self._router_state = state
             try:
-                router = Router.from_config(rcfg, pricing=pricing)
+                router = Router.from_config(rcfg, pricing=pricing, state=state)
             except LLMError as exc:
                 from ..config import ConfigError
 
@@ -230,7 +235,7 @@ class Engine:
             if redis is not None:
                 from ..routing.redis_state import RedisRouterState
 
-                self._policy_state = RedisRouterState(redis.url, f"{redis.namespace}:policy")
+                self._policy_state = RedisRouterState(redis.url, f"{redis.namespace}:policy", cache_seconds=0.1)
             try:
                 policy = RoutingPolicy.from_config(
                     cfg.policies, router=router, pricing=pricing, state=self._policy_state
@@ -243,10 +248,12 @@ class Engine:
         store: Any
         if redis is not None:
             from ..budget import RedisBudgetStore
+            from ..budget.leases import LeasedBudgetStore
             from .budgets import RedisCapRegistry
             from .limits import RedisRateLimiter
 
-            store = RedisBudgetStore(redis.url, namespace=redis.namespace)
+            # big budgets are spent from per-worker slices (no round trip per call); small ones directly
+            store = LeasedBudgetStore(RedisBudgetStore(redis.url, namespace=redis.namespace))
             caps: Any = RedisCapRegistry(redis.url, redis.namespace)
             self.limiter = RedisRateLimiter(redis.url, redis.namespace)
         else:
@@ -280,7 +287,7 @@ class Engine:
         if not self._started:
             return
         self._started = False
-        for closer in (self.catalog, self.budgets, self.limiter, self._policy_state):
+        for closer in (self.catalog, self.budgets, self.limiter, self._policy_state, self._router_state):
             if closer is not None:
                 try:
                     await closer.aclose()
