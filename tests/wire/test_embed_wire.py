@@ -17,11 +17,8 @@ from llm_connect.wire.embeddings import (
     encode_base64_vector,
     gemini_count_request,
 )
-from llm_connect.wire.inbound.openai_embeddings import (
-    EmbeddingRequestProblem,
-    embedding_body,
-    parse_embedding_fields,
-)
+from llm_connect.wire.inbound import RequestProblem
+from llm_connect.wire.inbound.openai_embeddings import embedding_body, parse_embedding_fields
 
 # the reply of OpenAI's API reference for POST /v1/embeddings (vector shortened)
 OPENAI_REPLY = {
@@ -142,7 +139,7 @@ def test_inbound_fields_and_problems():
         ({"input": "a", "encoding_format": "int8"}, "encoding_format", 422),
     ]
     for body, param, status in cases:
-        with pytest.raises(EmbeddingRequestProblem) as info:
+        with pytest.raises(RequestProblem) as info:
             parse_embedding_fields(body)
         assert (info.value.param, info.value.status) == (param, status), body
 

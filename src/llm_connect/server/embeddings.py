@@ -14,15 +14,15 @@ from typing import Any
 
 import orjson
 
+from ..wire.inbound import RequestProblem
 from ..wire.inbound.openai_embeddings import (
     EmbeddingFields,
-    EmbeddingRequestProblem,
     embedding_body,
     parse_embedding_fields,
 )
 from .asgi import Request, Response
 from .engine import CallSpec, Engine
-from .errors import ApiError, field_error
+from .errors import problem_error
 from .openai import llm_headers
 from .validate import Fields, budget_from_headers, header, with_thread
 
@@ -36,10 +36,8 @@ def parse_embeddings(data: dict[str, Any], headers: dict[str, str]) -> tuple[Cal
     """(spec, the embedding fields) from a Create embeddings body."""
     try:
         fields = parse_embedding_fields(data)
-    except EmbeddingRequestProblem as exc:
-        if exc.status == 422:
-            raise field_error(exc.param, exc.message) from None
-        raise ApiError(exc.status, str(exc), "invalid_request_error", "unsupported", exc.param) from None
+    except RequestProblem as exc:
+        raise problem_error(exc) from None
     f = Fields(data)
     budget = with_thread(budget_from_headers(headers), f.ident("thread_id"))
     spec = CallSpec(

@@ -26,7 +26,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -44,7 +44,10 @@ from ..errors import (
     LLMTimeoutError,
 )
 
-__all__ = ["ApiError", "RedactingFilter", "Redactor", "error_body", "from_exception"]
+if TYPE_CHECKING:
+    from ..wire.inbound import RequestProblem
+
+__all__ = ["ApiError", "RedactingFilter", "Redactor", "error_body", "from_exception", "problem_error"]
 
 log = logging.getLogger("llm_connect.server")
 
@@ -239,6 +242,11 @@ def from_exception(exc: BaseException, redact: Redactor | None = None) -> ApiErr
         return ApiError(400, msg, "invalid_request_error", "no_matching_policy", "task_type")
     log.error("unexpected %s while serving a request: %s", type(exc).__name__, msg)
     return ApiError(500, msg, "api_error", exc.code or "internal_error")
+
+
+def problem_error(p: RequestProblem) -> ApiError:
+    """The answer to a request an inbound codec could not translate (the status, code and field it names)."""
+    return ApiError(p.status, p.message, "invalid_request_error", p.code, p.param)
 
 
 def field_error(param: str, problem: str) -> ApiError:

@@ -26,7 +26,7 @@ from ..types import LLMResponse, StreamChunk, Usage
 from ..wire.inbound import openai_responses as codec
 from .asgi import Request, Response, json_response
 from .engine import CallSpec, Engine
-from .errors import ApiError, field_error, log
+from .errors import ApiError, field_error, log, problem_error
 from .openai import llm_headers
 from .response_store import ResponseStore, StoredResponse
 from .streaming import serve_stream, sse_event
@@ -73,10 +73,6 @@ class ResponsesPlan:
         self.previous_response_id = previous_response_id
 
 
-def _problem(p: codec.RequestProblem) -> ApiError:
-    return ApiError(p.status, p.message, "invalid_request_error", p.code, p.param)
-
-
 def _reasoning(f: Fields) -> dict[str, Any]:
     r = f.obj("reasoning") or {}
     effort, summary = r.get("effort"), r.get("summary", r.get("generate_summary"))
@@ -102,7 +98,7 @@ def parse_responses(
         tool_choice = codec.parse_tool_choice(data.get("tool_choice"), tools)
         response_format, text = codec.parse_text_format(data.get("text"))
     except codec.RequestProblem as p:
-        raise _problem(p) from None
+        raise problem_error(p) from None
     instructions = f.str("instructions", max_len=max_chars)
     max_tokens = f.int("max_output_tokens", minimum=1)
     temperature = f.num("temperature", lo=0, hi=2)

@@ -347,20 +347,7 @@ class MockServer:
             _abort(request)
             raise asyncio.CancelledError
         if script is not None and script.is_error:
-            assert script.status is not None
-            return self._error(
-                fmt,
-                script.status,
-                rid,
-                kind=script.error,
-                error_type=script.error_type,
-                message=script.error_message,
-                code=script.error_code,
-                model=parsed.model,
-                input_tokens=tokens,
-                retry_after=script.retry_after,
-                headers=script.headers,
-            )
+            return self._scripted_error(fmt, script, rid, parsed.model, tokens)
         if script is not None and script.input_tokens is not None:
             tokens = script.input_tokens
         out = orjson.dumps(E.render_body(parsed, tokens, script.reported_model if script else None))
@@ -419,20 +406,7 @@ class MockServer:
             _abort(request)
             raise asyncio.CancelledError
         if script.is_error and script.fault != "stream_error":
-            assert script.status is not None
-            return self._error(
-                fmt,
-                script.status,
-                rid,
-                kind=script.error,
-                error_type=script.error_type,
-                message=script.error_message,
-                code=script.error_code,
-                model=parsed.model,
-                input_tokens=input_tokens,
-                retry_after=script.retry_after,
-                headers=script.headers,
-            )
+            return self._scripted_error(fmt, script, rid, parsed.model, input_tokens)
         reply = self._reply(parsed, script, input_tokens, rid)
         if parsed.stream:
             return await self._stream(request, parsed, reply, rid, script)
@@ -633,6 +607,23 @@ class MockServer:
         if transport is not None:
             transport.close()
         return resp
+
+    def _scripted_error(self, fmt: str, script: MockReply, rid: str, model: str, input_tokens: int) -> web.Response:
+        """The error a script asks for, in ``fmt``'s own body and headers."""
+        assert script.status is not None
+        return self._error(
+            fmt,
+            script.status,
+            rid,
+            kind=script.error,
+            error_type=script.error_type,
+            message=script.error_message,
+            code=script.error_code,
+            model=model,
+            input_tokens=input_tokens,
+            retry_after=script.retry_after,
+            headers=script.headers,
+        )
 
     def _error(
         self,

@@ -8,7 +8,7 @@ shares (``model``, ``tenant_id``, ...) as for chat. :func:`embedding_body` rende
 "usage"}``, each vector a list of floats or, for ``encoding_format: "base64"``, the base64 of its little-endian
 float32 bytes (what the official SDKs decode; they ask for base64 unless told otherwise).
 
-Problems are :class:`EmbeddingRequestProblem` (the offending parameter, a message, a status).
+Problems are :class:`~llm_connect.wire.inbound.RequestProblem` (the offending parameter, a message, a status).
 """
 
 from __future__ import annotations
@@ -18,24 +18,14 @@ from typing import Any
 
 from ...embeddings import MAX_EMBEDDING_INPUTS, EmbeddingResponse
 from ..embeddings import encode_base64_vector
+from . import RequestProblem
 
-__all__ = ["ENCODINGS", "EmbeddingFields", "EmbeddingRequestProblem", "embedding_body", "parse_embedding_fields"]
+__all__ = ["ENCODINGS", "EmbeddingFields", "embedding_body", "parse_embedding_fields"]
 
 #: the values of ``encoding_format``
 ENCODINGS = ("float", "base64")
 #: the longest vector a request may ask for (the largest embedding models have 3072 or 4096 dimensions)
 MAX_DIMENSIONS = 65536
-
-
-class EmbeddingRequestProblem(ValueError):
-    """A request body the codec cannot take: ``param`` (the field), ``message``, ``status`` (422 a malformed
-    field, 400 a shape OpenAI allows that the gateway does not serve)."""
-
-    def __init__(self, param: str, message: str, *, status: int = 422) -> None:
-        super().__init__(f"{param}: {message}")
-        self.param = param
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,19 +39,22 @@ def _texts(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list):
-        raise EmbeddingRequestProblem("input", "is required: a string or an array of strings")
+        raise RequestProblem("input", "is required: a string or an array of strings")
     if not value:
-        raise EmbeddingRequestProblem("input", "must not be an empty array")
+        raise RequestProblem("input", "must not be an empty array")
     if len(value) > MAX_EMBEDDING_INPUTS:
-        raise EmbeddingRequestProblem("input", f"must have at most {MAX_EMBEDDING_INPUTS} items")
+        raise RequestProblem("input", f"must have at most {MAX_EMBEDDING_INPUTS} items")
     for i, t in enumerate(value):
         if isinstance(t, str):
             continue
         if isinstance(t, (int, list)):
-            raise EmbeddingRequestProblem(
-                "input", "token-id arrays are not supported by this gateway: send the text", status=400
+            raise RequestProblem(
+                "input",
+                "token-id arrays are not supported by this gateway: send the text",
+                status=400,
+                code="unsupported",
             )
-        raise EmbeddingRequestProblem(f"input[{i}]", f"must be a string, got {type(t).__name__}")
+        raise RequestProblem(f"input[{i}]", f"must be a string, got {type(t).__name__}")
     return value
 
 
@@ -70,12 +63,12 @@ def parse_embedding_fields(data: dict[str, Any]) -> EmbeddingFields:
     texts = _texts(data.get("input"))
     dims = data.get("dimensions")
     if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= MAX_DIMENSIONS):
-        raise EmbeddingRequestProblem("dimensions", f"must be an integer between 1 and {MAX_DIMENSIONS}")
+        raise RequestProblem("dimensions", f"must be an integer between 1 and {MAX_DIMENSIONS}")
     enc = data.get("encoding_format")
     if enc is None:
         enc = "float"
     if enc not in ENCODINGS:
-        raise EmbeddingRequestProblem("encoding_format", "must be 'float' or 'base64'")
+        raise RequestProblem("encoding_format", "must be 'float' or 'base64'")
     return EmbeddingFields(texts, dims, enc)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from ...types import Usage
+from . import RequestProblem
 
 __all__ = [
     "CLIENT_TOOLS",
@@ -51,18 +52,6 @@ CLIENT_TOOLS = frozenset({"function", "namespace", "custom"})
 NS_SEP = "__"
 _IMAGE_DETAILS = frozenset({"auto", "low", "high", "original"})
 _MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
-
-
-class RequestProblem(ValueError):
-    """A request the codec cannot translate: ``status`` (422 a malformed field, 400 an unsupported feature),
-    ``param`` (the field's path, e.g. ``input[2].content[0].type``), ``code``."""
-
-    def __init__(self, param: str | None, message: str, *, status: int = 422, code: str = "invalid_field") -> None:
-        super().__init__(f"{param}: {message}" if param else message)
-        self.param = param
-        self.message = str(self)
-        self.status = status
-        self.code = code
 
 
 def _bad(param: str, message: str) -> RequestProblem:
