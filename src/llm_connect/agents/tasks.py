@@ -105,7 +105,7 @@ app = make_app()
 
 def _publish_context(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """A task being sent carries the sender's trace context, when this process uses OpenTelemetry."""
-    if headers is not None and "opentelemetry.propagate" in sys.modules:
+    if headers is not None and "opentelemetry.trace" in sys.modules:
         from ..tracing.celery import inject
 
         inject(headers)
