@@ -48,7 +48,11 @@ def traced_config(session: Session, mock: MockServer) -> tuple[Path, str, Path]:
             "queue": session.queue("traced"),
             "timeout": 20,
             "result_expires_seconds": 600,
-            "personas": {"tracer": {"role": "assistant", "model_preference": "traced"}},
+            "personas": {
+                "tracer": {"role": "assistant", "model_preference": "traced"},
+                "boss": {"role": "planner", "model_preference": "traced", "may_delegate_to": ["helper"]},
+                "helper": {"role": "helper", "model_preference": "traced"},
+            },
         },
         "tracing": {"enabled": True, "exporter": "console", "service_name": "llmc-test"},
     }
@@ -129,3 +133,25 @@ def test_a_task_sent_outside_any_span_starts_its_own_trace(
     [sent] = [r for r in mock.requests if r.get("model") == "mock-traced"]
     version, trace_id, _, _ = sent["headers"]["traceparent"].split("-")
     assert version == "00" and int(trace_id, 16) != 0
+
+
+def test_a_delegation_chain_stays_in_the_senders_trace(
+    traced_config: tuple[Path, str, Path], start_workers: Callable[..., Workers], celery_client: Any, mock: MockServer
+) -> None:
+    """The chain's next task is sent by the worker while the first task's span is current: one trace."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from llm_connect.agents.tasks import delegation_chain
+
+    path, _, _ = traced_config
+    workers = start_workers("traced3", concurrency=2, env={"LLM_CONNECT_CONFIG": str(path)})
+    mock.clear_requests()
+    msg = {"id": uuid.uuid4().hex, "channel": "slack", "sender": {"id": "U3"}, "content": "plan and delegate"}
+    with TracerProvider().get_tracer("sender").start_as_current_span("sender chain") as span:
+        result = delegation_chain(msg, ["boss", "helper"], [400], queue=workers.queue)
+    reply = wait_result(result, 60, workers)
+    assert reply["status"] == "ok", reply
+    sent = [r for r in mock.requests if r.get("model") == "mock-traced"]
+    assert len(sent) == 2
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert {r["headers"]["traceparent"].split("-")[1] for r in sent} == {trace_id}

@@ -103,9 +103,19 @@ app = make_app()
 # -- trace context (llm_connect.tracing.celery does the work, loaded only when tracing is in use) ---------------
 
 
-def _publish_context(headers: dict[str, Any] | None = None, **_: Any) -> None:
-    """A task being sent carries the sender's trace context, when this process uses OpenTelemetry."""
-    if headers is not None and "opentelemetry.trace" in sys.modules:
+#: the tasks whose messages carry the trace context (other apps' tasks keep their own instrumentation)
+_TRACED_PREFIX = "llm_connect."
+
+
+def _publish_context(sender: Any = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """A task of ours being sent carries the sender's trace context, when this process uses OpenTelemetry."""
+    name = sender if isinstance(sender, str) else getattr(sender, "name", None)
+    if (
+        headers is not None
+        and "opentelemetry.trace" in sys.modules
+        and isinstance(name, str)
+        and name.startswith(_TRACED_PREFIX)
+    ):
         from ..tracing.celery import inject
 
         inject(headers)
@@ -121,7 +131,8 @@ def _worker_tracing() -> Any:
 
 
 def _task_started(task: Any = None, **_: Any) -> None:
-    tracing = _worker_tracing() if task is not None else None
+    ours = task is not None and str(getattr(task, "name", "")).startswith(_TRACED_PREFIX)
+    tracing = _worker_tracing() if ours else None
     if tracing is not None:
         from ..tracing.celery import start_task
 
