@@ -129,6 +129,25 @@ async def test_stream_closed_early_is_not_an_error(own, mock) -> None:
     assert attempt.attributes["llm_connect.estimated"] is True  # billed on what was seen
 
 
+def test_sync_calls_nest_under_the_callers_span(own, mock) -> None:
+    """The sync facade runs the call on its own loop thread; the caller's current span is still the parent."""
+    from opentelemetry import trace
+
+    tracing, exporter = own
+    adapter = create_adapter("openai:gpt-lib", api_base=mock.openai_base, api_key=KEY)
+    outer = tracing.tracer.start_span("sync job")
+    with trace.use_span(outer, end_on_exit=True):
+        adapter.execute_prompt("hi", RunConfig(tracing=tracing))
+        list(adapter.stream("hi", RunConfig(tracing=tracing)))
+        adapter.embed("hi", RunConfig(tracing=tracing))
+        _router(mock).execute_prompt("hi", RunConfig(model_name="main", tracing=tracing))
+    got = exporter.get_finished_spans()
+    roots = [s for s in got if s.kind.name == "INTERNAL" and s.name != "sync job"]
+    assert len(roots) == 4
+    assert {r.parent.span_id for r in roots} == {outer.get_span_context().span_id}
+    assert len({s.context.trace_id for s in got}) == 1
+
+
 def test_embed_spans(own, mock) -> None:
     tracing, exporter = own
     adapter = create_adapter("openai:text-embedding-3-small", api_base=mock.openai_base, api_key=KEY)

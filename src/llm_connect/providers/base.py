@@ -137,16 +137,17 @@ class BaseAdapter(LLMAdapter):
         bound no longer fits the budget."""
         return None
 
-    async def aembed(
+    def aembed(
         self, texts: EmbeddingInput, config: RunConfig | None = None, *, dimensions: int | None = None
-    ) -> EmbeddingResponse:
+    ) -> Coroutine[Any, Any, EmbeddingResponse]:
+        """One accounted embedding call (a coroutine); under its span when the config carries a Tracing."""
         from .embed import run_embedding  # loaded on the first embedding call
 
         if config is not None and config.tracing is not None:
-            return await config.tracing.attempt(
+            return config.tracing.attempt(  # type: ignore[return-value]
                 self, "embeddings", config, lambda cfg: run_embedding(self, texts, cfg, dimensions)
             )
-        return await run_embedding(self, texts, config, dimensions)
+        return run_embedding(self, texts, config, dimensions)
 
     def _estimated_usage(
         self, messages: list[Message], config: RunConfig, est_in: int, produced: str, max_tokens: int | None
@@ -239,7 +240,9 @@ class BaseAdapter(LLMAdapter):
     def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> Coroutine[Any, Any, LLMResponse]:
         """One accounted call (a coroutine); under its span when the config carries a Tracing."""
         if config is not None and config.tracing is not None:
-            return config.tracing.attempt(self, "chat", config, lambda cfg: self._execute_prompt(prompt, cfg))
+            return config.tracing.attempt(  # type: ignore[return-value]
+                self, "chat", config, lambda cfg: self._execute_prompt(prompt, cfg)
+            )
         return self._execute_prompt(prompt, config)
 
     async def _execute_prompt(self, prompt: Prompt, config: RunConfig | None) -> LLMResponse:

@@ -265,12 +265,13 @@ class Tracing:
         propagate.inject(carrier)
 
     # -- attempts ---------------------------------------------------------------------------------------
-    def _start_attempt(self, adapter: Any, op: str, cfg: RunConfig) -> tuple[_Attempt, _Call | None, RunConfig]:
-        call = _CALL.get()
+    def _start_attempt(
+        self, adapter: Any, op: str, cfg: RunConfig, call: _Call | None, parent: Any
+    ) -> tuple[_Attempt, _Call | None, RunConfig]:
         root = None
         model = adapter.model
         if call is None:  # a library call straight on an adapter: its root span first
-            root = call = self._root(op, cfg.model_name or model, cfg)
+            root = call = self._root(op, cfg.model_name or model, cfg, parent)
         attrs = request_attributes(op, adapter.provider, model, cfg)
         where = server_address(getattr(adapter, "api_base", None))
         attrs.update(where)
@@ -307,9 +308,22 @@ class Tracing:
         bound.tracing = self._with(_attempt=att, _route=None)
         return att, root, bound
 
-    async def attempt(self, adapter: Any, op: str, cfg: RunConfig, run: Callable[[RunConfig], Awaitable[R]]) -> R:
-        """Run one upstream attempt (``run`` with the attempt's config) under its span."""
-        att, root, bound = self._start_attempt(adapter, op, cfg)
+    def attempt(self, adapter: Any, op: str, cfg: RunConfig, run: Callable[[RunConfig], Awaitable[R]]) -> Awaitable[R]:
+        """One upstream attempt (``run`` with the attempt's config) under its span. The traced call and the
+        current context are taken here, where the call is made: a sync caller's span is the parent even though
+        the coroutine runs on the sync facade's event loop thread."""
+        return self._run_attempt(adapter, op, cfg, run, _CALL.get(), otel_context.get_current())
+
+    async def _run_attempt(
+        self,
+        adapter: Any,
+        op: str,
+        cfg: RunConfig,
+        run: Callable[[RunConfig], Awaitable[R]],
+        call: _Call | None,
+        parent: Any,
+    ) -> R:
+        att, root, bound = self._start_attempt(adapter, op, cfg, call, parent)
         failure: BaseException | None = None
         try:
             with _current(att.span):
@@ -322,12 +336,22 @@ class Tracing:
             if root is not None:
                 _end_root(root, failure)
 
-    async def attempt_stream(
+    def attempt_stream(
         self, adapter: Any, cfg: RunConfig, run: Callable[[RunConfig], AsyncIterator[T]]
     ) -> AsyncIterator[T]:
         """Stream one upstream attempt under its span; the span ends when the stream settles (its end, an error,
-        the consumer closing it)."""
-        att, root, bound = self._start_attempt(adapter, "chat", cfg)
+        the consumer closing it). The traced call and the context are taken here, as for :meth:`attempt`."""
+        return self._run_attempt_stream(adapter, cfg, run, _CALL.get(), otel_context.get_current())
+
+    async def _run_attempt_stream(
+        self,
+        adapter: Any,
+        cfg: RunConfig,
+        run: Callable[[RunConfig], AsyncIterator[T]],
+        call: _Call | None,
+        parent: Any,
+    ) -> AsyncIterator[T]:
+        att, root, bound = self._start_attempt(adapter, "chat", cfg, call, parent)
         failure: BaseException | None = None
         agen = run(bound)
         steps = _stepped(agen, att.span)
@@ -346,20 +370,23 @@ class Tracing:
                 _end_root(root, failure)
 
     # -- library roots --------------------------------------------------------------------------------
-    def _root(self, op: str, model: str | None, cfg: RunConfig) -> _Call:
+    def _root(self, op: str, model: str | None, cfg: RunConfig, parent: Any) -> _Call:
         attrs: dict[str, Any] = {"gen_ai.operation.name": op}
         if model:
             attrs["gen_ai.request.model"] = model
         if cfg.tenant_id:
             attrs[f"{NS}.tenant"] = cfg.tenant_id
-        span = self.tracer.start_span(f"{op} {model}" if model else op, kind=SpanKind.INTERNAL, attributes=attrs)
+        span = self.tracer.start_span(
+            f"{op} {model}" if model else op, context=parent, kind=SpanKind.INTERNAL, attributes=attrs
+        )
         return _Call(span, op, model, root=True)
 
     def call(self, op: str, model: str | None, cfg: RunConfig, work: Awaitable[R]) -> Awaitable[R]:
-        """``work`` (a router's call) under a root span, unless it already runs inside a traced call."""
+        """``work`` (a router's call) under a root span, unless it already runs inside a traced call; the
+        root's parent is the caller's current span."""
         if _CALL.get() is not None:
             return work
-        return self._rooted(self._root(op, model, cfg), work)
+        return self._rooted(self._root(op, model, cfg, otel_context.get_current()), work)
 
     async def _rooted(self, root: _Call, work: Awaitable[R]) -> R:
         token = _CALL.set(root)
@@ -378,7 +405,7 @@ class Tracing:
         """A router's stream under a root span, unless it already runs inside a traced call."""
         if _CALL.get() is not None:
             return agen
-        return self._rooted_stream(self._root("chat", model, cfg), agen)
+        return self._rooted_stream(self._root("chat", model, cfg, otel_context.get_current()), agen)
 
     async def _rooted_stream(self, root: _Call, agen: AsyncIterator[T]) -> AsyncIterator[T]:
         failure: BaseException | None = None
