@@ -5,9 +5,6 @@ gateway process, which calls the shipped mock provider. The provider must see th
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +18,7 @@ pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed
 
 from llm_connect.testing import MockServer
 
-from .conftest import REDIS_URL, Session, Workers, free_port, needs_redis, wait_http, wait_result
+from .conftest import REDIS_URL, Session, Workers, free_port, needs_redis, start_gateway_process, wait_result
 
 pytestmark = [needs_redis, pytest.mark.timeout(180)]
 
@@ -59,15 +56,7 @@ def traced_config(session: Session, mock: MockServer) -> tuple[Path, str, Path]:
     path = session.tmp / "traced.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     log = session.tmp / "traced-gateway.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llm_connect.server", "--port", str(port), "--config", str(path)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, "LLM_CONNECT_HOME": str(session.tmp / "home")},
-    )
-    session.procs.append(proc)
-    wait_http(url + "/health", proc, log)
+    start_gateway_process(session, path, port, log)
     return path, url, log
 
 
