@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ..budget import Reservation
     from ..types import RunConfig
 
-__all__ = ["Route", "Tracing"]
+__all__ = ["Route", "Served", "Tracing"]
 
 R = TypeVar("R")
 T = TypeVar("T")
