@@ -19,6 +19,7 @@ __all__ = [
     "provider_name",
     "request_attributes",
     "server_address",
+    "usd",
 ]
 
 #: the namespace of the attributes that are ours, not the conventions'
