@@ -63,6 +63,7 @@ __all__ = [
     "StreamChunk",
     "ThreadBudget",
     "ThreadBudgetRegistry",
+    "Tracing",
     "Transport",
     "Usage",
     "UsageEvent",
@@ -127,6 +128,7 @@ _EXPORTS = {
     "StreamChunk": "types",
     "ThreadBudget": "budget",
     "ThreadBudgetRegistry": "budget",
+    "Tracing": "tracing",
     "Transport": "transport",
     "Usage": "types",
     "UsageEvent": "usage",
@@ -201,6 +203,7 @@ if TYPE_CHECKING:
         RoutingPolicyError,
     )
     from .testing.fake_backend import FakeBackend
+    from .tracing import Tracing
     from .transport import Transport
     from .types import LLMResponse, Message, RunConfig, StreamChunk, Usage
     from .usage import Ledger, Pricing, UsageEvent, UsageTracker

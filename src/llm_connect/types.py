@@ -20,6 +20,7 @@ from .errors import LLMInvalidRequestError
 
 if TYPE_CHECKING:
     from .budget import BudgetTracker
+    from .tracing import Tracing
     from .usage import UsageTracker
 
 __all__ = [
@@ -325,6 +326,9 @@ class RunConfig:
     reasoning_effort: str | None = None
     #: the client's own request, sent as is by an adapter that speaks its wire format (see NativeRequest)
     native: NativeRequest | None = None
+    #: OpenTelemetry spans for this call and its upstream attempts (:class:`llm_connect.tracing.Tracing`);
+    #: None (the default): no span is made and nothing of OpenTelemetry is imported
+    tracing: Tracing | None = None
 
     def __post_init__(self) -> None:
         if self.metadata is None:
@@ -424,6 +428,7 @@ _UNCHECKED_FIELDS = frozenset(
         "top_p",
         "reasoning_effort",
         "native",
+        "tracing",
     }
 )
 

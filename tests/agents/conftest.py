@@ -182,21 +182,25 @@ def config_path(session: Session, mock: MockServer, gateway_port: int) -> Path:
     return write_config(session, mock, gateway_port)
 
 
-@pytest.fixture(scope="session")
-def gateway(session: Session, config_path: Path, gateway_port: int) -> str:
-    """A real gateway process (``python -m llm_connect.server``) in front of the mock server."""
-    log = session.tmp / "gateway.log"
+def start_gateway_process(session: Session, config_path: Path, port: int, log: Path) -> str:
+    """``python -m llm_connect.server`` on ``port`` with ``config_path`` (stopped with the session); its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llm_connect.server", "--port", str(gateway_port), "--config", str(config_path)],
+        [sys.executable, "-m", "llm_connect.server", "--port", str(port), "--config", str(config_path)],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
         env={**os.environ, "LLM_CONNECT_HOME": str(session.tmp / "home")},
     )
     session.procs.append(proc)
-    url = f"http://127.0.0.1:{gateway_port}"
+    url = f"http://127.0.0.1:{port}"
     wait_http(url + "/health", proc, log)
     return url
+
+
+@pytest.fixture(scope="session")
+def gateway(session: Session, config_path: Path, gateway_port: int) -> str:
+    """A real gateway process (``python -m llm_connect.server``) in front of the mock server."""
+    return start_gateway_process(session, config_path, gateway_port, session.tmp / "gateway.log")
 
 
 @dataclass

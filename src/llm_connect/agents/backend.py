@@ -32,6 +32,7 @@ from ..types import RunConfig
 if TYPE_CHECKING:
     from ..adapter import LLMAdapter
     from ..config import GatewayConfig
+    from ..tracing import Tracing
 
 __all__ = ["GatewayBackend", "InProcessBackend", "ModelBackend", "ModelReply"]
 
@@ -108,9 +109,12 @@ class GatewayBackend(ModelBackend):
         api_key: str | None = None,
         timeout: float = 120.0,
         transport: Transport | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        #: when set, each call carries the current trace context (``traceparent``) to the gateway
+        self.tracing = tracing
         self.timeout = timeout
         self._transport = transport
         self._owns_transport = transport is None
@@ -145,7 +149,8 @@ class GatewayBackend(ModelBackend):
         where = {"provider": "gateway", "model": group}
         try:
             async with asyncio.timeout(cap):
-                reply = await self.transport.post(url, body, headers=self._headers)
+                headers = self._headers if self.tracing is None else self.tracing.outgoing(self._headers)
+                reply = await self.transport.post(url, body, headers=headers)
         except TimeoutError as exc:
             raise LLMTimeoutError(f"the gateway at {self.url} gave no answer within {cap} s", **where) from exc
         except (aiohttp.ClientError, OSError) as exc:
@@ -309,9 +314,17 @@ class InProcessBackend(ModelBackend):
             agent=agent,
             thread_id=thread_id,
             task_type="agent",
+            tracing=self._tracing(),
         )
         resp = await adapter.async_execute_prompt([dict(m) for m in messages], cfg)
         return ModelReply(resp.text, resp.model, resp.usage.input_tokens, resp.usage.output_tokens)
+
+    def _tracing(self) -> Tracing | None:
+        if self._config is None or not self._config.tracing.enabled:
+            return None
+        from ..tracing import build_tracing
+
+        return build_tracing(self._config.tracing)
 
     async def count_tokens(self, group: str, messages: Sequence[Mapping[str, Any]]) -> int | None:
         """The resolved adapter's exact count (its tokenizer or its provider's count endpoint), else None."""

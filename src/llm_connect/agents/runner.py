@@ -161,7 +161,14 @@ class AgentRuntime:
         s = self.settings
         if backend is None:
             if s.mode == "gateway":
-                backend = GatewayBackend(s.gateway_url, api_key=s.gateway_api_key, timeout=s.call_timeout)
+                tracing = None
+                if s.config is not None and s.config.tracing.enabled:
+                    from ..tracing import build_tracing
+
+                    tracing = build_tracing(s.config.tracing)
+                backend = GatewayBackend(
+                    s.gateway_url, api_key=s.gateway_api_key, timeout=s.call_timeout, tracing=tracing
+                )
             else:
                 backend = InProcessBackend(s.config)
         self.backend = backend

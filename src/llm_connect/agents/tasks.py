@@ -27,10 +27,11 @@ import functools
 import inspect
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from celery import Celery, chain, chord
+from celery import Celery, chain, chord, signals
 from celery.result import AsyncResult
 
 from .models import InboundMessage
@@ -97,6 +98,57 @@ def make_app(settings: AgentSettings | None = None) -> Celery:
 
 #: the worker app (``-A llm_connect.agents.tasks``)
 app = make_app()
+
+
+# -- trace context (llm_connect.tracing.celery does the work, loaded only when tracing is in use) ---------------
+
+
+#: the tasks whose messages carry the trace context (other apps' tasks keep their own instrumentation)
+_TRACED_PREFIX = "llm_connect."
+
+
+def _publish_context(sender: Any = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """A task of ours being sent carries the sender's trace context, when this process uses OpenTelemetry."""
+    name = sender if isinstance(sender, str) else getattr(sender, "name", None)
+    if (
+        headers is not None
+        and "opentelemetry.trace" in sys.modules
+        and isinstance(name, str)
+        and name.startswith(_TRACED_PREFIX)
+    ):
+        from ..tracing.celery import inject
+
+        inject(headers)
+
+
+def _worker_tracing() -> Any:
+    config = current_settings().config
+    if config is None or not config.tracing.enabled:
+        return None
+    from ..tracing import build_tracing
+
+    return build_tracing(config.tracing)
+
+
+def _task_started(task: Any = None, **_: Any) -> None:
+    ours = task is not None and str(getattr(task, "name", "")).startswith(_TRACED_PREFIX)
+    tracing = _worker_tracing() if ours else None
+    if tracing is not None:
+        from ..tracing.celery import start_task
+
+        start_task(tracing, task)
+
+
+def _task_done(task: Any = None, state: str | None = None, **_: Any) -> None:
+    if task is not None and "llm_connect.tracing.celery" in sys.modules:
+        from ..tracing.celery import end_task
+
+        end_task(task, state)
+
+
+signals.before_task_publish.connect(_publish_context, weak=False, dispatch_uid="llm_connect.trace.publish")
+signals.task_prerun.connect(_task_started, weak=False, dispatch_uid="llm_connect.trace.prerun")
+signals.task_postrun.connect(_task_done, weak=False, dispatch_uid="llm_connect.trace.postrun")
 
 
 def _sync_task(name: str, **options: Any) -> Callable[[F], F]:

@@ -27,6 +27,8 @@ Sections (all optional; see docs/gateway.md for the full reference)::
                 on_unavailable, thresholds, default_max_tokens
     pricing     overrides {"provider:model" | "model" | "provider:*": {input_per_mtok, output_per_mtok, ...}}
     agents      the Celery agents (mode, gateway_url, personas, ...); validated in full by the agents module
+    tracing     enabled, service_name, exporter (otlp | console | none), endpoint, protocol, sample_ratio,
+                propagate_upstream                -> OpenTelemetry spans (docs/observability.md)
 
 The file's shape is the typed models of :mod:`llm_connect.config.sections` (pydantic): they validate it and
 give its JSON Schema (``llm-connect config schema``). YAML is read with the 1.2 core schema, so ``off``,

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import LLMConfigurationError
-from .sections import ApiKeyEntry, BudgetLimit, BudgetsConfig, ConfigFile, RedisConfig, ServerConfig
+from .sections import ApiKeyEntry, BudgetLimit, BudgetsConfig, ConfigFile, RedisConfig, ServerConfig, TracingSection
 
 __all__ = [
     "EMBEDDED_DEFAULT",
@@ -175,6 +175,7 @@ class GatewayConfig:
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     pricing: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     agents: Mapping[str, Any] = field(default_factory=dict)
+    tracing: TracingSection = field(default_factory=TracingSection)
     #: where it came from: a file path or "<embedded>"
     source: str = "<embedded>"
 
@@ -453,6 +454,7 @@ def parse_config(
         budgets=cfg.budgets,
         pricing=MappingProxyType(_pricing(data.get("pricing") or {}, source)),
         agents=MappingProxyType(dict(data.get("agents") or {})),
+        tracing=cfg.tracing,
         source=source,
     )
     _check_names(out)

@@ -36,6 +36,7 @@ __all__ = [
     "RouterSection",
     "ServerConfig",
     "TenantEntry",
+    "TracingSection",
     "json_schema",
 ]
 
@@ -182,6 +183,34 @@ class ResponsesSection(Section):
         if v is not None and "://" in v and not v.lower().startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise problem(f"must be a file path, sqlite:///path or postgresql://..., got {v!r}")
         return v
+
+
+class TracingSection(Section):
+    """OpenTelemetry traces (docs/observability.md): a span per gateway request and per upstream attempt with
+    the GenAI semantic-convention attributes. Needs the ``otel`` extra; off by default (then nothing of
+    OpenTelemetry is imported)."""
+
+    enabled: bool = Field(False, description="make spans (needs: pip install 'llm-connect[otel]')")
+    service_name: str = Field("llm-connect", min_length=1, description="the service.name resource attribute")
+    exporter: Annotated[Literal["otlp", "console", "none"], BeforeValidator(_lower)] = Field(
+        "otlp",
+        description="otlp (OTLP/HTTP, or gRPC with protocol: grpc; needs an opentelemetry-exporter-otlp package) | "
+        "console (spans printed as JSON on stdout) | none (use the tracer provider the application set globally)",
+    )
+    endpoint: str | None = Field(
+        None,
+        description="OTLP endpoint (default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / $OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "else the exporter's own: http://localhost:4318/v1/traces, or localhost:4317 for gRPC)",
+    )
+    protocol: Annotated[Literal["http", "grpc"], BeforeValidator(_lower)] = Field(
+        "http", description="the OTLP transport: http (protobuf over HTTP) or grpc"
+    )
+    sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="share of new traces recorded (a request with a traceparent follows its parent)"
+    )
+    propagate_upstream: bool = Field(
+        True, description="send traceparent / tracestate on every upstream provider request"
+    )
 
 
 class ProviderEntry(Section):
@@ -568,6 +597,7 @@ class ConfigFile(Section):
         default_factory=dict, description="price overrides: 'provider:model' | 'model' | 'provider:*'"
     )
     agents: AgentsSection = Field(default_factory=AgentsSection)
+    tracing: TracingSection = Field(default_factory=TracingSection)
 
     @model_validator(mode="after")
     def _one_admin_key(self) -> ConfigFile:

@@ -26,7 +26,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -137,12 +137,17 @@ class BaseAdapter(LLMAdapter):
         bound no longer fits the budget."""
         return None
 
-    async def aembed(
+    def aembed(
         self, texts: EmbeddingInput, config: RunConfig | None = None, *, dimensions: int | None = None
-    ) -> EmbeddingResponse:
+    ) -> Coroutine[Any, Any, EmbeddingResponse]:
+        """One accounted embedding call (a coroutine); under its span when the config carries a Tracing."""
         from .embed import run_embedding  # loaded on the first embedding call
 
-        return await run_embedding(self, texts, config, dimensions)
+        if config is not None and config.tracing is not None:
+            return config.tracing.attempt(  # type: ignore[return-value]
+                self, "embeddings", config, lambda cfg: run_embedding(self, texts, cfg, dimensions)
+            )
+        return run_embedding(self, texts, config, dimensions)
 
     def _estimated_usage(
         self, messages: list[Message], config: RunConfig, est_in: int, produced: str, max_tokens: int | None
@@ -183,7 +188,10 @@ class BaseAdapter(LLMAdapter):
     # -- pipeline ----------------------------------------------------------------------------------
     async def _begin(self, messages: list[Message], config: RunConfig) -> tuple[int | None, Reservation | None, int]:
         """Reserve on the budget. Returns (max_tokens to send, reservation, input count)."""
-        return await reserve_call(self, messages, config)
+        began = await reserve_call(self, messages, config)
+        if config.tracing is not None:
+            config.tracing.reserved(began[0], began[1])
+        return began
 
     def _worst_cost(
         self,
@@ -229,7 +237,15 @@ class BaseAdapter(LLMAdapter):
             exc.model = exc.model or self.model
         return exc
 
-    async def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> LLMResponse:
+    def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> Coroutine[Any, Any, LLMResponse]:
+        """One accounted call (a coroutine); under its span when the config carries a Tracing."""
+        if config is not None and config.tracing is not None:
+            return config.tracing.attempt(  # type: ignore[return-value]
+                self, "chat", config, lambda cfg: self._execute_prompt(prompt, cfg)
+            )
+        return self._execute_prompt(prompt, config)
+
+    async def _execute_prompt(self, prompt: Prompt, config: RunConfig | None) -> LLMResponse:
         cfg = config if config is not None else RunConfig()
         messages = normalize_messages(prompt, cfg.system_prompt)
         max_tokens, res, est_in = await self._begin(messages, cfg)
@@ -263,7 +279,13 @@ class BaseAdapter(LLMAdapter):
         await _all_of(settle, functools.partial(self._publish, cfg, resp, streamed=False, estimated=estimated))
         return resp
 
-    async def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
+    def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
+        """The accounted stream; under its span when the config carries a Tracing."""
+        if config is not None and config.tracing is not None:
+            return config.tracing.attempt_stream(self, config, lambda cfg: self._astream(prompt, cfg))
+        return self._astream(prompt, config)
+
+    async def _astream(self, prompt: Prompt, config: RunConfig | None) -> AsyncIterator[StreamChunk]:
         cfg = config if config is not None else RunConfig()
         messages = normalize_messages(prompt, cfg.system_prompt)
         max_tokens, res, est_in = await self._begin(messages, cfg)
@@ -322,6 +344,8 @@ class BaseAdapter(LLMAdapter):
         error: BaseException | None = None,
         estimated: bool = False,
     ) -> None:
+        if cfg.tracing is not None:
+            cfg.tracing.settled(resp, error=error, estimated=estimated, streamed=streamed)
         trackers = [t for t in (cfg.usage_tracker, self.usage_tracker) if t is not None]
         if not trackers:
             return

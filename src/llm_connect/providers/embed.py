@@ -72,6 +72,8 @@ async def run_embedding(
     dims = check_dimensions(dimensions)
     adapter.check_embedding_request(dims)  # a capability error before anything is reserved
     res, est_in = await _reserve(adapter, items, cfg)
+    if cfg.tracing is not None:
+        cfg.tracing.reserved(None, res)
     cap = adapter._cap(cfg)
     start = time.perf_counter()
     try:

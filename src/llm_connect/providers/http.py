@@ -129,8 +129,11 @@ class HTTPAdapter(BaseAdapter):
             return {}
         return {k: data[k] for k in self.spec.keep_fields if data.get(k) is not None}
 
-    async def _call_headers(self, headers: dict[str, str]) -> dict[str, str]:
-        """Per-request credentials (an Entra ID token provider) on top of the prepared headers."""
+    async def _call_headers(self, headers: dict[str, str], config: RunConfig) -> dict[str, str]:
+        """Per-request credentials (an Entra ID token provider) on top of the prepared headers, and the trace
+        context when the call is traced."""
+        if config.tracing is not None:
+            headers = config.tracing.outgoing(headers)
         if self._route is None or self._route.token_provider is None:
             return headers
         return headers | await self._route.bearer_headers()
@@ -246,7 +249,7 @@ class HTTPAdapter(BaseAdapter):
     # -- calls -------------------------------------------------------------------------------------
     async def _complete(self, messages: list[Message], config: RunConfig, max_tokens: int | None) -> LLMResponse:
         url, body, headers, query = self._prepare(messages, config, max_tokens, stream=False)
-        headers = await self._call_headers(headers)
+        headers = await self._call_headers(headers, config)
         try:
             reply = await self._transport.post(url, body, headers=headers, params=query)
         except _NETWORK_ERRORS as exc:
@@ -297,7 +300,7 @@ class HTTPAdapter(BaseAdapter):
         #: reply fields the provider row keeps (Perplexity citations), gathered over the events
         kept: dict[str, Any] | None = {} if self.spec.keep_fields else None
         try:
-            headers = await self._call_headers(headers)
+            headers = await self._call_headers(headers, config)
             async with self._transport.stream(
                 url, body, framing=self._wire.FRAMING, headers=headers, params=query
             ) as reply:
@@ -338,7 +341,7 @@ class HTTPAdapter(BaseAdapter):
         headers = self._headers | req.headers
         if config.extra_headers:
             headers = headers | config.extra_headers
-        headers = await self._call_headers(headers)
+        headers = await self._call_headers(headers, config)
         try:
             reply = await self._transport.post(
                 self.api_base + req.path, req.body, headers=headers, params=self._query(req.query)

@@ -231,6 +231,11 @@ class Call:
         cfg = self.cfg.copy()  # the values set below are valid by construction: no re-validation
         cfg.metadata = md
         cfg.model_name = None
+        if cfg.tracing is not None:
+            from ..tracing import Route
+
+            route = Route(self.group, node.group, node.name, len(self.attempts) + 1, self._round)
+            cfg.tracing = cfg.tracing.routed(route)
         own = node.timeout
         if self.deadline is not None:
             left = max(0.001, self.deadline - time.monotonic())

@@ -510,7 +510,10 @@ class Router(LLMAdapter):
 
     def _execute(self, prompt: Prompt, config: RunConfig | None, group: str | None) -> Coroutine[Any, Any, LLMResponse]:
         """A routed call on ``group`` (None: the group config.model_name names, or the default)."""
-        return self._routed(config, group, lambda adapter, cfg: adapter.async_execute_prompt(prompt, cfg))
+        work = self._routed(config, group, lambda adapter, cfg: adapter.async_execute_prompt(prompt, cfg))
+        if config is not None and config.tracing is not None:
+            return config.tracing.call("chat", group or config.model_name, config, work)  # type: ignore[return-value]
+        return work
 
     async def _routed(
         self,
@@ -563,9 +566,20 @@ class Router(LLMAdapter):
     def _embed(
         self, texts: EmbeddingInput, config: RunConfig | None, group: str | None, dimensions: int | None
     ) -> Coroutine[Any, Any, EmbeddingResponse]:
-        return self._routed(config, group, lambda adapter, cfg: adapter.aembed(texts, cfg, dimensions=dimensions))
+        work = self._routed(config, group, lambda adapter, cfg: adapter.aembed(texts, cfg, dimensions=dimensions))
+        if config is not None and config.tracing is not None:
+            return config.tracing.call("embeddings", group or config.model_name, config, work)  # type: ignore[return-value]
+        return work
 
-    async def _stream(self, prompt: Prompt, config: RunConfig | None, group: str | None) -> AsyncIterator[StreamChunk]:
+    def _stream(self, prompt: Prompt, config: RunConfig | None, group: str | None) -> AsyncIterator[StreamChunk]:
+        agen = self._routed_stream(prompt, config, group)
+        if config is not None and config.tracing is not None:
+            return config.tracing.call_stream(group or config.model_name, config, agen)
+        return agen
+
+    async def _routed_stream(
+        self, prompt: Prompt, config: RunConfig | None, group: str | None
+    ) -> AsyncIterator[StreamChunk]:
         call = self._call(config, stream=True, group=group)
         while (picked := await call.next_attempt()) is not None:
             node, st, probe = picked

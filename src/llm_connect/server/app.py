@@ -198,6 +198,7 @@ class Gateway:
         metrics = self.engine.metrics
         if metrics is not None:
             metrics.in_flight.inc()
+        served = None if self.engine.tracing is None else self.engine.tracing.server(req, route if handler else None)
         try:
             if handler is None:
                 if route != "other":
@@ -218,6 +219,8 @@ class Gateway:
         except Exception as exc:
             await self._error(req, from_exception(exc, self.engine.redact), handler)
         finally:
+            if served is not None:
+                served.end(req.status or 499)
             if metrics is not None:
                 metrics.in_flight.dec()
                 metrics.observe_request(route, req.status or 499, time.perf_counter() - t0)

@@ -27,6 +27,7 @@ from .errors import ApiError, Redactor, from_exception
 if TYPE_CHECKING:
     from ..budget import BudgetTracker
     from ..embeddings import EmbeddingResponse
+    from ..tracing import Tracing
     from ..usage import Ledger, UsageTracker
     from .limits import RateLimiter
     from .metrics import Metrics
@@ -126,6 +127,8 @@ class Engine:
         self.limiter: RateLimiter | None = None
         self.budgets: BudgetPlanner | None = None
         self.catalog: ModelCatalog | None = None
+        #: spans of requests and upstream attempts (the ``tracing:`` section; None: off, nothing imported)
+        self.tracing: Tracing | None = None
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._policy_state: Any = None
@@ -197,6 +200,10 @@ class Engine:
                 from ..config import ConfigError
 
                 raise ConfigError("agents", exc.message, source=cfg.source) from None
+        if cfg.tracing.enabled:
+            from ..tracing import build_tracing
+
+            self.tracing = build_tracing(cfg.tracing)
         from ..usage import Pricing, UsageTracker
 
         pricing = Pricing(cfg.pricing) if cfg.pricing else None
@@ -356,6 +363,7 @@ class Engine:
                 usage_tracker=self.usage,
                 reasoning_effort=spec.reasoning_effort,
                 native=spec.native,
+                tracing=self.tracing,
             )
         except LLMError as exc:
             raise ApiError(422, exc.message, "invalid_request_error", "invalid_field") from exc

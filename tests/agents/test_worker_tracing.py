@@ -1,0 +1,146 @@
+"""Trace context through Celery with real processes: this process (the sender) opens a span and sends
+``handle_message``; a real worker (threads pool) continues the trace from the task's headers and calls a real
+gateway process, which calls the shipped mock provider. The provider must see the sender's trace id in its
+``traceparent``, and the worker and the gateway (console exporter) must have recorded their spans in that trace."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed: pip install 'llm-connect[otel]'")
+
+from llm_connect.testing import MockServer
+
+from .conftest import REDIS_URL, Session, Workers, free_port, needs_redis, start_gateway_process, wait_result
+
+pytestmark = [needs_redis, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def traced_config(session: Session, mock: MockServer) -> tuple[Path, str, Path]:
+    """A config with tracing on (console exporter) and a gateway process serving it: (config, url, its log)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cfg = {
+        "server": {"host": "127.0.0.1", "port": port},
+        "redis": {"url": REDIS_URL, "namespace": f"{session.namespace}-trace"},
+        "ledger": {"url": "off"},
+        "router": {
+            "groups": {
+                "traced": [{"model": "openai:mock-traced", "api_base": mock.openai_base, "api_key": "sk-test-traced"}]
+            },
+            "num_retries": 0,
+        },
+        "agents": {
+            "mode": "gateway",
+            "gateway_url": url,
+            "broker_url": REDIS_URL,
+            "queue": session.queue("traced"),
+            "timeout": 20,
+            "result_expires_seconds": 600,
+            "personas": {
+                "tracer": {"role": "assistant", "model_preference": "traced"},
+                "boss": {"role": "planner", "model_preference": "traced", "may_delegate_to": ["helper"]},
+                "helper": {"role": "helper", "model_preference": "traced"},
+            },
+        },
+        "tracing": {"enabled": True, "exporter": "console", "service_name": "llmc-test"},
+    }
+    path = session.tmp / "traced.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    log = session.tmp / "traced-gateway.log"
+    start_gateway_process(session, path, port, log)
+    return path, url, log
+
+
+def _wait_for(path_texts: Callable[[], str], needles: list[str], timeout: float = 20.0) -> str:
+    """The text once every needle is in it (the console exporter writes a batch every few seconds)."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = path_texts()
+        if all(n in text for n in needles):
+            return text
+        time.sleep(0.2)
+    missing = [n for n in needles if n not in text]
+    raise AssertionError(f"not found within {timeout} s: {missing}\n{text[-4000:]}")
+
+
+def test_the_worker_continues_the_senders_trace(
+    traced_config: tuple[Path, str, Path], start_workers: Callable[..., Workers], celery_client: Any, mock: MockServer
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from llm_connect.agents.tasks import handle_message
+
+    path, _, gateway_log = traced_config
+    workers = start_workers("traced", concurrency=2, env={"LLM_CONNECT_CONFIG": str(path)})
+    tracer = TracerProvider().get_tracer("sender")
+    msg = {
+        "id": uuid.uuid4().hex,
+        "channel": "slack",
+        "sender": {"id": "U1", "name": "Jo"},
+        "content": "trace this please",
+        "thread_id": f"th-{uuid.uuid4().hex[:8]}",
+    }
+    with tracer.start_as_current_span("sender job") as span:
+        result = handle_message.apply_async(args=(msg,), kwargs={"agent": "tracer"}, queue=workers.queue)
+    reply = wait_result(result, 60, workers)
+    assert reply["status"] == "ok", reply
+    trace_id = format(span.get_span_context().trace_id, "032x")
+
+    # the provider saw a request of this trace: sender -> task headers -> worker -> gateway -> upstream
+    sent = [r for r in mock.requests if r.get("model") == "mock-traced"]
+    assert sent, "the upstream was not called"
+    assert [r["headers"]["traceparent"].split("-")[1] for r in sent] == [trace_id] * len(sent)
+
+    # the worker's CONSUMER span and the gateway's spans are in that trace (the console exporter's JSON)
+    text = _wait_for(workers.log_text, ['"name": "process llm_connect.agents.handle_message"', f"0x{trace_id}"])
+    assert '"kind": "SpanKind.CONSUMER"' in text
+    gw = _wait_for(gateway_log.read_text, ['"name": "POST /complete"', '"name": "chat mock-traced"', f"0x{trace_id}"])
+    assert '"gen_ai.provider.name": "openai"' in gw
+
+
+def test_a_task_sent_outside_any_span_starts_its_own_trace(
+    traced_config: tuple[Path, str, Path], start_workers: Callable[..., Workers], celery_client: Any, mock: MockServer
+) -> None:
+    from llm_connect.agents.tasks import handle_message
+
+    path, _, _ = traced_config
+    workers = start_workers("traced2", concurrency=1, env={"LLM_CONNECT_CONFIG": str(path)})
+    mock.clear_requests()
+    msg = {"id": uuid.uuid4().hex, "channel": "slack", "sender": {"id": "U2"}, "content": "no parent here"}
+    reply = wait_result(handle_message.apply_async(args=(msg,), kwargs={"agent": "tracer"}, queue=workers.queue), 60)
+    assert reply["status"] == "ok", reply
+    [sent] = [r for r in mock.requests if r.get("model") == "mock-traced"]
+    version, trace_id, _, _ = sent["headers"]["traceparent"].split("-")
+    assert version == "00" and int(trace_id, 16) != 0
+
+
+def test_a_delegation_chain_stays_in_the_senders_trace(
+    traced_config: tuple[Path, str, Path], start_workers: Callable[..., Workers], celery_client: Any, mock: MockServer
+) -> None:
+    """The chain's next task is sent by the worker while the first task's span is current: one trace."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from llm_connect.agents.tasks import delegation_chain
+
+    path, _, _ = traced_config
+    workers = start_workers("traced3", concurrency=2, env={"LLM_CONNECT_CONFIG": str(path)})
+    mock.clear_requests()
+    msg = {"id": uuid.uuid4().hex, "channel": "slack", "sender": {"id": "U3"}, "content": "plan and delegate"}
+    with TracerProvider().get_tracer("sender").start_as_current_span("sender chain") as span:
+        result = delegation_chain(msg, ["boss", "helper"], [400], queue=workers.queue)
+    reply = wait_result(result, 60, workers)
+    assert reply["status"] == "ok", reply
+    sent = [r for r in mock.requests if r.get("model") == "mock-traced"]
+    assert len(sent) == 2
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert {r["headers"]["traceparent"].split("-")[1] for r in sent} == {trace_id}
