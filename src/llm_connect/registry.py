@@ -15,7 +15,7 @@ from typing import Any
 
 from .adapter import LLMAdapter
 from .errors import LLMConfigurationError
-from .providers.spec import DeploymentURLs, ProviderSpec
+from .providers.spec import DeploymentURLs, ProviderSpec, VertexPublisher
 
 __all__ = [
     "HTTP_PROVIDERS",
@@ -221,6 +221,46 @@ AZURE = ProviderSpec(
     docs_url="https://learn.microsoft.com/en-us/azure/ai-foundry/openai/reference",
 )
 
+#: Google Vertex AI, one row per publisher (a row is one wire format): ``vertex:<gemini model>`` and
+#: ``vertex_anthropic:<claude model>``; project, location and credentials from options or the environment
+_VERTEX = (
+    ProviderSpec(
+        "vertex",
+        "gemini",
+        "",
+        auth="none",
+        key_required=False,
+        description="Gemini on Google Vertex AI (OAuth: service account or application default credentials)",
+        input_count="endpoint",
+        prices_id="google",
+        capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+        vertex=VertexPublisher("google"),
+        embeddings=False,
+        extra="vertex",
+        docs_url="https://cloud.google.com/vertex-ai/generative-ai/docs/reference/rest/v1/projects.locations.publishers.models/generateContent",
+    ),
+    ProviderSpec(
+        "vertex_anthropic",
+        "anthropic_messages",
+        "",
+        auth="none",
+        key_required=False,
+        description="Anthropic Claude on Google Vertex AI (rawPredict; OAuth like vertex)",
+        input_count="endpoint",
+        # genai-prices prices Claude under google by falling back to anthropic's models ("@" versions match)
+        prices_id="google",
+        capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+        vertex=VertexPublisher(
+            "anthropic",
+            project_env=("GOOGLE_CLOUD_PROJECT", "ANTHROPIC_VERTEX_PROJECT_ID"),
+            location_env=("GOOGLE_CLOUD_LOCATION", "VERTEX_LOCATION", "CLOUD_ML_REGION"),
+        ),
+        embeddings=False,
+        extra="vertex",
+        docs_url="https://cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/use-claude",
+    ),
+)
+
 
 HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
     {
@@ -338,6 +378,7 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 capabilities=_CHAT,
             ),
             AZURE,
+            *_VERTEX,
             *_LONG_TAIL,
         )
     }
@@ -360,6 +401,10 @@ _ALIASES: Mapping[str, str] = MappingProxyType(
         "llama.cpp": "llamacpp-server",
         "azure_openai": "azure",
         "azure-openai": "azure",
+        "vertex_ai": "vertex",
+        "vertex-ai": "vertex",
+        "google-vertex": "vertex",
+        "vertex-anthropic": "vertex_anthropic",
         "grok": "xai",
         "x-ai": "xai",
         "z.ai": "zai",
@@ -441,9 +486,14 @@ def create_adapter(
     """
     provider, model = _split(spec if spec is not None else default_spec())
     if provider in HTTP_PROVIDERS:
+        row = HTTP_PROVIDERS[provider]
+        if row.vertex is not None:
+            from .providers.vertex import VertexAdapter
+
+            return VertexAdapter(row, model, api_key=api_key, api_base=api_base, **options)
         from .providers.http import HTTPAdapter  # the HTTP client loads only when an HTTP provider is used
 
-        return HTTPAdapter(HTTP_PROVIDERS[provider], model, api_key=api_key, api_base=api_base, **options)
+        return HTTPAdapter(row, model, api_key=api_key, api_base=api_base, **options)
     if provider in OTHER_PROVIDERS:
         factory = _load_factory(provider)
         kwargs = dict(options)
