@@ -3,8 +3,9 @@
 * ``POST /token`` is Google's OAuth 2.0 token endpoint for service accounts (RFC 7523 JWT bearer grant):
   ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>``. The assertion's RS256 signature
   is verified against the public key trusted for its ``iss`` (a service account's ``client_email``), and its
-  ``aud`` (Google's token endpoint, or the mock's own URL), ``iat``/``exp`` (at most an hour apart) and ``scope`` are checked; the answer is
-  ``{"access_token", "expires_in", "token_type": "Bearer"}``, or Google's ``{"error", "error_description"}``.
+  ``aud`` (Google's token endpoint, or the mock's own URL), ``iat``/``exp`` (at most an hour apart) and
+  ``scope`` are checked; the answer is ``{"access_token", "expires_in", "token_type": "Bearer"}``, or Google's
+  ``{"error", "error_description"}``.
   A service-account JSON whose ``token_uri`` points at the mock makes google-auth's own flow work offline:
   :meth:`GoogleAuth.service_account` generates the key pair, trusts its public key and returns that JSON.
 * The Vertex paths accept only ``Authorization: Bearer`` tokens this endpoint minted and that have not expired;
@@ -215,9 +216,7 @@ class GoogleAuth:
 
     # ------------------------------------------------------------------ the Vertex paths
 
-    def refusal(
-        self, path: str, publisher: str, method: str, headers: Mapping[str, str]
-    ) -> tuple[int, bytes] | None:
+    def refusal(self, path: str, publisher: str, method: str, headers: Mapping[str, str]) -> tuple[int, bytes] | None:
         """What Vertex answers before reading a request to ``path``: Google's 401 without a token this mock
         minted, a 404 for a publisher or method it does not serve there; else None."""
         rpc = "google.cloud.aiplatform.v1.PredictionService." + method[:1].upper() + method[1:]
