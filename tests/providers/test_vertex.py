@@ -134,7 +134,8 @@ async def test_project_location_and_credentials_from_the_environment(mock, accou
     monkeypatch.setenv("GOOGLE_CLOUD_LOCATION", "europe-west4")
     a = create_adapter(f"vertex:{GEMINI}", api_base=mock.url)
     await a.async_execute_prompt("x")
-    assert mock.last_request["path"] == f"/v1/projects/env-project/locations/europe-west4/publishers/google/models/{GEMINI}:generateContent"
+    path = f"/v1/projects/env-project/locations/europe-west4/publishers/google/models/{GEMINI}:generateContent"
+    assert mock.last_request["path"] == path
     assert "env-project/europe-west4" in repr(a) and "ya29" not in repr(a)
     monkeypatch.delenv("GOOGLE_CLOUD_LOCATION")
     monkeypatch.setenv("VERTEX_LOCATION", "asia-northeast1")
@@ -145,7 +146,8 @@ async def test_project_location_and_credentials_from_the_environment(mock, accou
 async def test_global_location_by_default_and_a_base_with_v1(mock, account):
     a = create_adapter(f"vertex:{GEMINI}", api_base=mock.url + "/v1", credentials_file=account)
     await a.async_execute_prompt("x")
-    assert mock.last_request["path"] == f"/v1/projects/mock-project/locations/global/publishers/google/models/{GEMINI}:generateContent"
+    path = f"/v1/projects/mock-project/locations/global/publishers/google/models/{GEMINI}:generateContent"
+    assert mock.last_request["path"] == path
 
 
 # -- Claude on Vertex --------------------------------------------------------------------------------
@@ -315,10 +317,13 @@ async def test_a_missing_token_is_googles_401_for_both_publishers(mock):
 # -- budgets, ledger, sync ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("spec", "prices_id", "priced_as"), [
-    (f"vertex:{GEMINI}", "google", GEMINI),
-    (f"vertex_anthropic:{CLAUDE}", "google", CLAUDE),
-])
+@pytest.mark.parametrize(
+    ("spec", "prices_id", "priced_as"),
+    [
+        (f"vertex:{GEMINI}", "google", GEMINI),
+        (f"vertex_anthropic:{CLAUDE}", "google", CLAUDE),
+    ],
+)
 async def test_budget_and_one_ledger_row_per_charged_call(mock, account, tmp_path, spec, prices_id, priced_as):
     tracker = UsageTracker()
     ledger = SqliteLedger(tmp_path / "usage.sqlite3")
