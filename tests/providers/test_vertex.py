@@ -358,3 +358,12 @@ def test_sync_call_and_stream(tmp_path, spec):
         assert a.execute_prompt("sync hello").text == "mock reply to: sync hello"
         assert "".join(c.text for c in a.stream("sync stream")) == "mock reply to: sync stream"
         assert srv.google.minted == 1  # the sync facade's calls share the token too
+
+
+async def test_application_default_credentials_load_on_first_use(mock, account, monkeypatch, tmp_path):
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "no-gcloud"))  # no gcloud login on this machine
+    a = create_adapter(f"vertex:{GEMINI}", api_base=mock.url, project="adc-project")  # nothing loaded yet
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", account)  # what google.auth.default() finds, in its thread
+    r = await a.async_execute_prompt("through ADC")
+    assert r.text == "mock reply to: through ADC" and mock.google.minted == 1
+    assert mock.last_request["path"].startswith("/v1/projects/adc-project/locations/global/")

@@ -15,6 +15,7 @@ Paths (each answers in its provider's own shapes, streaming included)::
     POST /api/embed                                   Ollama embeddings
     POST /v1/projects/{p}/locations/{l}/publishers/{google|anthropic}/models/{model}:{method}   Vertex AI
     POST /token                                       Google OAuth token endpoint (testing/_vertex.py)
+    POST /__mock__/google/service-account             a service-account JSON the token endpoint trusts
     GET  /v1/models, /v1beta/models, /api/tags, /health
 
 With nothing scripted it answers instantly with a deterministic reply derived from the request
@@ -276,6 +277,7 @@ class MockServer:
         r.add_post("/api/embed", self._ollama_embed)
         r.add_post(r"/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{target}", self._vertex)
         r.add_post("/token", self._google_token)
+        r.add_post("/__mock__/google/service-account", self._google_account)
         r.add_get("/health", self._health)
         r.add_get("/v1/models", self._list_models)
         r.add_get("/models", self._list_models)
@@ -345,6 +347,10 @@ class MockServer:
         self._record(request, "google-oauth", None, {"grant_type": form.get("grant_type")}, b"", None)
         status, body = self.google.grant(form, str(request.url.with_query(None)))
         return web.Response(status=status, body=body, content_type="application/json")
+
+    async def _google_account(self, request: web.Request) -> web.Response:
+        """A new service-account JSON whose key the mock trusts and whose token_uri is this mock's /token."""
+        return self._json(self.google.service_account(str(request.url.with_path("/token").with_query(None))))
 
     async def _openai_embed(self, request: web.Request) -> web.StreamResponse:
         return await self._embed(request, "openai")
