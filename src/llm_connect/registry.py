@@ -221,43 +221,48 @@ AZURE = ProviderSpec(
     docs_url="https://learn.microsoft.com/en-us/azure/ai-foundry/openai/reference",
 )
 
+
+def _on_vertex(name: str, wire: str, publisher: VertexPublisher, description: str, docs_url: str) -> ProviderSpec:
+    """A Vertex AI publisher's row: OAuth from google-auth (the ``vertex`` extra), priced under genai-prices'
+    ``google`` (which falls back to ``anthropic``'s models for Claude; "@" versions match), no embeddings (Vertex
+    embeds with ``:predict``, not the Gemini API's ``batchEmbedContents``)."""
+    return ProviderSpec(
+        name,
+        wire,
+        "",
+        auth="none",
+        key_required=False,
+        description=description,
+        input_count="endpoint",
+        prices_id="google",
+        capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+        vertex=publisher,
+        embeddings=False,
+        extra="vertex",
+        docs_url=docs_url,
+    )
+
+
 #: Google Vertex AI, one row per publisher (a row is one wire format): ``vertex:<gemini model>`` and
 #: ``vertex_anthropic:<claude model>``; project, location and credentials from options or the environment
 _VERTEX = (
-    ProviderSpec(
+    _on_vertex(
         "vertex",
         "gemini",
-        "",
-        auth="none",
-        key_required=False,
-        description="Gemini on Google Vertex AI (OAuth: service account or application default credentials)",
-        input_count="endpoint",
-        prices_id="google",
-        capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
-        vertex=VertexPublisher("google"),
-        embeddings=False,
-        extra="vertex",
-        docs_url="https://cloud.google.com/vertex-ai/generative-ai/docs/reference/rest/v1/projects.locations.publishers.models/generateContent",
+        VertexPublisher("google"),
+        "Gemini on Google Vertex AI (OAuth: service account or application default credentials)",
+        "https://cloud.google.com/vertex-ai/generative-ai/docs/reference/rest/v1/projects.locations.publishers.models",
     ),
-    ProviderSpec(
+    _on_vertex(
         "vertex_anthropic",
         "anthropic_messages",
-        "",
-        auth="none",
-        key_required=False,
-        description="Anthropic Claude on Google Vertex AI (rawPredict; OAuth like vertex)",
-        input_count="endpoint",
-        # genai-prices prices Claude under google by falling back to anthropic's models ("@" versions match)
-        prices_id="google",
-        capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
-        vertex=VertexPublisher(
+        VertexPublisher(
             "anthropic",
             project_env=("GOOGLE_CLOUD_PROJECT", "ANTHROPIC_VERTEX_PROJECT_ID"),
             location_env=("GOOGLE_CLOUD_LOCATION", "VERTEX_LOCATION", "CLOUD_ML_REGION"),
         ),
-        embeddings=False,
-        extra="vertex",
-        docs_url="https://cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/use-claude",
+        "Anthropic Claude on Google Vertex AI (rawPredict; OAuth like vertex)",
+        "https://cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/use-claude",
     ),
 )
 

@@ -38,20 +38,7 @@ pytest.importorskip("google.auth")
 GEMINI = "gemini-2.5-flash"
 CLAUDE = "claude-sonnet-4-5@20250929"
 PREFIX = "/v1/projects/mock-project/locations/us-central1/publishers"
-_ENV = (
-    "GOOGLE_CLOUD_PROJECT",
-    "GOOGLE_CLOUD_LOCATION",
-    "VERTEX_LOCATION",
-    "GOOGLE_APPLICATION_CREDENTIALS",
-    "ANTHROPIC_VERTEX_PROJECT_ID",
-    "CLOUD_ML_REGION",
-)
-
-
-@pytest.fixture(autouse=True)
-def _no_google_env(monkeypatch):
-    for var in _ENV:
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_google_env")
 
 
 def write_account(srv: MockServer, path) -> str:

@@ -29,20 +29,7 @@ from llm_connect.wire import gemini as G
 
 pytest.importorskip("google.auth")
 
-_ENV = (
-    "GOOGLE_CLOUD_PROJECT",
-    "GOOGLE_CLOUD_LOCATION",
-    "VERTEX_LOCATION",
-    "GOOGLE_APPLICATION_CREDENTIALS",
-    "ANTHROPIC_VERTEX_PROJECT_ID",
-    "CLOUD_ML_REGION",
-)
-
-
-@pytest.fixture(autouse=True)
-def _no_google_env(monkeypatch):
-    for var in _ENV:
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_google_env")
 
 
 #: a generateContent response as Vertex returns it (gemini-2.5-flash, thinking on)

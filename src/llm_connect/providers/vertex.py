@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import LLMConfigurationError
-from ..transport import Transport
 from ..wire import WireRequest
 from ._google_auth import GoogleToken, load_credentials_file, require_google_auth
 from .http import HTTPAdapter
@@ -74,16 +73,9 @@ class VertexAdapter(HTTPAdapter):
     """An :class:`HTTPAdapter` whose requests go to Vertex AI's publisher paths with an OAuth bearer token."""
 
     def __init__(
-        self,
-        spec: ProviderSpec,
-        model: str,
-        *,
-        api_key: str | None = None,
-        api_base: str | None = None,
-        transport: Transport | None = None,
-        headers: Mapping[str, str] | None = None,
-        **options: Any,
+        self, spec: ProviderSpec, model: str, *, api_key: str | None = None, api_base: str | None = None, **options: Any
     ) -> None:
+        """``api_key`` is a static access token; ``options``: :data:`OPTION_NAMES`, then HTTPAdapter's."""
         vertex = spec.vertex
         assert vertex is not None
         name = spec.name
@@ -124,7 +116,7 @@ class VertexAdapter(HTTPAdapter):
         self.location = _segment(location, "location", name)
         base = (api_base or vertex_host(self.location)).strip().rstrip("/")
         base = base.removesuffix("/v1")  # a base copied with the API version (ANTHROPIC_VERTEX_BASE_URL's form)
-        super().__init__(spec, model, api_base=base, transport=transport, headers=headers, **options)
+        super().__init__(spec, model, api_base=base, **options)
         self._prefix = f"/v1/projects/{self.project}/locations/{self.location}/publishers/{vertex.publisher}/models/"
 
     def __repr__(self) -> str:  # never show the token
