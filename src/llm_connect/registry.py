@@ -222,10 +222,11 @@ AZURE = ProviderSpec(
 )
 
 
-def _on_vertex(name: str, wire: str, publisher: VertexPublisher, description: str, docs_url: str) -> ProviderSpec:
+def _on_vertex(
+    name: str, wire: str, publisher: VertexPublisher, description: str, docs_url: str, embeddings: str | None
+) -> ProviderSpec:
     """A Vertex AI publisher's row: OAuth from google-auth (the ``vertex`` extra), priced under genai-prices'
-    ``google`` (which falls back to ``anthropic``'s models for Claude; "@" versions match), no embeddings (Vertex
-    embeds with ``:predict``, not the Gemini API's ``batchEmbedContents``)."""
+    ``google`` (which falls back to ``anthropic``'s models for Claude; "@" versions match)."""
     return ProviderSpec(
         name,
         wire,
@@ -237,7 +238,7 @@ def _on_vertex(name: str, wire: str, publisher: VertexPublisher, description: st
         prices_id="google",
         capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
         vertex=publisher,
-        embeddings=False,
+        embeddings=embeddings,
         extra="vertex",
         docs_url=docs_url,
     )
@@ -252,6 +253,7 @@ _VERTEX = (
         VertexPublisher("google"),
         "Gemini on Google Vertex AI (OAuth: service account or application default credentials)",
         "https://cloud.google.com/vertex-ai/generative-ai/docs/reference/rest/v1/projects.locations.publishers.models",
+        "vertex_predict",  # Vertex embeds with :predict, not the Gemini API's batchEmbedContents
     ),
     _on_vertex(
         "vertex_anthropic",
@@ -263,6 +265,7 @@ _VERTEX = (
         ),
         "Anthropic Claude on Google Vertex AI (rawPredict; OAuth like vertex)",
         "https://cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/use-claude",
+        None,
     ),
 )
 

@@ -354,3 +354,33 @@ async def test_application_default_credentials_load_on_first_use(mock, account, 
     r = await a.async_execute_prompt("through ADC")
     assert r.text == "mock reply to: through ADC" and mock.google.minted == 1
     assert mock.last_request["path"].startswith("/v1/projects/adc-project/locations/global/")
+
+
+async def test_embeddings_through_predict_with_token_counts_and_price(mock, account):
+    a = vertex(mock, account, "vertex:gemini-embedding-001")
+    assert a.supports_embeddings
+    r = await a.aembed(["hello world", "three more words"], dimensions=8)
+    paths = [q["path"] for q in calls(mock, ":predict")]
+    assert paths == [f"{PREFIX}/google/models/gemini-embedding-001:predict"] * 2  # one instance per request
+    q = mock.last_request
+    assert q["body"] == {"instances": [{"content": "three more words"}], "parameters": {"outputDimensionality": 8}}
+    assert len(r.vectors) == 2 and all(len(v) == 8 for v in r.vectors)
+    assert r.usage.input_tokens == (2 + 1) + (3 + 1)  # statistics.token_count, summed
+    want = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=7), "gemini-embedding-001", provider_id="google"
+    ).total_price
+    assert r.cost_usd == want
+    text_model = vertex(mock, account, "vertex:text-embedding-005")
+    r = await text_model.aembed(["a", "b", "c"], RunConfig(extra_body={"task_type": "RETRIEVAL_DOCUMENT"}))
+    body = mock.last_request["body"]
+    assert [i["content"] for i in body["instances"]] == ["a", "b", "c"]  # up to 250 in one request
+    assert body["instances"][0]["task_type"] == "RETRIEVAL_DOCUMENT" and "parameters" not in body
+    assert r.usage.input_tokens == 6 and r.cost_usd is None  # billed per character: not in genai-prices
+    assert not vertex(mock, account, f"vertex_anthropic:{CLAUDE}").supports_embeddings
+
+
+async def test_embedding_errors_are_googles(mock, account):
+    mock.script(MockReply(status=429, retry_after=2))
+    with pytest.raises(LLMRateLimitError) as info:
+        await vertex(mock, account, "vertex:text-embedding-005").aembed(["x"])
+    assert info.value.body["error"]["status"] == "RESOURCE_EXHAUSTED" and info.value.retry_after == 2

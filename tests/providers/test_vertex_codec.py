@@ -290,9 +290,9 @@ def test_registry_rows_aliases_and_capabilities():
     assert check_spec("vertex-anthropic:claude-opus-4-1@20250805") == "vertex_anthropic"
     for name in ("vertex", "vertex_anthropic"):
         spec = HTTP_PROVIDERS[name]
-        assert spec.genai_prices_id == "google" and spec.extra == "vertex" and not spec.embeddings
-    a = create_adapter("vertex:gemini-embedding-001", project="p", access_token="t")
-    assert a.supports_embeddings is False  # Vertex embeds with :predict, not the Gemini API's batchEmbedContents
+        assert spec.genai_prices_id == "google" and spec.extra == "vertex"
+    assert HTTP_PROVIDERS["vertex"].embedding_format == "vertex_predict"  # not the Gemini API's batchEmbedContents
+    assert HTTP_PROVIDERS["vertex_anthropic"].embedding_format is None
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,7 @@ async def test_a_signed_assertion_gets_a_bearer_token_that_opens_the_vertex_path
             assert r.status == 400 and (await r.json())["error"]["type"] == "invalid_request_error"
         async with s.post(f"{mock.url}{PREFIX}/meta/models/llama-4:rawPredict", json=claude) as r:
             assert r.status == 404 and (await r.json())["error"]["status"] == "NOT_FOUND"
-        async with s.post(f"{mock.url}{PREFIX}/google/models/gemini-2.5-flash:predict", json=req) as r:
+        async with s.post(f"{mock.url}{PREFIX}/google/models/gemini-2.5-flash:rawPredict", json=req) as r:
             assert r.status == 404
 
 

@@ -91,7 +91,7 @@ class HTTPAdapter(BaseAdapter):
                 model=model,
             )
         self._wire: ModuleType = importlib.import_module(f"llm_connect.wire.{spec.wire}")
-        self.supports_embeddings = spec.embeddings and spec.wire in EMBEDDING_CODECS
+        self.supports_embeddings = spec.embedding_format in EMBEDDING_CODECS
         #: the tiktoken text counter once looked up (None: there is none); unset until the first exact count
         self._text_counter: Callable[[str], int] | None = None
         self._text_counter_known = False
@@ -367,7 +367,7 @@ class HTTPAdapter(BaseAdapter):
             ) from exc
 
     async def _embed(self, texts: list[str], config: RunConfig, dimensions: int | None) -> EmbeddingResponse:
-        codec = EMBEDDING_CODECS[self.spec.wire]
+        codec = EMBEDDING_CODECS[str(self.spec.embedding_format)]
         vectors: list[list[float]] = []
         tokens: int | None = 0
         model: str | None = None
@@ -393,7 +393,7 @@ class HTTPAdapter(BaseAdapter):
                 provider=self.provider,
                 model=self.model,
             )
-        if tokens is None and self.spec.wire == "gemini":
+        if tokens is None and codec.name == "gemini":
             tokens = await self._gemini_count(texts, config)
         return EmbeddingResponse(
             vectors=vectors,

@@ -83,8 +83,9 @@ class ProviderSpec:
     deployments: DeploymentURLs | None = None
     #: a Vertex AI publisher (the row's URLs and OAuth credentials come from it); None: not on Vertex
     vertex: VertexPublisher | None = None
-    #: False: the wire format has an embedding API the provider does not serve under these URLs (Vertex AI)
-    embeddings: bool = True
+    #: the embedding format (a key of ``llm_connect.wire.embeddings.CODECS``): "" the chat wire format's own,
+    #: None none (the provider does not serve one), or another (Vertex AI's ``vertex_predict``)
+    embeddings: str | None = ""
     #: the ``pip install 'llm-connect[extra]'`` the row needs beyond the core install (None: none)
     extra: str | None = None
     #: where the base URL, key variable and shapes are documented
@@ -94,6 +95,11 @@ class ProviderSpec:
         unknown = self.capabilities - CAPABILITIES
         if unknown:
             raise ValueError(f"provider {self.name!r}: unknown capabilities {sorted(unknown)}")
+
+    @property
+    def embedding_format(self) -> str | None:
+        """The key of the embedding codec this row speaks, if any (the codec may not exist: then it cannot)."""
+        return self.wire if self.embeddings == "" else self.embeddings
 
     @property
     def genai_prices_id(self) -> str | None:

@@ -10,7 +10,8 @@ The same codecs as the Gemini API and Anthropic's Messages API (``llm_connect.wi
   ``:generateContent``, ``:streamGenerateContent?alt=sse``, ``:countTokens`` (whose body is the request's
   ``contents``, ``systemInstruction``, ``tools`` and ``generationConfig`` themselves). Claude: ``:rawPredict`` and
   ``:streamRawPredict`` with the Messages body less ``model`` plus ``anthropic_version: "vertex-2023-10-16"``,
-  and ``models/count-tokens:rawPredict`` for token counts (``model`` kept in the body);
+  and ``models/count-tokens:rawPredict`` for token counts (``model`` kept in the body). Embeddings (Gemini's
+  row) go to ``:predict`` in Vertex's own shape (``llm_connect.wire.embeddings``, ``vertex_predict``);
 * credentials: ``Authorization: Bearer <OAuth access token>`` from google-auth (providers/_google_auth.py): a
   credentials file (``credentials_file=`` or ``$GOOGLE_APPLICATION_CREDENTIALS``), a google-auth Credentials
   object (``credentials=``), or application default credentials; a static token (``access_token=`` or

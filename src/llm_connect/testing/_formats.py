@@ -764,7 +764,7 @@ def error_object(
     if fmt == "anthropic":
         err = {"type": error_type or _ANTHROPIC_TYPE.get(kind, "api_error"), "message": msg}
         return {"type": "error", "error": err, "request_id": request_id}
-    if fmt == "gemini":
+    if fmt in ("gemini", "vertex"):  # vertex: the embedding path, google.rpc errors as every Google API
         gerr: dict[str, Any] = {
             "code": status,
             "message": msg,

@@ -48,9 +48,9 @@ _SKEW = 300
 _SEE = "See https://developers.google.com/identity/sign-in/web/devconsole-project."
 
 
-#: the methods the mock serves per publisher (Gemini's embeddings are not on Vertex's publisher path)
+#: the methods the mock serves per publisher (embeddings: ``predict``, as Vertex's text embedding models)
 _METHODS = {
-    "google": frozenset({"generateContent", "streamGenerateContent", "countTokens"}),
+    "google": frozenset({"generateContent", "streamGenerateContent", "countTokens", "predict"}),
     "anthropic": frozenset({"rawPredict", "streamRawPredict"}),
 }
 

@@ -335,6 +335,8 @@ class MockServer:
             self._record(request, "vertex", model, None, b"", None)
             return web.Response(status=refused[0], body=refused[1], content_type="application/json")
         request[_VERIFIED] = self._state.require_key
+        if method == "predict":  # Vertex's text embeddings (testing/_embeddings.py)
+            return await self._embed(request, "vertex", model)
         if request.match_info["publisher"] == "google":
             return await self._gemini(request)
         if model == "count-tokens":
