@@ -13,8 +13,9 @@
   ``ACCESS_TOKEN_EXPIRED`` or ``ACCESS_TOKEN_TYPE_UNSUPPORTED``).
 * Claude's ``rawPredict`` / ``streamRawPredict`` require ``anthropic_version: "vertex-2023-10-16"`` in the body.
 
-No I/O; mock_server.py routes to it. Needs ``cryptography`` (a dependency of google-auth's extras) for the
-signatures, imported when a key is first used.
+mock_server.py routes to it: the token endpoint and ``POST /__mock__/google/service-account`` are
+:class:`GoogleAuth`'s own handlers, the rest pure functions. Needs ``cryptography`` for the signatures,
+imported when a key is first used.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import base64
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -102,10 +104,12 @@ def body_problem(path: str, raw: bytes) -> tuple[int, bytes] | None:
 class GoogleAuth:
     """The mock's OAuth state: trusted service-account keys and the tokens it minted. Thread-safe.
 
-    ``token_lifetime``: the ``expires_in`` of minted tokens (seconds; short in tests of the refresh)."""
+    ``token_lifetime``: the ``expires_in`` of minted tokens (seconds; short in tests of the refresh);
+    ``record``: the mock's request log writer (token requests are logged with the grant type only)."""
 
-    def __init__(self, token_lifetime: int = 3600) -> None:
+    def __init__(self, token_lifetime: int = 3600, *, record: Callable[..., Any] | None = None) -> None:
         self.token_lifetime = token_lifetime
+        self._record = record
         self._lock = threading.Lock()
         self._keys: dict[str, Any] = {}
         self._tokens: dict[str, float] = {}
@@ -154,6 +158,20 @@ class GoogleAuth:
         }
 
     # ------------------------------------------------------------------ the token endpoint
+
+    async def token_endpoint(self, request: web.Request) -> web.Response:
+        """``POST /token``: Google's OAuth token endpoint for service-account JWT grants."""
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        if self._record is not None:
+            self._record(request, "google-oauth", None, {"grant_type": form.get("grant_type")}, b"", None)
+        status, body = self.grant(form, str(request.url.with_query(None)))
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    async def account_endpoint(self, request: web.Request) -> web.Response:
+        """``POST /__mock__/google/service-account``: a new service-account JSON (:meth:`service_account`)
+        whose ``token_uri`` is this mock's ``/token``."""
+        info = self.service_account(str(request.url.with_path("/token").with_query(None)))
+        return web.Response(body=orjson.dumps(info), content_type="application/json")
 
     def grant(self, form: Mapping[str, str], token_uri: str) -> tuple[int, bytes]:
         """Answer a token request (the form fields) made to ``token_uri``."""

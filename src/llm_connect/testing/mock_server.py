@@ -132,7 +132,7 @@ class MockServer:
     ) -> None:
         self._state = ScriptState(require_key, model_latency, models, chunk_delay, log_limit)
         #: Vertex AI's OAuth: trusted service-account keys, minted tokens (``google.service_account(...)``)
-        self.google = V.GoogleAuth()
+        self.google = V.GoogleAuth(record=self._record)
         self.app = self._make_app()
         self._runner: web.AppRunner | None = None
         self.host = "127.0.0.1"
@@ -276,8 +276,8 @@ class MockServer:
         r.add_post(r"/{prefix:.+}/embeddings", self._openai_embed)
         r.add_post("/api/embed", self._ollama_embed)
         r.add_post(r"/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{target}", self._vertex)
-        r.add_post("/token", self._google_token)
-        r.add_post("/__mock__/google/service-account", self._google_account)
+        r.add_post("/token", self.google.token_endpoint)
+        r.add_post("/__mock__/google/service-account", self.google.account_endpoint)
         r.add_get("/health", self._health)
         r.add_get("/v1/models", self._list_models)
         r.add_get("/models", self._list_models)
@@ -342,17 +342,6 @@ class MockServer:
         if model == "count-tokens":
             return await self._count(request, "anthropic")
         return await self._serve(request, "anthropic", model=model, stream=method == "streamRawPredict")
-
-    async def _google_token(self, request: web.Request) -> web.Response:
-        """Google's OAuth token endpoint for service-account JWT grants (testing/_vertex.py)."""
-        form = {k: str(v) for k, v in (await request.post()).items()}
-        self._record(request, "google-oauth", None, {"grant_type": form.get("grant_type")}, b"", None)
-        status, body = self.google.grant(form, str(request.url.with_query(None)))
-        return web.Response(status=status, body=body, content_type="application/json")
-
-    async def _google_account(self, request: web.Request) -> web.Response:
-        """A new service-account JSON whose key the mock trusts and whose token_uri is this mock's /token."""
-        return self._json(self.google.service_account(str(request.url.with_path("/token").with_query(None))))
 
     async def _openai_embed(self, request: web.Request) -> web.StreamResponse:
         return await self._embed(request, "openai")
