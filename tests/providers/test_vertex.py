@@ -384,3 +384,16 @@ async def test_embedding_errors_are_googles(mock, account):
     with pytest.raises(LLMRateLimitError) as info:
         await vertex(mock, account, "vertex:text-embedding-005").aembed(["x"])
     assert info.value.body["error"]["status"] == "RESOURCE_EXHAUSTED" and info.value.retry_after == 2
+
+
+async def test_an_unreachable_token_endpoint_is_provider_unavailable(mock, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    info = mock.google.service_account(f"http://127.0.0.1:{port}/token")
+    path = tmp_path / "sa.json"
+    path.write_text(json.dumps(info))
+    with pytest.raises(LLMProviderUnavailableError, match="token endpoint"):
+        await vertex(mock, str(path)).async_execute_prompt("x")

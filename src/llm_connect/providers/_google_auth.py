@@ -99,8 +99,6 @@ class GoogleToken:
         self._lock = threading.Lock()
         #: the refresh under way (its waiters share it), or None
         self._pending: concurrent.futures.Future[str] | None = None
-        #: refreshes done (a token endpoint call each)
-        self.refreshes = 0
 
     def current(self) -> str | None:
         """The token if it is valid for longer than the margin, else None (no I/O)."""
@@ -164,10 +162,13 @@ class GoogleToken:
             raise LLMProviderUnavailableError(
                 f"cannot reach Google's token endpoint for {provider!r}: {exc}", provider=provider
             ) from None
+        except Exception as exc:  # a reply google-auth cannot read, credentials of a kind it refuses, …
+            raise LLMAuthenticationError(
+                f"cannot get a Google access token for {provider!r}: {type(exc).__name__}: {exc}", provider=provider
+            ) from None
         token = getattr(self._credentials, "token", None)
         if not isinstance(token, str) or not token:
             raise LLMAuthenticationError(f"the Google credentials of {provider!r} gave no access token")
-        self.refreshes += 1
         return token
 
     def _finish(
