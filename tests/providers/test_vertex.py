@@ -220,14 +220,14 @@ async def test_an_expired_token_is_refused_with_googles_401(mock, account):
     from google.auth.transport.requests import Request
     from google.oauth2 import service_account
 
-    mock.google.token_lifetime = 1
+    mock.google.token_lifetime = 3
     creds = service_account.Credentials.from_service_account_file(
         account, scopes=["https://www.googleapis.com/auth/cloud-platform"]
     )
     await asyncio.to_thread(creds.refresh, Request())
     a = vertex(mock, account, access_token=creds.token, project="mock-project")
     assert (await a.async_execute_prompt("fresh")).text  # a static token is sent as it is
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(3.1)
     with pytest.raises(LLMAuthenticationError) as info:
         await a.async_execute_prompt("stale")
     err = info.value.body["error"]
