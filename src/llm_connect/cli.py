@@ -204,6 +204,9 @@ def models() -> None:
         var = spec.key_variable_set()
         key = f"set ({var})" if var else ("-" if not spec.key_required else "missing: " + " or ".join(spec.key_env))
         where = spec.base_url or (f"${spec.base_env}" if spec.base_env else "api_base")
+        if spec.vertex is not None:  # OAuth from google-auth: a credentials file, else application default ones
+            key = key if var else "application default credentials"
+            where = f"https://{{location}}-aiplatform.googleapis.com (extra: {spec.extra})"
         table.add_row(name, spec.wire, key, ", ".join(sorted(spec.capabilities)), where)
     for name in sorted(OTHER_PROVIDERS):
         table.add_row(

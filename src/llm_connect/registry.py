@@ -15,7 +15,7 @@ from typing import Any
 
 from .adapter import LLMAdapter
 from .errors import LLMConfigurationError
-from .providers.spec import DeploymentURLs, ProviderSpec
+from .providers.spec import DeploymentURLs, ProviderSpec, VertexPublisher
 
 __all__ = [
     "HTTP_PROVIDERS",
@@ -222,6 +222,54 @@ AZURE = ProviderSpec(
 )
 
 
+def _on_vertex(
+    name: str, wire: str, publisher: VertexPublisher, description: str, docs_url: str, embeddings: str | None
+) -> ProviderSpec:
+    """A Vertex AI publisher's row: OAuth from google-auth (the ``vertex`` extra), priced under genai-prices'
+    ``google`` (which falls back to ``anthropic``'s models for Claude; "@" versions match)."""
+    return ProviderSpec(
+        name,
+        wire,
+        "",
+        auth="none",
+        key_required=False,
+        description=description,
+        input_count="endpoint",
+        prices_id="google",
+        capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+        vertex=publisher,
+        embeddings=embeddings,
+        extra="vertex",
+        docs_url=docs_url,
+    )
+
+
+#: Google Vertex AI, one row per publisher (a row is one wire format): ``vertex:<gemini model>`` and
+#: ``vertex_anthropic:<claude model>``; project, location and credentials from options or the environment
+_VERTEX = (
+    _on_vertex(
+        "vertex",
+        "gemini",
+        VertexPublisher("google"),
+        "Gemini on Google Vertex AI (OAuth: service account or application default credentials)",
+        "https://cloud.google.com/vertex-ai/generative-ai/docs/reference/rest/v1/projects.locations.publishers.models",
+        "vertex_predict",  # Vertex embeds with :predict, not the Gemini API's batchEmbedContents
+    ),
+    _on_vertex(
+        "vertex_anthropic",
+        "anthropic_messages",
+        VertexPublisher(
+            "anthropic",
+            project_env=("GOOGLE_CLOUD_PROJECT", "ANTHROPIC_VERTEX_PROJECT_ID"),
+            location_env=("GOOGLE_CLOUD_LOCATION", "VERTEX_LOCATION", "CLOUD_ML_REGION"),
+        ),
+        "Anthropic Claude on Google Vertex AI (rawPredict; OAuth like vertex)",
+        "https://cloud.google.com/vertex-ai/generative-ai/docs/partner-models/claude/use-claude",
+        None,
+    ),
+)
+
+
 HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
     {
         spec.name: spec
@@ -338,6 +386,7 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
                 capabilities=_CHAT,
             ),
             AZURE,
+            *_VERTEX,
             *_LONG_TAIL,
         )
     }
@@ -360,6 +409,10 @@ _ALIASES: Mapping[str, str] = MappingProxyType(
         "llama.cpp": "llamacpp-server",
         "azure_openai": "azure",
         "azure-openai": "azure",
+        "vertex_ai": "vertex",
+        "vertex-ai": "vertex",
+        "google-vertex": "vertex",
+        "vertex-anthropic": "vertex_anthropic",
         "grok": "xai",
         "x-ai": "xai",
         "z.ai": "zai",
@@ -441,9 +494,14 @@ def create_adapter(
     """
     provider, model = _split(spec if spec is not None else default_spec())
     if provider in HTTP_PROVIDERS:
+        row = HTTP_PROVIDERS[provider]
+        if row.vertex is not None:
+            from .providers.vertex import VertexAdapter
+
+            return VertexAdapter(row, model, api_key=api_key, api_base=api_base, **options)
         from .providers.http import HTTPAdapter  # the HTTP client loads only when an HTTP provider is used
 
-        return HTTPAdapter(HTTP_PROVIDERS[provider], model, api_key=api_key, api_base=api_base, **options)
+        return HTTPAdapter(row, model, api_key=api_key, api_base=api_base, **options)
     if provider in OTHER_PROVIDERS:
         factory = _load_factory(provider)
         kwargs = dict(options)

@@ -91,7 +91,7 @@ class HTTPAdapter(BaseAdapter):
                 model=model,
             )
         self._wire: ModuleType = importlib.import_module(f"llm_connect.wire.{spec.wire}")
-        self.supports_embeddings = spec.wire in EMBEDDING_CODECS
+        self.supports_embeddings = spec.embedding_format in EMBEDDING_CODECS
         #: the tiktoken text counter once looked up (None: there is none); unset until the first exact count
         self._text_counter: Callable[[str], int] | None = None
         self._text_counter_known = False
@@ -161,10 +161,16 @@ class HTTPAdapter(BaseAdapter):
             req.body[field] = req.body.pop("max_tokens")
         for name in self.spec.drop_fields:
             req.body.pop(name, None)
+        req = self._located(req, stream)
         headers = self._headers | req.headers
         if config.extra_headers:
             headers = headers | config.extra_headers
         return self.api_base + req.path, req.body, headers, self._query(req.query)
+
+    def _located(self, req: WireRequest, stream: bool) -> WireRequest:
+        """The codec's request as this provider addresses it (its path under ``api_base``): as built here; a
+        provider that routes the same wire format under other paths (Vertex AI) overrides it."""
+        return req
 
     def _query(self, query: dict[str, str] | None) -> dict[str, str] | None:
         """The request's query with the route's (Azure ``api-version``) under it."""
@@ -225,6 +231,7 @@ class HTTPAdapter(BaseAdapter):
             req = self._wire.build_native_count_request(self.model, config.native)
         else:
             req = self._wire.build_count_request(self.model, messages, config)
+        req = self._located(req, False)
         headers = self._headers | req.headers
         if config.extra_headers:
             headers = headers | config.extra_headers
@@ -232,6 +239,7 @@ class HTTPAdapter(BaseAdapter):
         url = self.api_base + req.path
         try:
             async with Timeout(cap):
+                headers = await self._call_headers(headers)  # a token provider's fetch is under the cap too
                 reply = await self._transport.post(url, req.body, headers=headers, params=req.query)
         except TimeoutError:
             raise LLMTimeoutError(f"no token count within {cap} s", provider=self.provider, model=self.model) from None
@@ -338,6 +346,7 @@ class HTTPAdapter(BaseAdapter):
     # -- embeddings ----------------------------------------------------------------------------------
     async def _post_json(self, req: WireRequest, config: RunConfig) -> tuple[Any, Mapping[str, str]]:
         """POST one request of this provider's; the reply's JSON and headers, or the mapped LLMError."""
+        req = self._located(req, False)
         headers = self._headers | req.headers
         if config.extra_headers:
             headers = headers | config.extra_headers
@@ -361,7 +370,7 @@ class HTTPAdapter(BaseAdapter):
             ) from exc
 
     async def _embed(self, texts: list[str], config: RunConfig, dimensions: int | None) -> EmbeddingResponse:
-        codec = EMBEDDING_CODECS[self.spec.wire]
+        codec = EMBEDDING_CODECS[str(self.spec.embedding_format)]
         vectors: list[list[float]] = []
         tokens: int | None = 0
         model: str | None = None
@@ -387,7 +396,7 @@ class HTTPAdapter(BaseAdapter):
                 provider=self.provider,
                 model=self.model,
             )
-        if tokens is None and self.spec.wire == "gemini":
+        if tokens is None and codec.name == "gemini":
             tokens = await self._gemini_count(texts, config)
         return EmbeddingResponse(
             vectors=vectors,

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["CAPABILITIES", "DeploymentURLs", "ProviderSpec"]
+__all__ = ["CAPABILITIES", "DeploymentURLs", "ProviderSpec", "VertexPublisher"]
 
 #: what a provider row can claim: tool calls, image input, JSON mode / structured output, usage at the end of a
 #: stream, prompt caching (reported as cached tokens), reasoning text (``reasoning_content`` / ``reasoning``)
@@ -30,6 +30,21 @@ class DeploymentURLs:
     version_param: str = "api-version"
     version_env: tuple[str, ...] = ()
     token_env: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VertexPublisher:
+    """A model publisher on Google Vertex AI (``google``: Gemini; ``anthropic``: Claude), served under
+    ``https://{location}-aiplatform.googleapis.com/v1/projects/{project}/locations/{location}/publishers/{publisher}``
+    with an OAuth access token from google-auth (providers/vertex.py). The environment variables are read in
+    order, the first one set wins."""
+
+    publisher: str
+    project_env: tuple[str, ...] = ("GOOGLE_CLOUD_PROJECT",)
+    location_env: tuple[str, ...] = ("GOOGLE_CLOUD_LOCATION", "VERTEX_LOCATION")
+    credentials_env: tuple[str, ...] = ("GOOGLE_APPLICATION_CREDENTIALS",)
+    #: the location used when neither the options nor the environment name one
+    default_location: str = "global"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +81,13 @@ class ProviderSpec:
     drop_fields: tuple[str, ...] = ()
     #: deployment-addressed URLs (Azure OpenAI); None: ``base_url`` + the wire format's path
     deployments: DeploymentURLs | None = None
+    #: a Vertex AI publisher (the row's URLs and OAuth credentials come from it); None: not on Vertex
+    vertex: VertexPublisher | None = None
+    #: the embedding format (a key of ``llm_connect.wire.embeddings.CODECS``): "" the chat wire format's own,
+    #: None none (the provider does not serve one), or another (Vertex AI's ``vertex_predict``)
+    embeddings: str | None = ""
+    #: the ``pip install 'llm-connect[extra]'`` the row needs beyond the core install (None: none)
+    extra: str | None = None
     #: where the base URL, key variable and shapes are documented
     docs_url: str = ""
 
@@ -73,6 +95,11 @@ class ProviderSpec:
         unknown = self.capabilities - CAPABILITIES
         if unknown:
             raise ValueError(f"provider {self.name!r}: unknown capabilities {sorted(unknown)}")
+
+    @property
+    def embedding_format(self) -> str | None:
+        """The key of the embedding codec this row speaks, if any (the codec may not exist: then it cannot)."""
+        return self.wire if self.embeddings == "" else self.embeddings
 
     @property
     def genai_prices_id(self) -> str | None:
@@ -89,6 +116,8 @@ class ProviderSpec:
     def key_variable_set(self) -> str | None:
         """The name of the first key (or token) variable that is set, else None."""
         tokens = self.deployments.token_env if self.deployments is not None else ()
+        if self.vertex is not None:
+            tokens = self.vertex.credentials_env
         for var in (*self.key_env, *tokens):
             if os.environ.get(var):
                 return var

@@ -83,7 +83,7 @@ def capabilities(provider: str, model: str | None = None) -> dict[str, bool]:
         "streaming": True,
         "tools": provider != "fake",
         "exact_token_count": provider == "local" or (spec is not None and spec.input_count is not None),
-        "embeddings": spec is not None and spec.wire in CODECS,
+        "embeddings": spec is not None and spec.embedding_format in CODECS,
     }
 
 

@@ -1,10 +1,13 @@
-"""The mock server's three embedding wire formats: request parsing and reply bodies (pure, no I/O).
+"""The mock server's embedding wire formats: request parsing and reply bodies (pure, no I/O).
 
 * OpenAI ``POST {prefix}/embeddings`` ``{"model", "input", "dimensions"?, "encoding_format"?}``
   -> ``{"object": "list", "data": [{"object": "embedding", "index", "embedding"}], "model", "usage"}``
   (``encoding_format: "base64"``: little-endian float32 bytes, base64-encoded, as OpenAI sends them);
 * Gemini ``POST /v1beta/models/{model}:batchEmbedContents`` ``{"requests": [{"model", "content",
   "outputDimensionality"?}]}`` -> ``{"embeddings": [{"values"}]}`` (no token count, as Gemini answers);
+* Vertex AI ``POST …/publishers/google/models/{model}:predict`` ``{"instances": [{"content", "task_type"?}],
+  "parameters": {"outputDimensionality"?}}`` -> ``{"predictions": [{"embeddings": {"statistics": {"truncated",
+  "token_count"}, "values"}}], "metadata": {"billableCharacterCount"}}`` (``gemini-embedding-*``: one instance);
 * Ollama ``POST /api/embed`` ``{"model", "input", "dimensions"?, "truncate"?}`` -> ``{"model", "embeddings",
   "total_duration", "load_duration", "prompt_eval_count"}``.
 
@@ -77,6 +80,8 @@ def parse_request(fmt: str, body: Any, *, model: str = "") -> EmbedRequest:
             texts.append(" ".join(p.get("text", "") for p in parts if isinstance(p, dict)))
             dims.add(_dims(r.get("outputDimensionality"), "outputDimensionality"))
         return EmbedRequest("gemini", model, texts, dims.pop() if len(dims) == 1 else None)
+    if fmt == "vertex":
+        return _parse_vertex(body, model)
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise BadRequest("you must provide a model parameter")
@@ -89,6 +94,23 @@ def parse_request(fmt: str, body: Any, *, model: str = "") -> EmbedRequest:
             raise BadRequest("'encoding_format' must be 'float' or 'base64'")
         return EmbedRequest("openai", name, texts, _dims(body.get("dimensions"), "dimensions"), enc == "base64")
     return EmbedRequest("ollama", name, texts, _dims(body.get("dimensions"), "dimensions"))
+
+
+def _parse_vertex(body: dict[str, Any], model: str) -> EmbedRequest:
+    instances = body.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise BadRequest("Invalid JSON payload: 'instances' must be a non-empty list.")
+    limit = 1 if model.startswith("gemini-embedding") else 250
+    if len(instances) > limit:
+        raise BadRequest(f"Unable to submit request because {model} takes at most {limit} instances per request.")
+    texts = []
+    for i, inst in enumerate(instances):
+        content = inst.get("content") if isinstance(inst, dict) else None
+        if not isinstance(content, str) or not content:
+            raise BadRequest(f"instances[{i}].content must be a non-empty string")
+        texts.append(content)
+    params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+    return EmbedRequest("vertex", model, texts, _dims(params.get("outputDimensionality"), "outputDimensionality"))
 
 
 def count_tokens(texts: list[str]) -> int:
@@ -121,6 +143,14 @@ def render_body(req: EmbedRequest, input_tokens: int, model: str | None = None) 
         return {"object": "list", "data": data, "model": name, "usage": usage}
     if req.fmt == "gemini":
         return {"embeddings": [{"values": v} for v in vectors]}
+    if req.fmt == "vertex":  # per-text counts; a scripted total lands on the first text
+        counts = [count_tokens([t]) for t in req.texts]
+        counts[0] += input_tokens - sum(counts)
+        predictions = [
+            {"embeddings": {"statistics": {"truncated": False, "token_count": n}, "values": v}}
+            for n, v in zip(counts, vectors, strict=True)
+        ]
+        return {"predictions": predictions, "metadata": {"billableCharacterCount": sum(map(len, req.texts))}}
     return {
         "model": name,
         "embeddings": vectors,

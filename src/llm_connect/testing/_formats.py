@@ -155,7 +155,7 @@ def parse_request(fmt: str, body: Any, *, model: str | None = None, sse: bool = 
     if fmt in ("openai", "azure"):  # Azure: the deployment in the path is the model
         return _parse_openai(body, fmt, model)
     if fmt == "anthropic":
-        return _parse_anthropic(body, betas)
+        return _parse_anthropic(body, betas, model)  # Claude on Vertex: the model in the path
     if fmt == "gemini":
         return _parse_gemini(body, model or "", sse)
     if fmt == "ollama":
@@ -193,8 +193,8 @@ def _parse_openai(body: dict[str, Any], fmt: str = "openai", model: str | None =
     )
 
 
-def _parse_anthropic(body: dict[str, Any], betas: str = "") -> Parsed:
-    model = _model_of(body)
+def _parse_anthropic(body: dict[str, Any], betas: str = "", model: str | None = None) -> Parsed:
+    model = model or _model_of(body)
     roles = ("user", "assistant", "system") if "mid-conversation-system-" in betas else ("user", "assistant")
     if _int_or_none(body.get("max_tokens")) is None:
         raise BadRequest("max_tokens: Field required")
@@ -764,7 +764,7 @@ def error_object(
     if fmt == "anthropic":
         err = {"type": error_type or _ANTHROPIC_TYPE.get(kind, "api_error"), "message": msg}
         return {"type": "error", "error": err, "request_id": request_id}
-    if fmt == "gemini":
+    if fmt in ("gemini", "vertex"):  # vertex: the embedding path, google.rpc errors as every Google API
         gerr: dict[str, Any] = {
             "code": status,
             "message": msg,

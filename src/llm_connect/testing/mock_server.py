@@ -13,6 +13,9 @@ Paths (each answers in its provider's own shapes, streaming included)::
     POST {any prefix}/embeddings                      OpenAI embeddings (float or base64)
     POST /v1beta/models/{model}:batchEmbedContents    Gemini embeddings
     POST /api/embed                                   Ollama embeddings
+    POST /v1/projects/{p}/locations/{l}/publishers/{google|anthropic}/models/{model}:{method}   Vertex AI
+    POST /token                                       Google OAuth token endpoint (testing/_vertex.py)
+    POST /__mock__/google/service-account             a service-account JSON the token endpoint trusts
     GET  /v1/models, /v1beta/models, /api/tags, /health
 
 With nothing scripted it answers instantly with a deterministic reply derived from the request
@@ -44,12 +47,15 @@ from .._net import listen_error, startup_errors
 from . import _azure as A
 from . import _embeddings as E
 from . import _formats as F
+from . import _vertex as V
 from ._script import FAULTS, MockReply, Script, ScriptState, as_reply
 
 __all__ = ["FAULTS", "MockReply", "MockServer", "Script", "main", "run_mock_server", "serve"]
 
 _AUTH_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
 _CACHE_LIMIT = 4096
+#: request key: the credential a dispatch verified itself (a Vertex token), standing for ``require_key``
+_VERIFIED: Any = getattr(web, "RequestKey", lambda name, _t: name)("llm_connect.verified_key", object)
 
 
 def _redacted_headers(request: web.Request) -> tuple[dict[str, str], str | None]:
@@ -65,6 +71,8 @@ def _redacted_headers(request: web.Request) -> tuple[dict[str, str], str | None]
 
 
 def _api_key(request: web.Request, fmt: str) -> str | None:
+    if _VERIFIED in request:
+        return request[_VERIFIED]
     h = request.headers
     bearer = h.get("Authorization", "")
     bearer_key = bearer[7:].strip() if bearer[:7].lower() == "bearer " else None
@@ -123,6 +131,8 @@ class MockServer:
         log_limit: int = 10_000,
     ) -> None:
         self._state = ScriptState(require_key, model_latency, models, chunk_delay, log_limit)
+        #: Vertex AI's OAuth: trusted service-account keys, minted tokens (``google.service_account(...)``)
+        self.google = V.GoogleAuth(record=self._record)
         self.app = self._make_app()
         self._runner: web.AppRunner | None = None
         self.host = "127.0.0.1"
@@ -265,6 +275,9 @@ class MockServer:
         r.add_post("/embeddings", self._openai_embed)
         r.add_post(r"/{prefix:.+}/embeddings", self._openai_embed)
         r.add_post("/api/embed", self._ollama_embed)
+        r.add_post(r"/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{target}", self._vertex)
+        r.add_post("/token", self.google.token_endpoint)
+        r.add_post("/__mock__/google/service-account", self.google.account_endpoint)
         r.add_get("/health", self._health)
         r.add_get("/v1/models", self._list_models)
         r.add_get("/models", self._list_models)
@@ -312,6 +325,23 @@ class MockServer:
             return web.Response(status=404, body=body, content_type="application/json")
         sse = request.query.get("alt") == "sse"
         return await self._serve(request, "gemini", model=model, stream=method == "streamGenerateContent", sse=sse)
+
+    async def _vertex(self, request: web.Request) -> web.StreamResponse:
+        """Vertex AI (testing/_vertex.py): a token the mock minted, then the publisher's own format."""
+        model, _, method = request.match_info["target"].partition(":")
+        refused = self.google.refusal(request.path, request.match_info["publisher"], method, request.headers)
+        refused = refused or V.body_problem(request.path, await request.read())
+        if refused is not None:
+            self._record(request, "vertex", model, None, b"", None)
+            return web.Response(status=refused[0], body=refused[1], content_type="application/json")
+        request[_VERIFIED] = self._state.require_key
+        if method == "predict":  # Vertex's text embeddings (testing/_embeddings.py)
+            return await self._embed(request, "vertex", model)
+        if request.match_info["publisher"] == "google":
+            return await self._gemini(request)
+        if model == "count-tokens":
+            return await self._count(request, "anthropic")
+        return await self._serve(request, "anthropic", model=model, stream=method == "streamRawPredict")
 
     async def _openai_embed(self, request: web.Request) -> web.StreamResponse:
         return await self._embed(request, "openai")

@@ -14,6 +14,12 @@ module its providers use (``openai_chat`` for OpenAI and every OpenAI-compatible
   token count (``usageMetadata.promptTokenCount`` is read when present): the adapter asks ``:countTokens``
   for the same texts (:func:`gemini_count_request`), and bills the bound, marked estimated, if that fails.
   ``RunConfig.extra_body`` is merged into every request object (``taskType``, ``title``).
+* Vertex AI (text and Gemini embedding models): ``POST …/publishers/google/models/{model}:predict``
+  ``{"instances": [{"content"}], "parameters": {"outputDimensionality"?}}`` → ``{"predictions": [{"embeddings":
+  {"values", "statistics": {"token_count", "truncated"}}}]}``: the token counts are summed. At most
+  :data:`VERTEX_BATCH` texts per request, one for the ``gemini-embedding-*`` models (Vertex's limits);
+  ``extra_body`` goes into every instance (``task_type``, ``title``). The path is relative to Vertex's
+  publisher path (the adapter places it, as its chat paths).
 * Ollama: ``POST {base}/api/embed`` ``{"model", "input": [texts], "truncate": false, "dimensions"?}`` →
   ``{"embeddings": [[...]], "prompt_eval_count"}``. ``truncate`` is sent false so that an input over the
   model's window is an error, as on OpenAI, not silently cut (``extra_body={"truncate": true}`` restores it).
@@ -36,6 +42,7 @@ from ._common import count_field, merge_extra_body, to_int
 __all__ = [
     "CODECS",
     "GEMINI_BATCH",
+    "VERTEX_BATCH",
     "EmbeddingCodec",
     "ParsedEmbeddings",
     "decode_base64_vector",
@@ -46,6 +53,8 @@ __all__ = [
 
 #: texts per Gemini batchEmbedContents request (the API's limit)
 GEMINI_BATCH = 100
+#: instances per Vertex AI :predict request for text embedding models (gemini-embedding-* take one)
+VERTEX_BATCH = 250
 
 
 @dataclass(slots=True)
@@ -172,6 +181,39 @@ def parse_gemini_count(body: Mapping[str, Any]) -> int:
 
 
 # ---------------------------------------------------------------------------
+# Vertex AI :predict
+
+
+def _vertex_build(model: str, texts: Sequence[str], dimensions: int | None, config: RunConfig) -> list[WireRequest]:
+    name = model.removeprefix("models/")
+    batch = 1 if name.startswith("gemini-embedding") else VERTEX_BATCH
+    parameters: dict[str, Any] = {} if dimensions is None else {"outputDimensionality": dimensions}
+    out = []
+    for start in range(0, len(texts), batch):
+        instances = [merge_extra_body({"content": t}, config) for t in texts[start : start + batch]]
+        body: dict[str, Any] = {"instances": instances}
+        if parameters:
+            body["parameters"] = dict(parameters)
+        out.append(WireRequest(path=f"/models/{name}:predict", body=body))
+    return out
+
+
+def _vertex_parse(body: Mapping[str, Any]) -> ParsedEmbeddings:
+    data = body["predictions"]
+    if not isinstance(data, list):
+        raise ValueError("'predictions' is not a list")
+    vectors, tokens = [], 0
+    for i, p in enumerate(data):
+        emb = p.get("embeddings") if isinstance(p, Mapping) else None
+        if not isinstance(emb, Mapping):
+            raise ValueError(f"predictions[{i}] has no embeddings")
+        vectors.append(_vector(emb.get("values"), f"predictions[{i}].embeddings.values"))
+        stats = emb.get("statistics")
+        tokens += to_int(stats.get("token_count")) if isinstance(stats, Mapping) else 0
+    return ParsedEmbeddings(vectors, None, tokens)
+
+
+# ---------------------------------------------------------------------------
 # Ollama
 
 
@@ -193,11 +235,12 @@ def _ollama_parse(body: Mapping[str, Any]) -> ParsedEmbeddings:
     return ParsedEmbeddings(vectors, model if isinstance(model, str) else None, tokens)
 
 
-#: chat wire module name -> the embedding format its providers speak (Anthropic has none)
+#: chat wire module name (or a row's own ``embeddings``) -> the embedding format it speaks (Anthropic has none)
 CODECS: Mapping[str, EmbeddingCodec] = MappingProxyType(
     {
         "openai_chat": EmbeddingCodec("openai", _openai_build, _openai_parse),
         "gemini": EmbeddingCodec("gemini", _gemini_build, _gemini_parse),
         "ollama": EmbeddingCodec("ollama", _ollama_build, _ollama_parse),
+        "vertex_predict": EmbeddingCodec("vertex_predict", _vertex_build, _vertex_parse),
     }
 )
