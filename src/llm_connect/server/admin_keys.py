@@ -38,6 +38,10 @@ __all__ = [
     "handle_tenant_list",
     "handle_tenant_revoke",
     "handle_tenant_update",
+    "key_json",
+    "routes",
+    "team_json",
+    "tenant_json",
 ]
 
 _M = TypeVar("_M", bound="BaseModel")
@@ -133,7 +137,8 @@ async def _changed(engine: Engine) -> None:
 # ---------------------------------------------------------------------------------------------- keys
 
 
-def _key_json(rec: KeyRecord, plain: str | None = None) -> dict[str, Any]:
+def key_json(rec: KeyRecord, plain: str | None = None) -> dict[str, Any]:
+    """The API's JSON of a key (with ``key``, the plain key, when it was just made)."""
     from . import schemas_keys as s
 
     if plain is not None:
@@ -154,7 +159,7 @@ async def handle_key_list(engine: Engine, req: Request) -> Response:
     q = req.query_params()
     tenant = _tenant_for(p, q.get("tenant") or None) if not p.admin or q.get("tenant") else None
     recs = await _call(store.list_keys, tenant, q.get("team") or None)
-    return json_response({"object": "list", "data": [_key_json(r) for r in recs]})
+    return json_response({"object": "list", "data": [key_json(r) for r in recs]})
 
 
 async def handle_key_create(engine: Engine, req: Request) -> Response:
@@ -178,12 +183,12 @@ async def handle_key_create(engine: Engine, req: Request) -> Response:
         expires_at=body.expires_at,
     )
     await _changed(engine)
-    return json_response(_key_json(rec, plain), 201)
+    return json_response(key_json(rec, plain), 201)
 
 
 async def handle_key_get(engine: Engine, req: Request) -> Response:
     _, _, rec = await _own_key(engine, req)
-    return json_response(_key_json(rec))
+    return json_response(key_json(rec))
 
 
 async def handle_key_update(engine: Engine, req: Request) -> Response:
@@ -193,27 +198,27 @@ async def handle_key_update(engine: Engine, req: Request) -> Response:
     body = await _body(req, s.KeyUpdate)
     rec = await _call(store.update_key, rec.id, **_sent(body))
     await _changed(engine)
-    return json_response(_key_json(rec))
+    return json_response(key_json(rec))
 
 
 async def handle_key_rotate(engine: Engine, req: Request) -> Response:
     store, _, rec = await _own_key(engine, req)
     rec, plain = await _call(store.rotate_key, rec.id)
     await _changed(engine)
-    return json_response(_key_json(rec, plain))
+    return json_response(key_json(rec, plain))
 
 
 async def handle_key_revoke(engine: Engine, req: Request) -> Response:
     store, _, rec = await _own_key(engine, req)
     rec = await _call(store.revoke_key, rec.id)
     await _changed(engine)
-    return json_response(_key_json(rec))
+    return json_response(key_json(rec))
 
 
 # ---------------------------------------------------------------------------------------------- teams
 
 
-def _team_json(rec: TeamRecord) -> dict[str, Any]:
+def team_json(rec: TeamRecord) -> dict[str, Any]:
     from . import schemas_keys as s
 
     return _render(s.TeamObject, rec)
@@ -232,7 +237,7 @@ async def handle_team_list(engine: Engine, req: Request) -> Response:
     asked = req.query_params().get("tenant") or None
     tenant = _tenant_for(p, asked) if not p.admin or asked else None
     recs = await _call(store.list_teams, tenant)
-    return json_response({"object": "list", "data": [_team_json(r) for r in recs]})
+    return json_response({"object": "list", "data": [team_json(r) for r in recs]})
 
 
 async def handle_team_create(engine: Engine, req: Request) -> Response:
@@ -251,12 +256,12 @@ async def handle_team_create(engine: Engine, req: Request) -> Response:
         budget=body.budget,
     )
     await _changed(engine)
-    return json_response(_team_json(rec), 201)
+    return json_response(team_json(rec), 201)
 
 
 async def handle_team_get(engine: Engine, req: Request) -> Response:
     _, _, rec = await _own_team(engine, req)
-    return json_response(_team_json(rec))
+    return json_response(team_json(rec))
 
 
 async def handle_team_update(engine: Engine, req: Request) -> Response:
@@ -266,20 +271,20 @@ async def handle_team_update(engine: Engine, req: Request) -> Response:
     body = await _body(req, s.TeamUpdate)
     rec = await _call(store.update_team, rec.id, **_sent(body))
     await _changed(engine)
-    return json_response(_team_json(rec))
+    return json_response(team_json(rec))
 
 
 async def handle_team_revoke(engine: Engine, req: Request) -> Response:
     store, _, rec = await _own_team(engine, req)
     rec = await _call(store.revoke_team, rec.id)
     await _changed(engine)
-    return json_response(_team_json(rec))
+    return json_response(team_json(rec))
 
 
 # ---------------------------------------------------------------------------------------------- tenants
 
 
-def _tenant_json(rec: TenantRecord) -> dict[str, Any]:
+def tenant_json(rec: TenantRecord) -> dict[str, Any]:
     from . import schemas_keys as s
 
     return _render(s.TenantObject, rec)
@@ -298,7 +303,7 @@ async def handle_tenant_list(engine: Engine, req: Request) -> Response:
         recs = await _call(store.list_tenants)
     else:
         recs = [await _call(store.get_tenant, p.tenant)]
-    return json_response({"object": "list", "data": [_tenant_json(r) for r in recs]})
+    return json_response({"object": "list", "data": [tenant_json(r) for r in recs]})
 
 
 async def handle_tenant_create(engine: Engine, req: Request) -> Response:
@@ -311,12 +316,12 @@ async def handle_tenant_create(engine: Engine, req: Request) -> Response:
         store.create_tenant, body.id, body.name, models=body.models, rpm=body.rpm, tpm=body.tpm, budget=body.budget
     )
     await _changed(engine)
-    return json_response(_tenant_json(rec), 201)
+    return json_response(tenant_json(rec), 201)
 
 
 async def handle_tenant_get(engine: Engine, req: Request) -> Response:
     _, _, rec = await _own_tenant(engine, req)
-    return json_response(_tenant_json(rec))
+    return json_response(tenant_json(rec))
 
 
 async def handle_tenant_update(engine: Engine, req: Request) -> Response:
@@ -327,7 +332,7 @@ async def handle_tenant_update(engine: Engine, req: Request) -> Response:
     body = await _body(req, s.TenantUpdate)
     rec = await _call(store.update_tenant, rec.id, **_sent(body))
     await _changed(engine)
-    return json_response(_tenant_json(rec))
+    return json_response(tenant_json(rec))
 
 
 async def handle_tenant_revoke(engine: Engine, req: Request) -> Response:
@@ -335,7 +340,7 @@ async def handle_tenant_revoke(engine: Engine, req: Request) -> Response:
     _admin_only(p)
     rec = await _call(store.revoke_tenant, rec.id)
     await _changed(engine)
-    return json_response(_tenant_json(rec))
+    return json_response(tenant_json(rec))
 
 
 def routes() -> dict[tuple[str, str], Callable[[Engine, Request], Any]]:
