@@ -17,7 +17,9 @@ import typer
 __all__ = ["keys_app", "teams_app", "tenants_app"]
 
 keys_app = typer.Typer(name="keys", help="API keys: create, list, show, update, rotate, revoke.", no_args_is_help=True)
-teams_app = typer.Typer(name="teams", help="Teams of a tenant: create, list, show, update, delete.", no_args_is_help=True)
+teams_app = typer.Typer(
+    name="teams", help="Teams of a tenant: create, list, show, update, delete.", no_args_is_help=True
+)
 tenants_app = typer.Typer(name="tenants", help="Tenants: create, list, show, update, delete.", no_args_is_help=True)
 
 Url = Annotated[

@@ -172,7 +172,9 @@ def check_cap(results, ledger_path, tenant, cap, binding):
 def test_team_cap_binds_before_a_larger_key_cap(start_gateway, mock, tmp_path):
     gw = start_gateway(gateway_config(mock, ledger={"url": str(tmp_path / "usage.sqlite3")}), name="team-cap")
     admin(gw.url, "POST", "/v1/admin/tenants", {"id": "hier", "budget": {"tokens": 1_000_000}})
-    admin(gw.url, "POST", "/v1/admin/teams", {"tenant": "hier", "name": "small", "id": "small", "budget": {"tokens": 300}})
+    admin(
+        gw.url, "POST", "/v1/admin/teams", {"tenant": "hier", "name": "small", "id": "small", "budget": {"tokens": 300}}
+    )
     key = admin(gw.url, "POST", "/v1/admin/keys", {"tenant": "hier", "team": "small", "budget": {"tokens": 5000}})
     results = asyncio.run(_fire([gw.url], key["key"], N))
     check_cap(results, tmp_path / "usage.sqlite3", "hier", 300, "team:hier:small")

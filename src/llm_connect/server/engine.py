@@ -27,8 +27,8 @@ from .errors import ApiError, Redactor, from_exception
 if TYPE_CHECKING:
     from ..budget import BudgetTracker
     from ..embeddings import EmbeddingResponse
-    from ..usage import Ledger, UsageTracker
     from ..keys import KeyStore
+    from ..usage import Ledger, UsageTracker
     from .keyring import KeyRing
     from .limits import RateLimiter
     from .metrics import Metrics
