@@ -214,6 +214,11 @@ def test_plain_keys_and_bad_requests_get_the_gateways_error_body(gw):
     assert status == 400 and orjson.loads(raw)["error"]["code"] == "invalid_json"
 
 
+def test_readiness_checks_the_key_store(gw):
+    status, body = api(gw, "GET", "/ready")
+    assert status == 200 and body["checks"]["keys"] == "ok"
+
+
 def test_the_openapi_document_describes_the_admin_api(gw):
     status, doc = api(gw, "GET", "/openapi.json")
     assert status == 200
