@@ -6,7 +6,6 @@ sections are validated with errors naming the key."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import statistics
 import time
 import uuid
@@ -17,17 +16,10 @@ from llm_connect.config import ConfigError, parse_config
 from llm_connect.server.engine import CallSpec, Engine
 from llm_connect.server.errors import ApiError
 
+from .conftest import REDIS_URL, redis_up
+
 ADMIN = "admin-key-0123456789abcdef"
 CFG_KEY = "config-key-0123456789abcdef"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def config(tmp_path, **extra):
