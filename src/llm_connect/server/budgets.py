@@ -1,11 +1,12 @@
-"""The budget chain of one gateway request: tenant -> API key -> delegated budget -> thread.
+"""The budget chain of one gateway request: tenant -> team -> API key -> delegated budget -> thread.
 
 Each level is a :class:`~llm_connect.budget.BudgetTracker` on the gateway's one store (memory, or Redis so
 every worker and replica shares the numbers); a request's tracker is the innermost level, so a reservation
 must fit in every level above it. Levels without a cap are left out (no store traffic for them).
 
 * tenant — ``tenants.<id>.budget`` (``budget_id = tenant:<id>``, optionally daily / monthly)
-* key — ``api_keys[i].budget`` (``key:<name>``)
+* team — ``teams.<id>.budget`` or a team of the key store (``budget_id = team:<tenant>:<team id>``)
+* key — ``api_keys[i].budget`` or a key of the key store (``key:<id>``; a config key's id is its name)
 * delegated — ``X-LLM-Budget-Id`` (or ``budget.id`` in /execute): shared by every request naming it within
   the tenant; its cap (``X-LLM-Budget-Tokens`` / ``X-LLM-Budget-USD``) is fixed by the request that creates
   it, and requests naming an unknown id without a cap are refused (422 ``unknown_budget``).
@@ -234,8 +235,9 @@ class BudgetPlanner:
         )
 
     def root(self, p: Principal) -> BudgetTracker | None:
-        """The tenant and key levels of a principal (cached)."""
-        key = (p.tenant, p.key_name if p.key_budget is not None else None)
+        """The tenant, team and key levels of a principal (cached by the chain and its caps, so a cap changed
+        through the admin API gets a new chain on the same budget ids: what was spent stays spent)."""
+        key = p.budget_key
         try:
             return self._roots[key]
         except KeyError:
@@ -243,6 +245,8 @@ class BudgetPlanner:
         tracker = None
         if p.tenant_budget is not None and p.tenant_budget.capped:
             tracker = self._tracker(None, f"tenant:{p.tenant}", p.tenant_budget)
+        if p.team_budget is not None and p.team_budget.capped:
+            tracker = self._tracker(tracker, f"team:{p.tenant}:{p.team}", p.team_budget)
         if p.key_budget is not None and p.key_budget.capped:
             tracker = self._tracker(tracker, f"key:{p.key_name}", p.key_budget)
         self._roots[key] = tracker
