@@ -239,7 +239,7 @@ class HTTPAdapter(BaseAdapter):
         url = self.api_base + req.path
         try:
             async with Timeout(cap):
-                headers = await self._call_headers(headers)  # a token provider's fetch is under the cap too
+                headers = await self._call_headers(headers, config)  # a token provider's fetch is under the cap too
                 reply = await self._transport.post(url, req.body, headers=headers, params=req.query)
         except TimeoutError:
             raise LLMTimeoutError(f"no token count within {cap} s", provider=self.provider, model=self.model) from None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..errors import LLMConfigurationError
@@ -33,6 +33,9 @@ from ..wire import WireRequest
 from ._google_auth import GoogleToken, load_credentials_file, require_google_auth
 from .http import HTTPAdapter
 from .spec import ProviderSpec
+
+if TYPE_CHECKING:
+    from ..types import RunConfig
 
 __all__ = ["ANTHROPIC_VERSION", "OPTION_NAMES", "VertexAdapter", "vertex_host"]
 
@@ -123,7 +126,8 @@ class VertexAdapter(HTTPAdapter):
     def __repr__(self) -> str:  # never show the token
         return f"<VertexAdapter {self.provider}:{self.model} {self.project}/{self.location} at {self.api_base}>"
 
-    async def _call_headers(self, headers: dict[str, str]) -> dict[str, str]:
+    async def _call_headers(self, headers: dict[str, str], config: RunConfig) -> dict[str, str]:
+        headers = await super()._call_headers(headers, config)  # the trace context, when traced
         token = self._static if self._token is None else await self._token.token()
         return headers | {"Authorization": f"Bearer {token}"}
 
