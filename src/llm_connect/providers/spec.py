@@ -68,6 +68,13 @@ class ProviderSpec:
     deployments: DeploymentURLs | None = None
     #: where the base URL, key variable and shapes are documented
     docs_url: str = ""
+    #: ``"module:Class"`` of the HTTPAdapter subclass a row needs code for (Bedrock's SigV4 signing); None: HTTPAdapter
+    adapter: str | None = None
+    #: the pip extra that adapter's imports come from (named in the error when it is missing)
+    extra: str | None = None
+    #: other variables that hold credentials the adapter finds itself (AWS_ACCESS_KEY_ID, AWS_PROFILE), shown by
+    #: ``llm-connect models`` as set
+    credential_env: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = self.capabilities - CAPABILITIES
@@ -89,7 +96,7 @@ class ProviderSpec:
     def key_variable_set(self) -> str | None:
         """The name of the first key (or token) variable that is set, else None."""
         tokens = self.deployments.token_env if self.deployments is not None else ()
-        for var in (*self.key_env, *tokens):
+        for var in (*self.key_env, *tokens, *self.credential_env):
             if os.environ.get(var):
                 return var
         return None

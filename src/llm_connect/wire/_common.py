@@ -267,7 +267,8 @@ def looks_like_context_overflow(message: str) -> bool:
     Anthropic (invalid_request_error "prompt is too long: N tokens > M maximum", "input length and
     `max_tokens` exceed context limit"), Gemini (INVALID_ARGUMENT "The input token count (N) exceeds the
     maximum number of tokens allowed (M)"), OpenAI-compatible servers such as vLLM ("This model's maximum
-    context length is N tokens") and Ollama report context overflow only in prose.
+    context length is N tokens"), Bedrock (ValidationException "Input is too long for requested model") and
+    Ollama report context overflow only in prose.
     """
     m = message.lower()
     return any(
@@ -280,6 +281,7 @@ def looks_like_context_overflow(message: str) -> bool:
             "context length exceeded",
             "context window",
             "exceeds the context length",
+            "input is too long",
         )
     )
 
