@@ -8,10 +8,10 @@ from .mock_server import FAULTS, MockReply, MockServer, Script, main, run_mock_s
 
 __all__ = [
     "FAULTS",
-    "FakeBackend",
-    "FakeCall",
     "MOCK_AWS_ACCESS_KEY_ID",
     "MOCK_AWS_SECRET_ACCESS_KEY",
+    "FakeBackend",
+    "FakeCall",
     "MockReply",
     "MockServer",
     "Script",
