@@ -225,7 +225,7 @@ AZURE = ProviderSpec(
 BEDROCK = ProviderSpec(
     "bedrock",
     "bedrock_converse",
-    "",
+    "https://bedrock-runtime.{region}.amazonaws.com",
     ("AWS_BEARER_TOKEN_BEDROCK",),
     key_required=False,
     base_env="AWS_ENDPOINT_URL_BEDROCK_RUNTIME",

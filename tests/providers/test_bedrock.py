@@ -258,6 +258,19 @@ async def test_no_credentials_anywhere_names_the_variables(mock):
     assert mock.requests == []  # refused before any request
 
 
+async def test_credentials_that_cannot_be_loaded_are_typed_errors(mock, tmp_path):
+    with pytest.raises(LLMConfigurationError, match="ProfileNotFound"):
+        create_adapter(f"bedrock:{MODEL}", api_base=mock.url, profile="nowhere")  # its region is looked up
+    a = create_adapter(f"bedrock:{MODEL}", api_base=mock.url, profile="nowhere", region="us-east-1")
+    with pytest.raises(LLMAuthenticationError, match="ProfileNotFound"):
+        await a.async_execute_prompt("x")
+    (tmp_path / "aws-config").write_text(f"[profile broken]\ncredential_process = {sys.executable} -c 'exit(3)'\n")
+    b = create_adapter(f"bedrock:{MODEL}", api_base=mock.url, profile="broken", region="us-east-1")
+    with pytest.raises(LLMAuthenticationError, match="cannot obtain AWS credentials"):
+        [c async for c in b.astream("x")]
+    assert mock.requests == []
+
+
 def test_region_and_endpoint():
     a = create_adapter(f"bedrock:{MODEL}", region="eu-west-1", aws_access_key_id="a", aws_secret_access_key="b")
     assert a.api_base == "https://bedrock-runtime.eu-west-1.amazonaws.com"

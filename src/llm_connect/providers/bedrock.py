@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from yarl import URL
 
-from ..errors import LLMConfigurationError
+from ..errors import LLMAuthenticationError, LLMConfigurationError
 from .http import HTTPAdapter
 from .spec import ProviderSpec
 
@@ -68,9 +68,10 @@ def _first_env(*names: str) -> str | None:
     return None
 
 
-def _endpoint(region: str) -> str:
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://bedrock-runtime.{region}.{suffix}"
+def _endpoint(spec: ProviderSpec, region: str) -> str:
+    """The row's endpoint template for ``region`` (the China partition's domain ends in ``.cn``)."""
+    url = spec.base_url.format(region=region)
+    return url + ".cn" if region.startswith("cn-") else url
 
 
 def _botocore() -> Any:
@@ -102,6 +103,8 @@ class BedrockAdapter(HTTPAdapter):
         self._session: Any = None
         self._credentials: Any = None
         self._lock = threading.Lock()
+        #: the credentials have been fetched once (a deferred provider fetches on first use: off the loop)
+        self._warm = False
         if key is None:
             botocore = _botocore()
             self._session = botocore.session.Session(profile=opts.get("profile") or None)
@@ -114,7 +117,10 @@ class BedrockAdapter(HTTPAdapter):
                 self._credentials = Credentials(access, secret, opts.get("aws_session_token"))
         region = opts.get("region") or _first_env("AWS_REGION", "AWS_DEFAULT_REGION")
         if not region and self._session is not None:
-            region = self._session.get_config_variable("region")
+            try:
+                region = self._session.get_config_variable("region")
+            except Exception as exc:  # botocore's ProfileNotFound, a malformed config file
+                raise LLMConfigurationError(f"provider 'bedrock': {type(exc).__name__}: {exc}") from exc
         region = region or region_of(model)
         base = api_base or opts.get("endpoint") or _first_env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL")
         if not region:
@@ -127,7 +133,7 @@ class BedrockAdapter(HTTPAdapter):
         if not isinstance(region, str) or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", region):
             raise LLMConfigurationError(f"bedrock region must look like 'us-east-1', got {region!r}")
         self.region: str = region
-        super().__init__(spec, model, api_key=key, api_base=base or _endpoint(region), **options)
+        super().__init__(spec, model, api_key=key, api_base=base or _endpoint(spec, region), **options)
 
     def __repr__(self) -> str:  # never show credentials
         return f"<BedrockAdapter {self.provider}:{self.model} in {self.region} at {self.api_base}>"
@@ -136,28 +142,39 @@ class BedrockAdapter(HTTPAdapter):
         return self.provider, price_model_id(model or self.model)
 
     async def _frozen_credentials(self) -> Any:
-        """Read-only credentials for one signature: the chain is walked once (off the loop: it may read files
-        or ask the instance metadata service); refreshable ones are refreshed off the loop when due."""
+        """Read-only credentials for one signature. The chain is walked once, off the event loop (it may read
+        files, run a credential process or ask the instance metadata service); refreshable credentials (roles, SSO,
+        instance or container credentials) are refreshed off the loop when botocore says they are due."""
         creds = self._credentials
-        if creds is None:
-            creds = await asyncio.to_thread(self._resolve)
-            if creds is None:
-                raise LLMConfigurationError(
-                    "no AWS credentials for provider 'bedrock': set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                    "AWS_PROFILE (or profile=), run on a role, or set AWS_BEARER_TOKEN_BEDROCK",
-                    provider=self.provider,
-                    model=self.model,
-                )
-        refresh_needed = getattr(creds, "refresh_needed", None)
-        if refresh_needed is not None and refresh_needed():
-            return await asyncio.to_thread(creds.get_frozen_credentials)
-        return creds.get_frozen_credentials()
+        if creds is not None and self._warm:
+            refresh_needed = getattr(creds, "refresh_needed", None)
+            if refresh_needed is None or not refresh_needed():
+                return creds.get_frozen_credentials()  # no I/O: nothing is due
+        frozen = await asyncio.to_thread(self._frozen_in_thread)
+        if frozen is None:
+            raise LLMConfigurationError(
+                "no AWS credentials for provider 'bedrock': set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "AWS_PROFILE (or profile=), run on a role, or set AWS_BEARER_TOKEN_BEDROCK",
+                provider=self.provider,
+                model=self.model,
+            )
+        return frozen
 
-    def _resolve(self) -> Any:
-        with self._lock:  # one walk of the chain however many calls start at once (in any event loop)
-            if self._credentials is None:
-                self._credentials = self._session.get_credentials()
-            return self._credentials
+    def _frozen_in_thread(self) -> Any:
+        try:
+            with self._lock:  # one walk of the chain however many calls start at once (in any event loop)
+                if self._credentials is None:
+                    self._credentials = self._session.get_credentials()
+                creds = self._credentials
+            frozen = None if creds is None else creds.get_frozen_credentials()
+        except Exception as exc:  # a missing profile, a failing credential process, an expired SSO session
+            raise LLMAuthenticationError(
+                f"cannot obtain AWS credentials for provider 'bedrock': {type(exc).__name__}: {exc}",
+                provider=self.provider,
+                model=self.model,
+            ) from exc
+        self._warm = frozen is not None
+        return frozen
 
     async def _outgoing(
         self, url: str, body: Any, headers: dict[str, str], query: dict[str, str] | None

@@ -1,10 +1,9 @@
 """Wire shapes of the mock provider server: parse a request, render replies, streams and errors.
 
 Pure functions, no I/O. One section per wire format (OpenAI chat completions, Anthropic Messages,
-Gemini generateContent, Ollama /api/chat; Azure OpenAI in :mod:`._azure`, Bedrock Converse in :mod:`._bedrock`).
-Usage given to the renderers is in the normalised terms
-of :class:`llm_connect.types.Usage` (input counts all input, output counts reasoning) and is
-translated to each provider's own accounting here.
+Gemini generateContent, Ollama /api/chat; Azure OpenAI's differences in :mod:`._azure`, Bedrock Converse in
+:mod:`._bedrock`). Usage given to the renderers is in the normalised terms of :class:`llm_connect.types.Usage`
+(input counts all input, output counts reasoning) and is translated to each provider's own accounting here.
 """
 
 from __future__ import annotations
