@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from decimal import Decimal
 
 import aiohttp
-import genai_prices
 import orjson
 import pytest
 from botocore.auth import SigV4Auth
@@ -71,20 +69,10 @@ def bedrock(mock: MockServer, model: str = MODEL, **kw):
     return create_adapter(f"bedrock:{model}", api_base=mock.url, **kw)
 
 
-def genai(model: str, usage) -> Decimal:
-    u = genai_prices.Usage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-    )
-    return genai_prices.calc_price(u, model, provider_id="aws").total_price
-
-
 # -- calls ---------------------------------------------------------------------------------------------------
 
 
-async def test_converse_is_signed_and_answered(mock):
+async def test_converse_is_signed_and_answered(mock, aws_price):
     r = await bedrock(mock).async_execute_prompt("hello bedrock", RunConfig(max_tokens=50, temperature=0.2))
     q = mock.last_request
     assert q["format"] == "bedrock" and q["model"] == MODEL and q["stream"] is False
@@ -98,16 +86,16 @@ async def test_converse_is_signed_and_answered(mock):
     assert r.provider == "bedrock" and r.model == MODEL
     assert r.request_id and r.request_id.startswith("mock")  # the x-amzn-RequestId header
     assert r.usage.input_tokens == 3 and r.usage.output_tokens == 5
-    assert r.cost_usd == genai(MODEL, r.usage) > 0
+    assert r.cost_usd == aws_price(MODEL, r.usage) > 0
 
 
-async def test_converse_stream_over_the_event_stream(mock):
+async def test_converse_stream_over_the_event_stream(mock, aws_price):
     chunks = [c async for c in bedrock(mock).astream("count these words")]
     assert mock.last_request["path"] == f"/model/{MODEL}/converse-stream"
     assert "".join(c.text for c in chunks) == "mock reply to: count these words"
     last = chunks[-1]
     assert last.finish_reason == "stop" and last.usage is not None and last.usage.output_tokens == 6
-    assert last.cost_usd == genai(MODEL, last.usage)
+    assert last.cost_usd == aws_price(MODEL, last.usage)
 
 
 def test_sync_call_and_stream():
@@ -117,7 +105,7 @@ def test_sync_call_and_stream():
         assert "".join(c.text for c in a.stream("sync stream")) == "mock reply to: sync stream"
 
 
-async def test_tool_calls_and_cache_usage_priced_exactly(mock):
+async def test_tool_calls_and_cache_usage_priced_exactly(mock, aws_price):
     call = {"id": "tooluse_1", "function": {"name": "top_song", "arguments": '{"sign": "WZPZ"}'}}
     usage = {"input": 5000, "output": 40, "cache_read": 3000, "cache_write": 1500}
     mock.script(MockReply.from_dict({"tool_calls": [call], "usage": usage, "times": 2}))
@@ -129,7 +117,7 @@ async def test_tool_calls_and_cache_usage_priced_exactly(mock):
         "sign": "WZPZ"
     }
     assert (r.usage.input_tokens, r.usage.cache_read_tokens, r.usage.cache_write_tokens) == (5000, 3000, 1500)
-    assert r.cost_usd == genai(MODEL, r.usage)
+    assert r.cost_usd == aws_price(MODEL, r.usage)
     assert mock.last_request["body"]["toolConfig"]["tools"][0]["toolSpec"]["name"] == "top_song"
     chunks = [c async for c in bedrock(mock).astream("song?", cfg)]
     assert chunks[-1].finish_reason == "tool_calls" and chunks[-1].usage == r.usage
@@ -138,11 +126,11 @@ async def test_tool_calls_and_cache_usage_priced_exactly(mock):
     assert json.loads("".join(tc["function"].get("arguments", "") for tc in streamed)) == {"sign": "WZPZ"}
 
 
-async def test_an_arn_model_is_priced_by_its_resource_id(mock):
+async def test_an_arn_model_is_priced_by_its_resource_id(mock, aws_price):
     arn = f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/{MODEL}"
     r = await bedrock(mock, arn, region=None).async_execute_prompt("x")  # the region comes from the ARN
     assert mock.last_request["model"] == arn
-    assert r.cost_usd == genai(MODEL, r.usage)
+    assert r.cost_usd == aws_price(MODEL, r.usage)
 
 
 # -- SigV4 and credentials ------------------------------------------------------------------------------------

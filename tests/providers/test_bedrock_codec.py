@@ -4,9 +4,6 @@ against genai-prices' ``aws`` provider."""
 
 from __future__ import annotations
 
-from decimal import Decimal
-
-import genai_prices
 import pytest
 
 from llm_connect.errors import (
@@ -337,16 +334,6 @@ def test_region_of_an_arn():
     assert region_of("us.anthropic.claude-3-5-haiku-20241022-v1:0") is None
 
 
-def genai(model: str, usage: Usage) -> Decimal:
-    u = genai_prices.Usage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-    )
-    return genai_prices.calc_price(u, model, provider_id="aws").total_price
-
-
 @pytest.mark.parametrize(
     "model",
     [
@@ -356,17 +343,17 @@ def genai(model: str, usage: Usage) -> Decimal:
         "us.meta.llama3-3-70b-instruct-v1:0",
     ],
 )
-def test_exact_price_against_genai_prices(model):
+def test_exact_price_against_genai_prices(model, aws_price):
     usage = W.parse_usage({"inputTokens": 1200, "outputTokens": 300, "cacheReadInputTokens": 1000,
                            "cacheWriteInputTokens": 0})  # fmt: skip
-    assert Pricing().price("bedrock", price_model_id(model), usage) == genai(model, usage) > 0
+    assert Pricing().price("bedrock", price_model_id(model), usage) == aws_price(model, usage) > 0
 
 
-def test_global_and_regional_profiles_are_priced_apart():
+def test_global_and_regional_profiles_are_priced_apart(aws_price):
     usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
     p = Pricing()
     regional = p.price("bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", usage)
     global_ = p.price("bedrock", "global.anthropic.claude-sonnet-4-5-20250929-v1:0", usage)
-    assert regional == genai("us.anthropic.claude-sonnet-4-5-20250929-v1:0", usage)
-    assert global_ == genai("global.anthropic.claude-sonnet-4-5-20250929-v1:0", usage)
+    assert regional == aws_price("us.anthropic.claude-sonnet-4-5-20250929-v1:0", usage)
+    assert global_ == aws_price("global.anthropic.claude-sonnet-4-5-20250929-v1:0", usage)
     assert regional > global_  # genai-prices: regional endpoints cost 10 % more for these models

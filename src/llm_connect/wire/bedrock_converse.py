@@ -322,11 +322,6 @@ class StreamDecoder(StreamState):
 
     terminal_name = "the metadata event"
 
-    def __init__(self) -> None:
-        super().__init__()
-        #: content-block index -> tool-call index (tool calls are numbered among themselves)
-        self._tool_index: dict[int, int] = {}
-
     def feed(self, event: str | None, data: Mapping[str, Any]) -> list[StreamChunk]:
         if event == "contentBlockDelta":
             delta = data.get("delta") or {}
@@ -334,11 +329,8 @@ class StreamDecoder(StreamState):
                 text = delta.get("text") or ""
                 return [self._text_chunk(text)] if text else []
             if "toolUse" in delta:
-                idx = self._tool_index.get(data.get("contentBlockIndex", -1))
                 part = (delta.get("toolUse") or {}).get("input") or ""
-                if idx is None or not part:
-                    return []
-                return [self._tool_chunk([{"index": idx, "function": {"arguments": part}}])]
+                return self._block_tool_args(data.get("contentBlockIndex"), part)
             if "reasoningContent" in delta:
                 text = (delta.get("reasoningContent") or {}).get("text") or ""
                 return [self._reasoning_chunk(text)] if text else []
@@ -347,15 +339,7 @@ class StreamDecoder(StreamState):
             use = (data.get("start") or {}).get("toolUse")
             if not isinstance(use, Mapping):
                 return []
-            idx = len(self._tool_index)
-            self._tool_index[data.get("contentBlockIndex", idx)] = idx
-            head = {
-                "index": idx,
-                "id": use.get("toolUseId"),
-                "type": "function",
-                "function": {"name": use.get("name"), "arguments": ""},
-            }
-            return [self._tool_chunk([head])]
+            return self._block_tool_start(data.get("contentBlockIndex"), use.get("toolUseId"), use.get("name"))
         if event == "messageStop":
             self.finish_reason = _stop(data.get("stopReason"))
             return []
