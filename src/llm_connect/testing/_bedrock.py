@@ -44,6 +44,7 @@ __all__ = [
     "render_body",
     "render_stream",
     "request_problem",
+    "signature",
     "stream_error_frame",
 ]
 
