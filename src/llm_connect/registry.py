@@ -221,6 +221,23 @@ AZURE = ProviderSpec(
     docs_url="https://learn.microsoft.com/en-us/azure/ai-foundry/openai/reference",
 )
 
+#: Amazon Bedrock (Converse API): ``bedrock:<model id | inference profile id | ARN>``, SigV4 or a Bedrock API key
+BEDROCK = ProviderSpec(
+    "bedrock",
+    "bedrock_converse",
+    "https://bedrock-runtime.{region}.amazonaws.com",
+    ("AWS_BEARER_TOKEN_BEDROCK",),
+    key_required=False,
+    base_env="AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+    description="Amazon Bedrock Converse (every model family; SigV4 from the AWS chain or an API key)",
+    prices_id="aws",
+    capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
+    docs_url="https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html",
+    adapter="llm_connect.providers.bedrock:BedrockAdapter",
+    extra="bedrock",
+    credential_env=("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ROLE_ARN"),
+)
+
 
 def _on_vertex(
     name: str, wire: str, publisher: VertexPublisher, description: str, docs_url: str, embeddings: str | None
@@ -239,6 +256,7 @@ def _on_vertex(
         capabilities=_caps("tools", "vision", "json", "stream_usage", "caching", "reasoning"),
         vertex=publisher,
         embeddings=embeddings,
+        adapter="llm_connect.providers.vertex:VertexAdapter",
         extra="vertex",
         docs_url=docs_url,
     )
@@ -387,6 +405,7 @@ HTTP_PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType(
             ),
             AZURE,
             *_VERTEX,
+            BEDROCK,
             *_LONG_TAIL,
         )
     }
@@ -413,6 +432,9 @@ _ALIASES: Mapping[str, str] = MappingProxyType(
         "vertex-ai": "vertex",
         "google-vertex": "vertex",
         "vertex-anthropic": "vertex_anthropic",
+        "aws": "bedrock",
+        "aws_bedrock": "bedrock",
+        "amazon-bedrock": "bedrock",
         "grok": "xai",
         "x-ai": "xai",
         "z.ai": "zai",
@@ -473,6 +495,10 @@ def check_spec(spec: str) -> str:
 
 def _load_factory(name: str) -> Callable[..., LLMAdapter]:
     module_name, attr, extra = OTHER_PROVIDERS[name]
+    return _load(name, module_name, attr, extra)
+
+
+def _load(name: str, module_name: str, attr: str, extra: str | None) -> Callable[..., LLMAdapter]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -494,14 +520,14 @@ def create_adapter(
     """
     provider, model = _split(spec if spec is not None else default_spec())
     if provider in HTTP_PROVIDERS:
-        row = HTTP_PROVIDERS[provider]
-        if row.vertex is not None:
-            from .providers.vertex import VertexAdapter
-
-            return VertexAdapter(row, model, api_key=api_key, api_base=api_base, **options)
         from .providers.http import HTTPAdapter  # the HTTP client loads only when an HTTP provider is used
 
-        return HTTPAdapter(row, model, api_key=api_key, api_base=api_base, **options)
+        row = HTTP_PROVIDERS[provider]
+        cls: Callable[..., LLMAdapter] = HTTPAdapter
+        if row.adapter is not None:  # a row that needs code of its own (Bedrock's signing, Vertex's tokens)
+            module_name, _, attr = row.adapter.partition(":")
+            cls = _load(provider, module_name, attr, row.extra)
+        return cls(row, model, api_key=api_key, api_base=api_base, **options)
     if provider in OTHER_PROVIDERS:
         factory = _load_factory(provider)
         kwargs = dict(options)

@@ -2,7 +2,7 @@
 
 Adapters never open their own sessions; they ask a :class:`Transport` for the session bound to the
 running loop. The transport knows nothing of providers: it posts JSON and splits streamed bodies into
-events (SSE or NDJSON). Mapping network failures to LLMError happens in the adapter, once.
+events (SSE, NDJSON or the AWS event stream). Mapping network failures to LLMError happens in the adapter, once.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
-__all__ = ["HTTPReply", "StreamReply", "Transport", "iter_ndjson", "iter_sse"]
+from .wire.eventstream import EventStreamDecoder
+
+__all__ = ["HTTPReply", "StreamReply", "Transport", "iter_eventstream", "iter_ndjson", "iter_sse"]
 
 _DONE = {"__done__": True}
 
@@ -47,6 +50,8 @@ class StreamReply:
     def events(self) -> AsyncIterator[tuple[str | None, Any]]:
         if self.framing == "ndjson":
             return iter_ndjson(self.response.content)
+        if self.framing == "eventstream":
+            return iter_eventstream(self.response.content)
         return iter_sse(self.response.content)
 
 
@@ -82,6 +87,28 @@ async def iter_ndjson(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str 
         line = raw.strip()
         if line:
             yield None, orjson.loads(line)
+
+
+async def iter_eventstream(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
+    """Split an AWS event stream (``application/vnd.amazon.eventstream``, Bedrock's ConverseStream) into
+    (``:event-type``, parsed JSON payload) pairs, CRC-checked as the bytes arrive. An exception message is
+    ``("exception", {"__type": <:exception-type>, **payload})``, an error message
+    ``("exception", {"__type": <:error-code>, "message": <:error-message>})``. A corrupted or cut message raises
+    :class:`~llm_connect.wire.eventstream.EventStreamError` (a ValueError), which the adapter maps."""
+    decoder = EventStreamDecoder()
+    async for data in content.iter_any():
+        for message in decoder.feed(data):
+            kind = message.message_type
+            payload = orjson.loads(message.payload) if message.payload else {}
+            if kind == "event":
+                yield message.header(":event-type"), payload
+            elif kind == "exception":
+                body = payload if isinstance(payload, dict) else {"message": str(payload)}
+                yield "exception", {**body, "__type": message.header(":exception-type") or ""}
+            elif kind == "error":
+                code, text = message.header(":error-code") or "", message.header(":error-message") or ""
+                yield "exception", {"__type": code, "message": text}
+    decoder.close()
 
 
 def _default_session(limit: int, connect_timeout: float) -> aiohttp.ClientSession:
@@ -172,13 +199,14 @@ class Transport:
 
     async def post(
         self,
-        url: str,
+        url: str | URL,
         body: Any,
         *,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> HTTPReply:
-        data = orjson.dumps(body)
+        """POST ``body`` as JSON (bytes are sent as they are: a body already serialised, e.g. to be signed)."""
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
         hdrs = {"Content-Type": "application/json", **(headers or {})}
         async with self.session().post(url, data=data, headers=hdrs, params=params) as resp:
             payload = await resp.read()
@@ -187,14 +215,14 @@ class Transport:
     @asynccontextmanager
     async def stream(
         self,
-        url: str,
+        url: str | URL,
         body: Any,
         *,
         framing: str,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> AsyncIterator[StreamReply]:
-        data = orjson.dumps(body)
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
         hdrs = {"Content-Type": "application/json", **(headers or {})}
         async with self.session().post(url, data=data, headers=hdrs, params=params) as resp:
             yield StreamReply(resp.status, resp.headers, resp, framing)

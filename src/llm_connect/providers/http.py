@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from .._timeout import Timeout
 from ..embeddings import EmbeddingResponse
@@ -129,14 +130,17 @@ class HTTPAdapter(BaseAdapter):
             return {}
         return {k: data[k] for k in self.spec.keep_fields if data.get(k) is not None}
 
-    async def _call_headers(self, headers: dict[str, str], config: RunConfig) -> dict[str, str]:
-        """Per-request credentials (an Entra ID token provider) on top of the prepared headers, and the trace
-        context when the call is traced."""
+    async def _outgoing(
+        self, url: str, body: Any, headers: dict[str, str], query: dict[str, str] | None, config: RunConfig
+    ) -> tuple[str | URL, Any, dict[str, str], dict[str, str] | None]:
+        """The request as it is sent: (URL, body, headers, query), with the trace context when the call is traced
+        and per-request credentials (an Entra ID token provider's) on top of the prepared headers. A signing
+        provider (Bedrock's SigV4) or one with its own tokens (Vertex AI) extends this."""
         if config.tracing is not None:
             headers = config.tracing.outgoing(headers)
         if self._route is None or self._route.token_provider is None:
-            return headers
-        return headers | await self._route.bearer_headers()
+            return url, body, headers, query
+        return url, body, headers | await self._route.bearer_headers(), query
 
     def __repr__(self) -> str:  # never show the key
         return f"<HTTPAdapter {self.provider}:{self.model} at {self.api_base}>"
@@ -189,7 +193,7 @@ class HTTPAdapter(BaseAdapter):
         except Exception:  # an error body in no shape the codec knows: classify by status alone
             err = self._wire.classify_error(status, None, headers)
         err.provider, err.model = self.provider, self.model
-        err.request_id = err.request_id or headers.get("x-request-id") or headers.get("request-id")
+        err.request_id = err.request_id or _request_id(headers)
         return err
 
     def _network_error(self, exc: BaseException) -> LLMError:
@@ -239,8 +243,9 @@ class HTTPAdapter(BaseAdapter):
         url = self.api_base + req.path
         try:
             async with Timeout(cap):
-                headers = await self._call_headers(headers, config)  # a token provider's fetch is under the cap too
-                reply = await self._transport.post(url, req.body, headers=headers, params=req.query)
+                # a token provider's fetch (and a signature) is under the cap too
+                target, data, headers, query = await self._outgoing(url, req.body, headers, req.query, config)
+                reply = await self._transport.post(target, data, headers=headers, params=query)
         except TimeoutError:
             raise LLMTimeoutError(f"no token count within {cap} s", provider=self.provider, model=self.model) from None
         except _NETWORK_ERRORS as exc:
@@ -257,9 +262,9 @@ class HTTPAdapter(BaseAdapter):
     # -- calls -------------------------------------------------------------------------------------
     async def _complete(self, messages: list[Message], config: RunConfig, max_tokens: int | None) -> LLMResponse:
         url, body, headers, query = self._prepare(messages, config, max_tokens, stream=False)
-        headers = await self._call_headers(headers, config)
+        target, data, headers, query = await self._outgoing(url, body, headers, query, config)
         try:
-            reply = await self._transport.post(url, body, headers=headers, params=query)
+            reply = await self._transport.post(target, data, headers=headers, params=query)
         except _NETWORK_ERRORS as exc:
             # "from None": aiohttp errors may carry the request's headers (the key) in their repr
             raise self._network_error(exc) from None
@@ -289,7 +294,7 @@ class HTTPAdapter(BaseAdapter):
             provider=self.provider,
             usage=self._usage(parsed.usage),
             finish_reason=parsed.finish_reason,
-            request_id=parsed.request_id or reply.headers.get("x-request-id") or reply.headers.get("request-id"),
+            request_id=parsed.request_id or _request_id(reply.headers),
             tool_calls=parsed.tool_calls,
             raw=data,
             service_tier=parsed.service_tier,
@@ -308,9 +313,9 @@ class HTTPAdapter(BaseAdapter):
         #: reply fields the provider row keeps (Perplexity citations), gathered over the events
         kept: dict[str, Any] | None = {} if self.spec.keep_fields else None
         try:
-            headers = await self._call_headers(headers, config)
+            target, data, headers, query = await self._outgoing(url, body, headers, query, config)
             async with self._transport.stream(
-                url, body, framing=self._wire.FRAMING, headers=headers, params=query
+                target, data, framing=self._wire.FRAMING, headers=headers, params=query
             ) as reply:
                 if reply.status >= 400:
                     raise self._upstream_error(reply.status, await reply.read_body(), reply.headers)
@@ -350,11 +355,11 @@ class HTTPAdapter(BaseAdapter):
         headers = self._headers | req.headers
         if config.extra_headers:
             headers = headers | config.extra_headers
-        headers = await self._call_headers(headers, config)
+        target, data, headers, query = await self._outgoing(
+            self.api_base + req.path, req.body, headers, self._query(req.query), config
+        )
         try:
-            reply = await self._transport.post(
-                self.api_base + req.path, req.body, headers=headers, params=self._query(req.query)
-            )
+            reply = await self._transport.post(target, data, headers=headers, params=query)
         except _NETWORK_ERRORS as exc:
             raise self._network_error(exc) from None  # aiohttp errors may carry the key in their repr
         if reply.status >= 400:
@@ -389,7 +394,7 @@ class HTTPAdapter(BaseAdapter):
             vectors += parsed.vectors
             tokens = None if tokens is None or parsed.input_tokens is None else tokens + parsed.input_tokens
             model = model or parsed.model
-            request_id = request_id or headers.get("x-request-id") or headers.get("request-id")
+            request_id = request_id or _request_id(headers)
         if len(vectors) != len(texts):
             raise LLMProviderUnavailableError(
                 f"the provider returned {len(vectors)} vectors for {len(texts)} inputs",
@@ -428,6 +433,12 @@ class HTTPAdapter(BaseAdapter):
             self._text_counter, self._text_counter_known = counter, True
         count = self._text_counter
         return None if count is None else sum(count(t) for t in texts)
+
+
+def _request_id(headers: Mapping[str, str]) -> str | None:
+    """The upstream's request id header: ``x-request-id`` (OpenAI), ``request-id`` (Anthropic) or
+    ``x-amzn-RequestId`` (AWS)."""
+    return headers.get("x-request-id") or headers.get("request-id") or headers.get("x-amzn-requestid")
 
 
 def _shown(chunk: StreamChunk) -> bool:

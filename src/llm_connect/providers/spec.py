@@ -86,10 +86,16 @@ class ProviderSpec:
     #: the embedding format (a key of ``llm_connect.wire.embeddings.CODECS``): "" the chat wire format's own,
     #: None none (the provider does not serve one), or another (Vertex AI's ``vertex_predict``)
     embeddings: str | None = ""
-    #: the ``pip install 'llm-connect[extra]'`` the row needs beyond the core install (None: none)
+    #: the ``pip install 'llm-connect[extra]'`` the row needs beyond the core install (None: none); named in
+    #: the error when its imports are missing
     extra: str | None = None
     #: where the base URL, key variable and shapes are documented
     docs_url: str = ""
+    #: ``"module:Class"`` of the HTTPAdapter subclass a row needs code for (Bedrock's SigV4 signing); None: HTTPAdapter
+    adapter: str | None = None
+    #: other variables that hold credentials the adapter finds itself (AWS_ACCESS_KEY_ID, AWS_PROFILE), shown by
+    #: ``llm-connect models`` as set
+    credential_env: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = self.capabilities - CAPABILITIES
@@ -118,7 +124,7 @@ class ProviderSpec:
         tokens = self.deployments.token_env if self.deployments is not None else ()
         if self.vertex is not None:
             tokens = self.vertex.credentials_env
-        for var in (*self.key_env, *tokens):
+        for var in (*self.key_env, *tokens, *self.credential_env):
             if os.environ.get(var):
                 return var
         return None

@@ -35,6 +35,8 @@ from .http import HTTPAdapter
 from .spec import ProviderSpec
 
 if TYPE_CHECKING:
+    from yarl import URL
+
     from ..types import RunConfig
 
 __all__ = ["ANTHROPIC_VERSION", "OPTION_NAMES", "VertexAdapter", "vertex_host"]
@@ -126,10 +128,13 @@ class VertexAdapter(HTTPAdapter):
     def __repr__(self) -> str:  # never show the token
         return f"<VertexAdapter {self.provider}:{self.model} {self.project}/{self.location} at {self.api_base}>"
 
-    async def _call_headers(self, headers: dict[str, str], config: RunConfig) -> dict[str, str]:
-        headers = await super()._call_headers(headers, config)  # the trace context, when traced
+    async def _outgoing(
+        self, url: str, body: Any, headers: dict[str, str], query: dict[str, str] | None, config: RunConfig
+    ) -> tuple[str | URL, Any, dict[str, str], dict[str, str] | None]:
+        """The OAuth bearer token (refreshed before it expires) on top of the trace context."""
+        url, body, headers, query = await super()._outgoing(url, body, headers, query, config)
         token = self._static if self._token is None else await self._token.token()
-        return headers | {"Authorization": f"Bearer {token}"}
+        return url, body, headers | {"Authorization": f"Bearer {token}"}, query
 
     def _located(self, req: WireRequest, stream: bool) -> WireRequest:
         if self.spec.wire == "gemini":

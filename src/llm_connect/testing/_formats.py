@@ -1,21 +1,21 @@
 """Wire shapes of the mock provider server: parse a request, render replies, streams and errors.
 
 Pure functions, no I/O. One section per wire format (OpenAI chat completions, Anthropic Messages,
-Gemini generateContent, Ollama /api/chat). Usage given to the renderers is in the normalised terms
-of :class:`llm_connect.types.Usage` (input counts all input, output counts reasoning) and is
-translated to each provider's own accounting here.
+Gemini generateContent, Ollama /api/chat; Azure OpenAI's differences in :mod:`._azure`, Bedrock Converse in
+:mod:`._bedrock`). Usage given to the renderers is in the normalised terms of :class:`llm_connect.types.Usage`
+(input counts all input, output counts reasoning) and is translated to each provider's own accounting here.
 """
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from . import _azure as A
+from . import _bedrock as B
+from ._shapes import BadRequest, Parsed, Reply, ToolCall, split_pieces
 
 __all__ = [
     "ERROR_STATUS",
@@ -40,76 +40,9 @@ __all__ = [
     "stream_media_type",
 ]
 
-FORMATS = ("openai", "anthropic", "gemini", "ollama", "azure")
+FORMATS = ("openai", "anthropic", "gemini", "ollama", "azure", "bedrock")
 #: placeholder spliced with a fresh response id per request (lets bodies be cached as bytes)
 ID_MARK = "__MOCK_ID__"
-
-_WORD = re.compile(r"\s*\S+")
-
-
-class BadRequest(Exception):
-    """The request is invalid the way the real provider would reject it (rendered as its 400)."""
-
-
-@dataclass(slots=True)
-class Parsed:
-    """What the mock needs to know about one request."""
-
-    fmt: str
-    model: str
-    stream: bool = False
-    include_usage: bool = False
-    max_tokens: int | None = None
-    #: (role, text) for every message, system prompt included
-    messages: list[tuple[str, str]] = field(default_factory=list)
-    #: Gemini streaming framing: SSE when ``?alt=sse``, else one JSON array
-    sse: bool = True
-    #: the ``service_tier`` an OpenAI request asks for
-    service_tier: str | None = None
-
-    @property
-    def last_user(self) -> str:
-        for role, text in reversed(self.messages):
-            if role == "user" and text.strip():
-                return text
-        return ""
-
-
-@dataclass(slots=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text
-    args: dict[str, Any]
-
-
-@dataclass(slots=True)
-class Reply:
-    """A resolved answer, ready to render in any wire format."""
-
-    model: str
-    pieces: list[str]
-    #: generic finish reason: stop | length | tool_calls | content_filter (others pass through raw)
-    finish: str = "stop"
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    #: of cache_write_tokens: written with the 1-hour TTL (Anthropic ``cache_creation``)
-    cache_write_1h_tokens: int = 0
-    #: of input_tokens: audio (OpenAI ``prompt_tokens_details.audio_tokens``, Gemini's AUDIO modality)
-    input_audio_tokens: int = 0
-    #: the tier the reply says it was served at (None: the format's default, "default" / "standard")
-    service_tier: str | None = None
-    #: reasoning text: an Anthropic thinking block (with a signature), OpenAI-compatible ``reasoning_content``
-    thinking: str = ""
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
-
 
 # --------------------------------------------------------------------------- request side
 
@@ -160,6 +93,8 @@ def parse_request(fmt: str, body: Any, *, model: str | None = None, sse: bool = 
         return _parse_gemini(body, model or "", sse)
     if fmt == "ollama":
         return _parse_ollama(body)
+    if fmt == "bedrock":  # the model id is in the path
+        return B.parse_request(body, model or "")
     raise ValueError(f"unknown wire format {fmt!r}")
 
 
@@ -260,17 +195,6 @@ def default_reply_text(parsed: Parsed, max_words: int = 10) -> str:
         return "mock reply"
     tail = " ..." if len(words) > max_words else ""
     return "mock reply to: " + " ".join(words[:max_words]) + tail
-
-
-def split_pieces(text: str) -> list[str]:
-    """Split text into word pieces whose concatenation is the text again (leading space kept on each)."""
-    pieces = _WORD.findall(text)
-    if not pieces:
-        return [text] if text else []
-    rest = len(text) - sum(map(len, pieces))
-    if rest:
-        pieces[-1] += text[len(text) - rest :]
-    return pieces
 
 
 # --------------------------------------------------------------------------- finish reasons
@@ -447,6 +371,7 @@ _BODY = {
     "gemini": _gemini_body,
     "ollama": _ollama_body,
     "azure": _azure_body,
+    "bedrock": B.render_body,
 }
 
 
@@ -454,6 +379,8 @@ _BODY = {
 
 
 def stream_media_type(fmt: str, sse: bool = True) -> str:
+    if fmt == "bedrock":
+        return B.MEDIA_TYPE
     if fmt == "ollama":
         return "application/x-ndjson"
     if fmt == "gemini" and not sse:
@@ -624,6 +551,7 @@ _STREAM = {
     "gemini": _gemini_stream,
     "ollama": _ollama_stream,
     "azure": _azure_stream,
+    "bedrock": B.render_stream,
 }
 
 
@@ -760,6 +688,8 @@ def error_object(
 ) -> dict[str, Any]:
     """The provider's own error body as a dict (``error_type`` overrides the type / canonical status)."""
     kind = kind or kind_for_status(status)
+    if fmt == "bedrock":
+        return B.error_object(status, kind=kind, error_type=error_type, message=message)
     msg = message or _default_message(fmt, kind, model, input_tokens)
     if fmt == "anthropic":
         err = {"type": error_type or _ANTHROPIC_TYPE.get(kind, "api_error"), "message": msg}
@@ -808,6 +738,9 @@ def gemini_key_error(missing: bool) -> tuple[int, bytes]:
 
 def stream_error_frame(fmt: str, status: int, **kw: Any) -> bytes:
     """An error delivered inside an already started stream, the way each provider does it."""
+    if fmt == "bedrock":
+        kind = kw.get("kind") or kind_for_status(status)
+        return B.stream_error_frame(status, kind=kind, error_type=kw.get("error_type"), message=kw.get("message"))
     obj = error_object(fmt, status, **kw)
     if fmt == "anthropic":
         obj.pop("request_id", None)

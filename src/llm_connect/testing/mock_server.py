@@ -8,6 +8,7 @@ Paths (each answers in its provider's own shapes, streaming included)::
     POST /v1beta/models/{model}:generateContent       Gemini
     POST /v1beta/models/{model}:streamGenerateContent Gemini stream (SSE with ?alt=sse, else a JSON array)
     POST /api/chat                                    Ollama (NDJSON unless "stream": false)
+    POST /model/{modelId}/converse[-stream]           Bedrock Converse (SigV4 verified; AWS event stream)
     POST /v1/messages/count_tokens                    Anthropic token count: {"input_tokens": N}
     POST /v1beta/models/{model}:countTokens           Gemini token count: {"totalTokens": N}
     POST {any prefix}/embeddings                      OpenAI embeddings (float or base64)
@@ -45,9 +46,11 @@ from aiohttp import web
 
 from .._net import listen_error, startup_errors
 from . import _azure as A
+from . import _bedrock as B
 from . import _embeddings as E
 from . import _formats as F
 from . import _vertex as V
+from ._admin import add_admin_routes, json_response
 from ._script import FAULTS, MockReply, Script, ScriptState, as_reply
 
 __all__ = ["FAULTS", "MockReply", "MockServer", "Script", "main", "run_mock_server", "serve"]
@@ -283,12 +286,9 @@ class MockServer:
         r.add_get("/models", self._list_models)
         r.add_get("/v1beta/models", self._gemini_models)
         r.add_get("/api/tags", self._ollama_tags)
-        r.add_post("/__mock__/script", self._admin_script)
-        r.add_post("/__mock__/reset", self._admin_reset)
-        r.add_post("/__mock__/config", self._admin_config)
-        r.add_get("/__mock__/requests", self._admin_requests)
-        r.add_delete("/__mock__/requests", self._admin_clear_requests)
-        r.add_get("/__mock__/scripts", self._admin_scripts)
+        r.add_post("/model/{model_id}/converse", self._bedrock)
+        r.add_post("/model/{model_id}/converse-stream", self._bedrock)
+        add_admin_routes(r, self)
         return app
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
@@ -304,6 +304,15 @@ class MockServer:
             self._record(request, "azure", deployment, None, b"", None)
             return web.Response(status=problem[0], body=problem[1], content_type="application/json")
         return await self._serve(request, "azure", model=deployment)
+
+    async def _bedrock(self, request: web.Request) -> web.StreamResponse:
+        """Bedrock Converse / ConverseStream: the SigV4 signature (or API key) verified, then the chat path."""
+        model, raw = request.match_info["model_id"], await request.read()
+        problem = B.request_problem(request.method, request.raw_path, request.headers, raw, self._state.require_key)
+        if problem is not None:
+            self._record(request, "bedrock", model, None, b"", None)
+            return web.Response(status=problem[0], headers=problem[1], body=problem[2], content_type="application/json")
+        return await self._serve(request, "bedrock", model=model, stream=request.path.endswith("/converse-stream"))
 
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "anthropic")
@@ -407,7 +416,7 @@ class MockServer:
         entry = self._record(request, fmt, req_model, body, raw, stream)
         rid = st.next_id()
 
-        if st.require_key is not None and fmt != "azure":  # Azure's credentials: checked in _azure
+        if st.require_key is not None and fmt not in ("azure", "bedrock"):  # checked in _azure, _bedrock
             key = _api_key(request, fmt)
             if key != st.require_key:
                 return self._auth_error(fmt, key is None, rid)
@@ -514,6 +523,8 @@ class MockServer:
             h["x-request-id"] = "req_" + rid
         elif fmt == "anthropic":
             h["request-id"] = "req_" + rid
+        elif fmt == "bedrock":
+            h["x-amzn-RequestId"] = rid
         if extra:
             h.update(extra)
         return h
@@ -671,6 +682,8 @@ class MockServer:
             h["Retry-After"] = _retry_after(retry_after)
             if fmt == "azure":
                 h.update(A.retry_headers(retry_after))
+        if fmt == "bedrock":
+            h.update(B.error_headers(kw.get("kind") or F.kind_for_status(status), kw.get("error_type")))
         return web.Response(status=status, body=body, headers=h)
 
     def _auth_error(self, fmt: str, missing: bool, rid: str) -> web.Response:
@@ -694,7 +707,7 @@ class MockServer:
         return self._json({"status": "ok"})
 
     def _json(self, obj: Any, status: int = 200) -> web.Response:
-        return web.Response(status=status, body=orjson.dumps(obj), content_type="application/json")
+        return json_response(obj, status)
 
     async def _list_models(self, request: web.Request) -> web.Response:
         models = list(dict.fromkeys([*self._state.models, *self._state.model_latency]))
@@ -733,58 +746,6 @@ class MockServer:
             for m in self._state.models
         ]
         return self._json({"models": data})
-
-    async def _admin_script(self, request: web.Request) -> web.Response:
-        try:
-            payload = orjson.loads(await request.read())
-            if isinstance(payload, dict):
-                payload = payload.get("scripts", [payload])
-            if not isinstance(payload, list):
-                raise ValueError("expected a JSON list of scripts")
-            replies = [MockReply.from_dict(p) for p in payload]
-        except (ValueError, TypeError) as exc:
-            return self._json({"error": str(exc)}, status=400)
-        self._state.add(replies)
-        return self._json({"queued": len(replies), "pending": len(self._state.scripts)})
-
-    async def _admin_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return self._json({"ok": True})
-
-    async def _admin_config(self, request: web.Request) -> web.Response:
-        try:
-            cfg = orjson.loads(await request.read() or b"{}")
-            if not isinstance(cfg, dict):
-                raise ValueError("expected a JSON object")
-        except ValueError as exc:
-            return self._json({"error": str(exc)}, status=400)
-        st = self._state
-        if "require_key" in cfg:
-            st.require_key = cfg["require_key"]
-        for model, seconds in (cfg.get("model_latency") or {}).items():
-            self.set_model_latency(model, seconds)
-        if "chunk_delay" in cfg:
-            st.chunk_delay = float(cfg["chunk_delay"] or 0.0)
-        if "models" in cfg:
-            st.models = list(cfg["models"])
-        return self._json(
-            {
-                "require_key": st.require_key is not None,
-                "model_latency": st.model_latency,
-                "chunk_delay": st.chunk_delay,
-                "models": st.models,
-            }
-        )
-
-    async def _admin_requests(self, request: web.Request) -> web.Response:
-        return self._json(self.requests)
-
-    async def _admin_clear_requests(self, request: web.Request) -> web.Response:
-        self.clear_requests()
-        return self._json({"ok": True})
-
-    async def _admin_scripts(self, request: web.Request) -> web.Response:
-        return self._json(self.pending)
 
 
 # ---------------------------------------------------------------------- CLI

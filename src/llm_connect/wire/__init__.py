@@ -1,8 +1,9 @@
 """Wire codecs: pure functions, no I/O, one module per wire format.
 
-Every module here (``openai_chat``, ``anthropic_messages``, ``gemini``, ``ollama``) exposes the same shape:
+Every codec here (``openai_chat``, ``anthropic_messages``, ``gemini``, ``ollama``, ``bedrock_converse``) exposes
+the same shape (``eventstream`` is the AWS binary framing Bedrock streams in, ``embeddings`` the embedding codecs):
 
-* ``FRAMING`` — ``"sse"`` or ``"ndjson"``: how the transport splits a streamed body into events.
+* ``FRAMING`` — ``"sse"``, ``"ndjson"`` or ``"eventstream"``: how the transport splits a streamed body into events.
 * ``build_request(model, messages, config, *, stream, max_tokens) -> WireRequest``
 * ``parse_response(body: dict) -> ParsedResponse``
 * ``parse_usage(raw: dict) -> Usage`` — normalised (see llm_connect.types.Usage)

@@ -267,7 +267,8 @@ def looks_like_context_overflow(message: str) -> bool:
     Anthropic (invalid_request_error "prompt is too long: N tokens > M maximum", "input length and
     `max_tokens` exceed context limit"), Gemini (INVALID_ARGUMENT "The input token count (N) exceeds the
     maximum number of tokens allowed (M)"), OpenAI-compatible servers such as vLLM ("This model's maximum
-    context length is N tokens") and Ollama report context overflow only in prose.
+    context length is N tokens"), Bedrock (ValidationException "Input is too long for requested model") and
+    Ollama report context overflow only in prose.
     """
     m = message.lower()
     return any(
@@ -280,6 +281,7 @@ def looks_like_context_overflow(message: str) -> bool:
             "context length exceeded",
             "context window",
             "exceeds the context length",
+            "input is too long",
         )
     )
 
@@ -344,6 +346,8 @@ class StreamState:
         self.service_tier: str | None = None
         self.done = False
         self._tools = ToolCallAssembler()
+        #: content-block index -> tool-call index, for formats that stream tool calls as content blocks
+        self._block_tools: dict[Any, int] = {}
 
     @property
     def text(self) -> str:
@@ -362,6 +366,20 @@ class StreamState:
     def _tool_chunk(self, deltas: list[dict[str, Any]]) -> StreamChunk:
         self._tools.add(deltas)
         return StreamChunk(tool_calls=deltas, model=self.model, request_id=self.request_id)
+
+    def _block_tool_start(self, block: Any, call_id: Any, name: Any) -> list[StreamChunk]:
+        """A tool call opening in content block ``block`` (Anthropic, Bedrock): numbered among the tool calls."""
+        idx = len(self._block_tools)
+        self._block_tools[block if block is not None else idx] = idx
+        head = {"index": idx, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        return [self._tool_chunk([head])]
+
+    def _block_tool_args(self, block: Any, part: str) -> list[StreamChunk]:
+        """A piece of the JSON arguments of the tool call in content block ``block`` (none for an unknown block)."""
+        idx = self._block_tools.get(block)
+        if idx is None or not part:
+            return []
+        return [self._tool_chunk([{"index": idx, "function": {"arguments": part}}])]
 
     def _reasoning_chunk(self, text: str) -> StreamChunk:
         return StreamChunk(reasoning=text, model=self.model, request_id=self.request_id)

@@ -358,8 +358,6 @@ class StreamDecoder(StreamState):
     def __init__(self) -> None:
         super().__init__()
         self._raw_usage: dict[str, Any] = {}
-        #: content-block index -> tool-call index (tool calls are numbered among themselves)
-        self._tool_index: dict[int, int] = {}
 
     def _merge_usage(self, raw: Mapping[str, Any] | None) -> None:
         if not raw:
@@ -379,11 +377,7 @@ class StreamDecoder(StreamState):
                 text = delta.get("text", "")
                 return [self._text_chunk(text)] if text else []
             if dtype == "input_json_delta":
-                idx = self._tool_index.get(data.get("index", -1))
-                part = delta.get("partial_json", "")
-                if idx is None or not part:
-                    return []
-                return [self._tool_chunk([{"index": idx, "function": {"arguments": part}}])]
+                return self._block_tool_args(data.get("index"), delta.get("partial_json", ""))
             if dtype == "thinking_delta":
                 thinking = delta.get("thinking", "")
                 return [self._reasoning_chunk(thinking)] if thinking else []
@@ -391,15 +385,7 @@ class StreamDecoder(StreamState):
         if etype == "content_block_start":
             block = data.get("content_block") or {}
             if block.get("type") == "tool_use":
-                idx = len(self._tool_index)
-                self._tool_index[data.get("index", idx)] = idx
-                delta = {
-                    "index": idx,
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {"name": block.get("name"), "arguments": ""},
-                }
-                return [self._tool_chunk([delta])]
+                return self._block_tool_start(data.get("index"), block.get("id"), block.get("name"))
             if block.get("type") == "text" and block.get("text"):
                 return [self._text_chunk(block["text"])]
             return []
