@@ -1,8 +1,10 @@
-"""A model group spanning Azure OpenAI and Google Vertex AI deployments, with a fallback group of Claude on Vertex,
-through a real gateway process, with the official openai SDK as the client and the shipped mock server as every
-upstream (Azure's api-key paths, Vertex's publisher paths with OAuth tokens from the mock's token endpoint).
+"""A model group spanning Azure OpenAI, Google Vertex AI and Amazon Bedrock deployments, with a fallback group of
+Claude on Vertex, through a real gateway process, with the official openai SDK as the client and the shipped mock
+server as every upstream (Azure's api-key paths, Vertex's publisher paths with OAuth tokens from the mock's token
+endpoint, Bedrock's Converse paths with SigV4 signatures the mock verifies).
 
-    enterprise: [azure:prod-4o, vertex:gemini-2.5-flash]   (ordered)   fallbacks: enterprise -> claude
+    enterprise: [azure:prod-4o, vertex:gemini-2.5-flash, bedrock:us.anthropic.claude-3-5-haiku…]   (ordered)
+    fallbacks:  enterprise -> claude
     claude:     [vertex_anthropic:claude-sonnet-4-5@20250929]
 """
 
@@ -16,17 +18,19 @@ import genai_prices
 import openai
 import pytest
 
-from llm_connect.testing import MockReply
+from llm_connect.testing import MOCK_AWS_ACCESS_KEY_ID, MOCK_AWS_SECRET_ACCESS_KEY, MockReply
 from llm_connect.usage import Ledger
 
 from .conftest import GatewayProc, base_config
 
 pytest.importorskip("google.auth")
+pytest.importorskip("botocore")
 
 KEY = "ent-key-0123456789abcdef-xyz"
 AZURE_KEY = "0123456789abcdef0123456789abcdef"
 GEMINI = "gemini-2.5-flash"
 CLAUDE = "claude-sonnet-4-5@20250929"
+BEDROCK = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 USER = [{"role": "user", "content": "route me somewhere"}]
 
 
@@ -44,6 +48,7 @@ def gw(mock, tmp_path_factory):
                 "api_base": mock.url,
                 "options": {"credentials_file": str(account), "location": "us-east5"},
             },
+            "bedrock": {"api_base": mock.url, "options": {"region": "us-west-2"}},
         }
     )
     router = cfg["router"]
@@ -52,6 +57,7 @@ def gw(mock, tmp_path_factory):
             "enterprise": [
                 {"model": "azure:prod-4o", "name": "e-azure", "options": {"models": {"prod-4o": "gpt-4o"}}},
                 {"model": f"vertex:{GEMINI}", "name": "e-gemini"},
+                {"model": f"bedrock:{BEDROCK}", "name": "e-bedrock"},
             ],
             "claude": [{"model": f"vertex_anthropic:{CLAUDE}", "name": "e-claude"}],
         }
@@ -60,7 +66,14 @@ def gw(mock, tmp_path_factory):
     router["cooldown"] = {"allowed_fails": 1000, "cooldown_time": 0.01}  # each test sees every deployment
     cfg["tenants"]["ent"] = {"budget": {"usd": "5"}}
     cfg["api_keys"].append({"name": "ent", "key": KEY, "tenant": "ent", "models": ["*"]})
-    g = GatewayProc(cfg, workdir, name="enterprise").start()
+    env = {  # SigV4 from the environment's credentials, as the AWS chain finds them; nothing else of the chain
+        "AWS_ACCESS_KEY_ID": MOCK_AWS_ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": MOCK_AWS_SECRET_ACCESS_KEY,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(workdir / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "none"),
+    }
+    g = GatewayProc(cfg, workdir, name="enterprise", env=env).start()
     g.workdir = workdir
     yield g
     g.stop()
@@ -119,10 +132,29 @@ def test_azure_throttled_vertex_gemini_answers(client, mock, gw):
     assert row.cost_usd == price("google", GEMINI, r.usage) > 0
 
 
+def test_azure_and_vertex_down_bedrock_answers_signed_and_priced(client, mock, gw):
+    mock.script(
+        MockReply(model="prod-4o", status=503, repeat=True),
+        MockReply(model=GEMINI, status=429, error_type="RESOURCE_EXHAUSTED", repeat=True),
+    )
+    raw = client.chat.completions.with_raw_response.create(model="enterprise", messages=USER, max_tokens=40)
+    r = raw.parse()
+    assert raw.headers["x-llm-provider"] == "bedrock"
+    assert r.choices[0].message.content == "mock reply to: route me somewhere"
+    assert [q["format"] for q in mock.requests if q["path"] != "/token"] == ["azure", "gemini", "bedrock"]
+    assert mock.requests[-1]["path"] == f"/model/{BEDROCK}/converse"  # the mock verified its SigV4 signature
+    rows = ledger_rows(gw, [raw.headers["x-request-id"]])
+    (row,) = [r for r in rows if r.success]
+    assert sorted(r.provider for r in rows if not r.success) == ["azure", "vertex"]
+    assert row.provider == "bedrock" and row.metadata["deployment"] == "e-bedrock"
+    assert row.cost_usd == price("aws", BEDROCK, r.usage) > 0
+
+
 def test_group_down_the_claude_fallback_answers_and_streams(client, mock, gw):
     mock.script(
         MockReply(model="prod-4o", status=503, repeat=True),
         MockReply(model=GEMINI, status=503, error_type="UNAVAILABLE", repeat=True),
+        MockReply(provider="bedrock", error="unavailable", repeat=True),
     )
     raw = client.chat.completions.with_raw_response.create(model="enterprise", messages=USER, max_tokens=40)
     r = raw.parse()
@@ -142,16 +174,20 @@ def test_group_down_the_claude_fallback_answers_and_streams(client, mock, gw):
     assert upstream_paths(mock)[-1] == claude_path + ":streamRawPredict"
     rows = ledger_rows(gw, [raw.headers["x-request-id"]])
     (row,) = [r for r in rows if r.success]
-    assert sorted(r.provider for r in rows if not r.success and r.cost_usd is None) == ["azure", "vertex"]
+    assert sorted(r.provider for r in rows if not r.success and r.cost_usd is None) == ["azure", "bedrock", "vertex"]
     assert row.provider == "vertex_anthropic" and row.cost_usd == price("anthropic", "claude-sonnet-4-5", r.usage)
 
 
 async def test_concurrent_calls_through_vertex_share_the_gateways_tokens(gw, mock):
-    mock.script(MockReply(model="prod-4o", status=429, repeat=True))
+    mock.script(
+        MockReply(model="prod-4o", status=429, repeat=True),
+        MockReply(provider="bedrock", error="unavailable", repeat=True),
+    )
     minted = mock.google.minted
     async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0) as c:
         rs = await asyncio.gather(
             *(c.chat.completions.create(model="enterprise", messages=USER, max_tokens=20) for _ in range(16))
         )
-    assert {r.model for r in rs} == {GEMINI}
-    assert mock.google.minted - minted <= 1  # at most the one token the Gemini deployment had not yet had
+    assert {r.model for r in rs} <= {GEMINI, CLAUDE}  # every answer from Vertex (Claude: the group's fallback)
+    assert GEMINI in {r.model for r in rs}
+    assert mock.google.minted - minted <= 2  # at most one token per Vertex deployment that had none yet
