@@ -10,7 +10,7 @@ import pytest
 
 from llm_connect.errors import LLMUsageError
 from llm_connect.usage import Ledger
-from llm_connect.usage._queries import CallFilter
+from llm_connect.usage import CallFilter
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)  # as in conftest._make_event
 
