@@ -9,8 +9,7 @@ from decimal import Decimal
 import pytest
 
 from llm_connect.errors import LLMUsageError
-from llm_connect.usage import Ledger
-from llm_connect.usage import CallFilter
+from llm_connect.usage import CallFilter, Ledger
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)  # as in conftest._make_event
 

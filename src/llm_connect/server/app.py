@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from ..config import GatewayConfig, load_config
-from . import admin, anthropic, complete, embeddings, execute, openai, responses
+from . import admin, anthropic, complete, embeddings, execute, openai, responses, ui
 from .asgi import ClientGone, Receive, Request, Response, Scope, Send
 from .engine import Engine
 from .errors import ApiError, RedactingFilter, from_exception, log
@@ -84,13 +84,15 @@ ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType(
         ("GET", "/docs"): handle_docs,
     }
 )
-_PATHS = frozenset(path for _, path in ROUTES)
+#: what the gateway serves: the API above and the dashboard's HTML pages (:mod:`llm_connect.server.ui`)
+_SERVED: Mapping[tuple[str, str], Handler] = MappingProxyType({**ROUTES, **ui.ROUTES})
+_PATHS = frozenset(path for _, path in _SERVED)
 #: the templated routes, longest prefix first: (method, prefix before "{", parameter name, route, handler)
 _TEMPLATES = tuple(
     sorted(
         (
             (method, path[: path.index("{")], path[path.index("{") + 1 : -1], path, handler)
-            for (method, path), handler in ROUTES.items()
+            for (method, path), handler in _SERVED.items()
             if path.endswith("}")
         ),
         key=lambda t: -len(t[1]),
@@ -101,7 +103,7 @@ _TEMPLATES = tuple(
 def _match(req: Request) -> tuple[str, Handler | None]:
     """(route, handler) of a request: the exact path, else a templated route whose prefix it extends (the
     rest, percent-decoded, is the parameter: a model id may hold "/"). A path no route has: ("other", None)."""
-    handler = ROUTES.get((req.method, req.path))
+    handler = _SERVED.get((req.method, req.path))
     if handler is not None:
         return req.path, handler
     known = req.path in _PATHS

@@ -15,9 +15,14 @@ from fnmatch import fnmatchcase
 from ..config import ApiKeyConfig, BudgetLimit, GatewayConfig, TenantConfig
 from .errors import ApiError
 
-__all__ = ["Authenticator", "LimitScope", "Principal"]
+__all__ = ["Authenticator", "LimitScope", "Principal", "key_digest"]
 
 DEFAULT_TENANT = "default"
+
+
+def key_digest(key: str) -> str:
+    """The sha256 hex digest a key is stored and compared as."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +149,20 @@ class Authenticator:
             raise ApiError(
                 401, "missing API key: send 'Authorization: Bearer <key>'", "invalid_request_error", "invalid_api_key"
             )
-        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+        principal = self.by_digest(key_digest(key))
+        if principal is None:
+            raise ApiError(401, "invalid API key", "invalid_request_error", "invalid_api_key")
+        return principal
+
+    def by_digest(self, digest: str) -> Principal | None:
+        """The principal of the key whose sha256 hex digest is ``digest`` (the admin key included), or None:
+        how a dashboard session, which keeps only the digest, finds who it belongs to on every request."""
         entry = self._by_hash.get(digest)
         if entry is not None and hmac.compare_digest(entry[0], digest):
             return entry[1]
         if self._admin_hash is not None and hmac.compare_digest(self._admin_hash, digest):
             return self._open_principal("admin", authenticated=True, admin=True, key_name="admin")
-        raise ApiError(401, "invalid API key", "invalid_request_error", "invalid_api_key")
+        return None
 
     def is_admin(self, headers: dict[str, str]) -> bool:
         """True if the request carries the admin key (or an admin API key)."""

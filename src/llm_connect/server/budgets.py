@@ -26,14 +26,22 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..config import BudgetLimit, BudgetsConfig
+from ..config import BudgetLimit, BudgetsConfig, GatewayConfig
 from .auth import Principal
 from .errors import ApiError
 
 if TYPE_CHECKING:
-    from ..budget import BudgetStore, BudgetTracker
+    from ..budget import BudgetState, BudgetStore, BudgetTracker
 
-__all__ = ["BudgetPlanner", "BudgetRequest", "CapRegistry", "MemoryCapRegistry", "RedisCapRegistry"]
+__all__ = [
+    "BudgetPlanner",
+    "BudgetRequest",
+    "CapRegistry",
+    "ConfiguredBudget",
+    "MemoryCapRegistry",
+    "RedisCapRegistry",
+    "configured_budgets",
+]
 
 _MAX_ID = 128
 
@@ -110,6 +118,33 @@ def parse_usd(value: object, param: str) -> Decimal | None:
             param,
         )
     return d
+
+
+@dataclass(frozen=True, slots=True)
+class ConfiguredBudget:
+    """A budget the gateway's config sets: ``kind`` tenant | key, its ``name``, the ``tenant`` it belongs
+    to, its ``limit`` and the ``budget_id`` its level has in the budget store."""
+
+    kind: str
+    name: str
+    tenant: str
+    limit: BudgetLimit
+    budget_id: str
+
+
+def configured_budgets(config: GatewayConfig) -> list[ConfiguredBudget]:
+    """Every tenant and API key budget of ``config`` (the levels :meth:`BudgetPlanner.root` builds)."""
+    out = [
+        ConfiguredBudget("tenant", tid, tid, t.budget, f"tenant:{tid}")
+        for tid, t in config.tenants.items()
+        if t.budget is not None and t.budget.capped
+    ]
+    out.extend(
+        ConfiguredBudget("key", k.name, k.tenant, k.budget, f"key:{k.name}")
+        for k in config.api_keys
+        if k.budget is not None and k.budget.capped
+    )
+    return out
 
 
 class CapRegistry(Protocol):
@@ -211,6 +246,8 @@ class BudgetPlanner:
         self._store: Any = store
         self.caps = caps
         self._roots: dict[tuple[str, str | None], BudgetTracker | None] = {}
+        #: trackers that only read one level's numbers (the dashboard's), by budget id and limit
+        self._readers: dict[tuple[str, BudgetLimit], BudgetTracker] = {}
 
     @property
     def store(self) -> BudgetStore:
@@ -247,6 +284,15 @@ class BudgetPlanner:
             tracker = self._tracker(tracker, f"key:{p.key_name}", p.key_budget)
         self._roots[key] = tracker
         return tracker
+
+    async def astate(self, budget_id: str, limit: BudgetLimit) -> BudgetState:
+        """The live numbers of one budget level in the shared store (this period's): what every process and
+        replica charging ``budget_id`` has spent and holds reserved."""
+        key = (budget_id, limit)
+        reader = self._readers.get(key)
+        if reader is None:
+            reader = self._readers[key] = self._tracker(None, budget_id, limit)
+        return await reader.astate()
 
     async def tracker(self, p: Principal, req: BudgetRequest | None) -> BudgetTracker | None:
         """The tracker to put on the request's RunConfig (None: no budget applies)."""

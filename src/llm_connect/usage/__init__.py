@@ -32,10 +32,10 @@ if TYPE_CHECKING:
     from .report import render_table, usage_command, write_chart
 
 __all__ = [
-    "CallFilter",
     "FAILURE_KINDS",
     "GROUP_BYS",
     "NONE_KEY",
+    "CallFilter",
     "Ledger",
     "LedgerSubscriber",
     "ModelRate",
