@@ -1,4 +1,4 @@
-"""The ``llm-connect`` command: run | serve | bridge | usage | models | mock-server | config.
+"""The ``llm-connect`` command: run | serve | bridge | usage | models | mock-server | config | keys | teams | tenants.
 
 Each command imports what it needs when it runs, so ``llm-connect bridge`` starts fast.
 """
@@ -282,6 +282,16 @@ def config_check(
         f"{len(cfg.api_keys)} API key(s); auth {'on' if cfg.auth else 'OFF'}; default model {default}; "
         f"ledger {ledger}"
     )
+
+
+def _key_commands() -> None:
+    from .cli_keys import keys_app, teams_app, tenants_app
+
+    for sub in (keys_app, teams_app, tenants_app):
+        app.add_typer(sub)
+
+
+_key_commands()
 
 
 def main() -> None:

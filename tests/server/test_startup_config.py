@@ -171,7 +171,7 @@ def test_full_config_parses_with_env(tmp_path):
         ({"api_keys": [{"key_sha256": "abc", "tenant": "a"}]}, "api_keys[0].key_sha256"),
         ({"tenants": {"a": {}}, "api_keys": [{"key": "k" * 20, "tenant": "b"}]}, "api_keys[0].tenant"),
         ({"api_keys": [{"key": "k" * 20, "tenant": "a"}, {"key": "k" * 20, "tenant": "a"}]}, "api_keys[1].key"),
-        ({"auth": True}, "auth"),
+        ({"auth": True, "keys": "off"}, "auth"),
         ({"models": {"m": "nothing-known"}}, "models.m"),
         ({"router": {"groups": {"g": ["fake:x"]}}, "models": {"g": "fake:y"}}, "models.g"),
         ({"default_model": "ghost"}, "default_model"),

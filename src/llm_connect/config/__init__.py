@@ -22,7 +22,9 @@ Sections (all optional; see docs/gateway.md for the full reference)::
     auth        true | false (default: on when any api key or admin key is configured)
     admin_key / admin_key_sha256
     tenants     {id: {models, budget: {tokens, usd, period}, rpm, tpm}}
-    api_keys    [{name, key | key_sha256, tenant, models, budget, rpm, tpm, admin}]
+    teams       {id: {tenant, name, models, budget, rpm, tpm}}
+    keys        url ("default" | path | sqlite:///path | postgresql://... | "off"), table_prefix, poll_seconds
+    api_keys    [{name, key | key_sha256, tenant, team, models, budget, rpm, tpm, admin, tenant_admin}]
     budgets     max_tokens_per_thread, delegated_max_tokens, delegated_max_usd, delegated_ttl_seconds,
                 on_unavailable, thresholds, default_max_tokens
     pricing     overrides {"provider:model" | "model" | "provider:*": {input_per_mtok, output_per_mtok, ...}}
@@ -38,9 +40,11 @@ from .loader import (
     ApiKeyConfig,
     ConfigError,
     GatewayConfig,
+    KeysConfig,
     LedgerConfig,
     ProviderConfig,
     ResponsesConfig,
+    TeamConfig,
     TenantConfig,
     hash_key,
     interpolate,
@@ -57,11 +61,13 @@ __all__ = [
     "BudgetsConfig",
     "ConfigError",
     "GatewayConfig",
+    "KeysConfig",
     "LedgerConfig",
     "ProviderConfig",
     "RedisConfig",
     "ResponsesConfig",
     "ServerConfig",
+    "TeamConfig",
     "TenantConfig",
     "hash_key",
     "interpolate",

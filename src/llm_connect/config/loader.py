@@ -23,9 +23,11 @@ __all__ = [
     "ApiKeyConfig",
     "ConfigError",
     "GatewayConfig",
+    "KeysConfig",
     "LedgerConfig",
     "ProviderConfig",
     "ResponsesConfig",
+    "TeamConfig",
     "TenantConfig",
     "hash_key",
     "interpolate",
@@ -143,6 +145,25 @@ class TenantConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TeamConfig:
+    id: str
+    tenant: str
+    name: str | None = None
+    models: tuple[str, ...] | None = None
+    budget: BudgetLimit | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeysConfig:
+    #: a file path, sqlite:///path, postgresql://...; None = keys only from the config file
+    url: str | None
+    table_prefix: str = "llm_"
+    poll_seconds: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKeyConfig:
     name: str
     #: sha256 hex digest of the key (the plain key is never kept)
@@ -153,6 +174,8 @@ class ApiKeyConfig:
     rpm: int | None = None
     tpm: int | None = None
     admin: bool = False
+    team: str | None = None
+    tenant_admin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +194,10 @@ class GatewayConfig:
     auth: bool = False
     admin_key_hash: str | None = field(default=None, repr=False)
     tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
+    teams: Mapping[str, TeamConfig] = field(default_factory=dict)
     api_keys: tuple[ApiKeyConfig, ...] = ()
+    #: the key store (docs/keys.md); its url is None when keys come only from this file
+    keys: KeysConfig = field(default_factory=lambda: KeysConfig(None))
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     pricing: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     agents: Mapping[str, Any] = field(default_factory=dict)
@@ -361,13 +387,45 @@ def _responses(cfg: ConfigFile) -> ResponsesConfig:
     return ResponsesConfig(url, r.table, r.ttl_days, r.builtin_tools)
 
 
+def _keys(cfg: ConfigFile, ledger: LedgerConfig | None) -> KeysConfig:
+    k = cfg.keys
+    url = k.url
+    if url == "default":  # the ledger's PostgreSQL database, else a file next to the ledger's
+        lurl = ledger.url if ledger is not None else None
+        if lurl is not None and lurl.lower().startswith(("postgresql://", "postgres://")):
+            url = lurl
+        elif lurl is not None:
+            path = lurl[len("sqlite:///") :] if lurl.lower().startswith("sqlite:///") else lurl
+            url = str(Path(path).with_name("keys.sqlite3"))
+        else:
+            from ..paths import data_dir
+
+            url = str(data_dir() / "keys.sqlite3")
+    return KeysConfig(url, k.table_prefix, k.poll_seconds)
+
+
+def _teams(cfg: ConfigFile, tenants: Mapping[str, TenantConfig], source: str) -> dict[str, TeamConfig]:
+    out = {}
+    for tid, t in cfg.teams.items():
+        if tenants and t.tenant not in tenants:
+            raise ConfigError(
+                f"teams.{tid}.tenant", f"unknown tenant {t.tenant!r}; known: {sorted(tenants)}", source=source
+            )
+        models = tuple(t.models) if t.models is not None else None
+        out[str(tid)] = TeamConfig(str(tid), t.tenant, t.name, models, t.budget, t.rpm, t.tpm)
+    return out
+
+
 def _key_hash(plain: str | None, hashed: str | None) -> str | None:
     return hashed if hashed is not None else (hash_key(plain) if plain is not None else None)
 
 
-def _api_keys(entries: list[ApiKeyEntry], tenants: Mapping[str, TenantConfig], source: str) -> tuple[ApiKeyConfig, ...]:
+def _api_keys(
+    entries: list[ApiKeyEntry], tenants: Mapping[str, TenantConfig], teams: Mapping[str, TeamConfig], source: str
+) -> tuple[ApiKeyConfig, ...]:
     out: list[ApiKeyConfig] = []
     hashes: set[str] = set()
+    names: set[str] = set()
     for i, e in enumerate(entries):
         h = _key_hash(e.key, e.key_sha256)
         assert h is not None  # ApiKeyEntry requires one of them
@@ -379,8 +437,18 @@ def _api_keys(entries: list[ApiKeyEntry], tenants: Mapping[str, TenantConfig], s
             raise ConfigError(
                 f"api_keys[{i}].tenant", f"unknown tenant {tenant!r}; known: {sorted(tenants)}", source=source
             )
+        if e.team is not None and (e.team not in teams or teams[e.team].tenant != tenant):
+            raise ConfigError(
+                f"api_keys[{i}].team", f"no team {e.team!r} in tenant {tenant!r} (declare it under teams)", source=source
+            )
+        name = e.name or f"key{i}"
+        if name in names:
+            raise ConfigError(f"api_keys[{i}].name", f"two API keys are named {name!r}", source=source)
+        names.add(name)
         models = tuple(e.models) if e.models is not None else None
-        out.append(ApiKeyConfig(e.name or f"key{i}", h, tenant, models, e.budget, e.rpm, e.tpm, e.admin))
+        out.append(
+            ApiKeyConfig(name, h, tenant, models, e.budget, e.rpm, e.tpm, e.admin, e.team, e.tenant_admin and not e.admin)
+        )
     return tuple(out)
 
 
@@ -415,11 +483,16 @@ def parse_config(
         str(tid): TenantConfig(str(tid), tuple(t.models) if t.models is not None else None, t.budget, t.rpm, t.tpm)
         for tid, t in cfg.tenants.items()
     }
-    api_keys = _api_keys(cfg.api_keys, tenants, source)
+    teams = _teams(cfg, tenants, source)
+    api_keys = _api_keys(cfg.api_keys, tenants, teams, source)
     admin_hash = _key_hash(cfg.admin_key, cfg.admin_key_sha256)
     auth = bool(api_keys or admin_hash) if cfg.auth is None else cfg.auth
-    if auth and not (api_keys or admin_hash):
-        raise ConfigError("auth", "auth is on but no api_keys and no admin_key are configured", source=source)
+    ledger = _ledger(cfg)
+    keys = _keys(cfg, ledger) if auth else KeysConfig(None)
+    if auth and not (api_keys or admin_hash or keys.url):
+        raise ConfigError(
+            "auth", "auth is on but no api_keys, no admin_key and no key store are configured", source=source
+        )
     router = data.get("router") or None
     models = {
         str(name): (entry if isinstance(entry, str) else entry.model_dump(exclude_defaults=True))
@@ -432,7 +505,7 @@ def parse_config(
     out = GatewayConfig(
         server=cfg.server,
         redis=cfg.redis,
-        ledger=_ledger(cfg),
+        ledger=ledger,
         responses=_responses(cfg),
         providers=MappingProxyType(
             {
@@ -449,7 +522,9 @@ def parse_config(
         auth=auth,
         admin_key_hash=admin_hash,
         tenants=MappingProxyType(tenants),
+        teams=MappingProxyType(teams),
         api_keys=api_keys,
+        keys=keys,
         budgets=cfg.budgets,
         pricing=MappingProxyType(_pricing(data.get("pricing") or {}, source)),
         agents=MappingProxyType(dict(data.get("agents") or {})),

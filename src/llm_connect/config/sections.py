@@ -26,6 +26,7 @@ __all__ = [
     "BudgetLimit",
     "BudgetsConfig",
     "ConfigFile",
+    "KeysSection",
     "LedgerSection",
     "ModelEntry",
     "PolicySection",
@@ -35,6 +36,7 @@ __all__ = [
     "ResponsesSection",
     "RouterSection",
     "ServerConfig",
+    "TeamEntry",
     "TenantEntry",
     "json_schema",
 ]
@@ -136,6 +138,37 @@ class LedgerSection(Section):
         "NORMAL", description="SQLite: NORMAL survives any process kill; FULL also an OS crash (slower)"
     )
     table: str = Field("llm_usage", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", description="table name")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_alone(cls, data: Any) -> Any:
+        if data is False or isinstance(data, str):
+            return {"url": "off" if data is False else data}
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v and not v.lower().startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise problem(f"must be a file path, sqlite:///path or postgresql://..., got {v!r}")
+        return v
+
+
+class KeysSection(Section):
+    """Where tenants, teams and API keys made through the admin API (and seeded from this file) are kept
+    (docs/keys.md). Used when auth is on."""
+
+    url: Annotated[str | None, BeforeValidator(_none_word)] = Field(
+        "default",
+        description="default (the ledger's PostgreSQL database, else keys.sqlite3 next to the ledger's file) | "
+        "/path/keys.sqlite3 | sqlite:///path | postgresql://… | off (keys only from this file)",
+    )
+    table_prefix: str = Field(
+        "llm_", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,40}$", description="prefix of the store's table names"
+    )
+    poll_seconds: float = Field(
+        0.5, gt=0, le=0.5, description="how often each replica looks for changes (Redis pub/sub, when set, is sooner)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -377,6 +410,17 @@ class TenantEntry(Section):
     tpm: PositiveInt | None = Field(None, description="tokens per minute")
 
 
+class TeamEntry(Section):
+    """A team of a tenant: its keys' own level between the tenant and the key (budgets, limits, models)."""
+
+    tenant: str = Field(min_length=1, description="the tenant the team belongs to")
+    name: str | None = Field(None, description="display name (default: the id)")
+    models: Names | None = Field(None, description="allowed model names / fnmatch patterns (default: all)")
+    budget: BudgetLimit | None = None
+    rpm: PositiveInt | None = Field(None, description="requests per minute")
+    tpm: PositiveInt | None = Field(None, description="tokens per minute")
+
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -402,11 +446,13 @@ class ApiKeyEntry(Section):
     key: PlainKey | None = None
     key_sha256: Sha256 | None = None
     tenant: str | None = Field(None, description="the tenant it belongs to (required unless admin)")
+    team: str | None = Field(None, description="the team (of that tenant) it belongs to")
     models: Names | None = None
     budget: BudgetLimit | None = None
     rpm: PositiveInt | None = None
     tpm: PositiveInt | None = None
     admin: bool = Field(False, description="may use admin routes and see every tenant")
+    tenant_admin: bool = Field(False, description="may manage its own tenant's keys and teams, and read its usage")
 
     @model_validator(mode="after")
     def _one_key(self) -> ApiKeyEntry:
@@ -564,6 +610,10 @@ class ConfigFile(Section):
     admin_key: PlainKey | None = None
     admin_key_sha256: Sha256 | None = None
     tenants: dict[str, TenantEntry] = Field(default_factory=dict)
+    teams: dict[str, TeamEntry] = Field(default_factory=dict, description="team id -> its tenant, budget, limits")
+    keys: Annotated[KeysSection, _input(KeysSection | str | bool)] = Field(
+        default_factory=KeysSection, description="the key store: a URL / path / off, or {url, table_prefix}"
+    )
     api_keys: list[ApiKeyEntry] = Field(default_factory=list)
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     pricing: dict[str, PriceEntry] = Field(

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from ..config import GatewayConfig, load_config
-from . import admin, anthropic, complete, embeddings, execute, openai, responses, ui
+from . import admin, admin_keys, anthropic, complete, embeddings, execute, openai, responses, ui
 from .asgi import ClientGone, Receive, Request, Response, Scope, Send
 from .engine import Engine
 from .errors import ApiError, RedactingFilter, from_exception, log
@@ -82,33 +82,49 @@ ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType(
         ("GET", "/v1/usage"): admin.handle_usage,
         ("GET", "/openapi.json"): handle_openapi,
         ("GET", "/docs"): handle_docs,
+        **admin_keys.routes(),
     }
 )
 #: what the gateway serves: the API above and the dashboard's HTML pages (:mod:`llm_connect.server.ui`)
 _SERVED: Mapping[tuple[str, str], Handler] = MappingProxyType({**ROUTES, **ui.ROUTES})
 _PATHS = frozenset(path for _, path in _SERVED)
-#: the templated routes, longest prefix first: (method, prefix before "{", parameter name, route, handler)
+#: the templated routes, longest fixed part first:
+#: (method, prefix before "{", suffix after "}", parameter name, route, handler)
 _TEMPLATES = tuple(
     sorted(
         (
-            (method, path[: path.index("{")], path[path.index("{") + 1 : -1], path, handler)
+            (
+                method,
+                path[: path.index("{")],
+                path[path.index("}") + 1 :],
+                path[path.index("{") + 1 : path.index("}")],
+                path,
+                handler,
+            )
             for (method, path), handler in _SERVED.items()
-            if path.endswith("}")
+            if "{" in path
         ),
-        key=lambda t: -len(t[1]),
+        key=lambda t: (-len(t[2]), -len(t[1])),
     )
 )
 
 
 def _match(req: Request) -> tuple[str, Handler | None]:
-    """(route, handler) of a request: the exact path, else a templated route whose prefix it extends (the
-    rest, percent-decoded, is the parameter: a model id may hold "/"). A path no route has: ("other", None)."""
+    """(route, handler) of a request: the exact path, else a templated route whose prefix (and suffix) it
+    extends; the middle, percent-decoded, is the parameter (a model id may hold "/"; a parameter followed by a
+    suffix may not). A path no route has: ("other", None)."""
     handler = _SERVED.get((req.method, req.path))
     if handler is not None:
         return req.path, handler
     known = req.path in _PATHS
-    for method, prefix, name, route, templated in _TEMPLATES:
+    for method, prefix, suffix, name, route, templated in _TEMPLATES:
         rest = req.path[len(prefix) :]
+        if suffix:
+            if not rest.endswith(suffix):
+                continue
+            rest = rest[: -len(suffix)]
+            if "/" in rest:
+                continue
         if rest and req.path.startswith(prefix):
             if method == req.method:
                 from urllib.parse import unquote
@@ -282,7 +298,7 @@ def check_config(config: GatewayConfig | str | os.PathLike[str] | None, *, worke
     Raises :class:`~llm_connect.errors.LLMConfigurationError` (a ConfigError names the key)."""
     cfg = config if isinstance(config, GatewayConfig) else load_config(config)
     _check_workers(cfg, workers or cfg.server.workers)
-    Engine(cfg, metrics=False, ledger=False).build()  # validates router and policies
+    Engine(cfg, metrics=False, ledger=False, keys=False).build()  # validates router and policies
     if cfg.agents:
         from ..agents.settings import AgentSettings
 

@@ -1,11 +1,12 @@
-"""The budget chain of one gateway request: tenant -> API key -> delegated budget -> thread.
+"""The budget chain of one gateway request: tenant -> team -> API key -> delegated budget -> thread.
 
 Each level is a :class:`~llm_connect.budget.BudgetTracker` on the gateway's one store (memory, or Redis so
 every worker and replica shares the numbers); a request's tracker is the innermost level, so a reservation
 must fit in every level above it. Levels without a cap are left out (no store traffic for them).
 
 * tenant — ``tenants.<id>.budget`` (``budget_id = tenant:<id>``, optionally daily / monthly)
-* key — ``api_keys[i].budget`` (``key:<name>``)
+* team — ``teams.<id>.budget`` or a team of the key store (``budget_id = team:<tenant>:<team id>``)
+* key — ``api_keys[i].budget`` or a key of the key store (``key:<id>``; a config key's id is its name)
 * delegated — ``X-LLM-Budget-Id`` (or ``budget.id`` in /execute): shared by every request naming it within
   the tenant; its cap (``X-LLM-Budget-Tokens`` / ``X-LLM-Budget-USD``) is fixed by the request that creates
   it, and requests naming an unknown id without a cap are refused (422 ``unknown_budget``).
@@ -26,12 +27,13 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..config import BudgetLimit, BudgetsConfig, GatewayConfig
+from ..config import BudgetLimit, BudgetsConfig
 from .auth import Principal
 from .errors import ApiError
 
 if TYPE_CHECKING:
     from ..budget import BudgetState, BudgetStore, BudgetTracker
+    from ..keys import Snapshot
 
 __all__ = [
     "BudgetPlanner",
@@ -122,27 +124,34 @@ def parse_usd(value: object, param: str) -> Decimal | None:
 
 @dataclass(frozen=True, slots=True)
 class ConfiguredBudget:
-    """A budget the gateway's config sets: ``kind`` tenant | key, its ``name``, the ``tenant`` it belongs
-    to, its ``limit`` and the ``budget_id`` its level has in the budget store."""
+    """A budget set on a tenant, team or API key: ``kind`` tenant | team | key, its ``id`` and ``name``,
+    the ``tenant`` it belongs to, its ``limit`` and the ``budget_id`` its level has in the budget store."""
 
     kind: str
+    id: str
     name: str
     tenant: str
     limit: BudgetLimit
     budget_id: str
 
 
-def configured_budgets(config: GatewayConfig) -> list[ConfiguredBudget]:
-    """Every tenant and API key budget of ``config`` (the levels :meth:`BudgetPlanner.root` builds)."""
+def configured_budgets(snap: Snapshot) -> list[ConfiguredBudget]:
+    """Every budget of the tenants, teams and keys in ``snap`` that are not revoked (the levels
+    :meth:`BudgetPlanner.root` builds), tenants first, then teams, then keys."""
     out = [
-        ConfiguredBudget("tenant", tid, tid, t.budget, f"tenant:{tid}")
-        for tid, t in config.tenants.items()
-        if t.budget is not None and t.budget.capped
+        ConfiguredBudget("tenant", t.id, t.name, t.id, t.budget, f"tenant:{t.id}")
+        for t in snap.tenants
+        if t.budget is not None and t.budget.capped and t.revoked_at is None
     ]
     out.extend(
-        ConfiguredBudget("key", k.name, k.tenant, k.budget, f"key:{k.name}")
-        for k in config.api_keys
-        if k.budget is not None and k.budget.capped
+        ConfiguredBudget("team", t.id, t.name, t.tenant, t.budget, f"team:{t.tenant}:{t.id}")
+        for t in snap.teams
+        if t.budget is not None and t.budget.capped and t.revoked_at is None
+    )
+    out.extend(
+        ConfiguredBudget("key", k.id, k.name, k.tenant, k.budget, f"key:{k.id}")
+        for k in snap.keys
+        if k.budget is not None and k.budget.capped and k.revoked_at is None
     )
     return out
 
@@ -271,8 +280,9 @@ class BudgetPlanner:
         )
 
     def root(self, p: Principal) -> BudgetTracker | None:
-        """The tenant and key levels of a principal (cached)."""
-        key = (p.tenant, p.key_name if p.key_budget is not None else None)
+        """The tenant, team and key levels of a principal (cached by the chain and its caps, so a cap changed
+        through the admin API gets a new chain on the same budget ids: what was spent stays spent)."""
+        key = p.budget_key
         try:
             return self._roots[key]
         except KeyError:
@@ -280,6 +290,8 @@ class BudgetPlanner:
         tracker = None
         if p.tenant_budget is not None and p.tenant_budget.capped:
             tracker = self._tracker(None, f"tenant:{p.tenant}", p.tenant_budget)
+        if p.team_budget is not None and p.team_budget.capped:
+            tracker = self._tracker(tracker, f"team:{p.tenant}:{p.team}", p.team_budget)
         if p.key_budget is not None and p.key_budget.capped:
             tracker = self._tracker(tracker, f"key:{p.key_name}", p.key_budget)
         self._roots[key] = tracker

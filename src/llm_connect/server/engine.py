@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from ..budget import BudgetTracker
     from ..embeddings import EmbeddingResponse
     from ..usage import Ledger, UsageTracker
+    from ..keys import KeyStore
+    from .keyring import KeyRing
     from .limits import RateLimiter
     from .metrics import Metrics
 
@@ -106,7 +108,7 @@ def _settle_heap() -> None:
 
 #: metadata keys a client may not set: the gateway and the router write them and metrics label by them
 RESERVED_METADATA = frozenset(
-    {"deployment", "model_group", "api_key", "gateway_request_id", "upstream_request_id", ENDPOINT_KEY}
+    {"deployment", "model_group", "api_key", "team", "gateway_request_id", "upstream_request_id", ENDPOINT_KEY}
 )
 
 
@@ -114,12 +116,17 @@ class Engine:
     """Holds everything built from the config; :meth:`prepare` + :meth:`complete` / :meth:`stream` /
     :meth:`embed` run calls."""
 
-    def __init__(self, config: GatewayConfig, *, metrics: bool = True, ledger: bool = True) -> None:
+    def __init__(self, config: GatewayConfig, *, metrics: bool = True, ledger: bool = True, keys: bool = True) -> None:
         self.config = config
         self.redact = Redactor(lambda: _secrets(config))
         self.auth = Authenticator(config)
         self._want_metrics = metrics
         self._want_ledger = ledger and config.ledger is not None
+        self._want_keys = keys and config.auth and config.keys.url is not None
+        #: the key store (tenants, teams, API keys; docs/keys.md): None when auth is off or keys.url is off
+        self.keys: KeyStore | None = None
+        #: keeps ``auth``'s key table in step with ``keys`` on every replica
+        self.keyring: KeyRing | None = None
         self.metrics: Metrics | None = None
         self.ledger: Ledger | None = None
         self.usage: UsageTracker | None = None
@@ -180,13 +187,14 @@ class Engine:
                     pricing.price_per_1k(d["provider"], d["model"])
 
     async def start(self) -> None:
-        """:meth:`build`, from a running event loop (idempotent)."""
-        if self._started:
-            return
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            self.build()
+        """:meth:`build`, from a running event loop (idempotent); starts following the key store."""
+        if not self._started:
+            if self._start_lock is None:
+                self._start_lock = asyncio.Lock()
+            async with self._start_lock:
+                self.build()
+        if self.keyring is not None and not self.keyring.running:
+            self.keyring.start()
 
     def _build(self) -> None:
         cfg = self.config
@@ -211,6 +219,8 @@ class Engine:
         if self._want_ledger and cfg.ledger is not None:
             self.ledger = self._open_ledger()
             self.ledger.subscriber(self.usage)  # awaited: a call returns once its event is committed
+        if self._want_keys:
+            self._open_keys()
         redis = cfg.redis
         router = None
         rcfg = router_config(cfg, pricing)
@@ -285,10 +295,38 @@ class Engine:
 
             raise ConfigError("ledger.url", f"cannot open the ledger: {exc}", source=self.config.source) from None
 
+    def _open_keys(self) -> None:
+        from ..config import ConfigError
+        from ..keys import KeyStore
+        from ..keys.merge import config_snapshot
+        from .keyring import KeyRing
+
+        cfg = self.config
+        kc = cfg.keys
+        assert kc.url is not None
+        try:
+            store = KeyStore.open(kc.url, table_prefix=kc.table_prefix)
+            store.seed(cfg)
+            ring = KeyRing(store, self.auth, config_snapshot(cfg), poll_seconds=kc.poll_seconds, redis=cfg.redis)
+            ring.load()
+        except LLMError as exc:
+            raise ConfigError("keys.url", exc.message, source=cfg.source) from None
+        except Exception as exc:  # a path that cannot be written, a database that cannot be reached
+            raise ConfigError(
+                "keys.url", f"cannot open the key store: {type(exc).__name__}: {exc}", source=cfg.source
+            ) from None
+        self.keys, self.keyring = store, ring
+
     async def aclose(self) -> None:
         if not self._started:
             return
         self._started = False
+        if self.keyring is not None:
+            try:
+                await self.keyring.aclose()
+            except Exception as exc:
+                log.debug("close failed: %s", exc)
+            self.keyring = self.keys = None
         closers = (self.catalog, self.budgets, self.limiter, self._policy_state, self._router_state, self.dashboard)
         for closer in closers:
             if closer is not None:
@@ -337,6 +375,8 @@ class Engine:
             md[ENDPOINT_KEY] = spec.endpoint
         if principal.key_name:
             md["api_key"] = principal.key_name
+        if principal.team:
+            md["team"] = principal.team
         try:
             cfg = RunConfig(
                 model_name=target.model_name,

@@ -182,8 +182,11 @@ def operations() -> dict[tuple[str, str], Operation]:
         request=a.AnthropicMessagesRequest,
         headers=s.CallHeaders,
     )
+    from .openapi_keys import operations as key_operations
+
     return {
         **_responses(errors),
+        **key_operations(),
         ("POST", "/v1/chat/completions"): chat,
         ("POST", "/chat/completions"): _same_as(
             chat,
@@ -492,7 +495,7 @@ def spec(config: GatewayConfig | None, routes: Iterable[tuple[str, str]]) -> dic
             {"name": "openai", "description": "OpenAI-compatible API"},
             {"name": "anthropic", "description": "Anthropic Messages API (passthrough to Anthropic, else translated)"},
             {"name": "llm-connect", "description": "The bridge protocol and the LLM pool"},
-            {"name": "admin", "description": "Accounting"},
+            {"name": "admin", "description": "Accounting, and the tenants, teams and API keys (docs/keys.md)"},
             {"name": "ops", "description": "Health, readiness, metrics and this document"},
         ],
         "paths": paths,

@@ -211,8 +211,9 @@ class Viewer:
 
 
 def may_log_in(principal: Principal) -> bool:
-    """The admin key and admin API keys open the dashboard; plain tenant keys do not."""
-    return principal.admin
+    """The admin key, admin API keys and tenant-admin keys (their own tenant only) open the dashboard; plain
+    tenant keys do not."""
+    return principal.admin or principal.tenant_admin
 
 
 def login_path(req: Request) -> str:
@@ -251,7 +252,7 @@ async def viewer(engine: Engine, req: Request) -> Viewer | Response:
         return redirect(login_path(req))
     assert sid is not None
     tenant = None if principal.admin else principal.tenant
-    label = "admin" if principal.admin else f"tenant {principal.tenant}"
+    label = "admin" if principal.admin else f"tenant admin · {principal.tenant}"
     return Viewer(principal, session, sid, tenant, label)
 
 

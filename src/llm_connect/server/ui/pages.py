@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from ..engine import Engine
 
 __all__ = [
+    "common_context",
     "handle_budgets",
     "handle_call",
     "handle_calls",
@@ -54,6 +55,9 @@ __all__ = [
     "handle_logout",
     "handle_overview",
     "handle_static",
+    "page_tenant",
+    "routed",
+    "tenant_choices",
 ]
 
 log = logging.getLogger("llm_connect.server")
@@ -77,7 +81,7 @@ _MAX_PAGE = 10_000
 _MAX_TEXT = 200
 
 
-def _routed(page: Page) -> Route:
+def routed(page: Page) -> Route:
     """A page behind the gate: the viewer resolved (or the browser sent to log in), errors as HTML."""
 
     async def route(engine: Engine, req: Request) -> Response:
@@ -121,7 +125,7 @@ def _text(q: dict[str, str], name: str) -> str | None:
     return value or None
 
 
-def _tenant(q: dict[str, str], v: Viewer) -> str | None:
+def page_tenant(q: dict[str, str], v: Viewer) -> str | None:
     """The tenant a page shows: the viewer's own, or for an admin the one chosen (None: every tenant)."""
     asked = _text(q, "tenant")
     if v.tenant is not None:
@@ -133,11 +137,11 @@ def _tenant(q: dict[str, str], v: Viewer) -> str | None:
     return asked
 
 
-def _common(req: Request, v: Viewer, nav: str, **extra: Any) -> dict[str, Any]:
+def common_context(req: Request, v: Viewer, nav: str, **extra: Any) -> dict[str, Any]:
     return {"viewer": v, "nav": nav, "csrf": v.session.csrf, "path": req.path, **extra}
 
 
-async def _tenant_choices(engine: Engine, v: Viewer) -> list[str]:
+async def tenant_choices(engine: Engine, v: Viewer) -> list[str]:
     if v.tenant is not None:
         return [v.tenant]
     names = set(engine.config.tenants)
@@ -212,7 +216,7 @@ async def handle_index(engine: Engine, req: Request) -> Response:
 handle_index.render_error = error_page  # type: ignore[attr-defined]
 handle_login_form.render_error = error_page  # type: ignore[attr-defined]
 handle_login.render_error = error_page  # type: ignore[attr-defined]
-handle_logout = _routed(_logout)
+handle_logout = routed(_logout)
 
 
 # -- overview ----------------------------------------------------------------------------------------------
@@ -264,9 +268,9 @@ async def _overview(engine: Engine, req: Request, dash: Dashboard, v: Viewer) ->
     q = req.query_params()
     group = _choice(q, "group", GROUPS, "model")
     range_key = _choice(q, "range", RANGES, "24h")
-    tenant = _tenant(q, v)
-    ctx = _common(req, v, "overview", group=group, groups=GROUPS, range=range_key, ranges=RANGES, tenant=tenant)
-    ctx["tenants"] = await _tenant_choices(engine, v)
+    tenant = page_tenant(q, v)
+    ctx = common_context(req, v, "overview", group=group, groups=GROUPS, range=range_key, ranges=RANGES, tenant=tenant)
+    ctx["tenants"] = await tenant_choices(engine, v)
     if engine.ledger is None:
         return dash.page(req, "overview.html", {**ctx, "ledger": False})
     since, bucket, labels = _buckets(range_key, datetime.now(UTC))
@@ -293,7 +297,7 @@ async def _overview(engine: Engine, req: Request, dash: Dashboard, v: Viewer) ->
     return dash.page(req, "overview.html", ctx)
 
 
-handle_overview = _routed(_overview)
+handle_overview = routed(_overview)
 
 
 # -- budgets -----------------------------------------------------------------------------------------------
@@ -320,7 +324,7 @@ async def _budget_rows(engine: Engine, tenant: str | None) -> list[dict[str, Any
     assert engine.budgets is not None
     thresholds = tuple(engine.config.budgets.thresholds)
     out = []
-    for b in configured_budgets(engine.config):
+    for b in configured_budgets(engine.auth.snapshot):
         if tenant is not None and b.tenant != tenant:
             continue
         window = period_window(b.limit.period, datetime.now(UTC).timestamp())[0]
@@ -344,11 +348,11 @@ async def _budget_rows(engine: Engine, tenant: str | None) -> list[dict[str, Any
 async def _budgets(engine: Engine, req: Request, dash: Dashboard, v: Viewer) -> Response:
     """Every configured budget: limit, spent, reserved, remaining and the warning levels reached, live."""
     rows = await _budget_rows(engine, v.tenant)
-    ctx = _common(req, v, "budgets", rows=rows, thresholds=tuple(engine.config.budgets.thresholds))
+    ctx = common_context(req, v, "budgets", rows=rows, thresholds=tuple(engine.config.budgets.thresholds))
     return dash.page(req, "budgets.html", ctx)
 
 
-handle_budgets = _routed(_budgets)
+handle_budgets = routed(_budgets)
 
 
 # -- calls -------------------------------------------------------------------------------------------------
@@ -356,7 +360,7 @@ def _call_filter(q: dict[str, str], v: Viewer) -> tuple[CallFilter, dict[str, st
     status = _choice(q, "status", STATUSES, "")
     estimated = _choice(q, "estimated", ESTIMATED, "")
     model, request_id = _text(q, "model"), _text(q, "request")
-    tenant = _tenant(q, v)
+    tenant = page_tenant(q, v)
     match = CallFilter(
         tenant_id=tenant,
         model=model,
@@ -388,8 +392,8 @@ async def _calls(engine: Engine, req: Request, dash: Dashboard, v: Viewer) -> Re
     q = req.query_params()
     match, shown = _call_filter(q, v)
     page = _page_number(q)
-    ctx = _common(req, v, "calls", filters=shown, page=page, statuses=STATUSES, estimated_choices=ESTIMATED)
-    ctx["tenants"] = await _tenant_choices(engine, v)
+    ctx = common_context(req, v, "calls", filters=shown, page=page, statuses=STATUSES, estimated_choices=ESTIMATED)
+    ctx["tenants"] = await tenant_choices(engine, v)
     if engine.ledger is None:
         return dash.page(req, "calls.html", {**ctx, "ledger": False, "models": []})
     since = datetime.now(UTC) - timedelta(days=30)
@@ -409,7 +413,7 @@ async def _calls(engine: Engine, req: Request, dash: Dashboard, v: Viewer) -> Re
     return dash.page(req, "calls.html", ctx)
 
 
-handle_calls = _routed(_calls)
+handle_calls = routed(_calls)
 
 
 def _fields(e: UsageEvent) -> list[tuple[str, Any]]:
@@ -443,11 +447,11 @@ async def _call(engine: Engine, req: Request, dash: Dashboard, v: Viewer) -> Res
         raise ApiError(404, "no call with that request id in the ledger", "invalid_request_error", "not_found")
     meta = orjson.dumps(event.metadata, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str).decode()
     gateway_id = event.metadata.get("gateway_request_id")
-    ctx = _common(req, v, "calls", event=event, fields=_fields(event), metadata=meta, gateway_id=gateway_id)
+    ctx = common_context(req, v, "calls", event=event, fields=_fields(event), metadata=meta, gateway_id=gateway_id)
     return dash.page(req, "call.html", ctx)
 
 
-handle_call = _routed(_call)
+handle_call = routed(_call)
 
 
 # -- static ------------------------------------------------------------------------------------------------
