@@ -389,3 +389,71 @@ async def test_caller_strings_never_reach_a_page_as_markup(app: Gateway) -> None
         assert status == 200, (path, page[:300])
         assert "<script>alert" not in page and "<img src=x" not in page and 'onfocus="alert' not in page, path
         assert "&lt;script&gt;" in page, path  # the text is shown, as text
+
+
+# -- keys ----------------------------------------------------------------------------------------------------
+async def _authenticates(app: Gateway, key: str) -> bool:
+    from llm_connect.server.errors import ApiError
+
+    try:
+        app.engine.auth.authenticate({"authorization": f"Bearer {key}"})
+        return True
+    except ApiError as exc:
+        assert exc.status == 401
+        return False
+
+
+async def test_keys_page_creates_and_revokes_keys(app: Gateway) -> None:
+    c = Client(app)
+    await c.login()
+    status, _, page = await c.get("/ui/keys")
+    assert status == 200 and "acme-app" in page
+    config_row = re.search(r'<tr data-key-id="acme-app">(.*?)</tr>', page, re.S)
+    assert config_row and "read-only" in config_row.group(1) and "revoke" not in config_row.group(1).lower()
+
+    status, _, _ = await c.request("POST", "/ui/keys/create", {"tenant": "acme", "name": "svc"})
+    assert status == 403  # no CSRF token
+    status, _, page = await c.request(
+        "POST", "/ui/keys/create", {"csrf": csrf_of(page), "tenant": "acme", "name": "svc <b>1</b>"}
+    )
+    assert status == 200 and "svc &lt;b&gt;1&lt;/b&gt;" in page
+    plain = unescape(re.search(r'<code class="plain-key" id="plain-key">([^<]+)</code>', page).group(1))
+    assert plain.startswith("llmc-") and await _authenticates(app, plain)
+    key_id = re.search(r'<tr data-key-id="([^"]+)">\s*<td class="nowrap">svc &lt;b&gt;1', page).group(1)
+    _, _, page = await c.get("/ui/keys")
+    assert plain not in page  # shown once
+
+    status, _, _ = await c.request("POST", "/ui/keys/revoke", {"csrf": "nope", "key_id": key_id})
+    assert status == 403 and await _authenticates(app, plain)
+    status, headers, _ = await c.request("POST", "/ui/keys/revoke", {"csrf": csrf_of(page), "key_id": key_id})
+    assert status == 303 and headers["location"][0].startswith("/ui/keys?done=revoked")
+    assert not await _authenticates(app, plain)
+    _, _, page = await c.get(headers["location"][0])
+    row = re.search(rf'<tr data-key-id="{key_id}">(.*?)</tr>', page, re.S).group(1)
+    assert "revoked" in row and 'class="danger revoke"' not in row and 'id="done"' in page
+    status, _, page = await c.request("POST", "/ui/keys/revoke", {"csrf": csrf_of(page), "key_id": "acme-app"})
+    assert status == 409 and "config" in page  # declared in the config file: read-only
+    assert await _authenticates(app, ACME)
+
+
+async def test_a_tenant_admin_sees_only_its_tenant(app: Gateway) -> None:
+    store = app.engine.keys
+    assert store is not None
+    _, admin_plain = store.create_key("acme", "acme-admin", role="tenant_admin")
+    beta_rec, _ = store.create_key("beta", "beta-svc")
+    await app.engine.keyring.changed()
+    app.engine.ledger.record_many([_event(i) for i in range(9)])
+    c = Client(app)
+    status, _, _ = await c.login(admin_plain)
+    assert status == 303
+    _, _, page = await c.get("/ui/keys")
+    assert "acme-admin" in page and "beta-svc" not in page and 'id="who">tenant admin · acme<' in page
+    _, _, page = await c.get("/ui/calls")
+    assert set(rows_of(page)) == {e.request_id for e in (_event(i) for i in range(9)) if e.tenant_id == "acme"}
+    assert (await c.get("/ui/calls?tenant=beta"))[0] == 403
+    assert (await c.get("/ui/overview?tenant=beta"))[0] == 403
+    assert (await c.get("/ui/calls/req-000"))[0] == 404  # beta's call does not exist for this login
+    _, _, page = await c.get("/ui/budgets")
+    assert 'data-budget="tenant:acme"' in page and "beta" not in page.split('id="budgets"')[-1]
+    status, _, _ = await c.request("POST", "/ui/keys/revoke", {"csrf": csrf_of(page), "key_id": beta_rec.id})
+    assert status == 404 and store.get_key(beta_rec.id).revoked_at is None

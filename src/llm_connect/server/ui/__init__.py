@@ -1,6 +1,7 @@
 """The web dashboard served by the gateway at ``/ui``: spend and tokens over time, budgets, API keys (create,
-revoke), the recent calls and each call's detail, server-rendered (HTML and inline SVG charts; a small script only refreshes the live
-parts in place). Templates, stylesheet and script ship inside this package: nothing is fetched from elsewhere.
+revoke), the recent calls and each call's detail, server-rendered (HTML and inline SVG charts; a small script
+only refreshes the live parts in place). Templates, stylesheet and script ship inside this package: nothing
+is fetched from elsewhere.
 
 See docs/dashboard.md. :data:`ROUTES` joins the gateway's route table (:mod:`llm_connect.server.app`).
 """
