@@ -130,8 +130,9 @@ def served_pages(base: str) -> set[str]:
 
 
 def gateway_config(mock: MockServer, workdir: Path, **sections: Any) -> dict[str, Any]:
-    """Tenants acme (daily budget) and beta (monthly USD budget), keys with their own budgets, groups on the
-    mock server in three wire formats, a SQLite ledger, prices for the mock's models."""
+    """Tenants acme (daily budget, a team "support") and beta (monthly USD budget), keys with their own budgets,
+    groups on the mock server in three wire formats, a SQLite ledger (the key store beside it), prices for the
+    mock's models."""
     cfg: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "request_timeout": 20},
         "ledger": {"url": str(workdir / "usage.sqlite3")},
@@ -155,9 +156,10 @@ def gateway_config(mock: MockServer, workdir: Path, **sections: Any) -> dict[str
             "acme": {"budget": {"tokens": 200_000, "usd": "5", "period": "daily"}},
             "beta": {"budget": {"usd": "0.02", "period": "monthly"}},
         },
+        "teams": {"support": {"tenant": "acme", "name": "Support", "budget": {"tokens": 100_000, "period": "daily"}}},
         "api_keys": [
             {"name": "acme-app", "key": ACME_KEY, "tenant": "acme", "budget": {"tokens": 50_000}},
-            {"name": "acme-ops", "key": ACME_OPS_KEY, "tenant": "acme", "budget": {"tokens": 60}},
+            {"name": "acme-ops", "key": ACME_OPS_KEY, "tenant": "acme", "team": "support", "budget": {"tokens": 60}},
             {"name": "beta-app", "key": BETA_KEY, "tenant": "beta", "models": ["*"]},
         ],
         "pricing": PRICES,
