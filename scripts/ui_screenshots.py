@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,14 +56,16 @@ def main() -> int:
                 elif path == "CALL":
                     driver.get(gw.url + "/ui/calls")
                     driver.find_element(By.CSS_SELECTOR, "#calls tbody tr a").click()
-                elif path == "/ui/keys" and "keys" not in ub.served_pages(gw.url):
-                    continue
                 else:
                     if "/ui/login" in driver.current_url or not driver.get_cookie("llmc_session"):
                         ub.login(driver, gw.url, ub.ADMIN_KEY)
                         ub.wait_for(lambda: driver.find_elements(By.ID, "who"))
                     driver.get(gw.url + path)
                 ub.wait_for(lambda m=marker: driver.find_elements(By.ID, m))
+                if name == "ui-keys.png":  # last use is written every 2 s: show it
+                    time.sleep(2.5)
+                    driver.refresh()
+                    ub.wait_for(lambda m=marker: driver.find_elements(By.ID, m))
                 ub.screenshot(driver, out / name)
                 print(f"wrote {out / name}")
         finally:

@@ -56,7 +56,7 @@ def _rows(browser: Any) -> list[dict[str, str]]:
         out.append(
             {
                 "id": tr.get_attribute("data-request-id"),
-                "gateway_id": cells[1].text,
+                "gateway_id": tr.get_attribute("data-gateway-id"),
                 "tenant": cells[2].text,
                 "model": cells[4].text,
                 "status": cells[10].text,

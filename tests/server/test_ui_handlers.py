@@ -422,6 +422,9 @@ async def test_keys_page_creates_and_revokes_keys(app: Gateway) -> None:
     key_id = re.search(r'<tr data-key-id="([^"]+)">\s*<td class="nowrap">svc &lt;b&gt;1', page).group(1)
     _, _, page = await c.get("/ui/keys")
     assert plain not in page  # shown once
+    app.engine.ledger.record(_event(1, metadata={"api_key": key_id}))  # the ledger names a key by its id
+    for path in ("/ui/calls", "/ui/overview?group=key"):
+        assert "svc &lt;b&gt;1&lt;/b&gt;" in (await c.get(path))[2], path
 
     status, _, _ = await c.request("POST", "/ui/keys/revoke", {"csrf": "nope", "key_id": key_id})
     assert status == 403 and await _authenticates(app, plain)

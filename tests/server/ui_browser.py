@@ -113,22 +113,6 @@ def screenshot(driver: Any, path: Path, width: int = 1360) -> None:
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
-def served_pages(base: str) -> set[str]:
-    """The dashboard pages this gateway serves (its nav bar may hide some: keys needs the key store)."""
-    import urllib.error
-    import urllib.request
-
-    out = set()
-    for name in ("overview", "budgets", "keys", "calls"):
-        try:
-            urllib.request.urlopen(urllib.request.Request(base + f"/ui/{name}", method="GET"), timeout=5)
-            out.add(name)
-        except urllib.error.HTTPError as e:
-            if e.code != 404:
-                out.add(name)
-    return out
-
-
 def gateway_config(mock: MockServer, workdir: Path, **sections: Any) -> dict[str, Any]:
     """Tenants acme (daily budget, a team "support") and beta (monthly USD budget), keys with their own budgets,
     groups on the mock server in three wire formats, a SQLite ledger (the key store beside it), prices for the
@@ -159,7 +143,7 @@ def gateway_config(mock: MockServer, workdir: Path, **sections: Any) -> dict[str
         "teams": {"support": {"tenant": "acme", "name": "Support", "budget": {"tokens": 100_000, "period": "daily"}}},
         "api_keys": [
             {"name": "acme-app", "key": ACME_KEY, "tenant": "acme", "budget": {"tokens": 50_000}},
-            {"name": "acme-ops", "key": ACME_OPS_KEY, "tenant": "acme", "team": "support", "budget": {"tokens": 60}},
+            {"name": "acme-ops", "key": ACME_OPS_KEY, "tenant": "acme", "team": "support", "budget": {"tokens": 50}},
             {"name": "beta-app", "key": BETA_KEY, "tenant": "beta", "models": ["*"]},
         ],
         "pricing": PRICES,
@@ -182,9 +166,31 @@ def chat(base: str, key: str, model: str, text: str, **extra: Any) -> tuple[str,
     return raw.headers["x-request-id"], raw.parse()
 
 
+def admin_api(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A call of the gateway's admin API with the admin key (raises on an error status)."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(
+        base + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
 def traffic(base: str, mock: MockServer) -> None:
-    """A handful of calls from three keys over three models, one of them failing upstream."""
+    """A handful of calls from four keys over three models, one of them failing upstream; a key made through
+    the admin API and used, another one revoked."""
     import openai
+
+    made = admin_api(base, "POST", "/v1/admin/keys", {"tenant": "acme", "name": "billing-service", "team": "support"})
+    old = admin_api(base, "POST", "/v1/admin/keys", {"tenant": "beta", "name": "old-batch-job"})
+    admin_api(base, "POST", f"/v1/admin/keys/{old['id']}/revoke")
+    time.sleep(1.0)  # every replica takes a change within 1 s
+    chat(base, made["key"], "fast", "Reconcile the invoices.", extra_body={"agent": "billing"})
 
     for i in range(6):
         chat(base, ACME_KEY, "fast", f"Summarise ticket {i} in one line.", extra_body={"agent": "triage"})

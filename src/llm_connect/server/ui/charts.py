@@ -80,19 +80,22 @@ def stacked_bars(
     *,
     fmt: Callable[[float], str],
     bucket_label: Callable[[str], str] = str,
+    order: Sequence[str] = (),
     max_groups: int = len(PALETTE) - 1,
     width: int = 600,
     height: int = 220,
 ) -> Chart:
     """One bar per bucket (in order), stacked by group: ``values[bucket][group]``. The ``max_groups``
-    largest groups keep their colour, the rest are summed as "other"."""
+    largest groups keep their colour, the rest are summed as "other". ``order`` ranks groups ahead of that (two
+    charts of the same groups given the same order colour each group alike)."""
     left, right, top, bottom = 62, 8, 10, 26
     pw, ph = width - left - right, height - top - bottom
     totals: dict[str, float] = {}
     for per in values.values():
         for g, v in per.items():
             totals[g] = totals.get(g, 0.0) + v
-    ranked = sorted((g for g in totals if totals[g] > 0), key=lambda g: (-totals[g], g))
+    first = {g: i for i, g in enumerate(order)}
+    ranked = sorted((g for g in totals if totals[g] > 0), key=lambda g: (first.get(g, len(first)), -totals[g], g))
     kept = ranked if len(ranked) <= max_groups + 1 else ranked[:max_groups]  # never fold a lone group
     folded = [g for g in ranked if g not in kept]
     colors = {g: PALETTE[i] for i, g in enumerate(kept)}

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from ...usage import CallFilter
+from ...usage import NONE_KEY, CallFilter
 from ...usage._queries import COLUMNS
 from ..asgi import Request, Response
 from ..auth import key_digest
@@ -139,6 +139,25 @@ def page_tenant(q: dict[str, str], v: Viewer) -> str | None:
 
 def common_context(req: Request, v: Viewer, nav: str, **extra: Any) -> dict[str, Any]:
     return {"viewer": v, "nav": nav, "csrf": v.session.csrf, "path": req.path, **extra}
+
+
+def key_names(engine: Engine) -> Callable[[str | None], str]:
+    """The ledger names a call's API key by its id: this shows the key's name instead (its id for a key the
+    gateway no longer knows), "—" for none."""
+    names = {k.id: k.name for k in engine.auth.snapshot.keys}
+
+    def name(key_id: str | None) -> str:
+        return "—" if not key_id or key_id == NONE_KEY else names.get(key_id, key_id)
+
+    return name
+
+
+def short_error(error_type: str | None) -> str:
+    """An error class name without its "LLM" prefix and "Error" suffix (the whole name is the tooltip)."""
+    if not error_type:
+        return "failed"
+    text = error_type.removeprefix("LLM")
+    return text.removesuffix("Error") or text
 
 
 async def tenant_choices(engine: Engine, v: Viewer) -> list[str]:
@@ -279,20 +298,28 @@ async def _overview(engine: Engine, req: Request, dash: Dashboard, v: Viewer) ->
     series, rows = await asyncio.gather(
         engine.ledger.atotals(by, bucket=bucket, match=match), engine.ledger.atotals(by, match=match)
     )
+    if by == "key":  # the ledger has key ids: show names (with the id where two keys share one)
+        name = key_names(engine)
+        ids = {r["key"] for r in rows}
+        taken = [name(i) for i in ids]
+        label = {i: name(i) if taken.count(name(i)) == 1 else f"{name(i)} ({i})" for i in ids}
+        for r in (*rows, *series):
+            r["key"] = label.get(r["key"], r["key"])
     spend: dict[str, dict[str, float]] = {}
     tokens: dict[str, dict[str, float]] = {}
     for r in series:
         spend.setdefault(r["bucket"], {})[r["key"]] = float(r["cost_usd"] or 0)
         tokens.setdefault(r["bucket"], {})[r["key"]] = float(r["total_tokens"])
     rows.sort(key=lambda r: (-(r["cost_usd"] or 0), -r["total_tokens"], r["key"]))
+    order = [r["key"] for r in rows]  # one colour per group in both charts, the table's order
     ctx.update(
         ledger=True,
         since=since,
         summary=_sum_rows(rows),
         rows=rows,
         group_label=GROUPS[group][1],
-        spend=stacked_bars(labels, spend, fmt=_fmt_usd_axis, bucket_label=_bucket_label),
-        tokens=stacked_bars(labels, tokens, fmt=_fmt_tokens_axis, bucket_label=_bucket_label),
+        spend=stacked_bars(labels, spend, fmt=_fmt_usd_axis, bucket_label=_bucket_label, order=order),
+        tokens=stacked_bars(labels, tokens, fmt=_fmt_tokens_axis, bucket_label=_bucket_label, order=order),
     )
     return dash.page(req, "overview.html", ctx)
 
@@ -409,6 +436,8 @@ async def _calls(engine: Engine, req: Request, dash: Dashboard, v: Viewer) -> Re
         newer=("?" + urlencode({**query, "page": page - 1})) if page > 1 else None,
         older=("?" + urlencode({**query, "page": page + 1})) if len(rows) > PAGE_SIZE else None,
         live=page == 1,
+        key_name=key_names(engine),
+        short_error=short_error,
     )
     return dash.page(req, "calls.html", ctx)
 
