@@ -7,6 +7,7 @@ in the database directly reaches every running gateway within a second, as one m
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable
@@ -17,7 +18,9 @@ import typer
 __all__ = ["keys_app", "teams_app", "tenants_app"]
 
 keys_app = typer.Typer(name="keys", help="API keys: create, list, show, update, rotate, revoke.", no_args_is_help=True)
-teams_app = typer.Typer(name="teams", help="Teams of a tenant: create, list, show, update, delete.", no_args_is_help=True)
+teams_app = typer.Typer(
+    name="teams", help="Teams of a tenant: create, list, show, update, delete.", no_args_is_help=True
+)
 tenants_app = typer.Typer(name="tenants", help="Tenants: create, list, show, update, delete.", no_args_is_help=True)
 
 Url = Annotated[
@@ -307,256 +310,166 @@ def _expiry(expires_at: str | None, expires_in_days: float | None) -> dict[str, 
     return {"expires_at": expires_at} if expires_at is not None else {}
 
 
-ExpiresAt = Annotated[str | None, typer.Option("--expires-at", help="Refused from this ISO-8601 time (with zone).")]
-ExpiresIn = Annotated[float | None, typer.Option("--expires-in-days", min=0, help="Refused after this many days.")]
+# ---------------------------------------------------------------------------------------------- the commands
+#
+# Every command takes the connection options and --json; the ones that set limits take the same limit options.
+# Commands are built from lists of parameters (typer reads a function's signature), so each option is
+# declared once.
 
 
-# ---------------------------------------------------------------------------------------------- keys
+def _p(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-@keys_app.command("create")
-def keys_create(
-    tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="The key's tenant.")] = None,
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Shown in lists.")] = None,
-    team: Annotated[str | None, typer.Option("--team", help="A team of the tenant.")] = None,
-    role: Annotated[str, typer.Option("--role", help="user | tenant_admin | admin")] = "user",
-    models: Models = None,
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    budget_tokens: BudgetTokens = None,
-    budget_usd: BudgetUsd = None,
-    budget_period: BudgetPeriod = None,
-    expires_at: ExpiresAt = None,
-    expires_in_days: ExpiresIn = None,
-    url: Url = None,
-    admin_key: AdminKey = None,
-    db: Db = None,
-    config: Config = None,
-    as_json: AsJson = False,
-) -> None:
-    """Create an API key and print it (the only time it is shown)."""
-
-    def work() -> None:
-        body = {"tenant": tenant, "name": name, "team": team, "role": role}
-        body.update(_limits(models, rpm, tpm, budget_tokens, budget_usd, budget_period))
-        body.update(_expiry(expires_at, expires_in_days))
-        _one(_backend(url, admin_key, db, config).create("keys", body), as_json)
-
-    _run(work)
+def _arg(name: str, metavar: str, help: str | None = None) -> inspect.Parameter:
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=Annotated[str, typer.Argument(metavar=metavar, help=help)],
+    )
 
 
-@keys_app.command("list")
-def keys_list(
-    tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Only this tenant's keys.")] = None,
-    team: Annotated[str | None, typer.Option("--team", help="Only this team's keys.")] = None,
-    url: Url = None,
-    admin_key: AdminKey = None,
-    db: Db = None,
-    config: Config = None,
-    as_json: AsJson = False,
-) -> None:
-    """List API keys (prefixes only, never the keys), with their status and last use."""
-    _run(lambda: _table("keys", _backend(url, admin_key, db, config).list("keys", tenant=tenant, team=team), as_json))
+def _str_opt(name: str, *flags: str, help: str | None = None) -> inspect.Parameter:
+    return _p(name, Annotated[str | None, typer.Option(*flags, help=help)])
 
 
-@keys_app.command("show")
-def keys_show(
-    key_id: Annotated[str, typer.Argument(metavar="KEY_ID")],
-    url: Url = None,
-    admin_key: AdminKey = None,
-    db: Db = None,
-    config: Config = None,
-    as_json: AsJson = False,
-) -> None:
-    """Show one API key."""
-    _run(lambda: _one(_backend(url, admin_key, db, config).get("keys", key_id), as_json))
+CONNECTION = [
+    _p("url", Url),
+    _p("admin_key", AdminKey),
+    _p("db", Db),
+    _p("config", Config),
+    _p("as_json", AsJson, False),
+]
+LIMITS = [
+    _p("models", Models),
+    _p("rpm", Rpm),
+    _p("tpm", Tpm),
+    _p("budget_tokens", BudgetTokens),
+    _p("budget_usd", BudgetUsd),
+    _p("budget_period", BudgetPeriod),
+]
+EXPIRY = [
+    _p("expires_at", Annotated[str | None, typer.Option("--expires-at", help="Refused from this ISO-8601 time.")]),
+    _p(
+        "expires_in_days",
+        Annotated[float | None, typer.Option("--expires-in-days", min=0, help="Refused after N days.")],
+    ),
+]
+CLEAR = [_p("clear", Clear)]
+TENANT = _str_opt("tenant", "--tenant", "-t", help="The tenant.")
+NAME = _str_opt("name", "--name", "-n", help="Display name.")
 
 
-@keys_app.command("update")
-def keys_update(
-    key_id: Annotated[str, typer.Argument(metavar="KEY_ID")],
-    name: Annotated[str | None, typer.Option("--name", "-n")] = None,
-    team: Annotated[str | None, typer.Option("--team")] = None,
-    models: Models = None,
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    budget_tokens: BudgetTokens = None,
-    budget_usd: BudgetUsd = None,
-    budget_period: BudgetPeriod = None,
-    expires_at: ExpiresAt = None,
-    expires_in_days: ExpiresIn = None,
-    clear: Clear = None,
-    url: Url = None,
-    admin_key: AdminKey = None,
-    db: Db = None,
-    config: Config = None,
-    as_json: AsJson = False,
-) -> None:
-    """Change an API key's name, team, limits, budget or expiry (live on every gateway within a second)."""
+def _command(app: typer.Typer, name: str, doc: str, params: list[inspect.Parameter], work: Callable[..., None]) -> None:
+    """Register ``name`` on ``app``: its options are ``params`` and the connection's; ``work(backend, **kw)``
+    does it."""
 
-    def work() -> None:
-        body: dict[str, Any] = _cleared(clear)
-        body.update({k: v for k, v in (("name", name), ("team", team)) if v is not None})
-        body.update(_limits(models, rpm, tpm, budget_tokens, budget_usd, budget_period))
-        body.update(_expiry(expires_at, expires_in_days))
-        _one(_backend(url, admin_key, db, config).update("keys", key_id, body), as_json)
+    def command(**kw: Any) -> None:
+        conn = {k: kw.pop(k) for k in ("url", "admin_key", "db", "config")}
+        as_json = kw.pop("as_json")
+        _run(lambda: work(_backend(**conn), as_json, **kw))
 
-    _run(work)
+    command.__signature__ = inspect.Signature([*params, *CONNECTION])  # type: ignore[attr-defined]
+    command.__doc__ = doc
+    command.__name__ = f"{app.info.name}_{name}"
+    app.command(name)(command)
 
 
-@keys_app.command("rotate")
-def keys_rotate(
-    key_id: Annotated[str, typer.Argument(metavar="KEY_ID")],
-    url: Url = None,
-    admin_key: AdminKey = None,
-    db: Db = None,
-    config: Config = None,
-    as_json: AsJson = False,
-) -> None:
-    """Give a key a new secret (printed once); the old one is refused at once."""
-    _run(lambda: _one(_backend(url, admin_key, db, config).rotate(key_id), as_json))
+def _body(kw: dict[str, Any], *fields: str) -> dict[str, Any]:
+    """A request body from the command's options: the named fields that were given, the limits, the expiry
+    and the fields to clear."""
+    body: dict[str, Any] = {f: None for f in kw.get("clear") or ()}
+    body.update({f: kw[f] for f in fields if kw.get(f) is not None})
+    if "models" in kw:
+        body.update(_limits(*(kw[f] for f in ("models", "rpm", "tpm", "budget_tokens", "budget_usd", "budget_period"))))
+    if "expires_at" in kw:
+        body.update(_expiry(kw["expires_at"], kw["expires_in_days"]))
+    return body
 
 
-@keys_app.command("revoke")
-def keys_revoke(
-    key_id: Annotated[str, typer.Argument(metavar="KEY_ID")],
-    url: Url = None,
-    admin_key: AdminKey = None,
-    db: Db = None,
-    config: Config = None,
-    as_json: AsJson = False,
-) -> None:
-    """Revoke a key: refused by every gateway within a second."""
-    _run(lambda: _one(_backend(url, admin_key, db, config).revoke("keys", key_id), as_json))
+def _register() -> None:
+    key_id = _arg("key_id", "KEY_ID", "The key's id (the part after llmc- in its prefix).")
+    role = _p("role", Annotated[str, typer.Option("--role", help="user | tenant_admin | admin")], "user")
+    team = _str_opt("team", "--team", help="A team of the tenant.")
+    _command(
+        keys_app,
+        "create",
+        "Create an API key and print it (the only time it is shown).",
+        [TENANT, NAME, team, role, *LIMITS, *EXPIRY],
+        lambda b, j, **kw: _one(b.create("keys", _body(kw, "tenant", "name", "team", "role")), j),
+    )
+    _command(
+        keys_app,
+        "list",
+        "List API keys (prefixes only, never the keys), with their status and last use.",
+        [TENANT, team],
+        lambda b, j, tenant, team: _table("keys", b.list("keys", tenant=tenant, team=team), j),
+    )
+    _command(keys_app, "show", "Show one API key.", [key_id], lambda b, j, key_id: _one(b.get("keys", key_id), j))
+    _command(
+        keys_app,
+        "update",
+        "Change an API key's name, team, limits, budget or expiry (live on every gateway within a second).",
+        [key_id, NAME, team, *LIMITS, *EXPIRY, *CLEAR],
+        lambda b, j, key_id, **kw: _one(b.update("keys", key_id, _body(kw, "name", "team")), j),
+    )
+    _command(
+        keys_app,
+        "rotate",
+        "Give a key a new secret (printed once); the old one is refused at once.",
+        [key_id],
+        lambda b, j, key_id: _one(b.rotate(key_id), j),
+    )
+    _command(
+        keys_app,
+        "revoke",
+        "Revoke a key: refused by every gateway within a second.",
+        [key_id],
+        lambda b, j, key_id: _one(b.revoke("keys", key_id), j),
+    )
+
+    required_name = _p(
+        "name", Annotated[str, typer.Option("--name", "-n", help="Display name.")], inspect.Parameter.empty
+    )
+    team_id = _str_opt("id", "--id", help="The team id (default: generated).")
+    _command(
+        teams_app,
+        "create",
+        "Create a team in a tenant.",
+        [required_name, TENANT, team_id, *LIMITS],
+        lambda b, j, **kw: _one(b.create("teams", _body(kw, "name", "tenant", "id")), j),
+    )
+    _command(
+        tenants_app,
+        "create",
+        "Create a tenant.",
+        [_arg("id", "ID", "The tenant id."), NAME, *LIMITS],
+        lambda b, j, **kw: _one(b.create("tenants", _body(kw, "id", "name")), j),
+    )
+    for app, kind, what in ((teams_app, "teams", "team"), (tenants_app, "tenants", "tenant")):
+        ident = _arg("ident", "ID", f"The {what}'s id.")
+        _command(
+            app,
+            "list",
+            f"List {what}s.",
+            [TENANT] if kind == "teams" else [],
+            lambda b, j, kind=kind, **kw: _table(kind, b.list(kind, **kw), j),
+        )
+        _command(app, "show", f"Show one {what}.", [ident], lambda b, j, ident, kind=kind: _one(b.get(kind, ident), j))
+        _command(
+            app,
+            "update",
+            f"Change a {what}'s name, limits or budget (live on every gateway within a second).",
+            [ident, NAME, *LIMITS, *CLEAR],
+            lambda b, j, ident, kind=kind, **kw: _one(b.update(kind, ident, _body(kw, "name")), j),
+        )
+        _command(
+            app,
+            "delete",
+            f"Revoke a {what}: every key of it is refused from now on (the record is kept).",
+            [ident],
+            lambda b, j, ident, kind=kind: _one(b.revoke(kind, ident), j),
+        )
 
 
-# ---------------------------------------------------------------------------------------------- teams & tenants
-
-
-def _group_commands(app: typer.Typer, kind: str, what: str) -> None:
-    """list, show, update and delete of teams and tenants (their create differs: see below)."""
-
-    @app.command("list")
-    def list_(
-        tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Only this tenant's.")] = None,
-        url: Url = None,
-        admin_key: AdminKey = None,
-        db: Db = None,
-        config: Config = None,
-        as_json: AsJson = False,
-    ) -> None:
-        q = {"tenant": tenant} if kind == "teams" else {}
-        _run(lambda: _table(kind, _backend(url, admin_key, db, config).list(kind, **q), as_json))
-
-    list_.__doc__ = f"List {what}s."
-
-    @app.command("show")
-    def show(
-        ident: Annotated[str, typer.Argument(metavar="ID")],
-        url: Url = None,
-        admin_key: AdminKey = None,
-        db: Db = None,
-        config: Config = None,
-        as_json: AsJson = False,
-    ) -> None:
-        _run(lambda: _one(_backend(url, admin_key, db, config).get(kind, ident), as_json))
-
-    show.__doc__ = f"Show one {what}."
-
-    @app.command("update")
-    def update(
-        ident: Annotated[str, typer.Argument(metavar="ID")],
-        name: Annotated[str | None, typer.Option("--name", "-n")] = None,
-        models: Models = None,
-        rpm: Rpm = None,
-        tpm: Tpm = None,
-        budget_tokens: BudgetTokens = None,
-        budget_usd: BudgetUsd = None,
-        budget_period: BudgetPeriod = None,
-        clear: Clear = None,
-        url: Url = None,
-        admin_key: AdminKey = None,
-        db: Db = None,
-        config: Config = None,
-        as_json: AsJson = False,
-    ) -> None:
-        def work() -> None:
-            body: dict[str, Any] = _cleared(clear)
-            if name is not None:
-                body["name"] = name
-            body.update(_limits(models, rpm, tpm, budget_tokens, budget_usd, budget_period))
-            _one(_backend(url, admin_key, db, config).update(kind, ident, body), as_json)
-
-        _run(work)
-
-    update.__doc__ = f"Change a {what}'s name, limits or budget (live on every gateway within a second)."
-
-    @app.command("delete")
-    def delete(
-        ident: Annotated[str, typer.Argument(metavar="ID")],
-        url: Url = None,
-        admin_key: AdminKey = None,
-        db: Db = None,
-        config: Config = None,
-        as_json: AsJson = False,
-    ) -> None:
-        _run(lambda: _one(_backend(url, admin_key, db, config).revoke(kind, ident), as_json))
-
-    delete.__doc__ = f"Revoke a {what}: every key of it is refused from now on (the record is kept)."
-
-
-@teams_app.command("create")
-def teams_create(
-    name: Annotated[str, typer.Option("--name", "-n", help="Display name.")],
-    tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="The team's tenant.")] = None,
-    team_id: Annotated[str | None, typer.Option("--id", help="The team id (default: generated).")] = None,
-    models: Models = None,
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    budget_tokens: BudgetTokens = None,
-    budget_usd: BudgetUsd = None,
-    budget_period: BudgetPeriod = None,
-    url: Url = None,
-    admin_key: AdminKey = None,
-    db: Db = None,
-    config: Config = None,
-    as_json: AsJson = False,
-) -> None:
-    """Create a team in a tenant."""
-
-    def work() -> None:
-        body: dict[str, Any] = {"name": name, "tenant": tenant, "id": team_id}
-        body.update(_limits(models, rpm, tpm, budget_tokens, budget_usd, budget_period))
-        _one(_backend(url, admin_key, db, config).create("teams", body), as_json)
-
-    _run(work)
-
-
-@tenants_app.command("create")
-def tenants_create(
-    tenant_id: Annotated[str, typer.Argument(metavar="ID", help="The tenant id.")],
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Display name.")] = None,
-    models: Models = None,
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    budget_tokens: BudgetTokens = None,
-    budget_usd: BudgetUsd = None,
-    budget_period: BudgetPeriod = None,
-    url: Url = None,
-    admin_key: AdminKey = None,
-    db: Db = None,
-    config: Config = None,
-    as_json: AsJson = False,
-) -> None:
-    """Create a tenant."""
-
-    def work() -> None:
-        body: dict[str, Any] = {"id": tenant_id, "name": name}
-        body.update(_limits(models, rpm, tpm, budget_tokens, budget_usd, budget_period))
-        _one(_backend(url, admin_key, db, config).create("tenants", body), as_json)
-
-    _run(work)
-
-
-_group_commands(teams_app, "teams", "team")
-_group_commands(tenants_app, "tenants", "tenant")
+_register()

@@ -225,7 +225,7 @@ async def test_async_variants_run_in_a_thread(store_target):
     s = KeyStore.open(url, table_prefix=prefix)
     try:
         await s.arun(s.create_tenant, "t")
-        rec, plain = await s.acreate_key("t", "k", rpm=2)
+        rec, _ = await s.acreate_key("t", "k", rpm=2)
         assert [r.id for r in await s.alist_keys("t")] == [rec.id]
         assert (await s.aget_key(rec.id)).rpm == 2
         assert (await s.arevoke_key(rec.id)).status == "revoked"

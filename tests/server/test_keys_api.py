@@ -86,7 +86,7 @@ def test_key_life_cycle_over_http(gw):
 
 def test_revoking_a_team_or_a_tenant_refuses_its_keys(gw):
     api(gw, "POST", "/v1/admin/tenants", {"id": "doomed"})
-    _, team = api(gw, "POST", "/v1/admin/teams", {"tenant": "doomed", "name": "t", "id": "doomed-team"})
+    assert api(gw, "POST", "/v1/admin/teams", {"tenant": "doomed", "name": "t", "id": "doomed-team"})[0] == 201
     _, in_team = api(gw, "POST", "/v1/admin/keys", {"tenant": "doomed", "team": "doomed-team"})
     _, alone = api(gw, "POST", "/v1/admin/keys", {"tenant": "doomed"})
     assert chat(gw, in_team["key"])[0] == 200 and chat(gw, alone["key"])[0] == 200
@@ -207,9 +207,16 @@ def test_plain_keys_and_bad_requests_get_the_gateways_error_body(gw):
         status, err = api(gw, method, path, body)
         e = error_of(err)
         assert (status, e["code"]) == (status_code, code), (path, body, err)
-        assert e["param"] is None and param is None or (e["param"] or "").startswith(param or ""), err
-    status, _, raw = http("POST", gw.url + "/v1/admin/keys", raw=b"{nope", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert (e["param"] is None and param is None) or (e["param"] or "").startswith(param or ""), err
+    status, _, raw = http(
+        "POST", gw.url + "/v1/admin/keys", raw=b"{nope", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
     assert status == 400 and orjson.loads(raw)["error"]["code"] == "invalid_json"
+
+
+def test_readiness_checks_the_key_store(gw):
+    status, body = api(gw, "GET", "/ready")
+    assert status == 200 and body["checks"]["keys"] == "ok"
 
 
 def test_the_openapi_document_describes_the_admin_api(gw):

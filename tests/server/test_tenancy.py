@@ -206,7 +206,7 @@ def test_metrics(gw):
 
 def test_ready_and_docs(gw):
     status, _, raw = http("GET", gw.url + "/ready")
-    assert status == 200 and orjson.loads(raw)["checks"] == {"ledger": "ok"}
+    assert status == 200 and orjson.loads(raw)["checks"] == {"ledger": "ok", "keys": "ok"}
     status, _, raw = http("GET", gw.url + "/openapi.json")
     doc = orjson.loads(raw)
     assert status == 200 and {"/v1/chat/completions", "/execute", "/complete", "/v1/usage"} <= set(doc["paths"])

@@ -425,7 +425,6 @@ def _api_keys(
 ) -> tuple[ApiKeyConfig, ...]:
     out: list[ApiKeyConfig] = []
     hashes: set[str] = set()
-    names: set[str] = set()
     for i, e in enumerate(entries):
         h = _key_hash(e.key, e.key_sha256)
         assert h is not None  # ApiKeyEntry requires one of them
@@ -439,15 +438,16 @@ def _api_keys(
             )
         if e.team is not None and (e.team not in teams or teams[e.team].tenant != tenant):
             raise ConfigError(
-                f"api_keys[{i}].team", f"no team {e.team!r} in tenant {tenant!r} (declare it under teams)", source=source
+                f"api_keys[{i}].team",
+                f"no team {e.team!r} in tenant {tenant!r} (declare it under teams)",
+                source=source,
             )
         name = e.name or f"key{i}"
-        if name in names:
-            raise ConfigError(f"api_keys[{i}].name", f"two API keys are named {name!r}", source=source)
-        names.add(name)
         models = tuple(e.models) if e.models is not None else None
         out.append(
-            ApiKeyConfig(name, h, tenant, models, e.budget, e.rpm, e.tpm, e.admin, e.team, e.tenant_admin and not e.admin)
+            ApiKeyConfig(
+                name, h, tenant, models, e.budget, e.rpm, e.tpm, e.admin, e.team, e.tenant_admin and not e.admin
+            )
         )
     return tuple(out)
 

@@ -96,6 +96,20 @@ class Section(BaseModel):
 # ---------------------------------------------------------------------------------------------- server & stores
 
 
+def _alone(key: str, data: Any) -> Any:
+    """A section given as its one value: a URL / path, or ``false`` for off."""
+    if data is False or isinstance(data, str):
+        return {key: "off" if data is False else data}
+    return data
+
+
+def _database_url(v: str | None) -> str | None:
+    """A database the gateway can open: a file path, ``sqlite:///path`` or ``postgresql://…``."""
+    if v is not None and "://" in v and not v.lower().startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise problem(f"must be a file path, sqlite:///path or postgresql://..., got {v!r}")
+    return v
+
+
 class ServerConfig(Section):
     """How the gateway listens and serves."""
 
@@ -142,16 +156,9 @@ class LedgerSection(Section):
     @model_validator(mode="before")
     @classmethod
     def _url_alone(cls, data: Any) -> Any:
-        if data is False or isinstance(data, str):
-            return {"url": "off" if data is False else data}
-        return data
+        return _alone("url", data)
 
-    @field_validator("url")
-    @classmethod
-    def _known_scheme(cls, v: str | None) -> str | None:
-        if v is not None and "://" in v and not v.lower().startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise problem(f"must be a file path, sqlite:///path or postgresql://..., got {v!r}")
-        return v
+    _known_scheme = field_validator("url")(_database_url)
 
 
 class KeysSection(Section):
@@ -173,16 +180,9 @@ class KeysSection(Section):
     @model_validator(mode="before")
     @classmethod
     def _url_alone(cls, data: Any) -> Any:
-        if data is False or isinstance(data, str):
-            return {"url": "off" if data is False else data}
-        return data
+        return _alone("url", data)
 
-    @field_validator("url")
-    @classmethod
-    def _known_scheme(cls, v: str | None) -> str | None:
-        if v is not None and "://" in v and not v.lower().startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise problem(f"must be a file path, sqlite:///path or postgresql://..., got {v!r}")
-        return v
+    _known_scheme = field_validator("url")(_database_url)
 
 
 class ResponsesSection(Section):
@@ -207,16 +207,9 @@ class ResponsesSection(Section):
     @model_validator(mode="before")
     @classmethod
     def _store_alone(cls, data: Any) -> Any:
-        if data is False or isinstance(data, str):
-            return {"store": "off" if data is False else data}
-        return data
+        return _alone("store", data)
 
-    @field_validator("store")
-    @classmethod
-    def _known_scheme(cls, v: str | None) -> str | None:
-        if v is not None and "://" in v and not v.lower().startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise problem(f"must be a file path, sqlite:///path or postgresql://..., got {v!r}")
-        return v
+    _known_scheme = field_validator("store")(_database_url)
 
 
 class ProviderEntry(Section):

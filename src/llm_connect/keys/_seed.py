@@ -1,7 +1,8 @@
 """The rows :meth:`KeyStore.seed` writes for the objects a config file declares (``managed_by="config"``).
 
-A config key's id is its name (unique in the file); as its plain secret is not kept, its prefix is the start of
-its sha256 digest (``sha256:1a2b3c4d``). Tenants named only by a key or a team get a row of their own, without
+A config key's id is its name (``name-2``, ``name-3``… for later keys of the same name: keys sharing a name
+share its budget and limits, as during a rotation in the file); as its plain secret is not kept, its prefix is the
+start of its sha256 digest (``sha256:1a2b3c4d``). Tenants named only by a key or a team get a row of their own, without
 limits, so every key's tenant exists.
 """
 
@@ -31,9 +32,14 @@ def seed_rows(config: GatewayConfig) -> tuple[Rows, Rows, Rows]:
         (t.id, t.tenant, t.name or t.id, *_limit_values(t.models, t.rpm, t.tpm, t.budget), "config")
         for t in config.teams.values()
     ]
+    seen: dict[str, int] = {}
+    ids = []
+    for k in config.api_keys:
+        seen[k.name] = seen.get(k.name, 0) + 1
+        ids.append(k.name if seen[k.name] == 1 else f"{k.name}-{seen[k.name]}")
     keys = [
         (
-            k.name,
+            kid,
             k.key_hash,
             f"sha256:{k.key_hash[:8]}",
             k.name,
@@ -45,6 +51,6 @@ def seed_rows(config: GatewayConfig) -> tuple[Rows, Rows, Rows]:
             *_limit_values(k.models, k.rpm, k.tpm, k.budget),
             "config",
         )
-        for k in config.api_keys
+        for kid, k in zip(ids, config.api_keys, strict=True)
     ]
     return list(tenants.values()), teams, keys

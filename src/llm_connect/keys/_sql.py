@@ -90,7 +90,9 @@ class Dialect:
     def migrate(self, conn: Any) -> int:
         """Bring the schema to :data:`SCHEMA_VERSION`; returns the version found before."""
         with self.transaction(conn, exclusive=True):
-            self.execute(conn, "CREATE TABLE IF NOT EXISTS {p}keys_state (name TEXT PRIMARY KEY, value BIGINT NOT NULL)")
+            self.execute(
+                conn, "CREATE TABLE IF NOT EXISTS {p}keys_state (name TEXT PRIMARY KEY, value BIGINT NOT NULL)"
+            )
             row = self.execute(conn, "SELECT value FROM {p}keys_state WHERE name = 'schema'").fetchone()
             found = int(row[0]) if row else 0
             if found > SCHEMA_VERSION:
@@ -106,7 +108,9 @@ class Dialect:
                 if row:
                     self.execute(conn, "UPDATE {p}keys_state SET value = ? WHERE name = 'schema'", (SCHEMA_VERSION,))
                 else:
-                    self.execute(conn, "INSERT INTO {p}keys_state (name, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                    self.execute(
+                        conn, "INSERT INTO {p}keys_state (name, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+                    )
         return found
 
 

@@ -60,10 +60,10 @@ def utc(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(float(ts), UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class TenantRecord:
-    id: str
-    name: str
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Level:
+    """What every level of the hierarchy has: its time stamps, who manages it, and its limits."""
+
     created_at: datetime
     updated_at: datetime
     revoked_at: datetime | None
@@ -78,27 +78,21 @@ class TenantRecord:
         return self.revoked_at is None
 
 
-@dataclass(frozen=True, slots=True)
-class TeamRecord:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TenantRecord(_Level):
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TeamRecord(_Level):
     id: str
     name: str
     tenant: str
-    created_at: datetime
-    updated_at: datetime
-    revoked_at: datetime | None
-    managed_by: ManagedBy
-    models: tuple[str, ...] | None
-    rpm: int | None
-    tpm: int | None
-    budget: BudgetLimit | None
-
-    @property
-    def active(self) -> bool:
-        return self.revoked_at is None
 
 
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRecord(_Level):
     """An API key as lists show it: never the key itself, only its ``prefix`` (``llmc-<id>``)."""
 
     id: str
@@ -106,17 +100,9 @@ class KeyRecord:
     prefix: str
     tenant: str
     team: str | None
-    created_at: datetime
     last_used_at: datetime | None
     expires_at: datetime | None
-    revoked_at: datetime | None
-    managed_by: ManagedBy
-    models: tuple[str, ...] | None
-    rpm: int | None
-    tpm: int | None
-    budget: BudgetLimit | None
     role: Role = "user"
-    updated_at: datetime | None = None
     #: sha256 hex digest of the key (what the gateway compares); not shown by the API
     key_hash: str = field(default="", repr=False)
 

@@ -59,7 +59,9 @@ class _Unset:
 #: "leave as it is" in an update (None means "clear")
 UNSET: Any = _Unset()
 _MAX_ID = 128
-_LIMIT_COLS = "models, rpm, tpm, budget_tokens, budget_usd, budget_period, managed_by, created_at, updated_at, revoked_at"
+_LIMIT_COLS = (
+    "models, rpm, tpm, budget_tokens, budget_usd, budget_period, managed_by, created_at, updated_at, revoked_at"
+)
 _TENANT_COLS = f"id, name, {_LIMIT_COLS}"
 _TEAM_COLS = f"id, tenant_id, name, {_LIMIT_COLS}"
 _KEY_COLS = f"id, key_hash, prefix, name, tenant_id, team_id, role, last_used_at, expires_at, {_LIMIT_COLS}"
@@ -132,7 +134,9 @@ def _epoch(value: datetime | float | None) -> float | None:
     if value is None or isinstance(value, (int, float)):
         return value
     if value.tzinfo is None:
-        raise KeyStoreError("expires_at needs a time zone (UTC)", status_code=422, code="invalid_field", param="expires_at")
+        raise KeyStoreError(
+            "expires_at needs a time zone (UTC)", status_code=422, code="invalid_field", param="expires_at"
+        )
     return value.timestamp()
 
 
@@ -222,7 +226,8 @@ class KeyStore:
         def write(c: Any) -> None:
             with self._d.transaction(c):
                 sql = self._d.sql(
-                    "UPDATE {p}api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)"
+                    "UPDATE {p}api_keys SET last_used_at = ? "
+                    "WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)"
                 )
                 c.executemany(sql, rows) if hasattr(c, "executemany") else c.cursor().executemany(sql, rows)
 
@@ -244,7 +249,9 @@ class KeyStore:
     def list_teams(self, tenant: str | None = None) -> list[TeamRecord]:
         where, params = ("WHERE tenant_id = ? ", (tenant,)) if tenant is not None else ("", ())
         rows = self._run(
-            lambda c: self._exec(c, f"SELECT {_TEAM_COLS} FROM {{p}}teams {where}ORDER BY tenant_id, id", params).fetchall()
+            lambda c: self._exec(
+                c, f"SELECT {_TEAM_COLS} FROM {{p}}teams {where}ORDER BY tenant_id, id", params
+            ).fetchall()
         )
         return [_team(r) for r in rows]
 
@@ -418,7 +425,9 @@ class KeyStore:
         except KeyStoreError:
             rec = None
         if rec is None or rec.tenant != tenant:
-            raise KeyStoreError(f"no team {team!r} in tenant {tenant!r}", status_code=422, code="unknown_team", param="team")
+            raise KeyStoreError(
+                f"no team {team!r} in tenant {tenant!r}", status_code=422, code="unknown_team", param="team"
+            )
         if rec.revoked_at is not None:
             raise KeyStoreError(f"team {team!r} is revoked", status_code=409, code="revoked", param="team")
 
@@ -437,7 +446,9 @@ class KeyStore:
     ) -> tuple[KeyRecord, str]:
         """A new key: (its record, the plain key — shown this once, only its sha256 is stored)."""
         if role not in ROLES:
-            raise KeyStoreError(f"role must be one of {', '.join(ROLES)}", status_code=422, code="invalid_field", param="role")
+            raise KeyStoreError(
+                f"role must be one of {', '.join(ROLES)}", status_code=422, code="invalid_field", param="role"
+            )
         self._active_tenant(tenant)
         self._check_team(tenant, team)
         kid = new_id(12)
@@ -513,7 +524,9 @@ class KeyStore:
             names = [n.strip() for n in cols.split(",")]
             update = ", ".join(f"{n} = EXCLUDED.{n}" for n in names if n not in ("id", *keep))
             marks = ", ".join("?" for _ in names)
-            self._exec(c, f"INSERT INTO {{p}}{table} ({cols}) VALUES ({marks}) ON CONFLICT (id) DO UPDATE SET {update}", row)
+            self._exec(
+                c, f"INSERT INTO {{p}}{table} ({cols}) VALUES ({marks}) ON CONFLICT (id) DO UPDATE SET {update}", row
+            )
 
         def write(c: Any) -> None:
             with d.transaction(c, exclusive=True):

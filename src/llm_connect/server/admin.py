@@ -37,7 +37,7 @@ async def _check_redis(url: str) -> str | None:
 
 
 async def handle_ready(engine: Engine, req: Request) -> Response:
-    """Readiness: the config is loaded and, when configured, Redis and the ledger answer."""
+    """Readiness: the config is loaded and, when configured, Redis, the ledger and the key store answer."""
     checks: dict[str, str] = {}
     try:
         await engine.start()
@@ -53,6 +53,12 @@ async def handle_ready(engine: Engine, req: Request) -> Response:
             checks["ledger"] = "ok"
         except Exception as exc:
             checks["ledger"] = type(exc).__name__
+    if engine.keys is not None:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(engine.keys.version), 2.0)
+            checks["keys"] = "ok"
+        except Exception as exc:
+            checks["keys"] = type(exc).__name__
     ok = all(v == "ok" for v in checks.values())
     return json_response({"status": "ready" if ok else "not_ready", "checks": checks}, 200 if ok else 503)
 

@@ -93,7 +93,9 @@ async def _body(req: Request, model: type[_M]) -> _M:
     except ValidationError as exc:
         err = exc.errors()[0]
         param = ".".join(str(p) for p in err["loc"]) or None
-        raise ApiError(422, f"{param}: {err['msg']}" if param else err["msg"], "invalid_request_error", "invalid_field", param) from None
+        raise ApiError(
+            422, f"{param}: {err['msg']}" if param else err["msg"], "invalid_request_error", "invalid_field", param
+        ) from None
 
 
 def _sent(body: BaseModel) -> dict[str, Any]:

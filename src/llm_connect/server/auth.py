@@ -64,6 +64,8 @@ class Principal:
     team_budget: BudgetLimit | None = None
     #: may manage its own tenant's keys and teams and read its usage
     tenant_admin: bool = False
+    #: the key's id in the key store (what its last use is recorded under)
+    key_id: str | None = None
     #: identifies the budget chain (tenant, team, key and their caps): the planner's cache key
     budget_key: tuple[Any, ...] = ()
 
@@ -77,10 +79,10 @@ class Principal:
         return all(any(fnmatchcase(name, p) for p in pats) for pats in self.patterns)
 
 
-def _scopes(key: Any, team: Any, tenant: Any) -> tuple[LimitScope, ...]:
+def _scopes(key: Any, team: Any, tenant: Any, key_name: str | None = None) -> tuple[LimitScope, ...]:
     out = []
     if key is not None and (key.rpm or key.tpm):
-        out.append(LimitScope(f"key:{key.id}", key.rpm, key.tpm))
+        out.append(LimitScope(f"key:{key_name}", key.rpm, key.tpm))
     if team is not None and (team.rpm or team.tpm):
         out.append(LimitScope(f"team:{team.id}", team.rpm, team.tpm))
     if tenant is not None and (tenant.rpm or tenant.tpm):
@@ -142,23 +144,27 @@ class Authenticator:
                 deadline = k.expires_at.timestamp() if k.expires_at is not None else math.inf
                 why = "this API key has expired"
             admin = k.role == "admin"
+            # budgets, limits and the ledger name a key: a config key by its name (keys of one name share them),
+            # an API key by its id
+            name = k.name if k.managed_by == "config" else k.id
             tb, teamb = (tenant.budget if tenant else None), (team.budget if team else None)
             by_hash[k.key_hash] = (
                 k.key_hash,
                 Principal(
                     tenant=k.tenant,
-                    key_name=k.id,
+                    key_name=name,
+                    key_id=k.id,
                     admin=admin,
                     authenticated=True,
                     unrestricted=admin,
                     patterns=_patterns(k, team, tenant),
-                    scopes=_scopes(k, team, tenant),
+                    scopes=_scopes(k, team, tenant, name),
                     tenant_budget=tb,
                     key_budget=k.budget,
                     team=k.team,
                     team_budget=teamb,
                     tenant_admin=k.role == "tenant_admin",
-                    budget_key=(k.tenant, k.team, k.id, _bkey(tb), _bkey(teamb), _bkey(k.budget)),
+                    budget_key=(k.tenant, k.team, name, _bkey(tb), _bkey(teamb), _bkey(k.budget)),
                 ),
                 deadline,
                 why,
@@ -215,7 +221,7 @@ class Authenticator:
             principal, deadline, why = entry
             now = time.time()
             if now < deadline:  # expiry is checked here, at the instant, not by a poll
-                self.used[principal.key_name] = now  # type: ignore[index]
+                self.used[principal.key_id] = now  # type: ignore[index]
                 return principal
             raise ApiError(401, why, "invalid_request_error", "invalid_api_key")
         if self._is_admin_key(digest):

@@ -41,7 +41,7 @@ async def _run(config_path: str | None, data: Any) -> dict[str, Any]:
     from .engine import Engine
     from .execute import run_execute
 
-    engine = Engine(load_config(config_path), metrics=False)
+    engine = Engine(load_config(config_path), metrics=False, keys=False)  # a trusted local caller: no key look-ups
     try:
         await engine.start()
         principal = engine.auth.local()

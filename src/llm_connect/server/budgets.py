@@ -149,7 +149,8 @@ def configured_budgets(snap: Snapshot) -> list[ConfiguredBudget]:
         if t.budget is not None and t.budget.capped and t.revoked_at is None
     )
     out.extend(
-        ConfiguredBudget("key", k.id, k.name, k.tenant, k.budget, f"key:{k.id}")
+        # a config key's level is named by its name (keys of one name share it), an API key's by its id
+        ConfiguredBudget("key", k.id, k.name, k.tenant, k.budget, f"key:{k.name if k.managed_by == 'config' else k.id}")
         for k in snap.keys
         if k.budget is not None and k.budget.capped and k.revoked_at is None
     )

@@ -27,8 +27,8 @@ from .errors import ApiError, Redactor, from_exception
 if TYPE_CHECKING:
     from ..budget import BudgetTracker
     from ..embeddings import EmbeddingResponse
-    from ..usage import Ledger, UsageTracker
     from ..keys import KeyStore
+    from ..usage import Ledger, UsageTracker
     from .keyring import KeyRing
     from .limits import RateLimiter
     from .metrics import Metrics
@@ -304,17 +304,19 @@ class Engine:
         cfg = self.config
         kc = cfg.keys
         assert kc.url is not None
+        store = None
         try:
             store = KeyStore.open(kc.url, table_prefix=kc.table_prefix)
             store.seed(cfg)
             ring = KeyRing(store, self.auth, config_snapshot(cfg), poll_seconds=kc.poll_seconds, redis=cfg.redis)
             ring.load()
-        except LLMError as exc:
-            raise ConfigError("keys.url", exc.message, source=cfg.source) from None
         except Exception as exc:  # a path that cannot be written, a database that cannot be reached
-            raise ConfigError(
-                "keys.url", f"cannot open the key store: {type(exc).__name__}: {exc}", source=cfg.source
-            ) from None
+            if store is not None:
+                store.close()
+            why = (
+                exc.message if isinstance(exc, LLMError) else f"cannot open the key store: {type(exc).__name__}: {exc}"
+            )
+            raise ConfigError("keys.url", " ".join(why.split()), source=cfg.source) from None
         self.keys, self.keyring = store, ring
 
     async def aclose(self) -> None:

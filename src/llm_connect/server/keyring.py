@@ -86,7 +86,9 @@ class KeyRing:
         async with self._reload_lock:
             if not force and await asyncio.to_thread(self.store.version) == self.version:
                 return
-            self._install(await asyncio.to_thread(self.store.snapshot))
+            # read and build the new table in a worker thread (thousands of keys are milliseconds of work the
+            # event loop should not wait for); the swap itself is one assignment
+            await asyncio.to_thread(lambda: self._install(self.store.snapshot()))
 
     async def changed(self) -> None:
         """A change was just made through this process: apply it now and tell the other replicas."""

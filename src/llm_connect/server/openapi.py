@@ -146,7 +146,7 @@ def operations() -> dict[tuple[str, str], Operation]:
     )
     ready = Operation(
         "ready",
-        "Readiness: the config is loaded and Redis and the ledger (when configured) answer",
+        "Readiness: the config is loaded and Redis, the ledger and the key store (when configured) answer",
         "ops",
         {"200": Reply("Ready", (s.Readiness,)), "503": Reply("Not ready", (s.Readiness,))},
         access="public",

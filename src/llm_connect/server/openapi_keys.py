@@ -3,6 +3,7 @@ of :mod:`llm_connect.server.schemas_keys`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .openapi import Operation, Reply
@@ -23,6 +24,23 @@ _ERRORS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """One kind of object and the models of its routes."""
+
+    kind: str
+    cap: str
+    what: str
+    param: str
+    obj: type[BaseModel]
+    lst: type[BaseModel]
+    create: type[BaseModel]
+    update: type[BaseModel]
+    path: type[BaseModel]
+    query: type[BaseModel] | None
+    created: type[BaseModel]
+
+
 def operations() -> dict[tuple[str, str], Operation]:
     from . import schemas as s
     from . import schemas_keys as k
@@ -31,16 +49,17 @@ def operations() -> dict[tuple[str, str], Operation]:
         return {c: Reply(_ERRORS[c], (s.ErrorResponse,)) for c in codes}
 
     read, write = ("401", "403", "404"), ("401", "403", "404", "409", "422")
-    kinds: tuple[tuple[str, str, str, type[BaseModel], type[BaseModel], type[BaseModel], type[BaseModel], type[BaseModel], type[BaseModel] | None, type[BaseModel], str], ...] = (
-        ("keys", "Key", "API key", k.KeyObject, k.KeyList, k.KeyCreate, k.KeyUpdate, k.KeyIdPath, k.KeyListQuery,
-         k.KeyCreated, "key_id"),
-        ("teams", "Team", "team", k.TeamObject, k.TeamList, k.TeamCreate, k.TeamUpdate, k.TeamIdPath,
-         k.TeamListQuery, k.TeamObject, "team_id"),
-        ("tenants", "Tenant", "tenant", k.TenantObject, k.TenantList, k.TenantCreate, k.TenantUpdate,
-         k.TenantIdPath, None, k.TenantObject, "tenant_id"),
+    kinds = (
+        _Kind("keys", "Key", "API key", "key_id", k.KeyObject, k.KeyList, k.KeyCreate, k.KeyUpdate, k.KeyIdPath,
+              k.KeyListQuery, k.KeyCreated),
+        _Kind("teams", "Team", "team", "team_id", k.TeamObject, k.TeamList, k.TeamCreate, k.TeamUpdate, k.TeamIdPath,
+              k.TeamListQuery, k.TeamObject),
+        _Kind("tenants", "Tenant", "tenant", "tenant_id", k.TenantObject, k.TenantList, k.TenantCreate,
+              k.TenantUpdate, k.TenantIdPath, None, k.TenantObject),
     )  # fmt: skip
     out: dict[tuple[str, str], Operation] = {}
-    for kind, cap, what, obj, lst, create, update, path, query, created, param in kinds:
+    for kd in kinds:
+        kind, cap, what, param, obj, path = kd.kind, kd.cap, kd.what, kd.param, kd.obj, kd.path
         base, one = f"/v1/admin/{kind}", f"/v1/admin/{kind}/{{{param}}}"
         revoke = Operation(
             f"revokeAdmin{cap}",
@@ -57,17 +76,17 @@ def operations() -> dict[tuple[str, str], Operation]:
                     f"listAdmin{cap}s",
                     f"List {what}s",
                     "admin",
-                    {"200": Reply(f"The {what}s the caller may see", (lst,)), **errors(*read)},
-                    query=query,
+                    {"200": Reply(f"The {what}s the caller may see", (kd.lst,)), **errors(*read)},
+                    query=kd.query,
                 ),
                 ("POST", base): Operation(
                     f"createAdmin{cap}",
                     f"Create a {what}",
                     "admin",
-                    {"201": Reply(f"The new {what}", (created,)), **errors(*write)},
+                    {"201": Reply(f"The new {what}", (kd.created,)), **errors(*write)},
                     description="Live on every replica within a second."
                     + (" The answer's key field is the only time the key is shown." if kind == "keys" else ""),
-                    request=create,
+                    request=kd.create,
                 ),
                 ("GET", one): Operation(
                     f"getAdmin{cap}", f"Get a {what}", "admin", {"200": Reply(f"The {what}", (obj,)), **errors(*read)},
@@ -79,7 +98,7 @@ def operations() -> dict[tuple[str, str], Operation]:
                     "admin",
                     {"200": Reply(f"The changed {what}", (obj,)), **errors(*write)},
                     description="Only the fields sent change; null clears a field.",
-                    request=update,
+                    request=kd.update,
                     path=path,
                 ),
                 ("DELETE", one): Operation(
