@@ -17,10 +17,8 @@ must fit in every level above it. Levels without a cap are left out (no store tr
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -192,20 +190,16 @@ class RedisCapRegistry:
     """Caps in Redis (``SET NX`` + TTL): every replica sees the cap the first request set."""
 
     def __init__(self, url: str, namespace: str, cache_entries: int = 10_000) -> None:
+        from .._redis import LoopClients
+
         self.url = url
         self.namespace = namespace
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._clients = LoopClients(url)
         self._cache: OrderedDict[str, tuple[Cap, float]] = OrderedDict()
         self._max = cache_entries
 
     def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        c = self._clients.get(loop)
-        if c is None:
-            from .._redis import async_client
-
-            c = self._clients[loop] = async_client(self.url)
-        return c
+        return self._clients.get()
 
     async def get_or_create(self, key: str, cap: Cap | None, ttl: float) -> Cap | None:
         now = time.time()
@@ -236,12 +230,7 @@ class RedisCapRegistry:
         return got
 
     async def aclose(self) -> None:
-        try:
-            c = self._clients.pop(asyncio.get_running_loop(), None)
-        except RuntimeError:
-            return
-        if c is not None:
-            await c.aclose()
+        await self._clients.aclose()
 
 
 class BudgetPlanner:

@@ -9,12 +9,10 @@ replica sees them), else in this process.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
 import time
-import weakref
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -123,18 +121,14 @@ class RedisSessions:
     """Sessions in Redis under ``<namespace>:ui:session:<sha256(id)>``, expiring with the session."""
 
     def __init__(self, url: str, namespace: str) -> None:
+        from ..._redis import LoopClients
+
         self.url = url
         self.prefix = f"{namespace}:ui:session:"
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._clients = LoopClients(url)
 
     def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            from ..._redis import async_client
-
-            client = self._clients[loop] = async_client(self.url)
-        return client
+        return self._clients.get()
 
     async def create(self, key_digest: str, ttl: float) -> tuple[str, Session]:
         sid = new_token()
@@ -159,12 +153,7 @@ class RedisSessions:
             await self._client().delete(self.prefix + _hash(sid))
 
     async def aclose(self) -> None:
-        try:
-            client = self._clients.pop(asyncio.get_running_loop(), None)
-        except RuntimeError:
-            return
-        if client is not None:
-            await client.aclose()
+        await self._clients.aclose()
 
 
 def read_cookie(headers: dict[str, str], name: str) -> str | None:
