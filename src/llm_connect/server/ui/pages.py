@@ -142,8 +142,8 @@ def common_context(req: Request, v: Viewer, nav: str, **extra: Any) -> dict[str,
 
 
 def key_names(engine: Engine) -> Callable[[str | None], str]:
-    """The ledger names a call's API key by its id: this shows the key's name instead (its id for a key the
-    gateway no longer knows), "—" for none."""
+    """The ledger names an API-made key by its id (a config key by its name): this shows the key's name (the
+    ledger's value for a key the gateway no longer knows), "—" for none."""
     names = {k.id: k.name for k in engine.auth.snapshot.keys}
 
     def name(key_id: str | None) -> str:
@@ -163,7 +163,7 @@ def short_error(error_type: str | None) -> str:
 async def tenant_choices(engine: Engine, v: Viewer) -> list[str]:
     if v.tenant is not None:
         return [v.tenant]
-    names = set(engine.config.tenants)
+    names = {t.id for t in engine.auth.snapshot.tenants}  # the config's and the key store's
     if engine.ledger is not None:
         since = datetime.now(UTC) - timedelta(days=30)
         names.update(r["key"] for r in await engine.ledger.atotals("tenant", since=since))
