@@ -54,7 +54,7 @@ def main() -> int:
                 if path is None:
                     driver.get(gw.url + "/ui/login")
                 elif path == "CALL":
-                    driver.get(gw.url + "/ui/calls")
+                    driver.get(gw.url + "/ui/calls?model=openai%3Agpt-4o-mini")  # the newest: a key made by the API
                     driver.find_element(By.CSS_SELECTOR, "#calls tbody tr a").click()
                 else:
                     if "/ui/login" in driver.current_url or not driver.get_cookie("llmc_session"):

@@ -12,12 +12,10 @@ Content-Security-Policy without inline scripts or styles.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
@@ -102,6 +100,8 @@ class Dashboard:
             lstrip_blocks=True,
         )
         self.env.filters.update(tokens=_tokens, usd=_usd, when=_when, ms=_ms)
+        from importlib import resources
+
         self.static: dict[str, tuple[bytes, bytes]] = {}
         for entry in resources.files("llm_connect.server.ui").joinpath("static").iterdir():
             suffix = "." + entry.name.rsplit(".", 1)[-1]
@@ -183,6 +183,8 @@ async def read_form(req: Request) -> dict[str, str]:
 
 
 def _loopback(req: Request) -> bool:
+    import ipaddress
+
     client = req.scope.get("client")
     if not client:
         return False
