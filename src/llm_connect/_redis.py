@@ -7,9 +7,11 @@ stop being shared. A blocking pool makes the extra callers wait (up to ``timeout
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Any
 
-__all__ = ["async_client"]
+__all__ = ["LoopClients", "async_client"]
 
 
 def async_client(
@@ -30,3 +32,27 @@ def async_client(
         socket_connect_timeout=socket_connect_timeout,
     )
     return aredis.Redis(connection_pool=pool)
+
+
+class LoopClients:
+    """One :func:`async_client` per event loop (a client is bound to the loop it was made in), made on first
+    use: ``clients.get()`` in a coroutine, ``await clients.aclose()`` closes the running loop's."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    def get(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = async_client(self.url)
+        return client
+
+    async def aclose(self) -> None:
+        try:
+            client = self._clients.pop(asyncio.get_running_loop(), None)
+        except RuntimeError:  # no running loop: nothing of this loop to close
+            return
+        if client is not None:
+            await client.aclose()

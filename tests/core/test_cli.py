@@ -93,6 +93,8 @@ def _expected_key(group_by: str) -> str:
         "thread": "th-1",
         "task_type": "triage",
         "endpoint": "/v1/messages",
+        "key": "acme-app",
+        "team": "support",
     }[group_by]
 
 
@@ -117,6 +119,7 @@ def test_usage_help_lists_every_accepted_group_by_and_each_one_works(tmp_path):
                 output_tokens=5,
                 total_tokens=15,
                 endpoint="/v1/messages",
+                metadata={"api_key": "acme-app", "team": "support"},
             )
         )
     help_text = " ".join(cli("usage", "--help", env={"COLUMNS": "200"}).stdout.split())

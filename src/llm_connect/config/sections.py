@@ -125,6 +125,8 @@ class ServerConfig(Section):
     access_log: bool = Field(False, description="log one line per request")
     public_metrics: bool = Field(False, description="serve /metrics without the admin key when auth is on")
     docs: bool = Field(True, description="serve /openapi.json and /docs")
+    ui: bool = Field(True, description="serve the web dashboard at /ui (admin key login; loopback only without auth)")
+    ui_session_hours: float = Field(8.0, gt=0, le=720, description="how long a dashboard login lasts")
 
 
 class RedisConfig(Section):

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from ..config import GatewayConfig, load_config
-from . import admin, admin_keys, anthropic, complete, embeddings, execute, openai, responses
+from . import admin, admin_keys, anthropic, complete, embeddings, execute, openai, responses, ui
 from .asgi import ClientGone, Receive, Request, Response, Scope, Send
 from .engine import Engine
 from .errors import ApiError, RedactingFilter, from_exception, log
@@ -85,7 +85,9 @@ ROUTES: Mapping[tuple[str, str], Handler] = MappingProxyType(
         **admin_keys.routes(),
     }
 )
-_PATHS = frozenset(path for _, path in ROUTES)
+#: what the gateway serves: the API above and the dashboard's HTML pages (:mod:`llm_connect.server.ui`)
+_SERVED: Mapping[tuple[str, str], Handler] = MappingProxyType({**ROUTES, **ui.ROUTES})
+_PATHS = frozenset(path for _, path in _SERVED)
 #: the templated routes, longest fixed part first:
 #: (method, prefix before "{", suffix after "}", parameter name, route, handler)
 _TEMPLATES = tuple(
@@ -99,7 +101,7 @@ _TEMPLATES = tuple(
                 path,
                 handler,
             )
-            for (method, path), handler in ROUTES.items()
+            for (method, path), handler in _SERVED.items()
             if "{" in path
         ),
         key=lambda t: (-len(t[2]), -len(t[1])),
@@ -111,7 +113,7 @@ def _match(req: Request) -> tuple[str, Handler | None]:
     """(route, handler) of a request: the exact path, else a templated route whose prefix (and suffix) it
     extends; the middle, percent-decoded, is the parameter (a model id may hold "/"; a parameter followed by a
     suffix may not). A path no route has: ("other", None)."""
-    handler = ROUTES.get((req.method, req.path))
+    handler = _SERVED.get((req.method, req.path))
     if handler is not None:
         return req.path, handler
     known = req.path in _PATHS

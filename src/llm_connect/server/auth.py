@@ -25,9 +25,14 @@ from .errors import ApiError
 if TYPE_CHECKING:
     from ..keys import Snapshot
 
-__all__ = ["Authenticator", "LimitScope", "Principal"]
+__all__ = ["Authenticator", "LimitScope", "Principal", "key_digest"]
 
 DEFAULT_TENANT = "default"
+
+
+def key_digest(key: str) -> str:
+    """The sha256 hex digest a key is stored and compared as."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +173,8 @@ class Authenticator:
         self._tenant_principals = {tid: self._open_principal(tid, authenticated=False) for tid in tenants}
         self._default = self._open_principal(DEFAULT_TENANT, authenticated=False)
         self._by_hash = by_hash  # one assignment: a request sees the old table or the new one
+        #: the tenants, teams and keys installed last (what the dashboard lists)
+        self.snapshot = snap
 
     def _open_principal(
         self, tenant_id: str, *, authenticated: bool, admin: bool = False, key_name: str | None = None
@@ -208,17 +215,38 @@ class Authenticator:
             raise ApiError(
                 401, "missing API key: send 'Authorization: Bearer <key>'", "invalid_request_error", "invalid_api_key"
             )
-        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
-        entry = self._by_hash.get(digest)
-        if entry is not None and hmac.compare_digest(entry[0], digest):
+        digest = key_digest(key)
+        entry = self._entry(digest)
+        if entry is not None:
+            principal, deadline, why = entry
             now = time.time()
-            if now < entry[2]:  # expiry is checked here, at the instant, not by a poll
-                self.used[entry[1].key_id] = now  # type: ignore[index]
-                return entry[1]
-            raise ApiError(401, entry[3], "invalid_request_error", "invalid_api_key")
-        if self._admin_hash is not None and hmac.compare_digest(self._admin_hash, digest):
+            if now < deadline:  # expiry is checked here, at the instant, not by a poll
+                self.used[principal.key_id] = now  # type: ignore[index]
+                return principal
+            raise ApiError(401, why, "invalid_request_error", "invalid_api_key")
+        if self._is_admin_key(digest):
             return self._open_principal("admin", authenticated=True, admin=True, key_name="admin")
         raise ApiError(401, "invalid API key", "invalid_request_error", "invalid_api_key")
+
+    def _entry(self, digest: str) -> tuple[Principal, float, str] | None:
+        entry = self._by_hash.get(digest)
+        if entry is not None and hmac.compare_digest(entry[0], digest):
+            return entry[1], entry[2], entry[3]
+        return None
+
+    def _is_admin_key(self, digest: str) -> bool:
+        return self._admin_hash is not None and hmac.compare_digest(self._admin_hash, digest)
+
+    def by_digest(self, digest: str) -> Principal | None:
+        """The principal of the key whose sha256 hex digest is ``digest`` (the admin key included); None for
+        an unknown, revoked or expired key. How a dashboard session, which keeps only the digest, finds who it
+        belongs to on every request (a look that is not a use: the key's last-used time stays)."""
+        entry = self._entry(digest)
+        if entry is not None:
+            return entry[0] if time.time() < entry[1] else None
+        if self._is_admin_key(digest):
+            return self._open_principal("admin", authenticated=True, admin=True, key_name="admin")
+        return None
 
     def is_admin(self, headers: dict[str, str]) -> bool:
         """True if the request carries the admin key (or an admin API key)."""

@@ -17,10 +17,8 @@ must fit in every level above it. Levels without a cap are left out (no store tr
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,9 +30,18 @@ from .auth import Principal
 from .errors import ApiError
 
 if TYPE_CHECKING:
-    from ..budget import BudgetStore, BudgetTracker
+    from ..budget import BudgetState, BudgetStore, BudgetTracker
+    from ..keys import Snapshot
 
-__all__ = ["BudgetPlanner", "BudgetRequest", "CapRegistry", "MemoryCapRegistry", "RedisCapRegistry"]
+__all__ = [
+    "BudgetPlanner",
+    "BudgetRequest",
+    "CapRegistry",
+    "ConfiguredBudget",
+    "MemoryCapRegistry",
+    "RedisCapRegistry",
+    "configured_budgets",
+]
 
 _MAX_ID = 128
 
@@ -113,6 +120,41 @@ def parse_usd(value: object, param: str) -> Decimal | None:
     return d
 
 
+@dataclass(frozen=True, slots=True)
+class ConfiguredBudget:
+    """A budget set on a tenant, team or API key: ``kind`` tenant | team | key, its ``id`` and ``name``,
+    the ``tenant`` it belongs to, its ``limit`` and the ``budget_id`` its level has in the budget store."""
+
+    kind: str
+    id: str
+    name: str
+    tenant: str
+    limit: BudgetLimit
+    budget_id: str
+
+
+def configured_budgets(snap: Snapshot) -> list[ConfiguredBudget]:
+    """Every budget of the tenants, teams and keys in ``snap`` that are not revoked (the levels
+    :meth:`BudgetPlanner.root` builds), tenants first, then teams, then keys."""
+    out = [
+        ConfiguredBudget("tenant", t.id, t.name, t.id, t.budget, f"tenant:{t.id}")
+        for t in snap.tenants
+        if t.budget is not None and t.budget.capped and t.revoked_at is None
+    ]
+    out.extend(
+        ConfiguredBudget("team", t.id, t.name, t.tenant, t.budget, f"team:{t.tenant}:{t.id}")
+        for t in snap.teams
+        if t.budget is not None and t.budget.capped and t.revoked_at is None
+    )
+    out.extend(
+        # a config key's level is named by its name (keys of one name share it), an API key's by its id
+        ConfiguredBudget("key", k.id, k.name, k.tenant, k.budget, f"key:{k.name if k.managed_by == 'config' else k.id}")
+        for k in snap.keys
+        if k.budget is not None and k.budget.capped and k.revoked_at is None
+    )
+    return out
+
+
 class CapRegistry(Protocol):
     async def get_or_create(self, key: str, cap: Cap | None, ttl: float) -> Cap | None:
         """The cap of budget ``key``: created with ``cap`` if new (first writer wins); None if unknown."""
@@ -148,20 +190,16 @@ class RedisCapRegistry:
     """Caps in Redis (``SET NX`` + TTL): every replica sees the cap the first request set."""
 
     def __init__(self, url: str, namespace: str, cache_entries: int = 10_000) -> None:
+        from .._redis import LoopClients
+
         self.url = url
         self.namespace = namespace
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._clients = LoopClients(url)
         self._cache: OrderedDict[str, tuple[Cap, float]] = OrderedDict()
         self._max = cache_entries
 
     def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        c = self._clients.get(loop)
-        if c is None:
-            from .._redis import async_client
-
-            c = self._clients[loop] = async_client(self.url)
-        return c
+        return self._clients.get()
 
     async def get_or_create(self, key: str, cap: Cap | None, ttl: float) -> Cap | None:
         now = time.time()
@@ -192,12 +230,7 @@ class RedisCapRegistry:
         return got
 
     async def aclose(self) -> None:
-        try:
-            c = self._clients.pop(asyncio.get_running_loop(), None)
-        except RuntimeError:
-            return
-        if c is not None:
-            await c.aclose()
+        await self._clients.aclose()
 
 
 class BudgetPlanner:
@@ -212,6 +245,8 @@ class BudgetPlanner:
         self._store: Any = store
         self.caps = caps
         self._roots: dict[tuple[str, str | None], BudgetTracker | None] = {}
+        #: trackers that only read one level's numbers (the dashboard's), by budget id and limit
+        self._readers: dict[tuple[str, BudgetLimit], BudgetTracker] = {}
 
     @property
     def store(self) -> BudgetStore:
@@ -251,6 +286,15 @@ class BudgetPlanner:
             tracker = self._tracker(tracker, f"key:{p.key_name}", p.key_budget)
         self._roots[key] = tracker
         return tracker
+
+    async def astate(self, budget_id: str, limit: BudgetLimit) -> BudgetState:
+        """The live numbers of one budget level in the shared store (this period's): what every process and
+        replica charging ``budget_id`` has spent and holds reserved."""
+        key = (budget_id, limit)
+        reader = self._readers.get(key)
+        if reader is None:
+            reader = self._readers[key] = self._tracker(None, budget_id, limit)
+        return await reader.astate()
 
     async def tracker(self, p: Principal, req: BudgetRequest | None) -> BudgetTracker | None:
         """The tracker to put on the request's RunConfig (None: no budget applies)."""

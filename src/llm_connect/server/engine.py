@@ -143,6 +143,8 @@ class Engine:
         self.request_timeout = config.server.request_timeout
         #: the body of GET /openapi.json, built on its first request
         self.openapi_json: bytes | None = None
+        #: the web dashboard's state (templates, sessions), made on its first request (llm_connect.server.ui)
+        self.dashboard: Any = None
         from .response_store import ResponseStoreHolder
 
         rc = config.responses
@@ -334,7 +336,8 @@ class Engine:
             except Exception as exc:
                 log.debug("close failed: %s", exc)
             self.keyring = self.keys = None
-        for closer in (self.catalog, self.budgets, self.limiter, self._policy_state, self._router_state):
+        closers = (self.catalog, self.budgets, self.limiter, self._policy_state, self._router_state, self.dashboard)
+        for closer in closers:
             if closer is not None:
                 try:
                     await closer.aclose()

@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from ..types import METADATA_MAX_BYTES, METADATA_MAX_DEPTH, METADATA_MAX_KEYS
+from ..usage._queries import GROUP_BYS
 
 _METADATA_LIMITS = (
     f"at most {METADATA_MAX_DEPTH} levels deep, {METADATA_MAX_KEYS} keys, {METADATA_MAX_BYTES // 1024} KiB as JSON"
@@ -662,7 +663,7 @@ class CountTokensResponse(BaseModel):
 class UsageQuery(BaseModel):
     """The query string of ``GET /v1/usage``."""
 
-    group_by: Literal["tenant", "agent", "model", "provider", "day", "thread", "task_type", "endpoint"] = Field(
+    group_by: Literal[GROUP_BYS] = Field(  # type: ignore[valid-type]
         "model", description="Without a ledger only tenant, agent and model"
     )
     since: str | None = Field(None, description="ISO-8601 date or time (UTC when no offset)")

@@ -3,7 +3,8 @@
 * :class:`UsageEvent` — one record per call (who, what model, tokens, USD, latency, outcome).
 * :class:`UsageTracker` — subscribers + thread-safe aggregates by agent, model and tenant.
 * :class:`Pricing` — USD prices from ``genai-prices`` (+ config overrides), cached for the hot path.
-* :class:`Ledger` — durable store (SQLite file or PostgreSQL), idempotent on ``request_id``.
+* :class:`Ledger` — durable store (SQLite file or PostgreSQL), idempotent on ``request_id``; its reads take a
+  :class:`CallFilter` (tenant, time, model, status, estimated, API key, request id).
 * :func:`render_table`, :func:`write_chart`, :func:`usage_command` — reports (``llm-connect usage``).
 
 The ledger and report modules are imported on first use.
@@ -18,6 +19,7 @@ from .pricing import ModelRate, Pricing
 from .tracker import NONE_KEY, UsageStats, UsageTracker
 
 if TYPE_CHECKING:
+    from ._queries import CallFilter
     from .ledger import (
         FAILURE_KINDS,
         GROUP_BYS,
@@ -33,6 +35,7 @@ __all__ = [
     "FAILURE_KINDS",
     "GROUP_BYS",
     "NONE_KEY",
+    "CallFilter",
     "Ledger",
     "LedgerSubscriber",
     "ModelRate",
@@ -50,6 +53,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "CallFilter": "_queries",
     "FAILURE_KINDS": "ledger",
     "GROUP_BYS": "ledger",
     "Ledger": "ledger",

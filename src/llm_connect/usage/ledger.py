@@ -543,6 +543,12 @@ class SqliteLedger(Ledger):
     def _day_expr(self) -> str:
         return "substr(ts, 1, 10)"
 
+    def _hour_expr(self) -> str:
+        return "substr(ts, 1, 13)"
+
+    def _meta_expr(self, key: str) -> str:
+        return f"json_extract(metadata, '$.{key}')"
+
     def _sum_cost_expr(self) -> str:
         return "decsum(cost_usd)"
 
@@ -699,6 +705,12 @@ class PostgresLedger(Ledger):
 
     def _day_expr(self) -> str:
         return "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+    def _hour_expr(self) -> str:
+        return "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')"
+
+    def _meta_expr(self, key: str) -> str:
+        return f"(metadata ->> '{key}')"
 
     def _sum_cost_expr(self) -> str:
         return "SUM(cost_usd)"

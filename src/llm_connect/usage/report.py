@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from .ledger import Ledger
 
-__all__ = ["render_table", "usage_command", "write_chart"]
+__all__ = ["format_usd", "render_table", "usage_command", "write_chart"]
 
 _LABELS = {"tenant": "tenant", "agent": "agent", "model": "provider:model", "day": "day (UTC)"}
 
@@ -31,7 +31,7 @@ _COST_PLACES = 10
 _COST_QUANTUM = Decimal(1).scaleb(-_COST_PLACES)
 
 
-def _fmt_cost(d: Decimal | None) -> str:
+def format_usd(d: Decimal | None) -> str:
     """A USD amount for people: exact to 10 decimal places, trailing zeros dropped, never a float;
     ``"unknown"`` for None (no price known). An amount too small for 10 places keeps 3 significant digits."""
     if d is None:
@@ -66,7 +66,7 @@ def render_table(rows: Sequence[Mapping[str, Any]], *, group_by: str = "key", ti
         ("cache write", "right", f"{sums['cache_write_tokens']:,}"),
         ("output tok", "right", f"{sums['output_tokens']:,}"),
         ("reasoning", "right", f"{sums['reasoning_tokens']:,}"),
-        ("cost USD", "right", _fmt_cost(total_cost)),
+        ("cost USD", "right", format_usd(total_cost)),
         ("unpriced", "right", f"{sums['unpriced']:,}"),
         ("estimated", "right", f"{sums['estimated']:,}"),
         ("avg ms", "right", ""),
@@ -83,7 +83,7 @@ def render_table(rows: Sequence[Mapping[str, Any]], *, group_by: str = "key", ti
             f"{r.get('cache_write_tokens', 0):,}",
             f"{r.get('output_tokens', 0):,}",
             f"{r.get('reasoning_tokens', 0):,}",
-            _fmt_cost(None if r.get("cost_usd") is None else Decimal(r["cost_usd"])),
+            format_usd(None if r.get("cost_usd") is None else Decimal(r["cost_usd"])),
             f"{r.get('unpriced', 0):,}",
             f"{r.get('estimated', 0):,}",
             f"{float(r.get('avg_latency_ms') or 0):.0f}",
@@ -129,7 +129,7 @@ def write_chart(ledger: Ledger, path_png: str | os.PathLike[str], tenant_id: str
         ax.set_xlabel("day (UTC)")
         total = sum((spend.get(d, Decimal(0)) for d in days), start=Decimal(0))
         n = sum(requests.values())
-        ax.text(0.01, 0.97, f"total {_fmt_cost(total)} USD, {n:,} calls", transform=ax.transAxes, va="top")
+        ax.text(0.01, 0.97, f"total {format_usd(total)} USD, {n:,} calls", transform=ax.transAxes, va="top")
         fig.autofmt_xdate()
     else:
         ax.text(0.5, 0.5, "no usage recorded", ha="center", va="center", transform=ax.transAxes)
