@@ -8,6 +8,7 @@ and each step runs exactly once. Opening a database whose schema is newer than t
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,7 +130,18 @@ class SqliteDialect(Dialect):
         import sqlite3
 
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        # switching a new file to WAL takes an exclusive lock that SQLite may refuse at once, without waiting out
+        # the busy timeout, while another process opens the same file: retry it for as long as the timeout
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    conn.close()
+                    raise
+                time.sleep(0.01)
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
