@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .._timeout import Timeout
+from .._timeout import Deadline, Timeout
 from ..adapter import LLMAdapter
 from ..embeddings import embedding_bound
 from ..errors import LLMCapabilityError, LLMError, LLMTimeoutError
@@ -269,14 +269,14 @@ class BaseAdapter(LLMAdapter):
         max_tokens, res, est_in = await self._begin(messages, cfg)
         cap = self._cap(cfg)
         tally = _StreamTally(self, cfg, messages, res, est_in, max_tokens)
-        deadline = None if cap is None else asyncio.get_running_loop().time() + cap
+        # the cap covers the provider's stream, not the time the caller takes between chunks
+        deadline = Deadline(None if cap is None else asyncio.get_running_loop().time() + cap)
         agen: AsyncIterator[StreamChunk] | None = None
         try:
             agen = self._stream(messages, cfg, max_tokens)
             while True:
                 try:
-                    async with Timeout(when=deadline):
-                        chunk = await anext(agen)
+                    chunk = await deadline.run(anext(agen))
                 except StopAsyncIteration:
                     break
                 tally.see(chunk)
@@ -310,6 +310,7 @@ class BaseAdapter(LLMAdapter):
                 raise err from exc
             raise
         finally:
+            deadline.close()
             if agen is not None:
                 await agen.aclose()  # type: ignore[attr-defined]
 
