@@ -326,13 +326,14 @@ def measure(
     return row
 
 
-def start_upstream(choice: str, work: Path, port: int, py: str) -> Proc:
+def start_upstream(choice: str, work: Path, port: int, py: str, locations: str = CHAT_LOCATION) -> Proc:
+    """nginx answering ``locations`` (the Python upstream answers chat completions only)."""
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if choice == "nginx" and nginx is None:
         raise SystemExit("nginx not found: apt-get install nginx-light (or pass --upstream python)")
     if choice != "python" and nginx is not None:
         conf = work / "nginx.conf"
-        conf.write_text(nginx_conf(work, port, CHAT_LOCATION))
+        conf.write_text(nginx_conf(work, port, locations))
         return Proc([nginx, "-c", str(conf), "-e", "stderr"], port, "/v1/chat/completions", method="POST", body=b"{}")
     return Proc([py, "-c", UPSTREAM, str(port)], port, "/v1/chat/completions", method="POST", body=b"{}")
 
