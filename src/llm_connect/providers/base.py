@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -55,6 +56,15 @@ def default_pricing() -> Pricing:
     from ..usage import Pricing
 
     return Pricing()
+
+
+@functools.cache
+def _usage_modules() -> tuple[ModuleType, ModuleType]:
+    """(llm_connect.usage.events, llm_connect.usage.kinds), imported by the first call that needs them: an
+    import statement in a function costs a module look-up and a package resolution on every call."""
+    from ..usage import events, kinds
+
+    return events, kinds
 
 
 class BaseAdapter(LLMAdapter):
@@ -194,16 +204,15 @@ class BaseAdapter(LLMAdapter):
     ) -> Decimal | None:
         """The most this call can cost (see :meth:`Pricing.worst_cost`): with the input kinds its prompt may
         bill (audio, images, 1-hour cache writes) and at the service tier it asks for; None when unpriced."""
-        from ..usage.kinds import request_kinds, requested_service_tier
-
+        kinds = _usage_modules()[1]
         provider, name = self._price_key(None)
         return self.pricing.worst_cost(
             provider,
             name,
             input_tokens,
             output_tokens,
-            kinds=request_kinds(messages or (), config),
-            service_tier=requested_service_tier(config),
+            kinds=kinds.request_kinds(messages or (), config),
+            service_tier=kinds.requested_service_tier(config),
             alias=self.price_alias,
         )
 
@@ -326,9 +335,7 @@ class BaseAdapter(LLMAdapter):
         trackers = [t for t in (cfg.usage_tracker, self.usage_tracker) if t is not None]
         if not trackers:
             return
-        from ..usage.events import UsageEvent  # a module, not the package: no per-call fromlist work
-
-        event = UsageEvent.from_response(
+        event = _usage_modules()[0].UsageEvent.from_response(
             resp,
             cfg,
             success=error is None,
