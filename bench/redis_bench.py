@@ -219,7 +219,7 @@ def main() -> None:
             for name in names:
                 p = targets[name]
                 body = STREAM_BODY if name.startswith("stream") else BODY
-                # CPU-µs/req reads the first pid only: with 2 workers, the supervising process (not the workers)
+                # CPU-µs/req: the server process and its workers together
                 headers = {} if name.endswith("floor") else auth
                 rounds[name].append(measure(name, p.url + "/v1/chat/completions", headers, args, p.p.pid, body))
         for name in gateways:
