@@ -8,6 +8,7 @@ After a warm-up, N requests are counted:
   calls         Python function calls per request (cProfile; C functions included), and the functions whose
                 count changed most between the trees
   writes        response body writes per request (each a system call under a server)
+  gc            the cyclic garbage collector's passes per 1 000 requests, by generation
   instructions  CPU instructions per request (``--callgrind``: valgrind's callgrind, collection switched on
                 only for the N requests; slow — keep N small)
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import pstats
 import re
@@ -116,12 +118,22 @@ def child(args: argparse.Namespace) -> None:
         await asyncio.sleep(1.0)  # the warm-up thread's gc.freeze
         out: dict[str, Any] = {}
         if args.mode == "calls":
+            # the cyclic collector's passes over the n requests, by generation (the oldest: the latency tail)
+            passes = [0, 0, 0]
+
+            def count(phase: str, info: dict[str, int]) -> None:
+                if phase == "start":
+                    passes[info["generation"]] += 1
+
+            gc.callbacks.append(count)
             prof = cProfile.Profile()
             prof.enable()
             writes = await _drive(app, body, args.n)
             await asyncio.sleep(0.2)  # the ledger writer's last commits
             prof.disable()
+            gc.callbacks.remove(count)
             out["writes"] = writes / args.n
+            out["gc"] = [n * 1000 / args.n for n in passes]
             st = pstats.Stats(prof)
             out["calls"] = st.total_calls / args.n  # type: ignore[attr-defined]
             funcs: dict[str, float] = {}
@@ -260,9 +272,12 @@ def main() -> None:
         for scenario in args.scenario:
             res = {name: run_calls(src, cfg, scenario, args.n, work) for name, src in trees.items()}
             print(f"\n== {scenario}")
-            print(f"{'tree':<12}{'calls/req':>12}{'writes/req':>12}" + (f"{'instr/req':>14}" if args.callgrind else ""))
+            head = f"{'tree':<12}{'calls/req':>12}{'writes/req':>12}{'gc0/1/2 per 1k req':>22}"
+            print(head + (f"{'instr/req':>14}" if args.callgrind else ""))
             for name, src in trees.items():
-                line = f"{name:<12}{res[name]['calls']:>12.1f}{res[name]['writes']:>12.1f}"
+                r = res[name]
+                gcs = "/".join(f"{n:.1f}" for n in r["gc"])
+                line = f"{name:<12}{r['calls']:>12.1f}{r['writes']:>12.1f}{gcs:>22}"
                 if args.callgrind:
                     line += f"{run_callgrind(src, cfg, scenario, args.callgrind_n, work):>14,.0f}"
                 print(line, flush=True)
