@@ -44,18 +44,39 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-key-0123456789abcdef"
 BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 16})
 
+
+def stream_body(model: str = "bench") -> bytes:
+    """BODY streamed, with the usage chunk asked for."""
+    return orjson.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "hello there"}],
+            "max_tokens": 16,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    )
+
+
+#: the instant upstream when nginx is missing: a chat completion to every POST, and to ``"stream": true`` 11 content
+#: chunks and a usage chunk (one write); a unique id per reply (ledgers key on it), fixed width so Content-Length
+#: stays the same
 UPSTREAM = r"""
-import asyncio, sys
+import asyncio, itertools, re, sys
 try:
     import uvloop; uvloop.install()
 except ImportError:
     pass
-import itertools
-# a unique id per reply (ledgers key on it), fixed width so Content-Length stays the same
 BODY = (b'{"id":"chatcmpl-%012d","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,'
         b'"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
         b'"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}')
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY % 0)
+CHUNK = (b'data: {"id":"chatcmpl-%012d","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
+         b'"choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n')
+LAST = (b'data: {"id":"chatcmpl-%012d","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
+        b'"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":11,"total_tokens":16}}\n\ndata: [DONE]\n\n')
+SSE = CHUNK * 11 + LAST
+SHEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(SSE % ((0,) * 12))
 IDS = itertools.count(1)
 class P(asyncio.Protocol):
     def connection_made(self, t):
@@ -66,12 +87,17 @@ class P(asyncio.Protocol):
             i = self.buf.find(b"\r\n\r\n")
             if i < 0:
                 return
-            m = __import__("re").search(rb"(?i)\r\ncontent-length:\s*(\d+)", self.buf[:i + 2])
+            m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", self.buf[:i + 2])
             n = int(m.group(1)) if m else 0
             if len(self.buf) < i + 4 + n:
                 return
+            body = self.buf[i + 4:i + 4 + n]
             self.buf = self.buf[i + 4 + n:]
-            self.t.write(HEAD + BODY % next(IDS))
+            k = next(IDS)
+            if b'"stream":true' in body.replace(b" ", b""):
+                self.t.write(SHEAD + SSE % ((k,) * 12))
+            else:
+                self.t.write(HEAD + BODY % k)
 async def main():
     srv = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]), backlog=1024)
     await srv.serve_forever()

@@ -45,16 +45,7 @@ import gateway_bench as gb
 
 ROOT = gb.ROOT
 KEY = gb.KEY
-STREAM_BODY = orjson.dumps(
-    {
-        "model": "bench",
-        "messages": [{"role": "user", "content": "hello there"}],
-        "max_tokens": 16,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-)
-SCENARIOS = {"chat": gb.BODY, "stream": STREAM_BODY}
+SCENARIOS = {"chat": gb.BODY, "stream": gb.stream_body()}
 
 
 # -- the child: one tree, one scenario -----------------------------------------------------------------
@@ -263,9 +254,7 @@ def main() -> None:
             trees[args.ref] = export_tree(args.ref, work / "ref")
         trees["tree"] = ROOT / "src"
         up_port = gb.free_port()
-        up = gb.Proc(
-            [sys.executable, "-c", UPSTREAM, str(up_port)], up_port, "/v1/chat/completions", method="POST", body=b"{}"
-        )
+        up = gb.start_upstream("python", work, up_port, sys.executable)
         procs.append(up)
         cfg = gb.gateway_config(work, up.url, "NORMAL")
         print(f"upstream {up.url} (python, another process); {args.n} requests counted per tree and scenario")
@@ -297,52 +286,6 @@ def main() -> None:
         for p in procs:
             p.stop()
         shutil.rmtree(work, ignore_errors=True)
-
-
-#: gateway_bench's instant upstream, which also answers ``"stream": true`` with 11 content chunks and a usage
-#: chunk (one write)
-UPSTREAM = r"""
-import asyncio, itertools, re, sys
-try:
-    import uvloop; uvloop.install()
-except ImportError:
-    pass
-BODY = (b'{"id":"chatcmpl-%012d","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,'
-        b'"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
-        b'"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}')
-HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY % 0)
-CHUNK = (b'data: {"id":"chatcmpl-%012d","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
-         b'"choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n')
-LAST = (b'data: {"id":"chatcmpl-%012d","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
-        b'"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":11,"total_tokens":16}}\n\ndata: [DONE]\n\n')
-SSE = CHUNK * 11 + LAST
-SHEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(SSE % ((0,) * 12))
-IDS = itertools.count(1)
-class P(asyncio.Protocol):
-    def connection_made(self, t):
-        self.t, self.buf = t, b""
-    def data_received(self, d):
-        self.buf += d
-        while True:
-            i = self.buf.find(b"\r\n\r\n")
-            if i < 0:
-                return
-            m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", self.buf[:i + 2])
-            n = int(m.group(1)) if m else 0
-            if len(self.buf) < i + 4 + n:
-                return
-            body = self.buf[i + 4:i + 4 + n]
-            self.buf = self.buf[i + 4 + n:]
-            k = next(IDS)
-            if b'"stream":true' in body.replace(b" ", b""):
-                self.t.write(SHEAD + SSE % ((k,) * 12))
-            else:
-                self.t.write(HEAD + BODY % k)
-async def main():
-    srv = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]), backlog=1024)
-    await srv.serve_forever()
-asyncio.run(main())
-"""
 
 
 if __name__ == "__main__":

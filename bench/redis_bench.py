@@ -35,7 +35,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,17 +50,10 @@ from gateway_bench import (
     gateway_config,
     measure,
     start_upstream,
+    stream_body,
 )
 
-STREAM_BODY = orjson.dumps(
-    {
-        "model": "stream",
-        "messages": [{"role": "user", "content": "hello there"}],
-        "max_tokens": 16,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-)
+STREAM_BODY = stream_body("stream")
 
 #: 11 content chunks, the usage chunk and [DONE], one body from memory ($request_id: a unique id per reply)
 _SSE_CHUNK = (
