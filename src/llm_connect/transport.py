@@ -23,6 +23,8 @@ import orjson
 __all__ = ["HTTPReply", "StreamReply", "Transport", "iter_ndjson", "iter_sse"]
 
 _DONE = {"__done__": True}
+#: the longest line of an SSE body accepted (a provider's whole reply, images included, fits many times over)
+MAX_SSE_LINE = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -61,13 +63,25 @@ async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | N
     """
     event: str | None = None
     data: list[bytes] = []
-    tail = b""
+    #: the pieces of a line that a later block completes (joined once, when its LF arrives)
+    unfinished: list[bytes] = []
+    pending = 0
     while True:
         block = await content.readany()
         if not block:
             break
-        lines = (tail + block if tail else block).split(b"\n")
-        tail = lines.pop()  # the line the next block completes (b"" after a final LF)
+        if b"\n" not in block:
+            unfinished.append(block)
+            pending += len(block)
+            if pending > MAX_SSE_LINE:
+                raise ValueError(f"an SSE line longer than {MAX_SSE_LINE} bytes")
+            continue
+        if unfinished:
+            unfinished.append(block)
+            block = b"".join(unfinished)
+        lines = block.split(b"\n")
+        last = lines.pop()  # b"" after a final LF
+        unfinished, pending = ([last], len(last)) if last else ([], 0)
         for raw in lines:
             line = raw.rstrip(b"\r")
             if not line:
@@ -80,7 +94,7 @@ async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | N
             elif line.startswith(b"event:"):
                 event = line[6:].strip().decode()
             # comments (":") and other fields (id:, retry:) are ignored
-    line = tail.rstrip(b"\r")  # a body that ends without its final line break
+    line = b"".join(unfinished).rstrip(b"\r")  # a body that ends without its final line break
     if line.startswith(b"data:"):
         data.append(line[5:].lstrip(b" ") if len(line) > 5 else b"")
     elif line.startswith(b"event:"):

@@ -75,3 +75,12 @@ async def test_a_body_without_its_final_line_break() -> None:
 async def test_data_that_is_not_json_raises() -> None:
     with pytest.raises(orjson.JSONDecodeError):
         await _events([b"data: {not json\n\n"])
+
+
+async def test_a_line_longer_than_the_limit_raises(monkeypatch) -> None:
+    import llm_connect.transport as transport
+
+    monkeypatch.setattr(transport, "MAX_SSE_LINE", 1000)
+    assert await _events([b'data: {"a":"' + b"x" * 900 + b'"}\n\n']) == [(None, {"a": "x" * 900})]
+    with pytest.raises(ValueError, match="longer than 1000"):
+        await _events([b'data: {"a":"', b"x" * 600, b"x" * 600, b'"}\n\n'])
