@@ -249,7 +249,17 @@ def main() -> None:
     procs: list[gb.Proc] = []
     try:
         trees: dict[str, Path] = {}
-        if args.ref:
+        known = (
+            subprocess.run(
+                ["git", "-C", str(ROOT), "rev-parse", "--verify", "-q", f"{args.ref}^{{commit}}"], capture_output=True
+            ).returncode
+            == 0
+            if args.ref
+            else False
+        )
+        if args.ref and not known:
+            print(f"no git revision {args.ref!r} here: the working tree alone")
+        if known:
             (work / "ref").mkdir()
             trees[args.ref] = export_tree(args.ref, work / "ref")
         trees["tree"] = ROOT / "src"
