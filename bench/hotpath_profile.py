@@ -249,14 +249,8 @@ def main() -> None:
     procs: list[gb.Proc] = []
     try:
         trees: dict[str, Path] = {}
-        known = (
-            subprocess.run(
-                ["git", "-C", str(ROOT), "rev-parse", "--verify", "-q", f"{args.ref}^{{commit}}"], capture_output=True
-            ).returncode
-            == 0
-            if args.ref
-            else False
-        )
+        verify = ["git", "-C", str(ROOT), "rev-parse", "--verify", "-q", f"{args.ref}^{{commit}}"]
+        known = bool(args.ref) and subprocess.run(verify, capture_output=True).returncode == 0
         if args.ref and not known:
             print(f"no git revision {args.ref!r} here: the working tree alone")
         if known:
