@@ -123,7 +123,14 @@ async def _pump(
             except StopAsyncIteration:
                 break
             if unsent:
-                await req.write(b"".join(unsent))
+                try:
+                    await req.write(b"".join(unsent))
+                except BaseException as exc:
+                    # the step waits inside the engine's stream: end it as an interrupted await would have been
+                    # (its clean-up awaited), so that the generator is not left running for aclose()
+                    with contextlib.suppress(BaseException):
+                        await _Resumed(step, waiting, exc)
+                    raise
                 unsent.clear()
             try:
                 chunk = await _Resumed(step, waiting)
@@ -147,16 +154,23 @@ async def _pump(
 class _Resumed:
     """Awaiting it finishes an awaitable that was stepped once by hand (``send(None)``) and is waiting on
     ``waiting``: what ``await`` would have done from the start (sends, throws — a cancellation — and close
-    passed through), so the first step can tell whether the awaitable had its result at hand."""
+    passed through), so the first step can tell whether the awaitable had its result at hand. With ``throw``,
+    that exception is raised into the awaitable first (it was interrupted while waiting)."""
 
-    __slots__ = ("step", "waiting")
+    __slots__ = ("step", "throw", "waiting")
 
-    def __init__(self, step: Any, waiting: Any) -> None:
+    def __init__(self, step: Any, waiting: Any, throw: BaseException | None = None) -> None:
         self.step = step
         self.waiting = waiting
+        self.throw = throw
 
     def __await__(self) -> Generator[Any, Any, Any]:
         step, waiting = self.step, self.waiting
+        if self.throw is not None:
+            try:
+                waiting = step.throw(self.throw)
+            except StopIteration as done:
+                return done.value
         while True:
             try:
                 sent = yield waiting
