@@ -184,3 +184,15 @@ async def test_no_deadline_and_an_outside_cancellation() -> None:
 
 async def _ready() -> str:
     return "ready"
+
+
+async def test_plain_with_keeps_the_contract() -> None:
+    t = Timeout(0.01)
+    with pytest.raises(TimeoutError) as info:
+        with t:
+            await asyncio.sleep(5)
+    assert t.expired and isinstance(info.value.__cause__, asyncio.CancelledError)
+    assert asyncio.current_task().cancelling() == 0
+    with Timeout(5) as t2:
+        await asyncio.sleep(0)
+    assert not t2.expired

@@ -245,7 +245,7 @@ class BaseAdapter(LLMAdapter):
         cap = self._cap(cfg)
         start = time.perf_counter()
         try:
-            async with Timeout(cap):
+            with Timeout(cap):
                 resp = await self._complete(messages, cfg, max_tokens)
         except BaseException as exc:
             if res is not None:
