@@ -56,18 +56,39 @@ KEY = "bench-key-0123456789abcdef"
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 16})
 
+
+def stream_body(model: str = "bench") -> bytes:
+    """BODY streamed, with the usage chunk asked for."""
+    return orjson.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "hello there"}],
+            "max_tokens": 16,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    )
+
+
+#: the instant upstream when nginx is missing: a chat completion to every POST, and to ``"stream": true`` 11 content
+#: chunks and a usage chunk (one write); a unique id per reply (ledgers key on it), fixed width so Content-Length
+#: stays the same
 UPSTREAM = r"""
-import asyncio, sys
+import asyncio, itertools, re, sys
 try:
     import uvloop; uvloop.install()
 except ImportError:
     pass
-import itertools
-# a unique id per reply (ledgers key on it), fixed width so Content-Length stays the same
 BODY = (b'{"id":"chatcmpl-%012d","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,'
         b'"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
         b'"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}')
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY % 0)
+CHUNK = (b'data: {"id":"chatcmpl-%012d","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
+         b'"choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n')
+LAST = (b'data: {"id":"chatcmpl-%012d","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
+        b'"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":11,"total_tokens":16}}\n\ndata: [DONE]\n\n')
+SSE = CHUNK * 11 + LAST
+SHEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(SSE % ((0,) * 12))
 IDS = itertools.count(1)
 class P(asyncio.Protocol):
     def connection_made(self, t):
@@ -78,12 +99,17 @@ class P(asyncio.Protocol):
             i = self.buf.find(b"\r\n\r\n")
             if i < 0:
                 return
-            m = __import__("re").search(rb"(?i)\r\ncontent-length:\s*(\d+)", self.buf[:i + 2])
+            m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", self.buf[:i + 2])
             n = int(m.group(1)) if m else 0
             if len(self.buf) < i + 4 + n:
                 return
+            body = self.buf[i + 4:i + 4 + n]
             self.buf = self.buf[i + 4 + n:]
-            self.t.write(HEAD + BODY % next(IDS))
+            k = next(IDS)
+            if b'"stream":true' in body.replace(b" ", b""):
+                self.t.write(SHEAD + SSE % ((k,) * 12))
+            else:
+                self.t.write(HEAD + BODY % k)
 async def main():
     srv = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]), backlog=1024)
     await srv.serve_forever()
@@ -237,10 +263,22 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime of a process (all its threads) and of its live descendants (a server's worker
+    processes), in seconds."""
+    total = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):  # gone meanwhile
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def wrk_rps(
@@ -418,13 +456,14 @@ def measure(
     return row
 
 
-def start_upstream(choice: str, work: Path, port: int, py: str) -> Proc:
+def start_upstream(choice: str, work: Path, port: int, py: str, locations: str = CHAT_LOCATION) -> Proc:
+    """nginx answering ``locations`` (the Python upstream answers chat completions only)."""
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if choice == "nginx" and nginx is None:
         raise SystemExit("nginx not found: apt-get install nginx-light (or pass --upstream python)")
     if choice != "python" and nginx is not None:
         conf = work / "nginx.conf"
-        conf.write_text(nginx_conf(work, port, CHAT_LOCATION))
+        conf.write_text(nginx_conf(work, port, locations))
         return Proc([nginx, "-c", str(conf), "-e", "stderr"], port, "/v1/chat/completions", method="POST", body=b"{}")
     return Proc([py, "-c", UPSTREAM, str(port)], port, "/v1/chat/completions", method="POST", body=b"{}")
 

@@ -26,6 +26,8 @@ from .wire.eventstream import EventStreamDecoder
 __all__ = ["HTTPReply", "StreamReply", "Transport", "iter_eventstream", "iter_ndjson", "iter_sse"]
 
 _DONE = {"__done__": True}
+#: the longest line of an SSE body accepted (a provider's whole reply, images included, fits many times over)
+MAX_SSE_LINE = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -59,23 +61,49 @@ async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | N
     """Split a text/event-stream body into (event, data) pairs; data is parsed JSON.
 
     ``data: [DONE]`` (OpenAI's sentinel) is passed on as ``{"__done__": True}``. Data that is not JSON
-    raises ValueError, which the adapter maps to a provider error.
+    raises ValueError, which the adapter maps to a provider error. Lines end at LF (a CR before it is dropped).
+
+    The body is read as it arrives, block by block, and each block split at once: the events of one upstream
+    read are handed on without another read (one per line costs a buffer search and a resume each).
     """
     event: str | None = None
     data: list[bytes] = []
-    async for raw in content:
-        line = raw.rstrip(b"\r\n")
-        if not line:
-            if data:
-                payload = b"\n".join(data)
-                yield event, (_DONE if payload == b"[DONE]" else orjson.loads(payload))
-            event, data = None, []
+    #: the pieces of a line that a later block completes (joined once, when its LF arrives)
+    unfinished: list[bytes] = []
+    pending = 0
+    while True:
+        block = await content.readany()
+        if not block:
+            break
+        if b"\n" not in block:
+            unfinished.append(block)
+            pending += len(block)
+            if pending > MAX_SSE_LINE:
+                raise ValueError(f"an SSE line longer than {MAX_SSE_LINE} bytes")
             continue
-        if line.startswith(b"data:"):
-            data.append(line[5:].lstrip(b" ") if len(line) > 5 else b"")
-        elif line.startswith(b"event:"):
-            event = line[6:].strip().decode()
-        # comments (":") and other fields (id:, retry:) are ignored
+        if unfinished:
+            unfinished.append(block)
+            block = b"".join(unfinished)
+        lines = block.split(b"\n")
+        last = lines.pop()  # b"" after a final LF
+        unfinished, pending = ([last], len(last)) if last else ([], 0)
+        for raw in lines:
+            line = raw.rstrip(b"\r")
+            if not line:
+                if data:
+                    payload = b"\n".join(data) if len(data) > 1 else data[0]
+                    yield event, (_DONE if payload == b"[DONE]" else orjson.loads(payload))
+                event, data = None, []
+            elif line.startswith(b"data:"):
+                data.append(line[5:].lstrip(b" ") if len(line) > 5 else b"")
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode()
+            # comments (":") and other fields (id:, retry:) are ignored
+    line = b"".join(unfinished).rstrip(b"\r")  # a body that ends without its final line break
+    if line.startswith(b"data:"):
+        data.append(line[5:].lstrip(b" ") if len(line) > 5 else b"")
+    elif line.startswith(b"event:"):
+        event = line[6:].strip().decode()
     if data:
         payload = b"\n".join(data)
         yield event, (_DONE if payload == b"[DONE]" else orjson.loads(payload))

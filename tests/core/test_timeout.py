@@ -132,3 +132,67 @@ async def test_a_stream_past_its_deadline_stops_even_when_every_chunk_is_ready()
             got += 1
             await asyncio.sleep(0.005)  # a slow consumer
     assert got < 100 and asyncio.get_running_loop().time() - t0 < 0.3
+
+
+# -- Deadline: one deadline over many awaits (the chunks of a stream) ------------------------------------------
+async def test_a_deadline_spans_awaits_and_expires_the_one_waiting() -> None:
+    from llm_connect._timeout import Deadline
+
+    loop = asyncio.get_running_loop()
+    d = Deadline(loop.time() + 0.05)
+    for _ in range(3):  # awaits inside the time are untouched
+        assert await d.run(asyncio.sleep(0, "x")) == "x"
+    with pytest.raises(TimeoutError) as info:
+        await d.run(asyncio.sleep(5))
+    assert d.expired and isinstance(info.value.__cause__, asyncio.CancelledError)
+    assert asyncio.current_task().cancelling() == 0  # our cancel() was balanced
+    d.close()
+
+
+async def test_time_that_ran_out_between_awaits_expires_the_next_one() -> None:
+    from llm_connect._timeout import Deadline
+
+    loop = asyncio.get_running_loop()
+    d = Deadline(loop.time() + 0.01)
+    await asyncio.sleep(0.05)  # the caller's own time, outside any await of the deadline
+    assert d.expired
+    assert await d.run(_ready()) == "ready"  # a result at hand without waiting is still delivered, as Timeout's
+    with pytest.raises(TimeoutError):
+        await d.run(asyncio.sleep(5))
+    d.close()
+
+
+async def test_no_deadline_and_an_outside_cancellation() -> None:
+    from llm_connect._timeout import Deadline
+
+    d = Deadline(None)
+    assert await d.run(asyncio.sleep(0.01, 1)) == 1
+    d2 = Deadline(asyncio.get_running_loop().time() + 5)
+
+    async def body() -> None:
+        await d2.run(asyncio.sleep(5))
+
+    task = asyncio.create_task(body())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not d2.expired
+    d2.close()
+    await asyncio.sleep(0)
+
+
+async def _ready() -> str:
+    return "ready"
+
+
+async def test_plain_with_keeps_the_contract() -> None:
+    t = Timeout(0.01)
+    with pytest.raises(TimeoutError) as info:
+        with t:
+            await asyncio.sleep(5)
+    assert t.expired and isinstance(info.value.__cause__, asyncio.CancelledError)
+    assert asyncio.current_task().cancelling() == 0
+    with Timeout(5) as t2:
+        await asyncio.sleep(0)
+    assert not t2.expired

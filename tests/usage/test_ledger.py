@@ -38,6 +38,29 @@ def test_idempotent_on_request_id(ledger: Ledger, make_event) -> None:
     assert row["requests"] == 2 and row["input_tokens"] == 101 + 103  # req-1 and req-3, first writes
 
 
+def test_sqlite_checkpoints_the_wal_after_answering_not_inside_commits(tmp_path, make_event) -> None:
+    """SQLite's own checkpoint (inside a commit a caller waits for) is off; the writer checkpoints every
+    CHECKPOINT_EVERY commits once the batch is answered, so the WAL stays small and every row is kept."""
+    led = SqliteLedger(tmp_path / "u.sqlite3")
+    led.CHECKPOINT_EVERY = 10
+    wal = tmp_path / "u.sqlite3-wal"
+    try:
+        for i in range(300):  # one commit each
+            assert led.record(make_event(i)) is True
+        with sqlite3.connect(tmp_path / "u.sqlite3") as conn:
+            assert conn.execute("SELECT COUNT(*) FROM llm_usage").fetchone() == (300,)
+        led_conn = led._connect()
+        try:
+            assert led_conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        finally:
+            led_conn.close()
+        # without the writer's checkpoints the WAL would hold every one of the 300 commits' pages
+        page = 4096
+        assert wal.stat().st_size < 300 * page, wal.stat().st_size
+    finally:
+        led.close()
+
+
 def test_sqlite_batches_split_by_the_variable_limit_and_count_repeats_once(tmp_path, make_event, monkeypatch) -> None:
     connect = SqliteLedger._connect
 

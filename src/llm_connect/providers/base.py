@@ -28,11 +28,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from decimal import Decimal
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .._timeout import Timeout
+from .._timeout import Deadline, Timeout
 from ..adapter import LLMAdapter
 from ..embeddings import embedding_bound
 from ..errors import LLMCapabilityError, LLMError, LLMTimeoutError
@@ -55,6 +56,15 @@ def default_pricing() -> Pricing:
     from ..usage import Pricing
 
     return Pricing()
+
+
+@functools.cache
+def _usage_modules() -> tuple[ModuleType, ModuleType]:
+    """(llm_connect.usage.events, llm_connect.usage.kinds), imported by the first call that needs them: an
+    import statement in a function costs a module look-up and a package resolution on every call."""
+    from ..usage import events, kinds
+
+    return events, kinds
 
 
 class BaseAdapter(LLMAdapter):
@@ -202,16 +212,15 @@ class BaseAdapter(LLMAdapter):
     ) -> Decimal | None:
         """The most this call can cost (see :meth:`Pricing.worst_cost`): with the input kinds its prompt may
         bill (audio, images, 1-hour cache writes) and at the service tier it asks for; None when unpriced."""
-        from ..usage.kinds import request_kinds, requested_service_tier
-
+        kinds = _usage_modules()[1]
         provider, name = self._price_key(None)
         return self.pricing.worst_cost(
             provider,
             name,
             input_tokens,
             output_tokens,
-            kinds=request_kinds(messages or (), config),
-            service_tier=requested_service_tier(config),
+            kinds=kinds.request_kinds(messages or (), config),
+            service_tier=kinds.requested_service_tier(config),
             alias=self.price_alias,
         )
 
@@ -252,7 +261,7 @@ class BaseAdapter(LLMAdapter):
         cap = self._cap(cfg)
         start = time.perf_counter()
         try:
-            async with Timeout(cap):
+            with Timeout(cap):
                 resp = await self._complete(messages, cfg, max_tokens)
         except BaseException as exc:
             if res is not None:
@@ -291,14 +300,14 @@ class BaseAdapter(LLMAdapter):
         max_tokens, res, est_in = await self._begin(messages, cfg)
         cap = self._cap(cfg)
         tally = _StreamTally(self, cfg, messages, res, est_in, max_tokens)
-        deadline = None if cap is None else asyncio.get_running_loop().time() + cap
+        # the cap covers the provider's stream, not the time the caller takes between chunks
+        deadline = Deadline(None if cap is None else asyncio.get_running_loop().time() + cap)
         agen: AsyncIterator[StreamChunk] | None = None
         try:
             agen = self._stream(messages, cfg, max_tokens)
             while True:
                 try:
-                    async with Timeout(when=deadline):
-                        chunk = await anext(agen)
+                    chunk = await deadline.run(anext(agen))
                 except StopAsyncIteration:
                     break
                 tally.see(chunk)
@@ -332,6 +341,7 @@ class BaseAdapter(LLMAdapter):
                 raise err from exc
             raise
         finally:
+            deadline.close()
             if agen is not None:
                 await agen.aclose()  # type: ignore[attr-defined]
 
@@ -349,9 +359,7 @@ class BaseAdapter(LLMAdapter):
         trackers = [t for t in (cfg.usage_tracker, self.usage_tracker) if t is not None]
         if not trackers:
             return
-        from ..usage.events import UsageEvent  # a module, not the package: no per-call fromlist work
-
-        event = UsageEvent.from_response(
+        event = _usage_modules()[0].UsageEvent.from_response(
             resp,
             cfg,
             success=error is None,

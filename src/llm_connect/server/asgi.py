@@ -130,7 +130,7 @@ class Request:
                     "request_too_large",
                 )
         try:
-            async with Timeout(self.body_timeout):
+            with Timeout(self.body_timeout):
                 return await self._read_body(limit)
         except TimeoutError:
             raise ApiError(

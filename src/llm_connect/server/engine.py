@@ -432,7 +432,7 @@ class Engine:
         """Run a prepared call to completion. Errors come out as ApiError."""
         assert self.limiter is not None
         try:
-            async with Timeout(self._guard(prep)):
+            with Timeout(self._guard(prep)):
                 resp = await prep.target.adapter.async_execute_prompt(prep.prompt, prep.config)
         except TimeoutError as exc:
             raise self._failed(prep, LLMTimeoutError(f"no answer within {self._guard(prep):g} s")) from exc
@@ -446,7 +446,7 @@ class Engine:
         """Run a prepared embedding call (``prep.prompt``: the texts). Errors come out as ApiError."""
         assert self.limiter is not None
         try:
-            async with Timeout(self._guard(prep)):
+            with Timeout(self._guard(prep)):
                 resp = await prep.target.adapter.aembed(prep.prompt, prep.config, dimensions=dimensions)
         except TimeoutError as exc:
             raise self._failed(prep, LLMTimeoutError(f"no answer within {self._guard(prep):g} s")) from exc
@@ -463,7 +463,7 @@ class Engine:
         agen = prep.target.adapter.astream(prep.prompt, prep.config)
         tokens = 0
         try:
-            async with Timeout(self._guard(prep)):
+            with Timeout(self._guard(prep)):
                 async for chunk in agen:
                     if chunk.usage is not None:
                         tokens = chunk.usage.total_tokens

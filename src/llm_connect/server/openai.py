@@ -150,16 +150,23 @@ async def handle_chat(engine: Engine, req: Request) -> Response | None:
 
 
 class _Chunks:
-    """The chat.completion.chunk events of one stream, ending with ``data: [DONE]``."""
+    """The chat.completion.chunk events of one stream, ending with ``data: [DONE]``.
 
-    __slots__ = ("base", "cid", "include_usage")
+    Every event of a stream has the same fields around its delta: they are encoded once, at :meth:`open`, and
+    each chunk's event is that head, its delta and the tail (the same bytes as encoding the whole object)."""
+
+    __slots__ = ("base", "cid", "head", "include_usage", "tail")
 
     def __init__(self, cid: str, include_usage: bool) -> None:
         self.cid = cid
         self.base: dict[str, Any] = {}
         self.include_usage = include_usage
+        self.head = b""
+        self.tail = b""
 
     def _event(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        if finish is None:
+            return self.head + orjson.dumps(delta) + self.tail
         obj = {**self.base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
         if self.include_usage:
             obj["usage"] = None
@@ -173,6 +180,10 @@ class _Chunks:
             "model": model,
             "system_fingerprint": None,
         }
+        # {**base, "choices": [{"index": 0, "delta": <delta>, "logprobs": null, "finish_reason": null}], "usage": null}
+        self.head = b"data: " + orjson.dumps(self.base)[:-1] + b',"choices":[{"index":0,"delta":'
+        self.tail = b',"logprobs":null,"finish_reason":null}]' + (b',"usage":null}' if self.include_usage else b"}")
+        self.tail += b"\n\n"
         return self._event({"role": "assistant", "content": ""})
 
     def chunk(self, chunk: StreamChunk) -> bytes:

@@ -11,15 +11,18 @@ with its own :class:`StreamEncoder`. What they share lives here once:
 
 The engine's iterator is exhausted before the encoder's closing events are written: by then the call's usage
 event is committed to the ledger.
+
+Writes follow the upstream's reads: the events of every chunk that is ready without waiting (the chunks of one
+upstream read) go out in one write, made before the stream next waits — not one write (a system call) per chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..types import StreamChunk, Usage
 from .asgi import Request
@@ -96,32 +99,91 @@ async def _pump(
     finish: str | None = None
     usage: Usage | None = None
     cost: Decimal | None = None
+    #: events not written yet: written together before the stream next waits (see the module docstring)
+    unsent: list[bytes] = []
     try:
         opening = out.open(model, first)
         if opening:
-            await req.write(opening)
+            unsent.append(opening)
         chunk = first
         while chunk is not None:
             data = out.chunk(chunk)
             if data:
-                await req.write(data)
+                unsent.append(data)
             if chunk.finish_reason:
                 finish = chunk.finish_reason
             if chunk.usage is not None:
                 usage, cost = chunk.usage, chunk.cost_usd
+            step = gen.__anext__()
             try:
-                chunk = await anext(gen)
+                waiting = step.send(None)  # type: ignore[attr-defined]
+            except StopIteration as ready:  # the next chunk was at hand
+                chunk = ready.value
+                continue
+            except StopAsyncIteration:
+                break
+            if unsent:
+                try:
+                    await req.write(b"".join(unsent))
+                except BaseException as exc:
+                    # the step waits inside the engine's stream: end it as an interrupted await would have been
+                    # (its clean-up awaited), so that the generator is not left running for aclose()
+                    with contextlib.suppress(BaseException):
+                        await _Resumed(step, waiting, exc)
+                    raise
+                unsent.clear()
+            try:
+                chunk = await _Resumed(step, waiting)
             except StopAsyncIteration:
                 chunk = None
         # the generator is exhausted: the call's usage event is committed to the ledger
-        await req.write(await out.close(finish or "stop", usage or Usage(), cost), more=False)
+        unsent.append(await out.close(finish or "stop", usage or Usage(), cost))
+        await req.write(b"".join(unsent), more=False)
     except Exception as exc:
         err = exc if isinstance(exc, ApiError) else ApiError(500, "internal error", "api_error", "internal_error")
         if not isinstance(exc, ApiError):
             log.error("stream %s failed: %s", req.request_id, type(exc).__name__, exc_info=exc)
         else:
             log.info("stream %s ended with %s: %s", req.request_id, err.code, err.message)
-        await req.write(out.error(err), more=True)
+        await req.write(b"".join((*unsent, out.error(err))), more=True)
         await req.write(b"", more=False)
     finally:
         await gen.aclose()  # type: ignore[attr-defined]
+
+
+class _Resumed:
+    """Awaiting it finishes an awaitable that was stepped once by hand (``send(None)``) and is waiting on
+    ``waiting``: what ``await`` would have done from the start (sends, throws — a cancellation — and close
+    passed through), so the first step can tell whether the awaitable had its result at hand. With ``throw``,
+    that exception is raised into the awaitable first (it was interrupted while waiting)."""
+
+    __slots__ = ("step", "throw", "waiting")
+
+    def __init__(self, step: Any, waiting: Any, throw: BaseException | None = None) -> None:
+        self.step = step
+        self.waiting = waiting
+        self.throw = throw
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        step, waiting = self.step, self.waiting
+        if self.throw is not None:
+            try:
+                waiting = step.throw(self.throw)
+            except StopIteration as done:
+                return done.value
+        while True:
+            try:
+                sent = yield waiting
+            except GeneratorExit:
+                step.close()
+                raise
+            except BaseException as exc:  # a cancellation of the task: into the awaitable, as await does
+                try:
+                    waiting = step.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    waiting = step.send(sent)
+                except StopIteration as done:
+                    return done.value

@@ -73,8 +73,11 @@ class GroupCommitWriter:
         batch_max: int,
         report: Report,
         replay_interval: float = 5.0,
+        after_answer: Callable[[Any], None] | None = None,
     ) -> None:
         self._connect = connect
+        #: upkeep on the connection (a WAL checkpoint) once a batch's callers are answered, so none waits for it
+        self._after_answer = after_answer
         self._write = write
         self._to_row = to_row
         self.spool = spool
@@ -150,6 +153,11 @@ class GroupCommitWriter:
                     it.error, it.inserted = exc, False
                 conn = self._discard(conn)
             self._answer(batch)
+            if self._after_answer is not None and conn is not None:
+                try:
+                    self._after_answer(conn)
+                except Exception as exc:  # upkeep that fails is retried after the next batch
+                    log.debug("ledger upkeep failed: %s", exc)
         self._discard(conn)
 
     def _commit(self, conn: Any, batch: list[Item]) -> Any:

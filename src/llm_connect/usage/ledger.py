@@ -162,7 +162,11 @@ class Ledger(LedgerQueries):
             batch_max=self.batch_max,
             report=self._failed,
             replay_interval=replay_interval,
+            after_answer=self._after_answer,
         )
+
+    def _after_answer(self, conn: Any) -> None:
+        """Upkeep on the write connection after a batch's callers were answered (none by default)."""
 
     def _failed(self, kind: str, events: int, error: BaseException | None) -> None:
         hook = self.on_failure
@@ -342,6 +346,8 @@ class SqliteLedger(Ledger):
     """A ledger in one SQLite file (WAL). ``synchronous`` is ``"NORMAL"`` (default) or ``"FULL"``."""
 
     _P = "?"
+    #: commits between two WAL checkpoints (one commit writes a few pages: well under SQLite's 1 000-page default)
+    CHECKPOINT_EVERY = 100
 
     def __init__(
         self,
@@ -370,6 +376,7 @@ class SqliteLedger(Ledger):
             raise LLMConfigurationError("the SQLite ledger needs a file (it is shared by a writer thread)")
         self.synchronous = sync
         self.busy_timeout_ms = int(busy_timeout_ms)
+        self._commits_since_checkpoint = 0  # the writer thread's (see _after_answer)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
         try:
@@ -432,8 +439,20 @@ class SqliteLedger(Ledger):
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        # no checkpoint inside a commit a caller waits for: _after_answer runs them (see there)
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.create_aggregate("decsum", 1, _DecimalSum)  # type: ignore[arg-type]
         return conn
+
+    def _after_answer(self, conn: sqlite3.Connection) -> None:
+        """A WAL checkpoint every CHECKPOINT_EVERY commits, run once the batch's callers were answered: SQLite's
+        automatic checkpoint (every 1 000 WAL pages) would run inside a commit, with an fsync, and the calls
+        waiting for that commit — one in a few hundred — would wait for it too (the latency tail). PASSIVE: it
+        copies what no reader still needs and never blocks another connection."""
+        self._commits_since_checkpoint += 1
+        if self._commits_since_checkpoint >= self.CHECKPOINT_EVERY:
+            self._commits_since_checkpoint = 0
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _write(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
         """Write the batch and flag each row new (True) or already stored (False).

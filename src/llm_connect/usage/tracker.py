@@ -95,6 +95,9 @@ class UsageTracker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: tuple[Subscriber, ...] = ()
+        #: per subscriber, what :meth:`aemit` calls (its ``acall`` if it has one) and whether it is cancel_safe,
+        #: looked up when it subscribes rather than on every event
+        self._async_calls: tuple[tuple[Subscriber, Subscriber, bool], ...] = ()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._totals = UsageStats()
         self._by_agent: dict[str, UsageStats] = {}
@@ -108,7 +111,7 @@ class UsageTracker:
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Add a subscriber; returns a function that removes it again."""
         with self._lock:
-            self._subscribers = (*self._subscribers, callback)
+            self._set_subscribers((*self._subscribers, callback))
         return lambda: self.unsubscribe(callback)
 
     def unsubscribe(self, callback: Subscriber) -> bool:
@@ -119,8 +122,14 @@ class UsageTracker:
                 subs.remove(callback)
             except ValueError:
                 return False
-            self._subscribers = tuple(subs)
+            self._set_subscribers(tuple(subs))
             return True
+
+    def _set_subscribers(self, subs: tuple[Subscriber, ...]) -> None:
+        self._async_calls = tuple(
+            (cb, getattr(cb, "acall", None) or cb, bool(getattr(cb, "cancel_safe", False))) for cb in subs
+        )
+        self._subscribers = subs
 
     @property
     def subscribers(self) -> tuple[Subscriber, ...]:
@@ -152,17 +161,18 @@ class UsageTracker:
         off before its first suspension, as the ledger's is to its writer thread) is simply awaited, alone."""
         self._aggregate(event)
         pending: list[tuple[Subscriber, Awaitable[Any]]] = []
-        for cb in self._subscribers:
+        safe = False
+        for cb, call, cancel_safe in self._async_calls:
             try:
-                acall = getattr(cb, "acall", None)
-                result = acall(event) if acall is not None else cb(event)
+                result = call(event)
                 if result is not None and inspect.isawaitable(result):
                     pending.append((cb, result))
+                    safe = cancel_safe
             except Exception:
                 self._failed(cb)
         if not pending:
             return
-        if len(pending) == 1 and getattr(pending[0][0], "cancel_safe", False):
+        if len(pending) == 1 and safe:
             cb, aw = pending[0]
             try:
                 await aw

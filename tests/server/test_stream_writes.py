@@ -1,0 +1,138 @@
+"""How a stream reaches the client: the events of chunks at hand leave in one write, and a hang-up while a
+write is blocked (the client stopped reading) still ends the upstream stream and settles it.
+
+The gateway app is driven over ASGI in this process (the test plays the server: it sees every write), against
+the shipped mock server over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llm_connect.server.app import create_app
+from llm_connect.testing import MockReply
+
+from .conftest import ACME_KEY, base_config
+
+MSG = [{"role": "user", "content": "hello there"}]
+
+
+def _app(mock: Any, tmp_path: Path) -> Any:
+    cfg = base_config(mock, tmp_path)
+    cfg["router"]["groups"]["solo"] = [{"model": "openai:solo", "name": "solo-openai"}]
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return create_app(path)
+
+
+def _scope(body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [
+            (b"authorization", f"Bearer {ACME_KEY}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 9999),
+    }
+
+
+def _row(db: Path, agent: str) -> tuple[Any, ...] | None:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT output_tokens, streamed FROM llm_usage WHERE agent = ?", (agent,)).fetchone()
+    finally:
+        conn.close()
+
+
+async def test_chunks_at_hand_leave_in_one_write(mock, tmp_path) -> None:
+    import orjson
+
+    text = " ".join(f"w{i}" for i in range(30))
+    mock.script(MockReply(model="solo", text=text))  # every frame in one go: one upstream read or a few
+    app = _app(mock, tmp_path)
+    await app.startup()
+    body = orjson.dumps({"model": "solo", "messages": MSG, "stream": True, "agent": "one-write"})
+    writes: list[bytes] = []
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    async def send(msg: dict[str, Any]) -> None:
+        if msg["type"] == "http.response.body" and msg.get("body"):
+            writes.append(msg["body"])
+
+    try:
+        await app(_scope(body), receive, send)
+    finally:
+        await app.engine.aclose()
+    events = b"".join(writes).split(b"\n\n")
+    contents = [e for e in events if b'"content":"' in e and b'"content":""' not in e]
+    assert b"".join(writes).endswith(b"data: [DONE]\n\n")
+    relayed = b"".join(orjson.loads(e[6:])["choices"][0]["delta"]["content"].encode() for e in contents)
+    assert relayed.decode() == text  # every chunk relayed, in order
+    assert len(contents) > 10
+    assert len(writes) < len(contents) / 2  # ... in far fewer writes than events
+
+
+async def test_a_hang_up_during_a_blocked_write_settles_the_stream(mock, tmp_path) -> None:
+    import orjson
+
+    tag = f"blocked-{time.time_ns()}"
+    mock.script(MockReply(model="solo", text=" ".join(f"w{i}" for i in range(40)), chunk_delay=0.05))
+    app = _app(mock, tmp_path)
+    await app.startup()
+    body = orjson.dumps({"model": "solo", "messages": MSG, "stream": True, "agent": tag, "max_tokens": 300})
+    sent = False
+    writes = 0
+    blocked = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await blocked.wait()  # the client stops reading, then hangs up
+        await asyncio.sleep(0.2)
+        return {"type": "http.disconnect"}
+
+    async def send(msg: dict[str, Any]) -> None:
+        nonlocal writes
+        if msg["type"] == "http.response.body" and msg.get("body"):
+            writes += 1
+            if writes == 2:  # a full socket buffer: the server's send waits for the client to read
+                blocked.set()
+                await asyncio.Event().wait()
+
+    t0 = time.perf_counter()
+    try:
+        await asyncio.wait_for(app(_scope(body), receive, send), 10)
+        row = None
+        while row is None and time.perf_counter() - t0 < 5:
+            row = _row(tmp_path / "usage.sqlite3", tag)
+            await asyncio.sleep(0.05)
+    finally:
+        await app.engine.aclose()
+    assert row is not None, "no usage event for the stream cut during a write"
+    output_tokens, streamed = row
+    assert streamed == 1 and 0 < output_tokens < 40  # billed what was produced, not the whole answer
+    assert time.perf_counter() - t0 < 5  # the upstream stream was stopped, not read to its end (2 s)
