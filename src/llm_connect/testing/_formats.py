@@ -256,6 +256,7 @@ def _openai_body(r: Reply, created: int) -> dict[str, Any]:
         "usage": _openai_usage(r),
         "service_tier": r.service_tier or "default",
         "system_fingerprint": "fp_mock",
+        **r.extra_fields,
     }
 
 
@@ -405,6 +406,7 @@ def _openai_stream(r: Reply, rid: str, created: int, p: Parsed) -> tuple[list[by
     base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": r.model}
     base["service_tier"] = r.service_tier or "default"
     base["system_fingerprint"] = "fp_mock"
+    base.update(r.extra_fields)
     usage_null = {"usage": None} if p.include_usage else {}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:

@@ -70,6 +70,8 @@ class Reply:
     service_tier: str | None = None
     #: reasoning text: an Anthropic thinking block (with a signature), OpenAI-compatible ``reasoning_content``
     thinking: str = ""
+    #: top-level fields of an OpenAI-format body and stream chunk (Perplexity ``citations``, ``search_results``)
+    extra_fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
