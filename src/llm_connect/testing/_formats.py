@@ -325,7 +325,9 @@ def _gemini_candidate(parts: list[dict[str, Any]], finish: str | None) -> dict[s
 
 
 def _gemini_body(r: Reply, created: int) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = [{"text": r.text}] if r.text else []
+    parts: list[dict[str, Any]] = [{"text": r.thinking, "thought": True}] if r.thinking else []
+    if r.text:
+        parts.append({"text": r.text})
     parts.extend({"functionCall": {"name": t.name, "args": t.args}} for t in r.tool_calls)
     return {
         "candidates": [_gemini_candidate(parts, _finish("gemini", r.finish))],
@@ -504,7 +506,8 @@ def _anthropic_stream(r: Reply, rid: str, created: int, p: Parsed) -> tuple[list
 
 def _gemini_stream(r: Reply, rid: str, created: int, p: Parsed) -> tuple[list[bytes], int]:
     objs: list[dict[str, Any]] = []
-    parts_list: list[list[dict[str, Any]]] = [[{"text": piece}] for piece in r.pieces]
+    parts_list: list[list[dict[str, Any]]] = [[{"text": piece, "thought": True}] for piece in split_pieces(r.thinking)]
+    parts_list.extend([{"text": piece}] for piece in r.pieces)
     if r.tool_calls:
         parts_list.append([{"functionCall": {"name": t.name, "args": t.args}} for t in r.tool_calls])
     if not parts_list:

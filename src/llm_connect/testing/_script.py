@@ -62,7 +62,8 @@ class MockReply:
     #: the service tier the reply says it was served at (default: an OpenAI request's "flex" / "priority",
     #: else "default" / Anthropic "standard")
     service_tier: str | None = None
-    #: reasoning text: an Anthropic thinking block (signed), ``reasoning_content`` from the OpenAI path
+    #: reasoning text: an Anthropic thinking block (signed), ``reasoning_content`` from the OpenAI path, Gemini
+    #: thought parts
     thinking: str | None = None
     #: top-level fields an OpenAI-format reply adds to its body and to every stream chunk, as OpenAI-compatible
     #: providers do (Perplexity ``citations``, ``search_results``)
