@@ -202,14 +202,15 @@ class LLMAdapter(ABC):  # noqa: B024 - "implement one of two" is checked in __in
         The default for adapters without native streaming yields the whole answer as one delta.
         """
         resp = await self.async_execute_prompt(prompt, config)
-        if resp.text:
-            yield StreamChunk(text=resp.text, model=resp.model, request_id=resp.request_id)
+        if resp.text or resp.reasoning:
+            yield StreamChunk(text=resp.text, model=resp.model, request_id=resp.request_id, reasoning=resp.reasoning)
         yield StreamChunk(
             finish_reason=resp.finish_reason,
             usage=resp.usage,
             model=resp.model,
             request_id=resp.request_id,
             cost_usd=resp.cost_usd,
+            provider_fields=resp.provider_fields,
         )
 
     def stream(self, prompt: Prompt, config: RunConfig | None = None) -> Iterator[StreamChunk]:

@@ -143,6 +143,21 @@ async def test_executor_fallback_for_sync_only_adapters():
     assert chunks[0].text == "sync says y" and chunks[-1].usage == Usage(1, 2)
 
 
+class SyncReasoner(SyncOnly):
+    """A sync-only adapter whose answers carry reasoning text and kept provider fields."""
+
+    def execute_prompt(self, prompt, config=None):
+        resp = super().execute_prompt(prompt, config)
+        resp.reasoning, resp.provider_fields = "first, think", {"citations": ["https://example.com"]}
+        return resp
+
+
+async def test_the_default_stream_keeps_reasoning_and_provider_fields():
+    chunks = [c async for c in SyncReasoner().astream("y")]
+    assert (chunks[0].reasoning, chunks[0].text) == ("first, think", "sync says y")
+    assert chunks[-1].provider_fields == {"citations": ["https://example.com"]}
+
+
 async def test_executor_fallback_honours_timeout():
     with pytest.raises(LLMTimeoutError):
         await SyncOnly(1.0).async_execute_prompt("x", RunConfig(timeout=0.1))

@@ -187,6 +187,7 @@ def test_parse_thinking_is_not_text_and_max_tokens_is_length(payload):
     assert r.text == "Based on my analysis, there are 17 prime numbers below 60."
     assert r.finish_reason == "length"
     assert r.usage == Usage(input_tokens=48, output_tokens=2048)
+    assert r.reasoning == "Let me analyze this step by step..."  # the thinking block, kept apart from the text
 
 
 # --- streaming -------------------------------------------------------------------------------

@@ -177,6 +177,8 @@ def test_parse_text_response(payload):
 def test_parse_cached_content_and_thoughts(payload):
     r = codec.parse_response(payload("gemini_cached_thinking.json"))
     assert r.text == "The contract renews automatically unless cancelled 30 days before the end date."
+    # the thought summary part (includeThoughts) is the reasoning, not the text
+    assert r.reasoning == "**Checking the clauses**\n\nI'm comparing the termination clause with the renewal terms."
     # promptTokenCount includes cachedContentTokenCount; thoughts are output not in candidatesTokenCount
     assert r.usage == Usage(
         input_tokens=4310, output_tokens=1062, cache_read_tokens=3072, cache_write_tokens=0, reasoning_tokens=812

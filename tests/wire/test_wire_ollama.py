@@ -113,6 +113,7 @@ def test_parse_tool_calls_arguments_become_json_strings(payload):
 def test_parse_length_and_thinking_not_in_text(payload):
     r = codec.parse_response(payload("ollama_chat_length.json"))
     assert r.text == "Rayleigh scattering makes"
+    assert r.reasoning == "The user asks about the sky."
     assert r.finish_reason == "length"
     assert r.usage == Usage(input_tokens=14, output_tokens=8)
 

@@ -104,8 +104,14 @@ class BaseAdapter(LLMAdapter):
     ) -> AsyncIterator[StreamChunk]:
         """Default for providers that cannot stream: the whole answer as one delta, then the usage chunk."""
         resp = await self._complete(messages, config, max_tokens)
-        if resp.text or resp.tool_calls:
-            yield StreamChunk(text=resp.text, tool_calls=resp.tool_calls, model=resp.model, request_id=resp.request_id)
+        if resp.text or resp.tool_calls or resp.reasoning:
+            yield StreamChunk(
+                text=resp.text,
+                tool_calls=resp.tool_calls,
+                model=resp.model,
+                request_id=resp.request_id,
+                reasoning=resp.reasoning,
+            )
         yield StreamChunk(
             finish_reason=resp.finish_reason,
             usage=resp.usage if resp.usage != Usage() else None,
@@ -113,6 +119,7 @@ class BaseAdapter(LLMAdapter):
             request_id=resp.request_id,
             cost_usd=resp.cost_usd,
             service_tier=resp.service_tier,
+            provider_fields=resp.provider_fields,
         )
 
     def count_input_tokens(self, messages: list[Message], config: RunConfig) -> int:

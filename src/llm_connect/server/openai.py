@@ -4,6 +4,9 @@ Bodies and chunks have OpenAI's exact shapes, so the official SDKs work unchange
 carry ``tenant_id``, ``agent``, ``thread_id``, ``task_type``, ``timeout``; headers ``X-LLM-Budget-Id`` (+
 ``X-LLM-Budget-Tokens`` / ``X-LLM-Budget-USD``), ``X-LLM-Thread-Id``, ``X-LLM-Agent``, ``X-LLM-Task-Type``.
 Fields the gateway does not act on (``frequency_penalty``, ``logit_bias``, ``user``, ...) are ignored.
+What an upstream adds rides along in its provider's own shape: reasoning text as ``reasoning_content`` in
+``choices[].message`` and in stream deltas (DeepSeek's), a provider row's kept fields at the top level of the body
+and of the stream's closing chunks (Perplexity's ``citations``, ``search_results``); absent when there are none.
 The cost of a call: the ``x-llm-cost-usd`` header of a JSON answer; in a stream (``stream_options.include_usage``)
 the final usage chunk's ``usage.cost_usd``, a decimal string (null when the model has no known price).
 """
@@ -123,7 +126,9 @@ def completion_body(resp: LLMResponse, cid: str) -> dict[str, Any]:
     }
     if resp.tool_calls:
         msg["tool_calls"] = resp.tool_calls
-    return {
+    if resp.reasoning:
+        msg["reasoning_content"] = resp.reasoning
+    body = {
         "id": cid,
         "object": "chat.completion",
         "created": int(time.time()),
@@ -132,6 +137,16 @@ def completion_body(resp: LLMResponse, cid: str) -> dict[str, Any]:
         "usage": usage_dict(resp.usage),
         "system_fingerprint": None,
     }
+    if resp.provider_fields:
+        _add_fields(body, resp.provider_fields)
+    return body
+
+
+def _add_fields(body: dict[str, Any], fields: dict[str, Any]) -> None:
+    """The provider row's kept reply fields at the top level, where the provider puts them (Perplexity
+    ``citations``, ``search_results``); never over a field of the body's own."""
+    for k, v in fields.items():
+        body.setdefault(k, v)
 
 
 async def handle_chat(engine: Engine, req: Request) -> Response | None:
@@ -188,10 +203,14 @@ class _Chunks:
 
     def chunk(self, chunk: StreamChunk) -> bytes:
         delta: dict[str, Any] = {}
+        if chunk.reasoning:
+            delta["reasoning_content"] = chunk.reasoning
         if chunk.text:
             delta["content"] = chunk.text
         if chunk.tool_calls:
             delta["tool_calls"] = chunk.tool_calls
+        if chunk.provider_fields:  # the final chunk's: every event from here on carries them, as Perplexity's do
+            _add_fields(self.base, chunk.provider_fields)
         return self._event(delta) if delta else b""
 
     async def close(self, finish: str, usage: Usage, cost: Decimal | None) -> bytes:

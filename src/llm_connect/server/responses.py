@@ -218,7 +218,7 @@ async def handle_create(engine: Engine, req: Request) -> Response | None:
 
 
 def _body(resp: LLMResponse, resp_id: str, created: int, plan: ResponsesPlan) -> dict[str, Any]:
-    output = codec.output_items(resp.text, resp.tool_calls, plan.tools, _new_id)
+    output = codec.output_items(resp.text, resp.tool_calls, plan.tools, _new_id, resp.reasoning)
     return codec.response_object(
         resp_id,
         created,
@@ -236,7 +236,8 @@ class _Events:
     Each output item is announced (``response.output_item.added``) before its deltas and finished
     (``response.output_item.done``) before the next one starts; ``response.completed`` (or
     ``response.incomplete`` when the answer hit max_output_tokens) carries the whole response with usage,
-    after the ledger row and the stored response are written."""
+    after the ledger row and the stored response are written. Reasoning text is a ``reasoning`` item whose one
+    summary part streams as ``response.reasoning_summary_text.delta`` events."""
 
     __slots__ = (
         "calls",
@@ -247,6 +248,7 @@ class _Events:
         "msg",
         "next_index",
         "plan",
+        "reasoning",
         "resp_id",
         "seq",
         "store",
@@ -275,6 +277,8 @@ class _Events:
         self.items: list[dict[str, Any]] = []
         #: the open message: [output_index, item id, text parts]
         self.msg: list[Any] | None = None
+        #: the open reasoning item: [output_index, item id, summary text parts]
+        self.reasoning: list[Any] | None = None
         #: the tool-call delta index -> [output_index, item, argument parts, still open?]
         self.calls: dict[int, list[Any]] = {}
 
@@ -324,6 +328,32 @@ class _Events:
             + self._ev("response.output_item.done", output_index=index, item=item)
         )
 
+    def _open_reasoning(self) -> bytes:
+        index, item_id = self.next_index, _new_id("rs")
+        self.next_index += 1
+        self.reasoning = [index, item_id, []]
+        part = {"type": "summary_text", "text": ""}
+        return self._ev(
+            "response.output_item.added", output_index=index, item=codec.reasoning_item(item_id, "")
+        ) + self._ev(
+            "response.reasoning_summary_part.added", item_id=item_id, output_index=index, summary_index=0, part=part
+        )
+
+    def _close_reasoning(self) -> bytes:
+        if self.reasoning is None:
+            return b""
+        index, item_id, parts = self.reasoning
+        self.reasoning = None
+        text = "".join(parts)
+        item = codec.reasoning_item(item_id, text)
+        self.items.append(item)
+        ids = {"item_id": item_id, "output_index": index, "summary_index": 0}
+        return (
+            self._ev("response.reasoning_summary_text.done", **ids, text=text)
+            + self._ev("response.reasoning_summary_part.done", **ids, part=item["summary"][0])
+            + self._ev("response.output_item.done", output_index=index, item=item)
+        )
+
     def _close_call(self, call: list[Any]) -> bytes:
         index, item, parts, _ = call
         call[3] = False
@@ -356,7 +386,7 @@ class _Events:
         fn = d.get("function") or {}
         call = self.calls.get(idx)
         if call is None:
-            out += self._close_message() + self._close_open_calls()
+            out += self._close_reasoning() + self._close_message() + self._close_open_calls()
             index = self.next_index
             self.next_index += 1
             upstream = fn.get("name") or ""
@@ -379,9 +409,21 @@ class _Events:
     # -- StreamEncoder ----------------------------------------------------------------------------
     def chunk(self, chunk: StreamChunk) -> bytes:
         out = b""
+        if chunk.reasoning:
+            if self.reasoning is None:
+                out += self._close_message() + self._close_open_calls() + self._open_reasoning()
+            assert self.reasoning is not None
+            self.reasoning[2].append(chunk.reasoning)
+            out += self._ev(
+                "response.reasoning_summary_text.delta",
+                item_id=self.reasoning[1],
+                output_index=self.reasoning[0],
+                summary_index=0,
+                delta=chunk.reasoning,
+            )
         if chunk.text:
             if self.msg is None:
-                out += self._close_open_calls() + self._open_message()
+                out += self._close_reasoning() + self._close_open_calls() + self._open_message()
             assert self.msg is not None
             self.msg[2].append(chunk.text)
             out += self._ev(
@@ -397,9 +439,9 @@ class _Events:
         return out
 
     async def close(self, finish: str, usage: Usage, cost: Decimal | None) -> bytes:
-        out = b""
-        if not self.items and self.msg is None and not self.calls:
-            out += self._open_message()  # an empty answer is still one (empty) message
+        out = self._close_reasoning()
+        if self.msg is None and not self.calls and all(i["type"] == "reasoning" for i in self.items):
+            out += self._open_message()  # an answer without text or tool calls is still one (empty) message
         out += self._close_message() + self._close_open_calls()
         body = self._response("completed", output=self.items, usage=codec.usage_object(usage), finish=finish)
         if self.store is not None:

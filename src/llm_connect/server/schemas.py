@@ -356,6 +356,11 @@ class AssistantMessage(BaseModel):
     content: str | None = Field(description="null when the turn is only tool calls")
     refusal: None
     tool_calls: list[ToolCall] | None = Field(None, description="Present only when the model called tools")
+    reasoning_content: str | None = Field(
+        None,
+        description="Present only when the upstream returned reasoning text (DeepSeek's field; from any upstream "
+        "that reasons: Claude thinking, Gemini thoughts, ...)",
+    )
 
 
 class ChatCompletionChoice(BaseModel):
@@ -399,6 +404,12 @@ class ChatCompletion(BaseModel):
     choices: list[ChatCompletionChoice] = Field(description="Exactly one")
     usage: CompletionUsage
     system_fingerprint: None
+    citations: list[str] | None = Field(
+        None, description="Present only when the upstream returned them: Perplexity's cited URLs"
+    )
+    search_results: list[dict[str, Any]] | None = Field(
+        None, description="Present only when the upstream returned them: Perplexity's search results (title, url, date)"
+    )
 
 
 class ToolCallDeltaFunction(BaseModel):
@@ -417,6 +428,7 @@ class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = Field(None, description="Only in the first chunk")
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
+    reasoning_content: str | None = Field(None, description="A piece of the upstream's reasoning text, if it has one")
 
 
 class ChunkChoice(BaseModel):
@@ -441,6 +453,12 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChunkChoice] = Field(description="One choice; empty in the final usage chunk")
     usage: ChunkUsage | None = Field(
         None, description="Only with stream_options.include_usage (see above); carries usage.cost_usd"
+    )
+    citations: list[str] | None = Field(
+        None, description="On the finish and usage chunks, when the upstream returned them (Perplexity)"
+    )
+    search_results: list[dict[str, Any]] | None = Field(
+        None, description="On the finish and usage chunks, when the upstream returned them (Perplexity)"
     )
 
 

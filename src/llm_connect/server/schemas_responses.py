@@ -26,7 +26,9 @@ __all__ = [
     "ResponseOutputMessage",
     "ResponseOutputText",
     "ResponseReasoning",
+    "ResponseReasoningItem",
     "ResponseStreamEvent",
+    "ResponseSummaryText",
     "ResponseTextConfig",
     "ResponseTextFormat",
     "ResponseTool",
@@ -185,8 +187,23 @@ class ResponseCustomToolCall(BaseModel):
     namespace: str | None = None
 
 
+class ResponseSummaryText(BaseModel):
+    type: Literal["summary_text"]
+    text: str
+
+
+class ResponseReasoningItem(BaseModel):
+    """The upstream's reasoning text (DeepSeek ``reasoning_content``, Claude thinking, Gemini thoughts) as the one
+    summary part; present only when the upstream returned some."""
+
+    id: str = Field(description="rs_...")
+    type: Literal["reasoning"]
+    summary: list[ResponseSummaryText] = Field(description="One summary_text part (empty while it streams)")
+
+
 OutputItem = Annotated[
-    ResponseOutputMessage | ResponseFunctionCall | ResponseCustomToolCall, Field(discriminator="type")
+    ResponseOutputMessage | ResponseFunctionCall | ResponseCustomToolCall | ResponseReasoningItem,
+    Field(discriminator="type"),
 ]
 
 
@@ -267,6 +284,10 @@ class ResponseStreamEvent(BaseModel):
         "response.function_call_arguments.done",
         "response.custom_tool_call_input.delta",
         "response.custom_tool_call_input.done",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done",
         "response.output_item.done",
         "response.completed",
         "response.incomplete",
@@ -279,7 +300,8 @@ class ResponseStreamEvent(BaseModel):
     item: OutputItem | None = None
     item_id: str | None = None
     content_index: int | None = None
-    part: ResponseOutputText | None = None
+    summary_index: int | None = Field(None, description="reasoning_summary_*: the summary part (always 0)")
+    part: Annotated[ResponseOutputText | ResponseSummaryText, Field(discriminator="type")] | None = None
     delta: str | None = None
     text: str | None = None
     arguments: str | None = None

@@ -256,6 +256,7 @@ def _openai_body(r: Reply, created: int) -> dict[str, Any]:
         "usage": _openai_usage(r),
         "service_tier": r.service_tier or "default",
         "system_fingerprint": "fp_mock",
+        **r.extra_fields,
     }
 
 
@@ -324,7 +325,9 @@ def _gemini_candidate(parts: list[dict[str, Any]], finish: str | None) -> dict[s
 
 
 def _gemini_body(r: Reply, created: int) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = [{"text": r.text}] if r.text else []
+    parts: list[dict[str, Any]] = [{"text": r.thinking, "thought": True}] if r.thinking else []
+    if r.text:
+        parts.append({"text": r.text})
     parts.extend({"functionCall": {"name": t.name, "args": t.args}} for t in r.tool_calls)
     return {
         "candidates": [_gemini_candidate(parts, _finish("gemini", r.finish))],
@@ -405,6 +408,7 @@ def _openai_stream(r: Reply, rid: str, created: int, p: Parsed) -> tuple[list[by
     base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": r.model}
     base["service_tier"] = r.service_tier or "default"
     base["system_fingerprint"] = "fp_mock"
+    base.update(r.extra_fields)
     usage_null = {"usage": None} if p.include_usage else {}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -502,7 +506,8 @@ def _anthropic_stream(r: Reply, rid: str, created: int, p: Parsed) -> tuple[list
 
 def _gemini_stream(r: Reply, rid: str, created: int, p: Parsed) -> tuple[list[bytes], int]:
     objs: list[dict[str, Any]] = []
-    parts_list: list[list[dict[str, Any]]] = [[{"text": piece}] for piece in r.pieces]
+    parts_list: list[list[dict[str, Any]]] = [[{"text": piece, "thought": True}] for piece in split_pieces(r.thinking)]
+    parts_list.extend([{"text": piece}] for piece in r.pieces)
     if r.tool_calls:
         parts_list.append([{"functionCall": {"name": t.name, "args": t.args}} for t in r.tool_calls])
     if not parts_list:

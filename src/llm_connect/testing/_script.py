@@ -62,8 +62,12 @@ class MockReply:
     #: the service tier the reply says it was served at (default: an OpenAI request's "flex" / "priority",
     #: else "default" / Anthropic "standard")
     service_tier: str | None = None
-    #: reasoning text: an Anthropic thinking block (signed), ``reasoning_content`` from the OpenAI path
+    #: reasoning text: an Anthropic thinking block (signed), ``reasoning_content`` from the OpenAI path, Gemini
+    #: thought parts
     thinking: str | None = None
+    #: top-level fields an OpenAI-format reply adds to its body and to every stream chunk, as OpenAI-compatible
+    #: providers do (Perplexity ``citations``, ``search_results``)
+    extra_fields: dict[str, Any] | None = None
     #: OpenAI-shaped ({"id", "type", "function": {"name", "arguments"}}) or {"name", "arguments"}
     tool_calls: list[dict[str, Any]] | None = None
     #: generic (stop, length, tool_calls, content_filter) or the provider's own value

@@ -68,8 +68,11 @@ class Reply:
     input_audio_tokens: int = 0
     #: the tier the reply says it was served at (None: the format's default, "default" / "standard")
     service_tier: str | None = None
-    #: reasoning text: an Anthropic thinking block (with a signature), OpenAI-compatible ``reasoning_content``
+    #: reasoning text: an Anthropic thinking block (with a signature), OpenAI-compatible ``reasoning_content``,
+    #: Gemini thought parts (``thought: true``)
     thinking: str = ""
+    #: top-level fields of an OpenAI-format body and stream chunk (Perplexity ``citations``, ``search_results``)
+    extra_fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def text(self) -> str:

@@ -563,6 +563,7 @@ class MockServer:
             input_audio_tokens=(s.input_audio_tokens if s else None) or 0,
             service_tier=tier,
             thinking=(s.thinking if s else None) or "",
+            extra_fields=(s.extra_fields if s else None) or {},
         )
 
     def _fast_body(self, parsed: F.Parsed, input_tokens: int, rid: str) -> web.Response:

@@ -323,17 +323,21 @@ def _stop(reason: str | None) -> str | None:
 
 
 def parse_response(body: Mapping[str, Any]) -> ParsedResponse:
-    """A ``message`` object -> ParsedResponse. Thinking blocks are not part of the text."""
+    """A ``message`` object -> ParsedResponse. Thinking blocks are not part of the text: they are its
+    ``reasoning``."""
     if body.get("type") == "error":
         raise classify_error(None, dict(body), {})
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[str] = []
     for block in body.get("content") or ():
         btype = block.get("type")
         if btype == "text":
             texts.append(block.get("text", ""))
         elif btype == "tool_use":
             calls.append(tool_call(block.get("id", ""), block.get("name", ""), dumps(block.get("input") or {})))
+        elif btype == "thinking" and isinstance(block.get("thinking"), str):
+            thinking.append(block["thinking"])
     return ParsedResponse(
         text="".join(texts),
         model=body.get("model"),
@@ -342,6 +346,7 @@ def parse_response(body: Mapping[str, Any]) -> ParsedResponse:
         tool_calls=calls or None,
         request_id=body.get("id"),
         service_tier=_tier(body.get("usage")),
+        reasoning="".join(thinking),
     )
 
 

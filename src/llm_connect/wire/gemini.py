@@ -323,14 +323,21 @@ def _split(parts: list[Mapping[str, Any]], first_index: int) -> tuple[str, list[
     return "".join(texts), calls
 
 
+def _thoughts(parts: list[Mapping[str, Any]]) -> str:
+    """The text of the thought parts (thought summaries, with ``includeThoughts``)."""
+    return "".join(p["text"] for p in parts if p.get("thought") and isinstance(p.get("text"), str))
+
+
 def parse_response(body: Mapping[str, Any]) -> ParsedResponse:
-    """A GenerateContentResponse -> ParsedResponse (first candidate); raises if safety blocked it."""
+    """A GenerateContentResponse -> ParsedResponse (first candidate; thought parts are its ``reasoning``);
+    raises if safety blocked it."""
     if isinstance(body.get("error"), Mapping):
         raise classify_error(to_int(body["error"].get("code")) or None, dict(body), {})
     cands = body.get("candidates") or []
     cand = cands[0] if cands else {}
     _check_blocked(body, cand)
-    text, calls = _split((cand.get("content") or {}).get("parts") or [], 0)
+    parts = (cand.get("content") or {}).get("parts") or []
+    text, calls = _split(parts, 0)
     return ParsedResponse(
         text=text,
         model=body.get("modelVersion"),
@@ -338,6 +345,7 @@ def parse_response(body: Mapping[str, Any]) -> ParsedResponse:
         usage=parse_usage(body.get("usageMetadata")),
         tool_calls=calls or None,
         request_id=body.get("responseId"),
+        reasoning=_thoughts(parts),
     )
 
 
@@ -364,7 +372,7 @@ class StreamDecoder(StreamState):
         parts = (cand.get("content") or {}).get("parts") or []
         text, calls = _split(parts, self._n_calls)
         out: list[StreamChunk] = []
-        thoughts = "".join(p["text"] for p in parts if p.get("thought") and isinstance(p.get("text"), str))
+        thoughts = _thoughts(parts)
         if thoughts:
             out.append(self._reasoning_chunk(thoughts))
         if text:

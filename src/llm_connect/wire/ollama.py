@@ -127,7 +127,8 @@ def _done_reason(reason: str | None, has_tools: bool) -> str:
 
 
 def parse_response(body: Mapping[str, Any]) -> ParsedResponse:
-    """A non-streamed /api/chat object -> ParsedResponse (``message.thinking`` is not part of the text)."""
+    """A non-streamed /api/chat object -> ParsedResponse (``message.thinking`` is its ``reasoning``, not part of
+    the text)."""
     if body.get("error"):
         raise classify_error(None, dict(body), {})
     msg = body.get("message") or {}
@@ -139,6 +140,7 @@ def parse_response(body: Mapping[str, Any]) -> ParsedResponse:
         usage=parse_usage(body),
         tool_calls=calls or None,
         request_id=None,  # Ollama responses carry no id
+        reasoning=thinking if isinstance(thinking := msg.get("thinking"), str) else "",
     )
 
 

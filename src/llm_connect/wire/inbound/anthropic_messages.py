@@ -434,21 +434,11 @@ def _matched_stop(resp: LLMResponse, stops: list[str] | None) -> str | None:
     return reason if isinstance(reason, str) and reason in stops else None
 
 
-def _reasoning_text(resp: LLMResponse) -> str:
-    msg = _first_choice(resp.raw).get("message")
-    if isinstance(msg, Mapping):
-        text = msg.get("reasoning_content") or msg.get("reasoning")
-        if isinstance(text, str):
-            return text
-    return ""
-
-
 def message_body(resp: LLMResponse, msg_id: str, stops: list[str] | None = None) -> dict[str, Any]:
     """A ``message`` object for a translated answer (a passthrough answer is ``resp.raw`` itself)."""
     content: list[dict[str, Any]] = []
-    thinking = _reasoning_text(resp)
-    if thinking:
-        content.append({"type": "thinking", "thinking": thinking, "signature": ""})
+    if resp.reasoning:  # whatever the upstream: reasoning_content, Gemini thoughts, Bedrock reasoningContent
+        content.append({"type": "thinking", "thinking": resp.reasoning, "signature": ""})
     if resp.text:
         content.append({"type": "text", "text": resp.text})
     for tc in resp.tool_calls or ():

@@ -387,6 +387,13 @@ def message_item(item_id: str, text: str, status: str = "completed") -> dict[str
     }
 
 
+def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
+    """A reasoning output item whose summary is the upstream's reasoning text (DeepSeek ``reasoning_content``,
+    Claude thinking, Gemini thoughts): one ``summary_text`` part; the empty summary of an item announced
+    before its text."""
+    return {"id": item_id, "type": "reasoning", "summary": [{"type": "summary_text", "text": text}] if text else []}
+
+
 def call_item(
     item_id: str, call_id: str, upstream_name: str, arguments: str, tools: ToolSet, status: str = "completed"
 ) -> dict[str, Any]:
@@ -425,10 +432,15 @@ def _loads(text: str) -> Any:
 
 
 def output_items(
-    text: str, tool_calls: list[dict[str, Any]] | None, tools: ToolSet, new_id: Callable[[str], str]
+    text: str,
+    tool_calls: list[dict[str, Any]] | None,
+    tools: ToolSet,
+    new_id: Callable[[str], str],
+    reasoning: str = "",
 ) -> list[dict[str, Any]]:
-    """The output items of a finished answer: its text as one message, then one item per tool call."""
-    out = []
+    """The output items of a finished answer: its reasoning text (if any) as a reasoning item, its text as one
+    message, then one item per tool call."""
+    out = [reasoning_item(new_id("rs"), reasoning)] if reasoning else []
     if text or not tool_calls:
         out.append(message_item(new_id("msg"), text))
     for tc in tool_calls or ():
