@@ -248,9 +248,13 @@ class ModelCatalog:
         if kind is None:
             raise model_not_found(name)
         if not principal.may_use(name, kind):
-            raise ApiError(
-                403, f"this API key may not use the model {name!r}", "permission_error", "model_not_allowed", "model"
+            why = (
+                " (a model named directly needs a matching pattern in the key's, team's or tenant's models, e.g. '*')"
+                if kind == "spec" and not principal.patterns
+                else ""
             )
+            msg = f"this API key may not use the model {name!r}{why}"
+            raise ApiError(403, msg, "permission_error", "model_not_allowed", "model")
         if kind == "group":
             return Target(name, "group", self.router, name)  # type: ignore[arg-type]
         if kind == "alias":
