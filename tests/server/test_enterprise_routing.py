@@ -18,13 +18,14 @@ import genai_prices
 import openai
 import pytest
 
-from llm_connect.testing import MOCK_AWS_ACCESS_KEY_ID, MOCK_AWS_SECRET_ACCESS_KEY, MockReply
+from llm_connect.testing import MockReply
 from llm_connect.usage import Ledger
 
-from .conftest import GatewayProc, base_config
+from .conftest import GatewayProc, aws_env, base_config
 
 pytest.importorskip("google.auth")
 pytest.importorskip("botocore")
+pytestmark = pytest.mark.usefixtures("clean_mock")
 
 KEY = "ent-key-0123456789abcdef-xyz"
 AZURE_KEY = "0123456789abcdef0123456789abcdef"
@@ -66,31 +67,15 @@ def gw(mock, tmp_path_factory):
     router["cooldown"] = {"allowed_fails": 1000, "cooldown_time": 0.01}  # each test sees every deployment
     cfg["tenants"]["ent"] = {"budget": {"usd": "5"}}
     cfg["api_keys"].append({"name": "ent", "key": KEY, "tenant": "ent", "models": ["*"]})
-    env = {  # SigV4 from the environment's credentials, as the AWS chain finds them; nothing else of the chain
-        "AWS_ACCESS_KEY_ID": MOCK_AWS_ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": MOCK_AWS_SECRET_ACCESS_KEY,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(workdir / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "none"),
-    }
-    g = GatewayProc(cfg, workdir, name="enterprise", env=env).start()
+    g = GatewayProc(cfg, workdir, name="enterprise", env=aws_env(workdir)).start()
     g.workdir = workdir
     yield g
     g.stop()
 
 
-@pytest.fixture(autouse=True)
-def _clean(mock):
-    mock.clear_scripts()
-    mock.clear_requests()
-    yield
-    mock.clear_scripts()
-
-
 @pytest.fixture
-def client(gw):
-    with openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0) as c:
-        yield c
+def client_key():
+    return KEY
 
 
 def upstream_paths(mock) -> list[str]:
