@@ -87,10 +87,14 @@ def price(provider_id: str, model: str, usage) -> Decimal:
     return genai_prices.calc_price(u, model, provider_id=provider_id).total_price
 
 
-def ledger_rows(gw, request_ids: list[str]):
+def ledger_of(gw, raw):
+    """The call's one charged ledger row (there must be exactly one) and the rows of its failed attempts."""
     with Ledger.open(gw.workdir / "usage.sqlite3") as led:
-        rows = led.query(tenant_id="ent")
-    return [r for r in rows if r.metadata.get("gateway_request_id") in request_ids]
+        rows = [
+            r for r in led.query(tenant_id="ent") if r.metadata.get("gateway_request_id") == raw.headers["x-request-id"]
+        ]
+    (row,) = [r for r in rows if r.success]
+    return row, [r for r in rows if not r.success]
 
 
 def test_the_first_deployment_answers_when_all_are_up(client, mock):
@@ -110,9 +114,8 @@ def test_azure_throttled_vertex_gemini_answers(client, mock, gw):
         "/openai/deployments/prod-4o/chat/completions",
         f"/v1/projects/mock-project/locations/us-central1/publishers/google/models/{GEMINI}:generateContent",
     ]
-    rows = ledger_rows(gw, [raw.headers["x-request-id"]])
-    (row,) = [r for r in rows if r.success]  # one charged row for the call; the throttled attempt costs nothing
-    assert [(r.provider, r.cost_usd) for r in rows if not r.success] == [("azure", None)]
+    row, failed = ledger_of(gw, raw)  # one charged row for the call; the throttled attempt costs nothing
+    assert [(r.provider, r.cost_usd) for r in failed] == [("azure", None)]
     assert row.provider == "vertex" and row.metadata["deployment"] == "e-gemini"
     assert row.cost_usd == price("google", GEMINI, r.usage) > 0
 
@@ -128,9 +131,8 @@ def test_azure_and_vertex_down_bedrock_answers_signed_and_priced(client, mock, g
     assert r.choices[0].message.content == "mock reply to: route me somewhere"
     assert [q["format"] for q in mock.requests if q["path"] != "/token"] == ["azure", "gemini", "bedrock"]
     assert mock.requests[-1]["path"] == f"/model/{BEDROCK}/converse"  # the mock verified its SigV4 signature
-    rows = ledger_rows(gw, [raw.headers["x-request-id"]])
-    (row,) = [r for r in rows if r.success]
-    assert sorted(r.provider for r in rows if not r.success) == ["azure", "vertex"]
+    row, failed = ledger_of(gw, raw)
+    assert sorted(r.provider for r in failed) == ["azure", "vertex"]
     assert row.provider == "bedrock" and row.metadata["deployment"] == "e-bedrock"
     assert row.cost_usd == price("aws", BEDROCK, r.usage) > 0
 
@@ -157,9 +159,8 @@ def test_group_down_the_claude_fallback_answers_and_streams(client, mock, gw):
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens == 6
     assert upstream_paths(mock)[-1] == claude_path + ":streamRawPredict"
-    rows = ledger_rows(gw, [raw.headers["x-request-id"]])
-    (row,) = [r for r in rows if r.success]
-    assert sorted(r.provider for r in rows if not r.success and r.cost_usd is None) == ["azure", "bedrock", "vertex"]
+    row, failed = ledger_of(gw, raw)
+    assert sorted(r.provider for r in failed if r.cost_usd is None) == ["azure", "bedrock", "vertex"]
     assert row.provider == "vertex_anthropic" and row.cost_usd == price("anthropic", "claude-sonnet-4-5", r.usage)
 
 
