@@ -40,7 +40,7 @@ _M = TypeVar("_M", bound="BaseModel")
 _T = TypeVar("_T")
 _BODY_LIMIT = 64 * 1024
 
-Handler = Callable[[Engine, Request], Awaitable[Response]]
+_Handler = Callable[[Engine, Request], Awaitable[Response]]
 
 
 async def _caller(engine: Engine, req: Request) -> tuple[KeyStore, Principal]:
@@ -140,7 +140,7 @@ async def _changed(engine: Engine) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Kind:
-    """One kind of object and what its get / change / revoke routes (``/v1/admin/{path}/{{param}}``) need."""
+    """One kind of object and what its get / change / revoke routes (``/v1/admin/{path}/{param}``) need."""
 
     path: str
     param: str
@@ -168,7 +168,7 @@ async def _own(kind: _Kind, engine: Engine, req: Request, *, write: bool = False
     return store, rec
 
 
-def _get_handler(kind: _Kind) -> Handler:
+def _get_handler(kind: _Kind) -> _Handler:
     async def handle(engine: Engine, req: Request) -> Response:
         _, rec = await _own(kind, engine, req)
         return json_response(kind.render(rec))
@@ -176,7 +176,7 @@ def _get_handler(kind: _Kind) -> Handler:
     return handle
 
 
-def _update_handler(kind: _Kind) -> Handler:
+def _update_handler(kind: _Kind) -> _Handler:
     async def handle(engine: Engine, req: Request) -> Response:
         from . import schemas_keys as s
 
@@ -189,7 +189,7 @@ def _update_handler(kind: _Kind) -> Handler:
     return handle
 
 
-def _revoke_handler(kind: _Kind) -> Handler:
+def _revoke_handler(kind: _Kind) -> _Handler:
     async def handle(engine: Engine, req: Request) -> Response:
         store, rec = await _own(kind, engine, req, write=True)
         rec = await _call(getattr(store, f"revoke_{kind.noun}"), rec.id)
