@@ -60,6 +60,33 @@ def traced_config(session: Session, mock: MockServer) -> tuple[Path, str, Path]:
     return path, url, log
 
 
+@pytest.fixture
+def traced_workers(
+    traced_config: tuple[Path, str, Path], start_workers: Callable[..., Workers]
+) -> Callable[[str, int], Workers]:
+    """``traced_workers(name, concurrency)``: real workers on a queue of their own, with the traced config."""
+    path = traced_config[0]
+    return lambda name, concurrency: start_workers(name, concurrency=concurrency, env={"LLM_CONNECT_CONFIG": str(path)})
+
+
+def _message(sender: dict[str, str], content: str, **extra: Any) -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex, "channel": "slack", "sender": sender, "content": content, **extra}
+
+
+def _upstream(mock: MockServer) -> list[dict[str, Any]]:
+    """The requests the provider got for the traced group."""
+    return [r for r in mock.requests if r.get("model") == "mock-traced"]
+
+
+def _trace_ids(requests: list[dict[str, Any]]) -> list[str]:
+    """The trace id of each request's ``traceparent`` (``version-trace id-parent id-flags``)."""
+    return [r["headers"]["traceparent"].split("-")[1] for r in requests]
+
+
+def _trace_id(span: Any) -> str:
+    return format(span.get_span_context().trace_id, "032x")
+
+
 def _wait_for(path_texts: Callable[[], str], needles: list[str], timeout: float = 20.0) -> str:
     """The text once every needle is in it (the console exporter writes a batch every few seconds)."""
     deadline = time.monotonic() + timeout
@@ -74,32 +101,29 @@ def _wait_for(path_texts: Callable[[], str], needles: list[str], timeout: float 
 
 
 def test_the_worker_continues_the_senders_trace(
-    traced_config: tuple[Path, str, Path], start_workers: Callable[..., Workers], celery_client: Any, mock: MockServer
+    traced_config: tuple[Path, str, Path],
+    traced_workers: Callable[[str, int], Workers],
+    celery_client: Any,
+    mock: MockServer,
 ) -> None:
     from opentelemetry.sdk.trace import TracerProvider
 
     from llm_connect.agents.tasks import handle_message
 
-    path, _, gateway_log = traced_config
-    workers = start_workers("traced", concurrency=2, env={"LLM_CONNECT_CONFIG": str(path)})
+    gateway_log = traced_config[2]
+    workers = traced_workers("traced", 2)
     tracer = TracerProvider().get_tracer("sender")
-    msg = {
-        "id": uuid.uuid4().hex,
-        "channel": "slack",
-        "sender": {"id": "U1", "name": "Jo"},
-        "content": "trace this please",
-        "thread_id": f"th-{uuid.uuid4().hex[:8]}",
-    }
+    msg = _message({"id": "U1", "name": "Jo"}, "trace this please", thread_id=f"th-{uuid.uuid4().hex[:8]}")
     with tracer.start_as_current_span("sender job") as span:
         result = handle_message.apply_async(args=(msg,), kwargs={"agent": "tracer"}, queue=workers.queue)
     reply = wait_result(result, 60, workers)
     assert reply["status"] == "ok", reply
-    trace_id = format(span.get_span_context().trace_id, "032x")
+    trace_id = _trace_id(span)
 
     # the provider saw a request of this trace: sender -> task headers -> worker -> gateway -> upstream
-    sent = [r for r in mock.requests if r.get("model") == "mock-traced"]
+    sent = _upstream(mock)
     assert sent, "the upstream was not called"
-    assert [r["headers"]["traceparent"].split("-")[1] for r in sent] == [trace_id] * len(sent)
+    assert _trace_ids(sent) == [trace_id] * len(sent)
 
     # the worker's CONSUMER span and the gateway's spans are in that trace (the console exporter's JSON)
     text = _wait_for(workers.log_text, ['"name": "process llm_connect.agents.handle_message"', f"0x{trace_id}"])
@@ -109,38 +133,35 @@ def test_the_worker_continues_the_senders_trace(
 
 
 def test_a_task_sent_outside_any_span_starts_its_own_trace(
-    traced_config: tuple[Path, str, Path], start_workers: Callable[..., Workers], celery_client: Any, mock: MockServer
+    traced_workers: Callable[[str, int], Workers], celery_client: Any, mock: MockServer
 ) -> None:
     from llm_connect.agents.tasks import handle_message
 
-    path, _, _ = traced_config
-    workers = start_workers("traced2", concurrency=1, env={"LLM_CONNECT_CONFIG": str(path)})
+    workers = traced_workers("traced2", 1)
     mock.clear_requests()
-    msg = {"id": uuid.uuid4().hex, "channel": "slack", "sender": {"id": "U2"}, "content": "no parent here"}
+    msg = _message({"id": "U2"}, "no parent here")
     reply = wait_result(handle_message.apply_async(args=(msg,), kwargs={"agent": "tracer"}, queue=workers.queue), 60)
     assert reply["status"] == "ok", reply
-    [sent] = [r for r in mock.requests if r.get("model") == "mock-traced"]
+    [sent] = _upstream(mock)
     version, trace_id, _, _ = sent["headers"]["traceparent"].split("-")
     assert version == "00" and int(trace_id, 16) != 0
 
 
 def test_a_delegation_chain_stays_in_the_senders_trace(
-    traced_config: tuple[Path, str, Path], start_workers: Callable[..., Workers], celery_client: Any, mock: MockServer
+    traced_workers: Callable[[str, int], Workers], celery_client: Any, mock: MockServer
 ) -> None:
     """The chain's next task is sent by the worker while the first task's span is current: one trace."""
     from opentelemetry.sdk.trace import TracerProvider
 
     from llm_connect.agents.tasks import delegation_chain
 
-    path, _, _ = traced_config
-    workers = start_workers("traced3", concurrency=2, env={"LLM_CONNECT_CONFIG": str(path)})
+    workers = traced_workers("traced3", 2)
     mock.clear_requests()
-    msg = {"id": uuid.uuid4().hex, "channel": "slack", "sender": {"id": "U3"}, "content": "plan and delegate"}
+    msg = _message({"id": "U3"}, "plan and delegate")
     with TracerProvider().get_tracer("sender").start_as_current_span("sender chain") as span:
         result = delegation_chain(msg, ["boss", "helper"], [400], queue=workers.queue)
     reply = wait_result(result, 60, workers)
     assert reply["status"] == "ok", reply
-    sent = [r for r in mock.requests if r.get("model") == "mock-traced"]
+    sent = _upstream(mock)
     assert len(sent) == 2
-    trace_id = format(span.get_span_context().trace_id, "032x")
-    assert {r["headers"]["traceparent"].split("-")[1] for r in sent} == {trace_id}
+    assert set(_trace_ids(sent)) == {_trace_id(span)}

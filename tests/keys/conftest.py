@@ -7,8 +7,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from llm_connect.keys import KeyStore
 
 PG_URL = os.environ.get("LLM_CONNECT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 TABLES = ("tenants", "teams", "api_keys", "keys_state")
@@ -49,3 +53,14 @@ def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tup
         yield str(tmp_path / "keys.sqlite3"), "llm_"
     else:
         yield PG_URL, request.getfixturevalue("pg_prefix")
+
+
+@pytest.fixture
+def store(store_target: tuple[str, str]) -> Iterator[KeyStore]:
+    """An open, empty key store on each dialect (closed after the test)."""
+    from llm_connect.keys import KeyStore
+
+    url, prefix = store_target
+    s = KeyStore.open(url, table_prefix=prefix)
+    yield s
+    s.close()

@@ -33,17 +33,18 @@ def no_google_env(monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
 
+def genai_price(provider_id: str, model: str, usage) -> Decimal:
+    """genai-prices' own price of one of our ``Usage`` under its ``provider_id`` (what a call must cost)."""
+    u = genai_prices.Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens or None,
+        cache_write_tokens=usage.cache_write_tokens or None,
+    )
+    return genai_prices.calc_price(u, model, provider_id=provider_id).total_price
+
+
 @pytest.fixture
 def aws_price() -> Callable[[str, object], Decimal]:
     """genai-prices' own price of a usage under its ``aws`` provider (what Bedrock calls must cost)."""
-
-    def price(model: str, usage) -> Decimal:
-        u = genai_prices.Usage(
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-        )
-        return genai_prices.calc_price(u, model, provider_id="aws").total_price
-
-    return price
+    return lambda model, usage: genai_price("aws", model, usage)

@@ -8,8 +8,6 @@ deployment path with ``?api-version=``, the v1 API, the ``api-key`` header or an
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import genai_prices
 import pytest
 
@@ -27,6 +25,8 @@ from llm_connect import (
     create_adapter,
 )
 from llm_connect.testing import MockReply, MockServer
+
+from .conftest import genai_price
 
 KEY = "0123456789abcdef0123456789abcdef"  # a 32-character resource key
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJjb2duaXRpdmVzZXJ2aWNlcyJ9.c2lnbmF0dXJl"
@@ -50,13 +50,6 @@ def azure(mock: MockServer, deployment: str = "prod-4o", **kw):
     kw.setdefault("api_version", VERSION)
     kw.setdefault("models", {deployment: "gpt-4o"})
     return create_adapter(f"azure:{deployment}", api_base=mock.url, **kw)
-
-
-def calc(model: str, usage) -> Decimal:
-    u = genai_prices.Usage(
-        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cache_read_tokens=usage.cache_read_tokens
-    )
-    return genai_prices.calc_price(u, model, provider_id="azure").total_price
 
 
 async def test_deployment_url_api_version_and_api_key_header(mock):
@@ -180,10 +173,10 @@ async def test_price_is_genai_prices_azure_for_the_mapped_model(mock):
     mock.script(MockReply(input_tokens=1200, output_tokens=300, cache_read_tokens=1000))
     r = await azure(mock).async_execute_prompt("x")
     assert r.usage.cache_read_tokens == 1000
-    assert r.cost_usd == calc("gpt-4o", r.usage)
+    assert r.cost_usd == genai_price("azure", "gpt-4o", r.usage)
     mock.script(MockReply(reported_model="gpt-4o-mini-2024-07-18", input_tokens=100, output_tokens=10))
     r = await azure(mock).async_execute_prompt("x")  # the model the reply names wins over the mapping
-    assert r.cost_usd == calc("gpt-4o-mini-2024-07-18", r.usage)
+    assert r.cost_usd == genai_price("azure", "gpt-4o-mini-2024-07-18", r.usage)
 
 
 async def test_stream_usage_and_price(mock):
@@ -191,7 +184,7 @@ async def test_stream_usage_and_price(mock):
     assert "".join(c.text for c in chunks) == "mock reply to: count these words"
     last = chunks[-1]
     assert last.usage is not None and last.usage.output_tokens == 6
-    assert last.cost_usd == calc("gpt-4o", last.usage)
+    assert last.cost_usd == genai_price("azure", "gpt-4o", last.usage)
     assert mock.last_request["body"]["stream_options"] == {"include_usage": True}
 
 

@@ -4,8 +4,6 @@ without stream_options), exact prices against ``genai_prices.calc_price``, error
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import genai_prices
 import pytest
 from aiohttp import web
@@ -22,6 +20,8 @@ from llm_connect.registry import HTTP_PROVIDERS, check_spec
 from llm_connect.testing import MockReply
 from llm_connect.usage import Pricing
 from llm_connect.wire import openai_chat as W
+
+from .conftest import genai_price
 
 #: name -> (documented base URL, key variable, a model id the provider serves that genai-prices prices, or None)
 ROWS = {
@@ -46,16 +46,6 @@ ROWS = {
 }
 
 
-def calc(provider_id: str, model: str, usage) -> Decimal:
-    u = genai_prices.Usage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens or None,
-        output_reasoning_tokens=usage.reasoning_tokens or None,
-    )
-    return genai_prices.calc_price(u, model, provider_id=provider_id).total_price
-
-
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_row_has_the_documented_base_url_and_key_variable(name):
     spec = HTTP_PROVIDERS[name]
@@ -77,7 +67,7 @@ def test_genai_prices_has_the_provider_and_prices_its_model(name):
     provider = next(p for p in snapshot.providers if p.id == spec.genai_prices_id)
     assert provider.models
     usage = W.parse_usage({"prompt_tokens": 2000, "completion_tokens": 300})
-    assert Pricing().price(name, model, usage) == calc(spec.genai_prices_id, model, usage)
+    assert Pricing().price(name, model, usage) == genai_price(spec.genai_prices_id, model, usage)
 
 
 def test_aliases():
@@ -149,7 +139,9 @@ def test_deepseek_reasoning_content_and_cache_hits():
     p = W.parse_response(DEEPSEEK)
     assert p.reasoning == "Compare 0.11 and 0.8 ..." and p.text == "9.11 < 9.8"
     assert (p.usage.cache_read_tokens, p.usage.reasoning_tokens, p.usage.output_tokens) == (1024, 350, 400)
-    assert Pricing().price("deepseek", "deepseek-reasoner", p.usage) == calc("deepseek", "deepseek-reasoner", p.usage)
+    assert Pricing().price("deepseek", "deepseek-reasoner", p.usage) == genai_price(
+        "deepseek", "deepseek-reasoner", p.usage
+    )
 
 
 def test_deepseek_cache_hits_without_the_openai_details():
@@ -192,7 +184,7 @@ async def test_perplexity_citations_are_kept_and_priced_with_the_request_fee(htt
     a = create_adapter("perplexity:sonar-pro", api_key="pplx-test", api_base=base)
     r = await a.async_execute_prompt("weather?")
     assert r.provider_fields == {"citations": PERPLEXITY["citations"], "search_results": PERPLEXITY["search_results"]}
-    assert r.cost_usd == calc("perplexity", "sonar-pro", r.usage)  # $14 per 1000 requests included
+    assert r.cost_usd == genai_price("perplexity", "sonar-pro", r.usage)  # $14 per 1000 requests included
     last = [c async for c in a.astream("weather?")][-1]
     assert last.provider_fields["citations"] == ["https://example.com/weather"]
 
@@ -203,7 +195,7 @@ async def test_deepseek_reasoning_reaches_the_response(http_route):
         "9.11 or 9.8?"
     )
     assert r.reasoning.startswith("Compare") and r.usage.cache_read_tokens == 1024
-    assert r.cost_usd == calc("deepseek", "deepseek-reasoner", r.usage)
+    assert r.cost_usd == genai_price("deepseek", "deepseek-reasoner", r.usage)
 
 
 async def test_cohere_gets_no_stream_options(mock):

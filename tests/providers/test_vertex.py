@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from decimal import Decimal
 
 import genai_prices
 import pytest
@@ -32,6 +31,8 @@ from llm_connect import (
 )
 from llm_connect.testing import MockReply, MockServer
 from llm_connect.usage import SqliteLedger
+
+from .conftest import genai_price
 
 pytest.importorskip("google.auth")
 
@@ -58,16 +59,6 @@ def vertex(srv: MockServer, creds: str, spec: str = f"vertex:{GEMINI}", **kw):
     return create_adapter(spec, api_base=srv.url, **kw)
 
 
-def price(provider_id: str, model: str, usage) -> Decimal:
-    u = genai_prices.Usage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens or None,
-        cache_write_tokens=usage.cache_write_tokens or None,
-    )
-    return genai_prices.calc_price(u, model, provider_id=provider_id).total_price
-
-
 def calls(srv: MockServer, path_part: str) -> list[dict]:
     return [q for q in srv.requests if path_part in q["path"]]
 
@@ -88,7 +79,7 @@ async def test_gemini_generate_content_path_token_and_price(mock, account):
     assert grant["body"] == {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer"}
     assert r.text == "mock reply to: hello vertex" and r.provider == "vertex"
     assert (r.usage.input_tokens, r.usage.output_tokens) == (1200, 300)
-    assert r.cost_usd == price("google", GEMINI, r.usage) > 0
+    assert r.cost_usd == genai_price("google", GEMINI, r.usage) > 0
 
 
 async def test_gemini_stream_uses_alt_sse_and_prices_the_final_usage(mock, account):
@@ -99,7 +90,7 @@ async def test_gemini_stream_uses_alt_sse_and_prices_the_final_usage(mock, accou
     assert "".join(c.text for c in chunks) == "mock reply to: count these words"
     last = chunks[-1]
     assert last.usage is not None and last.usage.output_tokens == 6
-    assert last.cost_usd == price("google", GEMINI, last.usage)
+    assert last.cost_usd == genai_price("google", GEMINI, last.usage)
 
 
 async def test_gemini_count_tokens_body_is_the_request_fields(mock, account):
@@ -152,7 +143,7 @@ async def test_claude_raw_predict_body_has_no_model_and_the_vertex_version(mock,
     assert r.text == "mock reply to: hello claude" and r.provider == "vertex_anthropic"
     # Anthropic's input_tokens excludes cache reads and writes: input is their sum, the cache kinds kept apart
     assert (r.usage.input_tokens, r.usage.cache_read_tokens, r.usage.cache_write_tokens) == (2000, 1000, 100)
-    assert r.cost_usd == price("anthropic", "claude-sonnet-4-5", r.usage) > 0
+    assert r.cost_usd == genai_price("anthropic", "claude-sonnet-4-5", r.usage) > 0
 
 
 async def test_claude_stream_raw_predict(mock, account):
@@ -163,7 +154,7 @@ async def test_claude_stream_raw_predict(mock, account):
     assert q["body"]["stream"] is True and "model" not in q["body"]
     assert "".join(c.text for c in chunks) == "mock reply to: stream from claude"
     assert chunks[-1].usage is not None
-    assert chunks[-1].cost_usd == price("anthropic", "claude-sonnet-4-5", chunks[-1].usage)
+    assert chunks[-1].cost_usd == genai_price("anthropic", "claude-sonnet-4-5", chunks[-1].usage)
 
 
 async def test_claude_count_tokens_goes_to_count_tokens_raw_predict(mock, account):
@@ -326,7 +317,7 @@ async def test_budget_and_one_ledger_row_per_charged_call(mock, account, tmp_pat
             await a.async_execute_prompt("refused", cfg)  # not charged: no row with cost
         spent = r1.cost_usd + chunks[-1].cost_usd
         assert budget.spent_usd == spent
-        assert r1.cost_usd == price(prices_id, priced_as, r1.usage)
+        assert r1.cost_usd == genai_price(prices_id, priced_as, r1.usage)
         events = ledger.query()
         charged = [e for e in events if e.success]
         assert len(charged) == 2 and sum(e.cost_usd for e in charged) == spent

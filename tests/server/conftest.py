@@ -139,6 +139,45 @@ def mock() -> Iterator[MockServer]:
 
 
 @pytest.fixture
+def clean_mock(mock: MockServer) -> Iterator[MockServer]:
+    """The mock with no scripts and no recorded requests left by an earlier test (its scripts cleared after, too);
+    a module takes it for every test with ``pytestmark = pytest.mark.usefixtures("clean_mock")``."""
+    mock.clear_scripts()
+    mock.clear_requests()
+    yield mock
+    mock.clear_scripts()
+
+
+@pytest.fixture
+def client_key() -> str:
+    """The API key the ``client`` fixture sends (a module overrides this fixture to send another)."""
+    return ACME_KEY
+
+
+@pytest.fixture
+def client(gw: GatewayProc, client_key: str) -> Iterator[Any]:
+    """The official openai SDK, without retries, on the module's ``gw`` gateway."""
+    import openai
+
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key=client_key, max_retries=0) as c:
+        yield c
+
+
+def aws_env(workdir: Path) -> dict[str, str]:
+    """A gateway's environment for SigV4 with the mock's credentials, found as the AWS chain finds them (the
+    environment), and nothing else of the chain (no profile files, no instance metadata)."""
+    from llm_connect.testing import MOCK_AWS_ACCESS_KEY_ID, MOCK_AWS_SECRET_ACCESS_KEY
+
+    return {
+        "AWS_ACCESS_KEY_ID": MOCK_AWS_ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": MOCK_AWS_SECRET_ACCESS_KEY,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(workdir / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "none"),
+    }
+
+
+@pytest.fixture
 def redis_ns() -> Iterator[str]:
     if not redis_up():
         pytest.skip("Redis not reachable at 127.0.0.1:6379")

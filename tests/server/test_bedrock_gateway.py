@@ -3,12 +3,13 @@ the official openai SDK as the client, the shipped mock server as both providers
 
 from __future__ import annotations
 
-import openai
 import pytest
 
-from llm_connect.testing import MOCK_AWS_ACCESS_KEY_ID, MOCK_AWS_SECRET_ACCESS_KEY, MockReply
+from llm_connect.testing import MockReply
 
-from .conftest import ACME_KEY, GatewayProc, base_config
+from .conftest import GatewayProc, aws_env, base_config
+
+pytestmark = pytest.mark.usefixtures("clean_mock")
 
 BEDROCK_MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 AZURE_KEY = "0123456789abcdef0123456789abcdef"
@@ -30,30 +31,9 @@ def gw(mock, tmp_path_factory):
     cfg["router"]["groups"]["enterprise"] = [{"model": f"bedrock:{BEDROCK_MODEL}", "name": "bedrock-haiku"}, azure]
     cfg["router"]["groups"]["claude"] = [{"model": f"bedrock:{BEDROCK_MODEL}", "name": "bedrock-only"}]
     cfg["router"]["fallbacks"]["claude"] = ["plain"]
-    env = {
-        "AWS_ACCESS_KEY_ID": MOCK_AWS_ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": MOCK_AWS_SECRET_ACCESS_KEY,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(workdir / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "none"),
-    }
-    g = GatewayProc(cfg, workdir, name="bedrock-gw", env=env).start()
+    g = GatewayProc(cfg, workdir, name="bedrock-gw", env=aws_env(workdir)).start()
     yield g
     g.stop()
-
-
-@pytest.fixture(autouse=True)
-def _clean(mock):
-    mock.clear_scripts()
-    mock.clear_requests()
-    yield
-    mock.clear_scripts()
-
-
-@pytest.fixture
-def client(gw):
-    with openai.OpenAI(base_url=gw.url + "/v1", api_key=ACME_KEY, max_retries=0) as c:
-        yield c
 
 
 def test_bedrock_answers_first_signed_and_priced(client, mock):

@@ -18,13 +18,14 @@ import genai_prices
 import openai
 import pytest
 
-from llm_connect.testing import MOCK_AWS_ACCESS_KEY_ID, MOCK_AWS_SECRET_ACCESS_KEY, MockReply
+from llm_connect.testing import MockReply
 from llm_connect.usage import Ledger
 
-from .conftest import GatewayProc, base_config
+from .conftest import GatewayProc, aws_env, base_config
 
 pytest.importorskip("google.auth")
 pytest.importorskip("botocore")
+pytestmark = pytest.mark.usefixtures("clean_mock")
 
 KEY = "ent-key-0123456789abcdef-xyz"
 AZURE_KEY = "0123456789abcdef0123456789abcdef"
@@ -66,31 +67,15 @@ def gw(mock, tmp_path_factory):
     router["cooldown"] = {"allowed_fails": 1000, "cooldown_time": 0.01}  # each test sees every deployment
     cfg["tenants"]["ent"] = {"budget": {"usd": "5"}}
     cfg["api_keys"].append({"name": "ent", "key": KEY, "tenant": "ent", "models": ["*"]})
-    env = {  # SigV4 from the environment's credentials, as the AWS chain finds them; nothing else of the chain
-        "AWS_ACCESS_KEY_ID": MOCK_AWS_ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": MOCK_AWS_SECRET_ACCESS_KEY,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(workdir / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "none"),
-    }
-    g = GatewayProc(cfg, workdir, name="enterprise", env=env).start()
+    g = GatewayProc(cfg, workdir, name="enterprise", env=aws_env(workdir)).start()
     g.workdir = workdir
     yield g
     g.stop()
 
 
-@pytest.fixture(autouse=True)
-def _clean(mock):
-    mock.clear_scripts()
-    mock.clear_requests()
-    yield
-    mock.clear_scripts()
-
-
 @pytest.fixture
-def client(gw):
-    with openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0) as c:
-        yield c
+def client_key():
+    return KEY
 
 
 def upstream_paths(mock) -> list[str]:
@@ -102,10 +87,14 @@ def price(provider_id: str, model: str, usage) -> Decimal:
     return genai_prices.calc_price(u, model, provider_id=provider_id).total_price
 
 
-def ledger_rows(gw, request_ids: list[str]):
+def ledger_of(gw, raw):
+    """The call's one charged ledger row (there must be exactly one) and the rows of its failed attempts."""
     with Ledger.open(gw.workdir / "usage.sqlite3") as led:
-        rows = led.query(tenant_id="ent")
-    return [r for r in rows if r.metadata.get("gateway_request_id") in request_ids]
+        rows = [
+            r for r in led.query(tenant_id="ent") if r.metadata.get("gateway_request_id") == raw.headers["x-request-id"]
+        ]
+    (row,) = [r for r in rows if r.success]
+    return row, [r for r in rows if not r.success]
 
 
 def test_the_first_deployment_answers_when_all_are_up(client, mock):
@@ -125,9 +114,8 @@ def test_azure_throttled_vertex_gemini_answers(client, mock, gw):
         "/openai/deployments/prod-4o/chat/completions",
         f"/v1/projects/mock-project/locations/us-central1/publishers/google/models/{GEMINI}:generateContent",
     ]
-    rows = ledger_rows(gw, [raw.headers["x-request-id"]])
-    (row,) = [r for r in rows if r.success]  # one charged row for the call; the throttled attempt costs nothing
-    assert [(r.provider, r.cost_usd) for r in rows if not r.success] == [("azure", None)]
+    row, failed = ledger_of(gw, raw)  # one charged row for the call; the throttled attempt costs nothing
+    assert [(r.provider, r.cost_usd) for r in failed] == [("azure", None)]
     assert row.provider == "vertex" and row.metadata["deployment"] == "e-gemini"
     assert row.cost_usd == price("google", GEMINI, r.usage) > 0
 
@@ -143,9 +131,8 @@ def test_azure_and_vertex_down_bedrock_answers_signed_and_priced(client, mock, g
     assert r.choices[0].message.content == "mock reply to: route me somewhere"
     assert [q["format"] for q in mock.requests if q["path"] != "/token"] == ["azure", "gemini", "bedrock"]
     assert mock.requests[-1]["path"] == f"/model/{BEDROCK}/converse"  # the mock verified its SigV4 signature
-    rows = ledger_rows(gw, [raw.headers["x-request-id"]])
-    (row,) = [r for r in rows if r.success]
-    assert sorted(r.provider for r in rows if not r.success) == ["azure", "vertex"]
+    row, failed = ledger_of(gw, raw)
+    assert sorted(r.provider for r in failed) == ["azure", "vertex"]
     assert row.provider == "bedrock" and row.metadata["deployment"] == "e-bedrock"
     assert row.cost_usd == price("aws", BEDROCK, r.usage) > 0
 
@@ -172,9 +159,8 @@ def test_group_down_the_claude_fallback_answers_and_streams(client, mock, gw):
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens == 6
     assert upstream_paths(mock)[-1] == claude_path + ":streamRawPredict"
-    rows = ledger_rows(gw, [raw.headers["x-request-id"]])
-    (row,) = [r for r in rows if r.success]
-    assert sorted(r.provider for r in rows if not r.success and r.cost_usd is None) == ["azure", "bedrock", "vertex"]
+    row, failed = ledger_of(gw, raw)
+    assert sorted(r.provider for r in failed if r.cost_usd is None) == ["azure", "bedrock", "vertex"]
     assert row.provider == "vertex_anthropic" and row.cost_usd == price("anthropic", "claude-sonnet-4-5", r.usage)
 
 

@@ -16,6 +16,7 @@ from llm_connect.testing import MockReply
 from .conftest import ACME_KEY, GatewayProc, auth, base_config, http
 
 GROUPS = ("a", "b", "c", "lone", "own", "x")
+pytestmark = pytest.mark.usefixtures("clean_mock")
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +31,6 @@ def gw(mock, tmp_path_factory):
     g = GatewayProc(cfg, workdir, name="fallback-chains").start()
     yield g
     g.stop()
-
-
-@pytest.fixture(autouse=True)
-def _clean(mock):
-    mock.clear_scripts()
-    mock.clear_requests()
-    yield
-    mock.clear_scripts()
 
 
 def down(mock, *groups: str) -> None:

@@ -24,12 +24,6 @@ def gw(mock, tmp_path_factory):
     g.stop()
 
 
-@pytest.fixture
-def client(gw):
-    with openai.OpenAI(base_url=gw.url + "/v1", api_key=ACME_KEY, max_retries=0) as c:
-        yield c
-
-
 def test_sync_completion(client, mock):
     r = client.chat.completions.create(model="plain", messages=USER, max_tokens=50)
     assert r.object == "chat.completion"

@@ -28,14 +28,26 @@ def _hex(n: int, width: int) -> str:
     return format(n, f"0{width}x")
 
 
+def _server_and_attempt(spans: Any, timeout: float = 5.0) -> tuple[Any, Any]:
+    """The SERVER span and the one CLIENT span of a request that made one upstream attempt."""
+    got = wait_spans(spans, 2, timeout=timeout)
+    [server] = by_kind(got, "SERVER")
+    [attempt] = by_kind(got, "CLIENT")
+    return server, attempt
+
+
+def _sent_upstream(mock: Any) -> dict[str, Any]:
+    """The one request the provider got for group ``main``."""
+    [sent] = [r for r in mock.requests if r.get("model") == "gpt-main"]
+    return sent
+
+
 def test_chat_request_has_a_server_span_and_an_attempt_span_matching_the_ledger(start_gateway, spans, mock) -> None:
     gw = start_gateway()
     status, _, body = gw.post("/v1/chat/completions", _chat(max_tokens=50, temperature=0.3))
     assert status == 200, body
     answer = json.loads(body)
-    got = wait_spans(spans, 2)
-    [server] = by_kind(got, "SERVER")
-    [attempt] = by_kind(got, "CLIENT")
+    server, attempt = _server_and_attempt(spans)
 
     assert server.name == "POST /v1/chat/completions"
     sa = dict(server.attributes)
@@ -131,9 +143,7 @@ def test_failed_request_is_an_error_on_both_spans(start_gateway, spans, mock) ->
     mock.script(model="gpt-main", status=500, times=1)
     status, _, _ = gw.post("/v1/chat/completions", _chat("solo"))
     assert status >= 500
-    got = wait_spans(spans, 2)
-    [server] = by_kind(got, "SERVER")
-    [attempt] = by_kind(got, "CLIENT")
+    server, attempt = _server_and_attempt(spans)
     assert attempt.status.status_code.name == "ERROR"
     assert server.status.status_code.name == "ERROR"
     assert server.attributes["http.response.status_code"] == status
@@ -146,9 +156,7 @@ def test_stream_span_ends_when_the_stream_settles(start_gateway, spans) -> None:
     assert status == 200
     events = [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: {")]
     usage = next(e["usage"] for e in events if e.get("usage"))
-    got = wait_spans(spans, 2)
-    [server] = by_kind(got, "SERVER")
-    [attempt] = by_kind(got, "CLIENT")
+    server, attempt = _server_and_attempt(spans)
     assert attempt.attributes["llm_connect.streamed"] is True
     assert attempt.attributes["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
     assert attempt.attributes["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
@@ -171,9 +179,7 @@ def test_stream_hang_up_ends_both_spans_with_the_settled_usage(start_gateway, sp
         while b"data: {" not in seen:
             seen += sock.recv(4096)
     # the client is gone mid-stream: the gateway settles on what was produced, then both spans end
-    got = wait_spans(spans, 2, timeout=10)
-    [server] = by_kind(got, "SERVER")
-    [attempt] = by_kind(got, "CLIENT")
+    server, attempt = _server_and_attempt(spans, timeout=10)
     assert server.attributes["http.response.status_code"] in (200, 499)
     deadline = time.monotonic() + 5
     while not gw.ledger_rows() and time.monotonic() < deadline:
@@ -198,14 +204,12 @@ def test_incoming_traceparent_is_the_parent_and_the_upstream_sees_the_attempt(st
         "/v1/chat/completions", _chat(), headers={"traceparent": traceparent, "tracestate": "vendor=abc"}
     )
     assert status == 200
-    got = wait_spans(spans, 2)
-    [server] = by_kind(got, "SERVER")
-    [attempt] = by_kind(got, "CLIENT")
+    server, attempt = _server_and_attempt(spans)
     assert _hex(server.context.trace_id, 32) == TRACE_ID
     assert _hex(server.parent.span_id, 16) == PARENT_ID and server.parent.is_remote
     assert attempt.context.trace_id == server.context.trace_id
     # what the provider received: the attempt's own span as the parent, the same trace, the vendor state
-    [sent] = [r for r in mock.requests if r.get("model") == "gpt-main"]
+    sent = _sent_upstream(mock)
     headers = {k.lower(): v for k, v in sent["headers"].items()}
     version, trace_id, span_id, _flags = headers["traceparent"].split("-")
     assert (version, trace_id, span_id) == ("00", TRACE_ID, _hex(attempt.context.span_id, 16))
@@ -246,7 +250,7 @@ def test_upstream_propagation_can_be_turned_off(start_gateway, spans, mock) -> N
     gw = start_gateway(tracing={"enabled": True, "exporter": "none", "propagate_upstream": False})
     mock.clear_requests()
     assert gw.post("/v1/chat/completions", _chat())[0] == 200
-    [sent] = [r for r in mock.requests if r.get("model") == "gpt-main"]
+    sent = _sent_upstream(mock)
     assert "traceparent" not in {k.lower() for k in sent["headers"]}
     assert by_kind(wait_spans(spans, 2), "CLIENT")
 
@@ -258,5 +262,5 @@ def test_tracing_off_makes_no_span(start_gateway, spans, mock) -> None:
     assert gw.gateway.engine.tracing is None
     time.sleep(0.1)
     assert list(spans.get_finished_spans()) == []
-    [sent] = [r for r in mock.requests if r.get("model") == "gpt-main"]
+    sent = _sent_upstream(mock)
     assert "traceparent" not in {k.lower() for k in sent["headers"]}

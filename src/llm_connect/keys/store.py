@@ -78,15 +78,20 @@ def _check_id(value: object, what: str) -> str:
     return value
 
 
+def _models_value(models: Any) -> str | None:
+    """The ``models`` column: a JSON list, or NULL for "all"."""
+    return None if models is None else orjson.dumps(list(models)).decode()
+
+
+def _budget_values(budget: BudgetLimit | None) -> tuple[Any, Any, Any]:
+    """The ``budget_tokens``, ``budget_usd``, ``budget_period`` columns."""
+    if budget is None:
+        return None, None, None
+    return budget.tokens, None if budget.usd is None else str(budget.usd), budget.period
+
+
 def _limit_values(models: Any, rpm: Any, tpm: Any, budget: BudgetLimit | None) -> tuple[Any, ...]:
-    return (
-        None if models is None else orjson.dumps(list(models)).decode(),
-        rpm,
-        tpm,
-        budget.tokens if budget else None,
-        None if budget is None or budget.usd is None else str(budget.usd),
-        budget.period if budget else None,
-    )
+    return (_models_value(models), rpm, tpm, *_budget_values(budget))
 
 
 def _limits(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -238,13 +243,15 @@ class KeyStore:
         rows = self._run(lambda c: self._exec(c, f"SELECT {_TENANT_COLS} FROM {{p}}tenants ORDER BY id").fetchall())
         return [_tenant(r) for r in rows]
 
-    def get_tenant(self, tenant_id: str) -> TenantRecord:
-        row = self._run(
-            lambda c: self._exec(c, f"SELECT {_TENANT_COLS} FROM {{p}}tenants WHERE id = ?", (tenant_id,)).fetchone()
-        )
+    def _get(self, cols: str, table: str, rec_id: str, what: str) -> tuple[Any, ...]:
+        """The row of one object (404 ``not_found`` when there is none)."""
+        row = self._run(lambda c: self._exec(c, f"SELECT {cols} FROM {{p}}{table} WHERE id = ?", (rec_id,)).fetchone())
         if row is None:
-            raise KeyStoreError(f"no tenant {tenant_id!r}", status_code=404, code="not_found")
-        return _tenant(row)
+            raise KeyStoreError(f"no {what} {rec_id!r}", status_code=404, code="not_found")
+        return tuple(row)
+
+    def get_tenant(self, tenant_id: str) -> TenantRecord:
+        return _tenant(self._get(_TENANT_COLS, "tenants", tenant_id, "tenant"))
 
     def list_teams(self, tenant: str | None = None) -> list[TeamRecord]:
         where, params = ("WHERE tenant_id = ? ", (tenant,)) if tenant is not None else ("", ())
@@ -256,12 +263,7 @@ class KeyStore:
         return [_team(r) for r in rows]
 
     def get_team(self, team_id: str) -> TeamRecord:
-        row = self._run(
-            lambda c: self._exec(c, f"SELECT {_TEAM_COLS} FROM {{p}}teams WHERE id = ?", (team_id,)).fetchone()
-        )
-        if row is None:
-            raise KeyStoreError(f"no team {team_id!r}", status_code=404, code="not_found")
-        return _team(row)
+        return _team(self._get(_TEAM_COLS, "teams", team_id, "team"))
 
     def list_keys(self, tenant: str | None = None, team: str | None = None) -> list[KeyRecord]:
         """Keys (revoked and expired ones too), newest first; ``tenant`` / ``team`` narrow the list."""
@@ -281,12 +283,7 @@ class KeyStore:
         return [_key(r) for r in rows]
 
     def get_key(self, key_id: str) -> KeyRecord:
-        row = self._run(
-            lambda c: self._exec(c, f"SELECT {_KEY_COLS} FROM {{p}}api_keys WHERE id = ?", (key_id,)).fetchone()
-        )
-        if row is None:
-            raise KeyStoreError(f"no API key {key_id!r}", status_code=404, code="not_found")
-        return _key(row)
+        return _key(self._get(_KEY_COLS, "api_keys", key_id, "API key"))
 
     # -- writes: tenants ----------------------------------------------------------------------------------
     @staticmethod
@@ -324,43 +321,43 @@ class KeyStore:
         return self.get_tenant(tenant_id)
 
     def _update(self, table: str, rec_id: str, changes: Mapping[str, Any]) -> None:
-        sets, params = [], []
-        limits = {k: changes[k] for k in ("models", "rpm", "tpm", "budget") if changes.get(k, UNSET) is not UNSET}
-        if "models" in limits:
-            m = limits["models"]
-            sets.append("models = ?")
-            params.append(None if m is None else orjson.dumps(list(m)).decode())
-        for col in ("rpm", "tpm"):
-            if col in limits:
-                sets.append(f"{col} = ?")
-                params.append(limits[col])
-        if "budget" in limits:
-            b = limits["budget"]
-            sets += ["budget_tokens = ?", "budget_usd = ?", "budget_period = ?"]
-            params += list(_limit_values(None, None, None, b)[3:])
-        for col, value in changes.items():
-            if col not in ("models", "rpm", "tpm", "budget") and value is not UNSET:
-                sets.append(f"{col} = ?")
-                params.append(value)
-        sets.append("updated_at = ?")
-        params.append(time.time())
+        cols: dict[str, Any] = {}
+        for name, value in changes.items():
+            if value is UNSET:
+                continue
+            if name == "models":
+                cols["models"] = _models_value(value)
+            elif name == "budget":
+                cols.update(zip(("budget_tokens", "budget_usd", "budget_period"), _budget_values(value), strict=True))
+            else:
+                cols[name] = value
+        cols["updated_at"] = time.time()
+        sets = ", ".join(f"{col} = ?" for col in cols)
         self._run(
-            lambda c: self._exec(c, f"UPDATE {{p}}{table} SET {', '.join(sets)} WHERE id = ?", (*params, rec_id)),
+            lambda c: self._exec(c, f"UPDATE {{p}}{table} SET {sets} WHERE id = ?", (*cols.values(), rec_id)),
             write=True,
         )
 
+    def _change(self, table: str, rec: Any, what: str, changes: Mapping[str, Any]) -> None:
+        """Change a tenant or a team the API owns (409 ``managed_by_config`` for one the config declares, before
+        the fields are looked at)."""
+        self._api_managed(rec, what)
+        self._update(table, rec.id, _only(changes, ("name", "models", "rpm", "tpm", "budget")))
+
+    def _revoke(self, table: str, rec: Any, what: str) -> None:
+        """Mark an object the API owns revoked (once: revoking it again keeps the first time)."""
+        self._api_managed(rec, what)
+        if rec.revoked_at is None:
+            self._update(table, rec.id, {"revoked_at": time.time()})
+
     def update_tenant(self, tenant_id: str, **changes: Any) -> TenantRecord:
         """Change ``name``, ``models``, ``rpm``, ``tpm`` or ``budget`` (None clears; omitted keeps)."""
-        self._api_managed(self.get_tenant(tenant_id), "tenant")
-        self._update("tenants", tenant_id, _only(changes, ("name", "models", "rpm", "tpm", "budget")))
+        self._change("tenants", self.get_tenant(tenant_id), "tenant", changes)
         return self.get_tenant(tenant_id)
 
     def revoke_tenant(self, tenant_id: str) -> TenantRecord:
         """Disable a tenant: every key of it is refused from now on (its keys and teams are kept)."""
-        rec = self.get_tenant(tenant_id)
-        self._api_managed(rec, "tenant")
-        if rec.revoked_at is None:
-            self._update("tenants", tenant_id, {"revoked_at": time.time()})
+        self._revoke("tenants", self.get_tenant(tenant_id), "tenant")
         return self.get_tenant(tenant_id)
 
     # -- writes: teams --------------------------------------------------------------------------------------
@@ -404,16 +401,12 @@ class KeyStore:
 
     def update_team(self, team_id: str, **changes: Any) -> TeamRecord:
         """Change ``name``, ``models``, ``rpm``, ``tpm`` or ``budget`` (None clears; omitted keeps)."""
-        self._api_managed(self.get_team(team_id), "team")
-        self._update("teams", team_id, _only(changes, ("name", "models", "rpm", "tpm", "budget")))
+        self._change("teams", self.get_team(team_id), "team", changes)
         return self.get_team(team_id)
 
     def revoke_team(self, team_id: str) -> TeamRecord:
         """Disable a team: every key of it is refused from now on."""
-        rec = self.get_team(team_id)
-        self._api_managed(rec, "team")
-        if rec.revoked_at is None:
-            self._update("teams", team_id, {"revoked_at": time.time()})
+        self._revoke("teams", self.get_team(team_id), "team")
         return self.get_team(team_id)
 
     # -- writes: keys -----------------------------------------------------------------------------------------
@@ -503,10 +496,7 @@ class KeyStore:
 
     def revoke_key(self, key_id: str) -> KeyRecord:
         """Refuse the key from now on (every replica within a second); the record stays, for the ledger."""
-        rec = self.get_key(key_id)
-        self._api_managed(rec, "API key")
-        if rec.revoked_at is None:
-            self._update("api_keys", key_id, {"revoked_at": time.time()})
+        self._revoke("api_keys", self.get_key(key_id), "API key")
         return self.get_key(key_id)
 
     # -- the config's objects -------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ A change is applied to this gateway's key table before the answer, and reaches e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .asgi import Request, Response, json_response
@@ -23,21 +24,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "handle_key_create",
-    "handle_key_get",
     "handle_key_list",
-    "handle_key_revoke",
     "handle_key_rotate",
-    "handle_key_update",
     "handle_team_create",
-    "handle_team_get",
     "handle_team_list",
-    "handle_team_revoke",
-    "handle_team_update",
     "handle_tenant_create",
-    "handle_tenant_get",
     "handle_tenant_list",
-    "handle_tenant_revoke",
-    "handle_tenant_update",
     "key_json",
     "routes",
     "team_json",
@@ -47,6 +39,8 @@ __all__ = [
 _M = TypeVar("_M", bound="BaseModel")
 _T = TypeVar("_T")
 _BODY_LIMIT = 64 * 1024
+
+_Handler = Callable[[Engine, Request], Awaitable[Response]]
 
 
 async def _caller(engine: Engine, req: Request) -> tuple[KeyStore, Principal]:
@@ -120,6 +114,11 @@ def _tenant_for(p: Principal, asked: str | None) -> str:
     return p.tenant
 
 
+def _list_tenant(p: Principal, asked: str | None) -> str | None:
+    """The tenant a list is narrowed to (None: every tenant, for the admin key asking for none)."""
+    return _tenant_for(p, asked) if not p.admin or asked else None
+
+
 def _visible(p: Principal, tenant: str, what: str, ident: str) -> None:
     if not p.admin and tenant != p.tenant:  # another tenant's object does not exist for this caller
         raise ApiError(404, f"no {what} {ident!r}", "invalid_request_error", "not_found")
@@ -136,6 +135,70 @@ async def _changed(engine: Engine) -> None:
         await engine.keyring.changed()
 
 
+# ---------------------------------------------------------------------------------------------- one object
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """One kind of object and what its get / change / revoke routes (``/v1/admin/{path}/{param}``) need."""
+
+    path: str
+    param: str
+    #: how a message names one
+    what: str
+    #: the store's methods are ``get_{noun}``, ``update_{noun}``, ``revoke_{noun}``
+    noun: str
+    #: the PATCH body's model in :mod:`.schemas_keys`
+    update_model: str
+    render: Callable[[Any], dict[str, Any]]
+    #: the tenant an object belongs to (who may see it)
+    tenant_of: Callable[[Any], str]
+    #: only the admin key may change or revoke one
+    admin_writes: bool = False
+
+
+async def _own(kind: _Kind, engine: Engine, req: Request, *, write: bool = False) -> tuple[KeyStore, Any]:
+    """The store and the object the path names, if the caller may see it (and change it, with ``write``)."""
+    store, p = await _caller(engine, req)
+    ident = req.params[kind.param]
+    rec = await _call(getattr(store, f"get_{kind.noun}"), ident)
+    _visible(p, kind.tenant_of(rec), kind.what, ident)
+    if write and kind.admin_writes:
+        _admin_only(p)
+    return store, rec
+
+
+def _get_handler(kind: _Kind) -> _Handler:
+    async def handle(engine: Engine, req: Request) -> Response:
+        _, rec = await _own(kind, engine, req)
+        return json_response(kind.render(rec))
+
+    return handle
+
+
+def _update_handler(kind: _Kind) -> _Handler:
+    async def handle(engine: Engine, req: Request) -> Response:
+        from . import schemas_keys as s
+
+        store, rec = await _own(kind, engine, req, write=True)
+        body = await _body(req, getattr(s, kind.update_model))
+        rec = await _call(getattr(store, f"update_{kind.noun}"), rec.id, **_sent(body))
+        await _changed(engine)
+        return json_response(kind.render(rec))
+
+    return handle
+
+
+def _revoke_handler(kind: _Kind) -> _Handler:
+    async def handle(engine: Engine, req: Request) -> Response:
+        store, rec = await _own(kind, engine, req, write=True)
+        rec = await _call(getattr(store, f"revoke_{kind.noun}"), rec.id)
+        await _changed(engine)
+        return json_response(kind.render(rec))
+
+    return handle
+
+
 # ---------------------------------------------------------------------------------------------- keys
 
 
@@ -148,19 +211,10 @@ def key_json(rec: KeyRecord, plain: str | None = None) -> dict[str, Any]:
     return _render(s.KeyObject, rec, status=rec.status)
 
 
-async def _own_key(engine: Engine, req: Request) -> tuple[KeyStore, Principal, KeyRecord]:
-    store, p = await _caller(engine, req)
-    kid = req.params["key_id"]
-    rec = await _call(store.get_key, kid)
-    _visible(p, rec.tenant, "API key", kid)
-    return store, p, rec
-
-
 async def handle_key_list(engine: Engine, req: Request) -> Response:
     store, p = await _caller(engine, req)
     q = req.query_params()
-    tenant = _tenant_for(p, q.get("tenant") or None) if not p.admin or q.get("tenant") else None
-    recs = await _call(store.list_keys, tenant, q.get("team") or None)
+    recs = await _call(store.list_keys, _list_tenant(p, q.get("tenant") or None), q.get("team") or None)
     return json_response({"object": "list", "data": [key_json(r) for r in recs]})
 
 
@@ -188,33 +242,11 @@ async def handle_key_create(engine: Engine, req: Request) -> Response:
     return json_response(key_json(rec, plain), 201)
 
 
-async def handle_key_get(engine: Engine, req: Request) -> Response:
-    _, _, rec = await _own_key(engine, req)
-    return json_response(key_json(rec))
-
-
-async def handle_key_update(engine: Engine, req: Request) -> Response:
-    from . import schemas_keys as s
-
-    store, _, rec = await _own_key(engine, req)
-    body = await _body(req, s.KeyUpdate)
-    rec = await _call(store.update_key, rec.id, **_sent(body))
-    await _changed(engine)
-    return json_response(key_json(rec))
-
-
 async def handle_key_rotate(engine: Engine, req: Request) -> Response:
-    store, _, rec = await _own_key(engine, req)
+    store, rec = await _own(_KEYS, engine, req, write=True)
     rec, plain = await _call(store.rotate_key, rec.id)
     await _changed(engine)
     return json_response(key_json(rec, plain))
-
-
-async def handle_key_revoke(engine: Engine, req: Request) -> Response:
-    store, _, rec = await _own_key(engine, req)
-    rec = await _call(store.revoke_key, rec.id)
-    await _changed(engine)
-    return json_response(key_json(rec))
 
 
 # ---------------------------------------------------------------------------------------------- teams
@@ -226,19 +258,9 @@ def team_json(rec: TeamRecord) -> dict[str, Any]:
     return _render(s.TeamObject, rec)
 
 
-async def _own_team(engine: Engine, req: Request) -> tuple[KeyStore, Principal, TeamRecord]:
-    store, p = await _caller(engine, req)
-    tid = req.params["team_id"]
-    rec = await _call(store.get_team, tid)
-    _visible(p, rec.tenant, "team", tid)
-    return store, p, rec
-
-
 async def handle_team_list(engine: Engine, req: Request) -> Response:
     store, p = await _caller(engine, req)
-    asked = req.query_params().get("tenant") or None
-    tenant = _tenant_for(p, asked) if not p.admin or asked else None
-    recs = await _call(store.list_teams, tenant)
+    recs = await _call(store.list_teams, _list_tenant(p, req.query_params().get("tenant") or None))
     return json_response({"object": "list", "data": [team_json(r) for r in recs]})
 
 
@@ -261,28 +283,6 @@ async def handle_team_create(engine: Engine, req: Request) -> Response:
     return json_response(team_json(rec), 201)
 
 
-async def handle_team_get(engine: Engine, req: Request) -> Response:
-    _, _, rec = await _own_team(engine, req)
-    return json_response(team_json(rec))
-
-
-async def handle_team_update(engine: Engine, req: Request) -> Response:
-    from . import schemas_keys as s
-
-    store, _, rec = await _own_team(engine, req)
-    body = await _body(req, s.TeamUpdate)
-    rec = await _call(store.update_team, rec.id, **_sent(body))
-    await _changed(engine)
-    return json_response(team_json(rec))
-
-
-async def handle_team_revoke(engine: Engine, req: Request) -> Response:
-    store, _, rec = await _own_team(engine, req)
-    rec = await _call(store.revoke_team, rec.id)
-    await _changed(engine)
-    return json_response(team_json(rec))
-
-
 # ---------------------------------------------------------------------------------------------- tenants
 
 
@@ -290,13 +290,6 @@ def tenant_json(rec: TenantRecord) -> dict[str, Any]:
     from . import schemas_keys as s
 
     return _render(s.TenantObject, rec)
-
-
-async def _own_tenant(engine: Engine, req: Request) -> tuple[KeyStore, Principal, TenantRecord]:
-    store, p = await _caller(engine, req)
-    tid = req.params["tenant_id"]
-    _visible(p, tid, "tenant", tid)
-    return store, p, await _call(store.get_tenant, tid)
 
 
 async def handle_tenant_list(engine: Engine, req: Request) -> Response:
@@ -321,28 +314,13 @@ async def handle_tenant_create(engine: Engine, req: Request) -> Response:
     return json_response(tenant_json(rec), 201)
 
 
-async def handle_tenant_get(engine: Engine, req: Request) -> Response:
-    _, _, rec = await _own_tenant(engine, req)
-    return json_response(tenant_json(rec))
+# ---------------------------------------------------------------------------------------------- routes
 
-
-async def handle_tenant_update(engine: Engine, req: Request) -> Response:
-    from . import schemas_keys as s
-
-    store, p, rec = await _own_tenant(engine, req)
-    _admin_only(p)
-    body = await _body(req, s.TenantUpdate)
-    rec = await _call(store.update_tenant, rec.id, **_sent(body))
-    await _changed(engine)
-    return json_response(tenant_json(rec))
-
-
-async def handle_tenant_revoke(engine: Engine, req: Request) -> Response:
-    store, p, rec = await _own_tenant(engine, req)
-    _admin_only(p)
-    rec = await _call(store.revoke_tenant, rec.id)
-    await _changed(engine)
-    return json_response(tenant_json(rec))
+_KEYS = _Kind("keys", "key_id", "API key", "key", "KeyUpdate", key_json, lambda rec: rec.tenant)
+_TEAMS = _Kind("teams", "team_id", "team", "team", "TeamUpdate", team_json, lambda rec: rec.tenant)
+_TENANTS = _Kind(
+    "tenants", "tenant_id", "tenant", "tenant", "TenantUpdate", tenant_json, lambda rec: rec.id, admin_writes=True
+)
 
 
 def routes() -> dict[tuple[str, str], Callable[[Engine, Request], Any]]:
@@ -350,27 +328,19 @@ def routes() -> dict[tuple[str, str], Callable[[Engine, Request], Any]]:
     out: dict[tuple[str, str], Callable[[Engine, Request], Any]] = {
         ("POST", "/v1/admin/keys/{key_id}/rotate"): handle_key_rotate,
     }
-    for kind, param, h in (
-        ("keys", "key_id", (handle_key_list, handle_key_create, handle_key_get, handle_key_update, handle_key_revoke)),
-        (
-            "teams",
-            "team_id",
-            (handle_team_list, handle_team_create, handle_team_get, handle_team_update, handle_team_revoke),
-        ),
-        (
-            "tenants",
-            "tenant_id",
-            (handle_tenant_list, handle_tenant_create, handle_tenant_get, handle_tenant_update, handle_tenant_revoke),
-        ),
+    for kind, lst, create in (
+        (_KEYS, handle_key_list, handle_key_create),
+        (_TEAMS, handle_team_list, handle_team_create),
+        (_TENANTS, handle_tenant_list, handle_tenant_create),
     ):
-        base, one = f"/v1/admin/{kind}", f"/v1/admin/{kind}/{{{param}}}"
-        lst, create, get, update, revoke = h
+        base, one = f"/v1/admin/{kind.path}", f"/v1/admin/{kind.path}/{{{kind.param}}}"
+        revoke = _revoke_handler(kind)
         out.update(
             {
                 ("GET", base): lst,
                 ("POST", base): create,
-                ("GET", one): get,
-                ("PATCH", one): update,
+                ("GET", one): _get_handler(kind),
+                ("PATCH", one): _update_handler(kind),
                 ("DELETE", one): revoke,
                 ("POST", f"{one}/revoke"): revoke,
             }

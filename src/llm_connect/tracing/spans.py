@@ -41,6 +41,9 @@ _CALL: ContextVar[_Call | None] = ContextVar("llm_connect_traced_call", default=
 #: exceptions that end a span without being the call's failure: the consumer stopped reading
 _CLOSED = (GeneratorExit,)
 
+#: a traced stream: the stream, its span, the traced call it sets (None: none), what ends it
+_Stream = tuple[AsyncIterator[T], Span, "_Call | None", Callable[[BaseException | None], None]]
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -70,13 +73,7 @@ class _Call:
 
     def summary(self) -> dict[str, Any]:
         """The call's GenAI attributes: the answering attempt's response, the usage and cost of all of them."""
-        out: dict[str, Any] = {}
-        if self.op:
-            out["gen_ai.operation.name"] = self.op
-        if self.model:
-            out["gen_ai.request.model"] = self.model
-        if self.tenant:
-            out[f"{NS}.tenant"] = self.tenant
+        out = _call_attributes(self.op, self.model, self.tenant)
         if not self.attempts:
             return out
         last = self.attempts[-1]
@@ -185,6 +182,18 @@ class _Attempt:
             elif exc is not None:
                 span.set_attribute(f"{NS}.stream.closed_early", True)
         span.end()
+
+
+def _call_attributes(op: str | None, model: str | None, tenant: str | None) -> dict[str, Any]:
+    """What a call's span says of the call itself: its operation, the model asked for, the tenant."""
+    out: dict[str, Any] = {}
+    if op:
+        out["gen_ai.operation.name"] = op
+    if model:
+        out["gen_ai.request.model"] = model
+    if tenant:
+        out[f"{NS}.tenant"] = tenant
+    return out
 
 
 def _failed(span: Span, exc: BaseException) -> None:
@@ -324,58 +333,24 @@ class Tracing:
         parent: Any,
     ) -> R:
         att, root, bound = self._start_attempt(adapter, op, cfg, call, parent)
-        failure: BaseException | None = None
-        try:
-            with _current(att.span):
-                return await run(bound)
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            att.end(failure)
-            if root is not None:
-                _end_root(root, failure)
+        return await _awaited(lambda: run(bound), att.span, None, lambda failure: _end_attempt(att, root, failure))
 
     def attempt_stream(
         self, adapter: Any, cfg: RunConfig, run: Callable[[RunConfig], AsyncIterator[T]]
     ) -> AsyncIterator[T]:
         """Stream one upstream attempt under its span; the span ends when the stream settles (its end, an error,
         the consumer closing it). The traced call and the context are taken here, as for :meth:`attempt`."""
-        return self._run_attempt_stream(adapter, cfg, run, _CALL.get(), otel_context.get_current())
+        call, parent = _CALL.get(), otel_context.get_current()
 
-    async def _run_attempt_stream(
-        self,
-        adapter: Any,
-        cfg: RunConfig,
-        run: Callable[[RunConfig], AsyncIterator[T]],
-        call: _Call | None,
-        parent: Any,
-    ) -> AsyncIterator[T]:
-        att, root, bound = self._start_attempt(adapter, "chat", cfg, call, parent)
-        failure: BaseException | None = None
-        agen = run(bound)
-        steps = _stepped(agen, att.span)
-        try:
-            async for chunk in steps:
-                yield chunk
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            await steps.aclose()
-            with _current(att.span):
-                await agen.aclose()  # type: ignore[attr-defined]
-            att.end(failure)
-            if root is not None:
-                _end_root(root, failure)
+        def start() -> _Stream[T]:  # at the first step, as an async generator's body would
+            att, root, bound = self._start_attempt(adapter, "chat", cfg, call, parent)
+            return run(bound), att.span, None, lambda failure: _end_attempt(att, root, failure)
+
+        return _streamed(start)
 
     # -- library roots --------------------------------------------------------------------------------
     def _root(self, op: str, model: str | None, cfg: RunConfig, parent: Any) -> _Call:
-        attrs: dict[str, Any] = {"gen_ai.operation.name": op}
-        if model:
-            attrs["gen_ai.request.model"] = model
-        if cfg.tenant_id:
-            attrs[f"{NS}.tenant"] = cfg.tenant_id
+        attrs = _call_attributes(op, model, cfg.tenant_id)
         span = self.tracer.start_span(
             f"{op} {model}" if model else op, context=parent, kind=SpanKind.INTERNAL, attributes=attrs
         )
@@ -389,42 +364,14 @@ class Tracing:
         return self._rooted(self._root(op, model, cfg, otel_context.get_current()), work)
 
     async def _rooted(self, root: _Call, work: Awaitable[R]) -> R:
-        token = _CALL.set(root)
-        failure: BaseException | None = None
-        try:
-            with _current(root.span):
-                return await work
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            _CALL.reset(token)
-            _end_root(root, failure)
+        return await _awaited(lambda: work, root.span, root, lambda failure: _end_root(root, failure))
 
     def call_stream(self, model: str | None, cfg: RunConfig, agen: AsyncIterator[T]) -> AsyncIterator[T]:
         """A router's stream under a root span, unless it already runs inside a traced call."""
         if _CALL.get() is not None:
             return agen
-        return self._rooted_stream(self._root("chat", model, cfg, otel_context.get_current()), agen)
-
-    async def _rooted_stream(self, root: _Call, agen: AsyncIterator[T]) -> AsyncIterator[T]:
-        failure: BaseException | None = None
-        steps = _stepped(agen, root.span, root)
-        try:
-            async for chunk in steps:
-                yield chunk
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            await steps.aclose()
-            token = _CALL.set(root)
-            try:
-                with _current(root.span):
-                    await agen.aclose()  # type: ignore[attr-defined]
-            finally:
-                _CALL.reset(token)
-            _end_root(root, failure)
+        root = self._root("chat", model, cfg, otel_context.get_current())
+        return _streamed(lambda: (agen, root.span, root, lambda failure: _end_root(root, failure)))
 
     # -- the gateway --------------------------------------------------------------------------------------
     def server(self, req: Any, route: str | None) -> Served:
@@ -493,28 +440,68 @@ def _end_root(root: _Call, failure: BaseException | None) -> None:
     span.end()
 
 
+def _end_attempt(att: _Attempt, root: _Call | None, failure: BaseException | None) -> None:
+    att.end(failure)
+    if root is not None:  # the attempt's own root (a library call straight on an adapter)
+        _end_root(root, failure)
+
+
 @contextlib.contextmanager
-def _current(span: Span) -> Iterator[None]:
-    """``span`` as the current span for the block (attached and detached in the same context)."""
+def _current(span: Span, call: _Call | None = None) -> Iterator[None]:
+    """``span`` as the current span (and ``call``, if given, as the traced call) for the block, attached and
+    detached in the same context."""
+    call_token = _CALL.set(call) if call is not None else None
     token = otel_context.attach(trace.set_span_in_context(span))
     try:
         yield
     finally:
         otel_context.detach(token)
+        if call_token is not None:
+            _CALL.reset(call_token)
+
+
+async def _awaited(
+    work: Callable[[], Awaitable[R]], span: Span, call: _Call | None, end: Callable[[BaseException | None], None]
+) -> R:
+    """``work()`` awaited under ``span`` (and ``call``); ``end`` is told how it finished (None: it returned)."""
+    failure: BaseException | None = None
+    try:
+        with _current(span, call):
+            return await work()
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        end(failure)
+
+
+async def _streamed(start: Callable[[], _Stream[T]]) -> AsyncIterator[T]:
+    """The stream ``start()`` opens (at the first step) driven under its span (and traced call) during each step
+    only and closed under them; its ``end`` is told how the stream finished (None: it ran out; ``GeneratorExit``:
+    the consumer closed it)."""
+    agen, span, call, end = start()
+    failure: BaseException | None = None
+    steps = _stepped(agen, span, call)
+    try:
+        async for chunk in steps:
+            yield chunk
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        await steps.aclose()
+        with _current(span, call):
+            await agen.aclose()  # type: ignore[attr-defined]
+        end(failure)
 
 
 async def _stepped(agen: AsyncIterator[T], span: Span, call: _Call | None = None) -> AsyncIterator[T]:
     """Drive ``agen`` with ``span`` current (and ``call`` the traced call) during each step only."""
     it = aiter(agen)
     while True:
-        token = _CALL.set(call) if call is not None else None
-        try:
-            with _current(span):
-                try:
-                    item = await anext(it)
-                except StopAsyncIteration:
-                    return
-        finally:
-            if token is not None:
-                _CALL.reset(token)
+        with _current(span, call):
+            try:
+                item = await anext(it)
+            except StopAsyncIteration:
+                return
         yield item
