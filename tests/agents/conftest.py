@@ -250,7 +250,9 @@ def celery_client(session: Session) -> Any:
 def start_workers(session: Session, config_path: Path, celery_client: Any) -> Callable[..., Workers]:
     """Start ``count`` worker processes consuming ``queue``; wait until each answers a control ping."""
 
-    def start(tag: str, *, count: int = 1, concurrency: int = 8, env: dict[str, str] | None = None) -> Workers:
+    def start(
+        tag: str, *, count: int = 1, concurrency: int = 8, env: dict[str, str] | None = None, pool: str = "threads"
+    ) -> Workers:
         queue = session.queue(tag)
         names, logs = [], []
         for i in range(count):
@@ -268,7 +270,7 @@ def start_workers(session: Session, config_path: Path, celery_client: Any) -> Ca
                 "-n",
                 name,
                 "--pool",
-                "threads",
+                pool,
                 "-c",
                 str(concurrency),
                 "-l",

@@ -18,7 +18,7 @@ pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed
 
 from llm_connect.testing import MockServer
 
-from .conftest import REDIS_URL, Session, Workers, free_port, needs_redis, start_gateway_process, wait_result
+from .conftest import REDIS_URL, Session, Workers, free_port, needs_redis, start_gateway_process, stop, wait_result
 
 pytestmark = [needs_redis, pytest.mark.timeout(180)]
 
@@ -165,3 +165,34 @@ def test_a_delegation_chain_stays_in_the_senders_trace(
     sent = _upstream(mock)
     assert len(sent) == 2
     assert set(_trace_ids(sent)) == {_trace_id(span)}
+
+
+def test_a_stopping_worker_exports_the_spans_still_in_its_batch(
+    session: Session,
+    traced_config: tuple[Path, str, Path],
+    start_workers: Callable[..., Workers],
+    celery_client: Any,
+) -> None:
+    """The default OTLP exporter batches spans for 5 s: a worker stopped right after its task sends them at stop —
+    here a prefork worker, whose pool child ends with os._exit (no exit hooks run)."""
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    from llm_connect.agents.tasks import handle_message
+    from tracing.otlp_collector import Collector
+
+    with Collector() as collector:
+        cfg = yaml.safe_load(traced_config[0].read_text())
+        cfg["tracing"] = {"enabled": True, "service_name": "llmc-worker-otlp", "endpoint": collector.url}
+        path = session.tmp / "traced-otlp.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        workers = start_workers("traced-otlp", concurrency=1, env={"LLM_CONNECT_CONFIG": str(path)}, pool="prefork")
+        proc = session.procs[-1]
+        msg = _message({"id": "U4"}, "export me at stop")
+        reply = wait_result(
+            handle_message.apply_async(args=(msg,), kwargs={"agent": "tracer"}, queue=workers.queue), 60
+        )
+        assert reply["status"] == "ok", reply
+        assert collector.wait(1, timeout=0.3) == []  # still in the batch
+        stop(proc)
+        spans = collector.wait(1, timeout=5)
+    assert [s["name"] for s in spans] == ["process llm_connect.agents.handle_message"], workers.log_text()[-3000:]
+    assert spans[0]["resource"]["service.name"] == "llmc-worker-otlp"

@@ -146,9 +146,20 @@ def _task_done(task: Any = None, state: str | None = None, **_: Any) -> None:
         end_task(task, state)
 
 
+def _flush_spans(**_: Any) -> None:
+    """A worker (or a pool's child process) stopping: export the spans still in the exporter's batch (a prefork
+    child ends with os._exit, which skips the SDK's own exit hook)."""
+    if "llm_connect.tracing.spans" in sys.modules:
+        tracing = _worker_tracing()
+        if tracing is not None:
+            tracing.flush()
+
+
 signals.before_task_publish.connect(_publish_context, weak=False, dispatch_uid="llm_connect.trace.publish")
 signals.task_prerun.connect(_task_started, weak=False, dispatch_uid="llm_connect.trace.prerun")
 signals.task_postrun.connect(_task_done, weak=False, dispatch_uid="llm_connect.trace.postrun")
+signals.worker_process_shutdown.connect(_flush_spans, weak=False, dispatch_uid="llm_connect.trace.flush_child")
+signals.worker_shutdown.connect(_flush_spans, weak=False, dispatch_uid="llm_connect.trace.flush")
 
 
 def _sync_task(name: str, **options: Any) -> Callable[[F], F]:

@@ -345,6 +345,11 @@ class Engine:
                     log.debug("close failed: %s", exc)
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
+        if self.tracing is not None:  # the spans still in the exporter's batch, before the process ends
+            try:
+                await asyncio.to_thread(self.tracing.flush)
+            except Exception as exc:
+                log.debug("flushing spans failed: %s", exc)
         await asyncio.to_thread(self.responses.close)
         import sys
 

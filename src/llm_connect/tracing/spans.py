@@ -210,12 +210,13 @@ class Tracing:
     section (:func:`llm_connect.tracing.build_tracing`). ``propagate_upstream``: send ``traceparent`` /
     ``tracestate`` (the global propagator's headers) on every upstream provider request."""
 
-    __slots__ = ("_attempt", "_route", "propagate_upstream", "tracer")
+    __slots__ = ("_attempt", "_provider", "_route", "propagate_upstream", "tracer")
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None, *, propagate_upstream: bool = True) -> None:
         from .. import __version__
 
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
+        self._provider = provider
         self.tracer = provider.get_tracer("llm_connect", __version__)
         self.propagate_upstream = propagate_upstream
         self._route: Route | None = None
@@ -223,6 +224,13 @@ class Tracing:
 
     def __repr__(self) -> str:
         return f"<Tracing propagate_upstream={self.propagate_upstream}>"
+
+    def flush(self, timeout_millis: int = 5000) -> bool:
+        """Export the spans still waiting in the provider's batch (blocking, at most ``timeout_millis``); a
+        gateway calls it when it stops, so the last seconds of spans are not lost. False if the export did not
+        finish in time; True when the provider has nothing to flush (the API's no-op provider)."""
+        force_flush = getattr(self._provider, "force_flush", None)
+        return True if force_flush is None else bool(force_flush(timeout_millis))
 
     def _with(self, **slots: Any) -> Tracing:
         out = copy.copy(self)
