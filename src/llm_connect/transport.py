@@ -23,7 +23,16 @@ from yarl import URL
 
 from .wire.eventstream import EventStreamDecoder
 
-__all__ = ["HTTPReply", "StreamReply", "Transport", "iter_eventstream", "iter_ndjson", "iter_sse"]
+__all__ = [
+    "HTTPReply",
+    "StreamReply",
+    "Transport",
+    "iter_eventstream",
+    "iter_eventstream_batches",
+    "iter_ndjson",
+    "iter_sse",
+    "iter_sse_batches",
+]
 
 _DONE = {"__done__": True}
 #: the longest line of an SSE body accepted (a provider's whole reply, images included, fits many times over)
@@ -56,21 +65,39 @@ class StreamReply:
             return iter_eventstream(self.response.content)
         return iter_sse(self.response.content)
 
+    def batches(self) -> AsyncIterator[list[tuple[str | None, Any]]]:
+        """The events a block at a time: each list holds the events one upstream read completed (SSE, the AWS
+        event stream), so a stream that arrives in one read resumes its consumer once, not once per event.
+        NDJSON is read line by line: one event per list."""
+        if self.framing == "ndjson":
+            return _singles(iter_ndjson(self.response.content))
+        if self.framing == "eventstream":
+            return iter_eventstream_batches(self.response.content)
+        return iter_sse_batches(self.response.content)
+
 
 async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
-    """Split a text/event-stream body into (event, data) pairs; data is parsed JSON.
+    """Split a text/event-stream body into (event, data) pairs; data is parsed JSON (see :func:`iter_sse_batches`)."""
+    async for batch in iter_sse_batches(content):
+        for item in batch:
+            yield item
+
+
+async def iter_sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[tuple[str | None, Any]]]:
+    """Split a text/event-stream body into (event, data) pairs, a list per upstream read; data is parsed JSON.
 
     ``data: [DONE]`` (OpenAI's sentinel) is passed on as ``{"__done__": True}``. Data that is not JSON
     raises ValueError, which the adapter maps to a provider error. Lines end at LF (a CR before it is dropped).
 
-    The body is read as it arrives, block by block, and each block split at once: the events of one upstream
-    read are handed on without another read (one per line costs a buffer search and a resume each).
+    The body is read as it arrives, block by block, and each block split at once: the events one read completes
+    are handed on together (a read that completes none yields nothing), without another read.
     """
     event: str | None = None
     data: list[bytes] = []
     #: the pieces of a line that a later block completes (joined once, when its LF arrives)
     unfinished: list[bytes] = []
     pending = 0
+    loads = orjson.loads
     while True:
         block = await content.readany()
         if not block:
@@ -87,18 +114,21 @@ async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | N
         lines = block.split(b"\n")
         last = lines.pop()  # b"" after a final LF
         unfinished, pending = ([last], len(last)) if last else ([], 0)
+        out: list[tuple[str | None, Any]] = []
         for raw in lines:
             line = raw.rstrip(b"\r")
             if not line:
                 if data:
                     payload = b"\n".join(data) if len(data) > 1 else data[0]
-                    yield event, (_DONE if payload == b"[DONE]" else orjson.loads(payload))
+                    out.append((event, _DONE if payload == b"[DONE]" else loads(payload)))
                 event, data = None, []
             elif line.startswith(b"data:"):
                 data.append(line[5:].lstrip(b" ") if len(line) > 5 else b"")
             elif line.startswith(b"event:"):
                 event = line[6:].strip().decode()
             # comments (":") and other fields (id:, retry:) are ignored
+        if out:
+            yield out
     line = b"".join(unfinished).rstrip(b"\r")  # a body that ends without its final line break
     if line.startswith(b"data:"):
         data.append(line[5:].lstrip(b" ") if len(line) > 5 else b"")
@@ -106,7 +136,12 @@ async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | N
         event = line[6:].strip().decode()
     if data:
         payload = b"\n".join(data)
-        yield event, (_DONE if payload == b"[DONE]" else orjson.loads(payload))
+        yield [(event, _DONE if payload == b"[DONE]" else orjson.loads(payload))]
+
+
+async def _singles(events: AsyncIterator[tuple[str | None, Any]]) -> AsyncIterator[list[tuple[str | None, Any]]]:
+    async for item in events:
+        yield [item]
 
 
 async def iter_ndjson(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
@@ -119,23 +154,34 @@ async def iter_ndjson(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str 
 
 async def iter_eventstream(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
     """Split an AWS event stream (``application/vnd.amazon.eventstream``, Bedrock's ConverseStream) into
-    (``:event-type``, parsed JSON payload) pairs, CRC-checked as the bytes arrive. An exception message is
-    ``("exception", {"__type": <:exception-type>, **payload})``, an error message
+    (``:event-type``, parsed JSON payload) pairs (see :func:`iter_eventstream_batches`)."""
+    async for batch in iter_eventstream_batches(content):
+        for item in batch:
+            yield item
+
+
+async def iter_eventstream_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[tuple[str | None, Any]]]:
+    """Split an AWS event stream (``application/vnd.amazon.eventstream``, Bedrock's ConverseStream) into
+    (``:event-type``, parsed JSON payload) pairs, a list per upstream read, CRC-checked as the bytes arrive. An
+    exception message is ``("exception", {"__type": <:exception-type>, **payload})``, an error message
     ``("exception", {"__type": <:error-code>, "message": <:error-message>})``. A corrupted or cut message raises
     :class:`~llm_connect.wire.eventstream.EventStreamError` (a ValueError), which the adapter maps."""
     decoder = EventStreamDecoder()
     async for data in content.iter_any():
+        out: list[tuple[str | None, Any]] = []
         for message in decoder.feed(data):
             kind = message.message_type
             payload = orjson.loads(message.payload) if message.payload else {}
             if kind == "event":
-                yield message.header(":event-type"), payload
+                out.append((message.header(":event-type"), payload))
             elif kind == "exception":
                 body = payload if isinstance(payload, dict) else {"message": str(payload)}
-                yield "exception", {**body, "__type": message.header(":exception-type") or ""}
+                out.append(("exception", {**body, "__type": message.header(":exception-type") or ""}))
             elif kind == "error":
                 code, text = message.header(":error-code") or "", message.header(":error-message") or ""
-                yield "exception", {"__type": code, "message": text}
+                out.append(("exception", {"__type": code, "message": text}))
+        if out:
+            yield out
     decoder.close()
 
 

@@ -12,17 +12,19 @@ with its own :class:`StreamEncoder`. What they share lives here once:
 The engine's iterator is exhausted before the encoder's closing events are written: by then the call's usage
 event is committed to the ledger.
 
-Writes follow the upstream's reads: the events of every chunk that is ready without waiting (the chunks of one
-upstream read) go out in one write, made before the stream next waits — not one write (a system call) per chunk.
+Writes follow the upstream's reads: the engine's stream comes a batch per upstream read (llm_connect/_batches.py),
+and the events of one batch go out in one write — not one write (a system call) per chunk. The batch with the
+final chunk (usage, cost) is written with the closing events, once the stream is over: a stream that arrives in
+one upstream read is one write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..types import StreamChunk, Usage
 from .asgi import Request
@@ -68,15 +70,16 @@ async def serve_stream(
 ) -> None:
     """Run ``prep`` as a stream and write ``encoder``'s events to ``req`` (see the module docstring)."""
     gen = engine.stream(prep)
-    first: StreamChunk | None
+    first: list[StreamChunk]
     try:
         first = await anext(gen)  # errors before the first chunk are plain JSON error responses
     except StopAsyncIteration:
-        first = None
+        first = []
     except BaseException:
-        await gen.aclose()
+        await gen.aclose()  # type: ignore[attr-defined]
         raise
-    model = (first.model if first and first.model else None) or prep.target.public
+    head = first[0] if first else None
+    model = (head.model if head and head.model else None) or prep.target.public
     await req.start_stream(200, SSE, [(b"x-llm-model", model.encode("latin-1", "replace")), *(headers or ())])
     pump = asyncio.ensure_future(_pump(req, gen, first, model, encoder))
     watcher = asyncio.ensure_future(req.wait_disconnect())
@@ -94,48 +97,34 @@ async def serve_stream(
 
 
 async def _pump(
-    req: Request, gen: AsyncIterator[StreamChunk], first: StreamChunk | None, model: str, out: StreamEncoder
+    req: Request, gen: AsyncIterator[list[StreamChunk]], first: list[StreamChunk], model: str, out: StreamEncoder
 ) -> None:
     finish: str | None = None
     usage: Usage | None = None
     cost: Decimal | None = None
-    #: events not written yet: written together before the stream next waits (see the module docstring)
+    #: events not written yet: one write per batch, and none between the final chunk and the closing events
     unsent: list[bytes] = []
     try:
-        opening = out.open(model, first)
+        opening = out.open(model, first[0] if first else None)
         if opening:
             unsent.append(opening)
-        chunk = first
-        while chunk is not None:
-            data = out.chunk(chunk)
-            if data:
-                unsent.append(data)
-            if chunk.finish_reason:
-                finish = chunk.finish_reason
-            if chunk.usage is not None:
-                usage, cost = chunk.usage, chunk.cost_usd
-            step = gen.__anext__()
-            try:
-                waiting = step.send(None)  # type: ignore[attr-defined]
-            except StopIteration as ready:  # the next chunk was at hand
-                chunk = ready.value
-                continue
-            except StopAsyncIteration:
-                break
-            if unsent:
-                try:
-                    await req.write(b"".join(unsent))
-                except BaseException as exc:
-                    # the step waits inside the engine's stream: end it as an interrupted await would have been
-                    # (its clean-up awaited), so that the generator is not left running for aclose()
-                    with contextlib.suppress(BaseException):
-                        await _Resumed(step, waiting, exc)
-                    raise
+        batch = first
+        while True:
+            for chunk in batch:
+                data = out.chunk(chunk)
+                if data:
+                    unsent.append(data)
+                if chunk.finish_reason:
+                    finish = chunk.finish_reason
+                if chunk.usage is not None:
+                    usage, cost = chunk.usage, chunk.cost_usd
+            if usage is None and unsent:  # more is to come: what this batch brought goes out before waiting
+                await req.write(b"".join(unsent))
                 unsent.clear()
             try:
-                chunk = await _Resumed(step, waiting)
+                batch = await anext(gen)
             except StopAsyncIteration:
-                chunk = None
+                break
         # the generator is exhausted: the call's usage event is committed to the ledger
         unsent.append(await out.close(finish or "stop", usage or Usage(), cost))
         await req.write(b"".join(unsent), more=False)
@@ -149,41 +138,3 @@ async def _pump(
         await req.write(b"", more=False)
     finally:
         await gen.aclose()  # type: ignore[attr-defined]
-
-
-class _Resumed:
-    """Awaiting it finishes an awaitable that was stepped once by hand (``send(None)``) and is waiting on
-    ``waiting``: what ``await`` would have done from the start (sends, throws — a cancellation — and close
-    passed through), so the first step can tell whether the awaitable had its result at hand. With ``throw``,
-    that exception is raised into the awaitable first (it was interrupted while waiting)."""
-
-    __slots__ = ("step", "throw", "waiting")
-
-    def __init__(self, step: Any, waiting: Any, throw: BaseException | None = None) -> None:
-        self.step = step
-        self.waiting = waiting
-        self.throw = throw
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        step, waiting = self.step, self.waiting
-        if self.throw is not None:
-            try:
-                waiting = step.throw(self.throw)
-            except StopIteration as done:
-                return done.value
-        while True:
-            try:
-                sent = yield waiting
-            except GeneratorExit:
-                step.close()
-                raise
-            except BaseException as exc:  # a cancellation of the task: into the awaitable, as await does
-                try:
-                    waiting = step.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    waiting = step.send(sent)
-                except StopIteration as done:
-                    return done.value
