@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from .types import LLMResponse, StreamChunk, Usage
 
-__all__ = ["answer_chunks", "flatten", "singles"]
+__all__ = ["answer_chunks", "flatten", "singles", "visible"]
 
 
 async def flatten(batches: AsyncIterator[list[StreamChunk]]) -> AsyncIterator[StreamChunk]:
@@ -64,3 +64,9 @@ def answer_chunks(resp: LLMResponse) -> list[StreamChunk]:
         )
     )
     return out
+
+
+def visible(chunk: StreamChunk) -> bool:
+    """Whether an accounted stream shows ``chunk`` to its caller: the chunks that carry only the running usage
+    (``usage_so_far``) are for the accounting alone."""
+    return bool(chunk.usage is not None or chunk.text or chunk.tool_calls or chunk.reasoning or chunk.finish_reason)

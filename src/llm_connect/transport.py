@@ -90,10 +90,11 @@ async def iter_sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[
     raises ValueError, which the adapter maps to a provider error. Lines end at LF (a CR before it is dropped).
 
     The body is read as it arrives, block by block, and each block split at once: the events one read completes
-    are handed on together (a read that completes none yields nothing), without another read.
+    are handed on together (a read that completes none yields nothing), without another read. The events of a
+    block that are one ``data: {...}`` line each (OpenAI's, nearly every event of a stream) are cut at their
+    blank lines and parsed as they are; any other event goes through the line-by-line reader.
     """
-    event: str | None = None
-    data: list[bytes] = []
+    state = _SSEState()
     #: the pieces of a line that a later block completes (joined once, when its LF arrives)
     unfinished: list[bytes] = []
     pending = 0
@@ -111,32 +112,55 @@ async def iter_sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[
         if unfinished:
             unfinished.append(block)
             block = b"".join(unfinished)
+        out: list[tuple[str | None, Any]] = []
+        if not state.data and state.event is None and b"\r" not in block:
+            end = block.rfind(b"\n\n")
+            if end >= 0:  # whole events: one data line each, or else line by line
+                for piece in block[:end].split(b"\n\n"):
+                    if piece.startswith(b"data: {") and b"\n" not in piece:
+                        out.append((None, loads(piece[6:])))
+                    else:
+                        state.lines([*piece.split(b"\n"), b""], out)
+                block = block[end + 2 :]
         lines = block.split(b"\n")
         last = lines.pop()  # b"" after a final LF
         unfinished, pending = ([last], len(last)) if last else ([], 0)
-        out: list[tuple[str | None, Any]] = []
+        if lines:
+            state.lines(lines, out)
+        if out:
+            yield out
+    out = []
+    state.lines([b"".join(unfinished)], out)  # a body that ends without its final line break
+    if state.data:
+        state.lines([b""], out)
+    if out:
+        yield out
+
+
+class _SSEState:
+    """The line-by-line SSE reader: the event name and data lines of the event being read."""
+
+    __slots__ = ("data", "event")
+
+    def __init__(self) -> None:
+        self.event: str | None = None
+        self.data: list[bytes] = []
+
+    def lines(self, lines: list[bytes], out: list[tuple[str | None, Any]]) -> None:
+        """Read ``lines`` (without their LF); each event a blank line completes is appended to ``out``."""
         for raw in lines:
             line = raw.rstrip(b"\r")
             if not line:
+                data = self.data
                 if data:
                     payload = b"\n".join(data) if len(data) > 1 else data[0]
-                    out.append((event, _DONE if payload == b"[DONE]" else loads(payload)))
-                event, data = None, []
+                    out.append((self.event, _DONE if payload == b"[DONE]" else orjson.loads(payload)))
+                self.event, self.data = None, []
             elif line.startswith(b"data:"):
-                data.append(line[5:].lstrip(b" ") if len(line) > 5 else b"")
+                self.data.append(line[5:].lstrip(b" ") if len(line) > 5 else b"")
             elif line.startswith(b"event:"):
-                event = line[6:].strip().decode()
+                self.event = line[6:].strip().decode()
             # comments (":") and other fields (id:, retry:) are ignored
-        if out:
-            yield out
-    line = b"".join(unfinished).rstrip(b"\r")  # a body that ends without its final line break
-    if line.startswith(b"data:"):
-        data.append(line[5:].lstrip(b" ") if len(line) > 5 else b"")
-    elif line.startswith(b"event:"):
-        event = line[6:].strip().decode()
-    if data:
-        payload = b"\n".join(data)
-        yield [(event, _DONE if payload == b"[DONE]" else orjson.loads(payload))]
 
 
 async def _singles(events: AsyncIterator[tuple[str | None, Any]]) -> AsyncIterator[list[tuple[str | None, Any]]]:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .._batches import answer_chunks, flatten, singles
+from .._batches import answer_chunks, flatten, singles, visible
 from .._timeout import Deadline, Timeout
 from ..adapter import LLMAdapter
 from ..embeddings import embedding_bound
@@ -316,19 +316,16 @@ class BaseAdapter(LLMAdapter):
                     batch = await deadline.run(anext(agen))
                 except StopAsyncIteration:
                     break
-                shown: list[StreamChunk] = []
-                for chunk in batch:
-                    tally.see(chunk)
-                    if chunk.usage is not None:
-                        # the final chunk: settle and record it BEFORE the caller sees it (and the chunks of its
-                        # batch), so a stream whose end reached the caller is always accounted
-                        chunk.model = chunk.model or self.model
-                        if chunk.cost_usd is None:
-                            chunk.cost_usd = self.price(chunk.usage, chunk.model, service_tier=chunk.service_tier)
-                        await tally.settle(chunk)
-                    elif not (chunk.text or chunk.tool_calls or chunk.reasoning or chunk.finish_reason):
-                        continue  # only the running usage: the tally has it, the caller has nothing to see
-                    shown.append(chunk)
+                shown = tally.see(batch)
+                final = tally.final
+                if final is not None:
+                    # the final chunk: settle and record it BEFORE the caller sees it (and the chunks of its
+                    # batch), so a stream whose end reached the caller is always accounted
+                    tally.final = None
+                    final.model = final.model or self.model
+                    if final.cost_usd is None and final.usage is not None:
+                        final.cost_usd = self.price(final.usage, final.model, service_tier=final.service_tier)
+                    await tally.settle(final)
                 if shown:
                     yield shown
             if not tally.settled:
@@ -442,6 +439,7 @@ class _StreamTally:
         "adapter",
         "cfg",
         "est_in",
+        "final",
         "finish_reason",
         "max_tokens",
         "messages",
@@ -477,23 +475,35 @@ class _StreamTally:
         self.reported: Usage | None = None
         self.finish_reason: str | None = None
         self.request_id: str | None = None
+        #: the chunk with the provider's usage a batch brought, until it is settled
+        self.final: StreamChunk | None = None
         #: the settlement has begun (it then always runs to its end)
         self.settled = False
 
-    def see(self, chunk: StreamChunk) -> None:
-        if chunk.text:
-            self.text.append(chunk.text)
-        if chunk.tool_calls:  # tool-call argument deltas: billed as output too
-            self.tool_bytes += len(orjson.dumps(chunk.tool_calls))
-        if chunk.reasoning:
-            self.reasoning_bytes += estimate_tokens(chunk.reasoning)
-        if chunk.usage_so_far is not None:
-            so_far = chunk.usage_so_far
-            self.reported = so_far if self.reported is None else _larger(self.reported, so_far)
-        if chunk.finish_reason:
-            self.finish_reason = chunk.finish_reason
-        if chunk.request_id:
-            self.request_id = chunk.request_id
+    def see(self, batch: list[StreamChunk]) -> list[StreamChunk]:
+        """Tally a batch; the chunks of it the caller is shown (``batch`` itself unless some carry only the
+        running usage: the tally has it, the caller has nothing to see). A chunk with the provider's usage (the
+        final one) is left in :attr:`final` to be settled."""
+        hidden = False
+        for chunk in batch:
+            if chunk.text:
+                self.text.append(chunk.text)
+            if chunk.tool_calls:  # tool-call argument deltas: billed as output too
+                self.tool_bytes += len(orjson.dumps(chunk.tool_calls))
+            if chunk.reasoning:
+                self.reasoning_bytes += estimate_tokens(chunk.reasoning)
+            if chunk.usage_so_far is not None:
+                so_far = chunk.usage_so_far
+                self.reported = so_far if self.reported is None else _larger(self.reported, so_far)
+            if chunk.finish_reason:
+                self.finish_reason = chunk.finish_reason
+            if chunk.request_id:
+                self.request_id = chunk.request_id
+            if chunk.usage is not None:
+                self.final = chunk
+            elif not (chunk.text or chunk.tool_calls or chunk.reasoning or chunk.finish_reason):
+                hidden = True
+        return [c for c in batch if visible(c)] if hidden else batch
 
     def estimate(self) -> Usage:
         """Per token kind, the larger of what the provider reported so far and an upper bound of what was

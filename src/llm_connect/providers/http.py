@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from .._batches import visible
 from .._timeout import Timeout
 from ..embeddings import EmbeddingResponse
 from ..errors import LLMConfigurationError, LLMError, LLMProviderUnavailableError, LLMTimeoutError
@@ -334,7 +335,7 @@ class HTTPAdapter(BaseAdapter):
                         for chunk in feed(event, data):
                             if chunk.usage_so_far is not None:
                                 chunk.usage_so_far = self._usage(chunk.usage_so_far)
-                            if raw and _shown(chunk):
+                            if raw and visible(chunk):
                                 chunk.raw_events, raw = raw, []
                             held.append(chunk)
                     if held and not decoder.done:
@@ -462,9 +463,3 @@ def _request_id(headers: Mapping[str, str]) -> str | None:
     """The upstream's request id header: ``x-request-id`` (OpenAI), ``request-id`` (Anthropic) or
     ``x-amzn-RequestId`` (AWS)."""
     return headers.get("x-request-id") or headers.get("request-id") or headers.get("x-amzn-requestid")
-
-
-def _shown(chunk: StreamChunk) -> bool:
-    """Whether BaseAdapter.astream hands ``chunk`` on (it drops the chunks that only carry running usage), so
-    the raw events riding on it reach the caller."""
-    return bool(chunk.usage is not None or chunk.text or chunk.tool_calls or chunk.reasoning or chunk.finish_reason)

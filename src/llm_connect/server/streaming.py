@@ -5,8 +5,9 @@ with its own :class:`StreamEncoder`. What they share lives here once:
 
 * an error before the first chunk (a budget refusal, every deployment down) is a plain JSON error answer in
   the protocol's shape, not a stream;
-* the response starts with the first chunk; a task watches for the client going away, and a hang-up cancels
-  the upstream stream, which settles the budget and writes the ledger row on what was produced (status 499);
+* the response starts with the first chunk; once the stream has run :data:`WATCH_AFTER` seconds a task watches
+  for the client going away (before that a timer is all it costs), and a hang-up cancels the upstream stream,
+  which settles the budget and writes the ledger row on what was produced (status 499);
 * an error after the start is the protocol's in-stream error event, then the body ends.
 
 The engine's iterator is exhausted before the encoder's closing events are written: by then the call's usage
@@ -20,8 +21,6 @@ one upstream read is one write.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Protocol
@@ -34,6 +33,10 @@ from .errors import ApiError, log
 __all__ = ["SSE", "StreamEncoder", "serve_stream", "sse_event"]
 
 SSE = b"text/event-stream"
+
+#: seconds a stream runs before a task starts watching for the client going away (Request.unless_gone): most
+#: streams through a gateway end within it, and a timer costs far less than a task per stream
+WATCH_AFTER = 0.1
 
 
 def sse_event(name: str, data: bytes) -> bytes:
@@ -81,19 +84,9 @@ async def serve_stream(
     head = first[0] if first else None
     model = (head.model if head and head.model else None) or prep.target.public
     await req.start_stream(200, SSE, [(b"x-llm-model", model.encode("latin-1", "replace")), *(headers or ())])
-    pump = asyncio.ensure_future(_pump(req, gen, first, model, encoder))
-    watcher = asyncio.ensure_future(req.wait_disconnect())
-    try:
-        await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not pump.done():  # the client went away: stop the upstream stream, settle on what was produced
-            pump.cancel()
-            req.status = 499
-        with contextlib.suppress(BaseException):
-            await pump
-        watcher.cancel()
-        with contextlib.suppress(BaseException):
-            await watcher
+    # the client going away cancels the pump (ClientGone, 499): its clean-up closes the engine's stream, which
+    # settles on what was produced
+    await req.unless_gone(_pump(req, gen, first, model, encoder), watch_after=WATCH_AFTER)
 
 
 async def _pump(
