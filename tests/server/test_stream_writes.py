@@ -136,3 +136,50 @@ async def test_a_hang_up_during_a_blocked_write_settles_the_stream(mock, tmp_pat
     output_tokens, streamed = row
     assert streamed == 1 and 0 < output_tokens < 40  # billed what was produced, not the whole answer
     assert time.perf_counter() - t0 < 5  # the upstream stream was stopped, not read to its end (2 s)
+
+
+async def test_a_hang_up_while_the_upstream_is_awaited_is_a_499_with_one_ledger_row(mock, tmp_path) -> None:
+    import orjson
+
+    tag = f"gone-{time.time_ns()}"
+    mock.script(MockReply(model="solo", text=" ".join(f"w{i}" for i in range(40)), chunk_delay=0.05))
+    app = _app(mock, tmp_path)
+    await app.startup()
+    body = orjson.dumps({"model": "solo", "messages": MSG, "stream": True, "agent": tag, "max_tokens": 300})
+    sent = False
+    wrote = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await wrote.wait()  # the client reads the first events, then goes away mid-stream
+        return {"type": "http.disconnect"}
+
+    async def send(msg: dict[str, Any]) -> None:
+        if msg["type"] == "http.response.body" and msg.get("body"):
+            wrote.set()
+
+    t0 = time.perf_counter()
+    try:
+        await asyncio.wait_for(app(_scope(body), receive, send), 10)
+        db = tmp_path / "usage.sqlite3"
+        conn = sqlite3.connect(db)
+        try:
+            rows = conn.execute("SELECT output_tokens, streamed, estimated FROM llm_usage WHERE agent = ?", (tag,))
+            rows = rows.fetchall()
+        finally:
+            conn.close()
+        metrics = app.engine.metrics
+        assert metrics is not None
+        gone = metrics.registry.get_sample_value(
+            "llm_gateway_requests_total", {"route": "/v1/chat/completions", "status": "499"}
+        )
+    finally:
+        await app.engine.aclose()
+    assert gone == 1
+    assert len(rows) == 1, "exactly one ledger row for the stream the client left"
+    output_tokens, streamed, estimated = rows[0]
+    assert streamed == 1 and estimated == 1 and 0 < output_tokens < 40  # billed what was produced
+    assert time.perf_counter() - t0 < 1.5  # the upstream stream was stopped, not read to its end (2 s)

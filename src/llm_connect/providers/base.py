@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .._batches import answer_chunks, flatten, singles, visible
+from .._batches import answer_chunks, flatten, singles
 from .._timeout import Deadline, Timeout
 from ..adapter import LLMAdapter
 from ..embeddings import embedding_bound
@@ -484,8 +484,8 @@ class _StreamTally:
         """Tally a batch; the chunks of it the caller is shown (``batch`` itself unless some carry only the
         running usage: the tally has it, the caller has nothing to see). A chunk with the provider's usage (the
         final one) is left in :attr:`final` to be settled."""
-        hidden = False
-        for chunk in batch:
+        shown: list[StreamChunk] | None = None  # made only when a chunk is left out
+        for i, chunk in enumerate(batch):
             if chunk.text:
                 self.text.append(chunk.text)
             if chunk.tool_calls:  # tool-call argument deltas: billed as output too
@@ -502,8 +502,12 @@ class _StreamTally:
             if chunk.usage is not None:
                 self.final = chunk
             elif not (chunk.text or chunk.tool_calls or chunk.reasoning or chunk.finish_reason):
-                hidden = True
-        return [c for c in batch if visible(c)] if hidden else batch
+                if shown is None:
+                    shown = batch[:i]
+                continue
+            if shown is not None:
+                shown.append(chunk)
+        return batch if shown is None else shown
 
     def estimate(self) -> Usage:
         """Per token kind, the larger of what the provider reported so far and an upper bound of what was
