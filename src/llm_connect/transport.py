@@ -13,7 +13,7 @@ import functools
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +83,7 @@ async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | N
             yield item
 
 
-async def iter_sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[tuple[str | None, Any]]]:
+def iter_sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[tuple[str | None, Any]]]:
     """Split a text/event-stream body into (event, data) pairs, a list per upstream read; data is parsed JSON.
 
     ``data: [DONE]`` (OpenAI's sentinel) is passed on as ``{"__done__": True}``. Data that is not JSON
@@ -94,47 +94,70 @@ async def iter_sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[
     block that are one ``data: {...}`` line each (OpenAI's, nearly every event of a stream) are cut at their
     blank lines and parsed as they are; any other event goes through the line-by-line reader.
     """
-    state = _SSEState()
-    #: the pieces of a line that a later block completes (joined once, when its LF arrives)
-    unfinished: list[bytes] = []
-    pending = 0
-    loads = orjson.loads
-    while True:
-        block = await content.readany()
-        if not block:
-            break
-        if b"\n" not in block:
-            unfinished.append(block)
-            pending += len(block)
-            if pending > MAX_SSE_LINE:
-                raise ValueError(f"an SSE line longer than {MAX_SSE_LINE} bytes")
-            continue
-        if unfinished:
-            unfinished.append(block)
-            block = b"".join(unfinished)
-        out: list[tuple[str | None, Any]] = []
-        if not state.data and state.event is None and b"\r" not in block:
-            end = block.rfind(b"\n\n")
-            if end >= 0:  # whole events: one data line each, or else line by line
-                for piece in block[:end].split(b"\n\n"):
-                    if piece.startswith(b"data: {") and b"\n" not in piece:
-                        out.append((None, loads(piece[6:])))
-                    else:
-                        state.lines([*piece.split(b"\n"), b""], out)
-                block = block[end + 2 :]
-        lines = block.split(b"\n")
-        last = lines.pop()  # b"" after a final LF
-        unfinished, pending = ([last], len(last)) if last else ([], 0)
-        if lines:
-            state.lines(lines, out)
+    return _SSEBatches(content)
+
+
+class _SSEBatches:
+    """The iterator of :func:`iter_sse_batches` (a class, not an async generator: no registration with the loop
+    and no finaliser per stream)."""
+
+    __slots__ = ("content", "ended", "pending", "state", "unfinished")
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self.content = content
+        self.state = _SSEState()
+        #: the pieces of a line that a later block completes (joined once, when its LF arrives)
+        self.unfinished: list[bytes] = []
+        self.pending = 0
+        self.ended = False
+
+    def __aiter__(self) -> _SSEBatches:
+        return self
+
+    async def __anext__(self) -> list[tuple[str | None, Any]]:
+        state = self.state
+        while not self.ended:
+            block = await self.content.readany()
+            if not block:
+                self.ended = True
+                break
+            if b"\n" not in block:
+                self.unfinished.append(block)
+                self.pending += len(block)
+                if self.pending > MAX_SSE_LINE:
+                    raise ValueError(f"an SSE line longer than {MAX_SSE_LINE} bytes")
+                continue
+            if self.unfinished:
+                self.unfinished.append(block)
+                block = b"".join(self.unfinished)
+            out: list[tuple[str | None, Any]] = []
+            if not state.data and state.event is None and b"\r" not in block:
+                end = block.rfind(b"\n\n")
+                if end >= 0:  # whole events: one data line each, or else line by line
+                    loads = orjson.loads
+                    for piece in block[:end].split(b"\n\n"):
+                        if piece.startswith(b"data: {") and b"\n" not in piece:
+                            out.append((None, loads(piece[6:])))
+                        else:
+                            state.lines([*piece.split(b"\n"), b""], out)
+                    block = block[end + 2 :]
+            lines = block.split(b"\n")
+            last = lines.pop()  # b"" after a final LF
+            self.unfinished, self.pending = ([last], len(last)) if last else ([], 0)
+            if lines:
+                state.lines(lines, out)
+            if out:
+                return out
+        # the body has ended: a last line without its line break, an event without its blank line
+        out = []
+        if self.unfinished:
+            state.lines([b"".join(self.unfinished)], out)
+            self.unfinished = []
+        if state.data:
+            state.lines([b""], out)
         if out:
-            yield out
-    out = []
-    state.lines([b"".join(unfinished)], out)  # a body that ends without its final line break
-    if state.data:
-        state.lines([b""], out)
-    if out:
-        yield out
+            return out
+        raise StopAsyncIteration
 
 
 class _SSEState:
@@ -207,6 +230,24 @@ async def iter_eventstream_batches(content: aiohttp.StreamReader) -> AsyncIterat
         if out:
             yield out
     decoder.close()
+
+
+class _Streaming:
+    """The context manager of :meth:`Transport.stream` (a class: an async generator would also be registered
+    with the loop and finalised, on every stream)."""
+
+    __slots__ = ("_framing", "_request")
+
+    def __init__(self, request: Any, framing: str) -> None:
+        self._request = request
+        self._framing = framing
+
+    async def __aenter__(self) -> StreamReply:
+        resp = await self._request.__aenter__()
+        return StreamReply(resp.status, resp.headers, resp, self._framing)
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._request.__aexit__(*exc)
 
 
 def _default_session(limit: int, connect_timeout: float) -> aiohttp.ClientSession:
@@ -310,8 +351,7 @@ class Transport:
             payload = await resp.read()
             return HTTPReply(resp.status, resp.headers, payload)
 
-    @asynccontextmanager
-    async def stream(
+    def stream(
         self,
         url: str | URL,
         body: Any,
@@ -319,11 +359,12 @@ class Transport:
         framing: str,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[StreamReply]:
+    ) -> AbstractAsyncContextManager[StreamReply]:
+        """``async with transport.stream(...) as reply``: POST ``body`` as JSON and read the reply as it comes
+        (:meth:`StreamReply.batches`); leaving the block releases the connection."""
         data = body if isinstance(body, bytes) else orjson.dumps(body)
         hdrs = {"Content-Type": "application/json", **(headers or {})}
-        async with self.session().post(url, data=data, headers=hdrs, params=params) as resp:
-            yield StreamReply(resp.status, resp.headers, resp, framing)
+        return _Streaming(self.session().post(url, data=data, headers=hdrs, params=params), framing)
 
     async def aclose(self) -> None:
         """Close the session of the running loop (call from each loop that used this transport)."""
