@@ -16,8 +16,9 @@ reasoning deltas); its event is marked ``estimated``.
 Streams travel in batches, one list of chunks per upstream read (llm_connect/_batches.py): ``astream_batches``
 is the accounted stream, ``astream`` the same chunks one by one; the per-stream deadline is awaited once per batch.
 
-Subclasses implement ``_complete`` and ``_stream`` (or ``_stream_batches``, a list per read) and may override ``count_input_tokens`` with a real
-tokenizer. The default estimate is a safe upper bound (UTF-8 bytes), so reservations never undershoot.
+Subclasses implement ``_complete`` and ``_stream`` (or ``_stream_batches``, a list per read) and may override
+``count_input_tokens`` with a real tokenizer. The default estimate is a safe upper bound (UTF-8 bytes), so
+reservations never undershoot.
 
 Embeddings (``aembed``) run the same accounting with no output side (providers/embed.py); a subclass that
 can embed sets ``supports_embeddings`` and implements ``_embed``.

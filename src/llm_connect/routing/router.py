@@ -578,9 +578,7 @@ class Router(LLMAdapter):
             return config.tracing.call("embeddings", group or config.model_name, config, work)  # type: ignore[return-value]
         return work
 
-    def _stream(
-        self, prompt: Prompt, config: RunConfig | None, group: str | None
-    ) -> AsyncIterator[list[StreamChunk]]:
+    def _stream(self, prompt: Prompt, config: RunConfig | None, group: str | None) -> AsyncIterator[list[StreamChunk]]:
         agen = self._routed_stream(prompt, config, group)
         if config is not None and config.tracing is not None:
             return config.tracing.call_stream(group or config.model_name, config, agen)
