@@ -101,7 +101,7 @@ class _SSEBatches:
     """The iterator of :func:`iter_sse_batches` (a class, not an async generator: no registration with the loop
     and no finaliser per stream)."""
 
-    __slots__ = ("content", "ended", "pending", "state", "unfinished")
+    __slots__ = ("content", "ended", "failure", "pending", "state", "unfinished")
 
     def __init__(self, content: aiohttp.StreamReader) -> None:
         self.content = content
@@ -110,12 +110,16 @@ class _SSEBatches:
         self.unfinished: list[bytes] = []
         self.pending = 0
         self.ended = False
+        #: data that is not JSON, raised once the events before it in its block are handed on
+        self.failure: ValueError | None = None
 
     def __aiter__(self) -> _SSEBatches:
         return self
 
     async def __anext__(self) -> list[tuple[str | None, Any]]:
-        state = self.state
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
         while not self.ended:
             block = await self.content.readany()
             if not block:
@@ -131,33 +135,43 @@ class _SSEBatches:
                 self.unfinished.append(block)
                 block = b"".join(self.unfinished)
             out: list[tuple[str | None, Any]] = []
-            if not state.data and state.event is None and b"\r" not in block:
-                end = block.rfind(b"\n\n")
-                if end >= 0:  # whole events: one data line each, or else line by line
-                    loads = orjson.loads
-                    for piece in block[:end].split(b"\n\n"):
-                        if piece.startswith(b"data: {") and b"\n" not in piece:
-                            out.append((None, loads(piece[6:])))
-                        else:
-                            state.lines([*piece.split(b"\n"), b""], out)
-                    block = block[end + 2 :]
-            lines = block.split(b"\n")
-            last = lines.pop()  # b"" after a final LF
-            self.unfinished, self.pending = ([last], len(last)) if last else ([], 0)
-            if lines:
-                state.lines(lines, out)
+            try:
+                self._split(block, out)
+            except ValueError as exc:
+                if not out:
+                    raise
+                self.ended, self.failure = True, exc
             if out:
                 return out
         # the body has ended: a last line without its line break, an event without its blank line
         out = []
         if self.unfinished:
-            state.lines([b"".join(self.unfinished)], out)
+            self.state.lines([b"".join(self.unfinished)], out)
             self.unfinished = []
-        if state.data:
-            state.lines([b""], out)
+        if self.state.data:
+            self.state.lines([b""], out)
         if out:
             return out
         raise StopAsyncIteration
+
+    def _split(self, block: bytes, out: list[tuple[str | None, Any]]) -> None:
+        """The events ``block`` (with an LF in it) completes, onto ``out``; what follows its last LF is kept."""
+        state = self.state
+        if not state.data and state.event is None and b"\r" not in block:
+            end = block.rfind(b"\n\n")
+            if end >= 0:  # whole events: one data line each, or else line by line
+                loads = orjson.loads
+                for piece in block[:end].split(b"\n\n"):
+                    if piece.startswith(b"data: {") and b"\n" not in piece:
+                        out.append((None, loads(piece[6:])))
+                    else:
+                        state.lines([*piece.split(b"\n"), b""], out)
+                block = block[end + 2 :]
+        lines = block.split(b"\n")
+        last = lines.pop()  # b"" after a final LF
+        self.unfinished, self.pending = ([last], len(last)) if last else ([], 0)
+        if lines:
+            state.lines(lines, out)
 
 
 class _SSEState:
