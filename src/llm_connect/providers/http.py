@@ -326,18 +326,24 @@ class HTTPAdapter(BaseAdapter):
             ) as reply:
                 if reply.status >= 400:
                     raise self._upstream_error(reply.status, await reply.read_body(), reply.headers)
+                #: nothing to do per event but decode it (no kept fields, no passthrough, usage as reported)
+                plain = kept is None and raw is None and not self.spec.reasoning_outside_output
                 async for events in reply.batches():
-                    for event, data in events:
-                        if kept is not None:
-                            kept.update(self._kept(data))
-                        if raw is not None:
-                            raw.append((event, data))
-                        for chunk in feed(event, data):
-                            if chunk.usage_so_far is not None:
-                                chunk.usage_so_far = self._usage(chunk.usage_so_far)
-                            if raw and visible(chunk):
-                                chunk.raw_events, raw = raw, []
-                            held.append(chunk)
+                    if plain:
+                        for event, data in events:
+                            held += feed(event, data)
+                    else:
+                        for event, data in events:
+                            if kept is not None:
+                                kept.update(self._kept(data))
+                            if raw is not None:
+                                raw.append((event, data))
+                            for chunk in feed(event, data):
+                                if chunk.usage_so_far is not None:
+                                    chunk.usage_so_far = self._usage(chunk.usage_so_far)
+                                if raw and visible(chunk):
+                                    chunk.raw_events, raw = raw, []
+                                held.append(chunk)
                     if held and not decoder.done:
                         out, held = held, []
                         yield out

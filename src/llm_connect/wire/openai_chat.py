@@ -176,7 +176,9 @@ class StreamDecoder(StreamState):
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta")
-            if delta:
+            if delta and len(delta) == 1 and (text := delta.get("content")):  # most deltas: one piece of text
+                out.append(self._text_chunk(text))
+            elif delta:
                 dget = delta.get
                 # reasoning text of OpenAI-compatible servers: DeepSeek and vLLM (reasoning_content), OpenRouter
                 # (reasoning)
