@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from ._batches import answer_chunks, singles
 from .errors import LLMCapabilityError, LLMTimeoutError, LLMUsageError
 from .types import LLMResponse, Prompt, RunConfig, StreamChunk
 
@@ -199,19 +200,20 @@ class LLMAdapter(ABC):  # noqa: B024 - "implement one of two" is checked in __in
     async def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
         """Text deltas; the last chunk carries usage and finish_reason.
 
-        The default for adapters without native streaming yields the whole answer as one delta.
+        The default for adapters without native streaming yields the whole answer as one delta (text, tool
+        calls, reasoning), then the final chunk (usage None when the answer reported none; see
+        :func:`~llm_connect._batches.answer_chunks`).
         """
         resp = await self.async_execute_prompt(prompt, config)
-        if resp.text or resp.reasoning:
-            yield StreamChunk(text=resp.text, model=resp.model, request_id=resp.request_id, reasoning=resp.reasoning)
-        yield StreamChunk(
-            finish_reason=resp.finish_reason,
-            usage=resp.usage,
-            model=resp.model,
-            request_id=resp.request_id,
-            cost_usd=resp.cost_usd,
-            provider_fields=resp.provider_fields,
-        )
+        for chunk in answer_chunks(resp):
+            yield chunk
+
+    def astream_batches(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[list[StreamChunk]]:
+        """The stream of :meth:`astream` a batch at a time: each list (never empty) holds the chunks one upstream
+        read produced. The gateway and the wrapping adapters (Router, RoutingPolicy) consume this, so that a
+        stream arriving in one read passes each layer once (llm_connect/_batches.py). The default batches
+        :meth:`astream` one chunk per list; adapters that read a provider's stream override it."""
+        return singles(self.astream(prompt, config))
 
     def stream(self, prompt: Prompt, config: RunConfig | None = None) -> Iterator[StreamChunk]:
         """Sync facade over :meth:`astream`; breaking out of the loop closes the stream."""

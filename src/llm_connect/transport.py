@@ -13,7 +13,7 @@ import functools
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,16 @@ from yarl import URL
 
 from .wire.eventstream import EventStreamDecoder
 
-__all__ = ["HTTPReply", "StreamReply", "Transport", "iter_eventstream", "iter_ndjson", "iter_sse"]
+__all__ = [
+    "HTTPReply",
+    "StreamReply",
+    "Transport",
+    "iter_eventstream",
+    "iter_eventstream_batches",
+    "iter_ndjson",
+    "iter_sse",
+    "iter_sse_batches",
+]
 
 _DONE = {"__done__": True}
 #: the longest line of an SSE body accepted (a provider's whole reply, images included, fits many times over)
@@ -56,57 +65,144 @@ class StreamReply:
             return iter_eventstream(self.response.content)
         return iter_sse(self.response.content)
 
+    def batches(self) -> AsyncIterator[list[tuple[str | None, Any]]]:
+        """The events a block at a time: each list holds the events one upstream read completed (SSE, the AWS
+        event stream), so a stream that arrives in one read resumes its consumer once, not once per event.
+        NDJSON is read line by line: one event per list."""
+        if self.framing == "ndjson":
+            return _singles(iter_ndjson(self.response.content))
+        if self.framing == "eventstream":
+            return iter_eventstream_batches(self.response.content)
+        return iter_sse_batches(self.response.content)
+
 
 async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
-    """Split a text/event-stream body into (event, data) pairs; data is parsed JSON.
+    """Split a text/event-stream body into (event, data) pairs; data is parsed JSON (see :func:`iter_sse_batches`)."""
+    async for batch in iter_sse_batches(content):
+        for item in batch:
+            yield item
+
+
+def iter_sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[tuple[str | None, Any]]]:
+    """Split a text/event-stream body into (event, data) pairs, a list per upstream read; data is parsed JSON.
 
     ``data: [DONE]`` (OpenAI's sentinel) is passed on as ``{"__done__": True}``. Data that is not JSON
     raises ValueError, which the adapter maps to a provider error. Lines end at LF (a CR before it is dropped).
 
-    The body is read as it arrives, block by block, and each block split at once: the events of one upstream
-    read are handed on without another read (one per line costs a buffer search and a resume each).
+    The body is read as it arrives, block by block, and each block split at once: the events one read completes
+    are handed on together (a read that completes none yields nothing), without another read. The events of a
+    block that are one ``data: {...}`` line each (OpenAI's, nearly every event of a stream) are cut at their
+    blank lines and parsed as they are; any other event goes through the line-by-line reader.
     """
-    event: str | None = None
-    data: list[bytes] = []
-    #: the pieces of a line that a later block completes (joined once, when its LF arrives)
-    unfinished: list[bytes] = []
-    pending = 0
-    while True:
-        block = await content.readany()
-        if not block:
-            break
-        if b"\n" not in block:
-            unfinished.append(block)
-            pending += len(block)
-            if pending > MAX_SSE_LINE:
-                raise ValueError(f"an SSE line longer than {MAX_SSE_LINE} bytes")
-            continue
-        if unfinished:
-            unfinished.append(block)
-            block = b"".join(unfinished)
+    return _SSEBatches(content)
+
+
+class _SSEBatches:
+    """The iterator of :func:`iter_sse_batches` (a class, not an async generator: no registration with the loop
+    and no finaliser per stream)."""
+
+    __slots__ = ("content", "ended", "failure", "pending", "state", "unfinished")
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self.content = content
+        self.state = _SSEState()
+        #: the pieces of a line that a later block completes (joined once, when its LF arrives)
+        self.unfinished: list[bytes] = []
+        self.pending = 0
+        self.ended = False
+        #: data that is not JSON, raised once the events before it in its block are handed on
+        self.failure: ValueError | None = None
+
+    def __aiter__(self) -> _SSEBatches:
+        return self
+
+    async def __anext__(self) -> list[tuple[str | None, Any]]:
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
+        while not self.ended:
+            block = await self.content.readany()
+            if not block:
+                self.ended = True
+                break
+            if b"\n" not in block:
+                self.unfinished.append(block)
+                self.pending += len(block)
+                if self.pending > MAX_SSE_LINE:
+                    raise ValueError(f"an SSE line longer than {MAX_SSE_LINE} bytes")
+                continue
+            if self.unfinished:
+                self.unfinished.append(block)
+                block = b"".join(self.unfinished)
+            out: list[tuple[str | None, Any]] = []
+            try:
+                self._split(block, out)
+            except ValueError as exc:
+                if not out:
+                    raise
+                self.ended, self.failure = True, exc
+            if out:
+                return out
+        # the body has ended: a last line without its line break, an event without its blank line
+        out = []
+        if self.unfinished:
+            self.state.lines([b"".join(self.unfinished)], out)
+            self.unfinished = []
+        if self.state.data:
+            self.state.lines([b""], out)
+        if out:
+            return out
+        raise StopAsyncIteration
+
+    def _split(self, block: bytes, out: list[tuple[str | None, Any]]) -> None:
+        """The events ``block`` (with an LF in it) completes, onto ``out``; what follows its last LF is kept."""
+        state = self.state
+        if not state.data and state.event is None and b"\r" not in block:
+            end = block.rfind(b"\n\n")
+            if end >= 0:  # whole events: one data line each, or else line by line
+                loads = orjson.loads
+                for piece in block[:end].split(b"\n\n"):
+                    if piece.startswith(b"data: {") and b"\n" not in piece:
+                        out.append((None, loads(piece[6:])))
+                    else:
+                        state.lines([*piece.split(b"\n"), b""], out)
+                block = block[end + 2 :]
         lines = block.split(b"\n")
         last = lines.pop()  # b"" after a final LF
-        unfinished, pending = ([last], len(last)) if last else ([], 0)
+        self.unfinished, self.pending = ([last], len(last)) if last else ([], 0)
+        if lines:
+            state.lines(lines, out)
+
+
+class _SSEState:
+    """The line-by-line SSE reader: the event name and data lines of the event being read."""
+
+    __slots__ = ("data", "event")
+
+    def __init__(self) -> None:
+        self.event: str | None = None
+        self.data: list[bytes] = []
+
+    def lines(self, lines: list[bytes], out: list[tuple[str | None, Any]]) -> None:
+        """Read ``lines`` (without their LF); each event a blank line completes is appended to ``out``."""
         for raw in lines:
             line = raw.rstrip(b"\r")
             if not line:
+                data = self.data
                 if data:
                     payload = b"\n".join(data) if len(data) > 1 else data[0]
-                    yield event, (_DONE if payload == b"[DONE]" else orjson.loads(payload))
-                event, data = None, []
+                    out.append((self.event, _DONE if payload == b"[DONE]" else orjson.loads(payload)))
+                self.event, self.data = None, []
             elif line.startswith(b"data:"):
-                data.append(line[5:].lstrip(b" ") if len(line) > 5 else b"")
+                self.data.append(line[5:].lstrip(b" ") if len(line) > 5 else b"")
             elif line.startswith(b"event:"):
-                event = line[6:].strip().decode()
+                self.event = line[6:].strip().decode()
             # comments (":") and other fields (id:, retry:) are ignored
-    line = b"".join(unfinished).rstrip(b"\r")  # a body that ends without its final line break
-    if line.startswith(b"data:"):
-        data.append(line[5:].lstrip(b" ") if len(line) > 5 else b"")
-    elif line.startswith(b"event:"):
-        event = line[6:].strip().decode()
-    if data:
-        payload = b"\n".join(data)
-        yield event, (_DONE if payload == b"[DONE]" else orjson.loads(payload))
+
+
+async def _singles(events: AsyncIterator[tuple[str | None, Any]]) -> AsyncIterator[list[tuple[str | None, Any]]]:
+    async for item in events:
+        yield [item]
 
 
 async def iter_ndjson(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
@@ -119,24 +215,53 @@ async def iter_ndjson(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str 
 
 async def iter_eventstream(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
     """Split an AWS event stream (``application/vnd.amazon.eventstream``, Bedrock's ConverseStream) into
-    (``:event-type``, parsed JSON payload) pairs, CRC-checked as the bytes arrive. An exception message is
-    ``("exception", {"__type": <:exception-type>, **payload})``, an error message
+    (``:event-type``, parsed JSON payload) pairs (see :func:`iter_eventstream_batches`)."""
+    async for batch in iter_eventstream_batches(content):
+        for item in batch:
+            yield item
+
+
+async def iter_eventstream_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[tuple[str | None, Any]]]:
+    """Split an AWS event stream (``application/vnd.amazon.eventstream``, Bedrock's ConverseStream) into
+    (``:event-type``, parsed JSON payload) pairs, a list per upstream read, CRC-checked as the bytes arrive. An
+    exception message is ``("exception", {"__type": <:exception-type>, **payload})``, an error message
     ``("exception", {"__type": <:error-code>, "message": <:error-message>})``. A corrupted or cut message raises
     :class:`~llm_connect.wire.eventstream.EventStreamError` (a ValueError), which the adapter maps."""
     decoder = EventStreamDecoder()
     async for data in content.iter_any():
+        out: list[tuple[str | None, Any]] = []
         for message in decoder.feed(data):
             kind = message.message_type
             payload = orjson.loads(message.payload) if message.payload else {}
             if kind == "event":
-                yield message.header(":event-type"), payload
+                out.append((message.header(":event-type"), payload))
             elif kind == "exception":
                 body = payload if isinstance(payload, dict) else {"message": str(payload)}
-                yield "exception", {**body, "__type": message.header(":exception-type") or ""}
+                out.append(("exception", {**body, "__type": message.header(":exception-type") or ""}))
             elif kind == "error":
                 code, text = message.header(":error-code") or "", message.header(":error-message") or ""
-                yield "exception", {"__type": code, "message": text}
+                out.append(("exception", {"__type": code, "message": text}))
+        if out:
+            yield out
     decoder.close()
+
+
+class _Streaming:
+    """The context manager of :meth:`Transport.stream` (a class: an async generator would also be registered
+    with the loop and finalised, on every stream)."""
+
+    __slots__ = ("_framing", "_request")
+
+    def __init__(self, request: Any, framing: str) -> None:
+        self._request = request
+        self._framing = framing
+
+    async def __aenter__(self) -> StreamReply:
+        resp = await self._request.__aenter__()
+        return StreamReply(resp.status, resp.headers, resp, self._framing)
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._request.__aexit__(*exc)
 
 
 def _default_session(limit: int, connect_timeout: float) -> aiohttp.ClientSession:
@@ -240,8 +365,7 @@ class Transport:
             payload = await resp.read()
             return HTTPReply(resp.status, resp.headers, payload)
 
-    @asynccontextmanager
-    async def stream(
+    def stream(
         self,
         url: str | URL,
         body: Any,
@@ -249,11 +373,12 @@ class Transport:
         framing: str,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[StreamReply]:
+    ) -> AbstractAsyncContextManager[StreamReply]:
+        """``async with transport.stream(...) as reply``: POST ``body`` as JSON and read the reply as it comes
+        (:meth:`StreamReply.batches`); leaving the block releases the connection."""
         data = body if isinstance(body, bytes) else orjson.dumps(body)
         hdrs = {"Content-Type": "application/json", **(headers or {})}
-        async with self.session().post(url, data=data, headers=hdrs, params=params) as resp:
-            yield StreamReply(resp.status, resp.headers, resp, framing)
+        return _Streaming(self.session().post(url, data=data, headers=hdrs, params=params), framing)
 
     async def aclose(self) -> None:
         """Close the session of the running loop (call from each loop that used this transport)."""

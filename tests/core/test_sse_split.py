@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp import web
 
-from llm_connect.transport import iter_sse
+from llm_connect.transport import iter_sse, iter_sse_batches
 
 EVENTS = [
     (None, {"n": 1, "text": "héllo"}),
@@ -29,6 +31,24 @@ BODY = (
 
 
 async def _events(pieces: list[bytes]) -> list[tuple[str | None, object]]:
+    return await _read(pieces, lambda content: _all(iter_sse(content)))
+
+
+async def _all(items: Any) -> list[Any]:
+    return [item async for item in items]
+
+
+async def _batches_until_failure(content: aiohttp.StreamReader) -> tuple[list[Any], BaseException | None]:
+    got = []
+    try:
+        async for batch in iter_sse_batches(content):
+            got.append(batch)
+    except ValueError as exc:
+        return got, exc
+    return got, None
+
+
+async def _read(pieces: list[bytes], read: Callable[[aiohttp.StreamReader], Awaitable[Any]]) -> Any:
     async def handler(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -47,7 +67,7 @@ async def _events(pieces: list[bytes]) -> list[tuple[str | None, object]]:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         async with aiohttp.ClientSession() as s, s.post(f"http://127.0.0.1:{port}/") as r:
-            return [e async for e in iter_sse(r.content)]
+            return await read(r.content)
     finally:
         await runner.cleanup()
 
@@ -84,3 +104,9 @@ async def test_a_line_longer_than_the_limit_raises(monkeypatch) -> None:
     assert await _events([b'data: {"a":"' + b"x" * 900 + b'"}\n\n']) == [(None, {"a": "x" * 900})]
     with pytest.raises(ValueError, match="longer than 1000"):
         await _events([b'data: {"a":"', b"x" * 600, b"x" * 600, b'"}\n\n'])
+
+
+async def test_the_events_of_a_read_before_data_that_is_not_json_are_handed_on_first() -> None:
+    got, failure = await _read([b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: {not json\n\n'], _batches_until_failure)
+    assert got == [[(None, {"a": 1}), (None, {"b": 2})]]  # one read, one batch: then the error
+    assert isinstance(failure, orjson.JSONDecodeError)

@@ -1,5 +1,6 @@
-"""How a stream reaches the client: the events of chunks at hand leave in one write, and a hang-up while a
-write is blocked (the client stopped reading) still ends the upstream stream and settles it.
+"""How a stream reaches the client: the events of chunks at hand leave in one write, and a hang-up — while a
+write is blocked (the client stopped reading) or while the upstream is awaited — still ends the upstream stream
+and settles it: one ledger row, the request counted as a 499.
 
 The gateway app is driven over ASGI in this process (the test plays the server: it sees every write), against
 the shipped mock server over loopback."""
@@ -58,6 +59,33 @@ def _row(db: Path, agent: str) -> tuple[Any, ...] | None:
         conn.close()
 
 
+async def _slow_stream(mock: Any, tmp_path: Path, kind: str) -> tuple[Any, bytes, str]:
+    """A started app whose upstream streams 40 words a frame every 50 ms (2 s), the request's body and its agent tag."""
+    import orjson
+
+    tag = f"{kind}-{time.time_ns()}"
+    mock.script(MockReply(model="solo", text=" ".join(f"w{i}" for i in range(40)), chunk_delay=0.05))
+    app = _app(mock, tmp_path)
+    await app.startup()
+    body = orjson.dumps({"model": "solo", "messages": MSG, "stream": True, "agent": tag, "max_tokens": 300})
+    return app, body, tag
+
+
+def _hanging_up(body: bytes, gone: Any) -> Any:
+    """An ASGI receive: the request's body, then a disconnect once ``gone()`` returns."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
 async def test_chunks_at_hand_leave_in_one_write(mock, tmp_path) -> None:
     import orjson
 
@@ -67,15 +95,7 @@ async def test_chunks_at_hand_leave_in_one_write(mock, tmp_path) -> None:
     await app.startup()
     body = orjson.dumps({"model": "solo", "messages": MSG, "stream": True, "agent": "one-write"})
     writes: list[bytes] = []
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()
-        return {"type": "http.disconnect"}
+    receive = _hanging_up(body, asyncio.Event().wait)  # the client stays
 
     async def send(msg: dict[str, Any]) -> None:
         if msg["type"] == "http.response.body" and msg.get("body"):
@@ -95,25 +115,15 @@ async def test_chunks_at_hand_leave_in_one_write(mock, tmp_path) -> None:
 
 
 async def test_a_hang_up_during_a_blocked_write_settles_the_stream(mock, tmp_path) -> None:
-    import orjson
-
-    tag = f"blocked-{time.time_ns()}"
-    mock.script(MockReply(model="solo", text=" ".join(f"w{i}" for i in range(40)), chunk_delay=0.05))
-    app = _app(mock, tmp_path)
-    await app.startup()
-    body = orjson.dumps({"model": "solo", "messages": MSG, "stream": True, "agent": tag, "max_tokens": 300})
-    sent = False
+    app, body, tag = await _slow_stream(mock, tmp_path, "blocked")
     writes = 0
     blocked = asyncio.Event()
 
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await blocked.wait()  # the client stops reading, then hangs up
+    async def stop_reading_then_hang_up() -> None:
+        await blocked.wait()
         await asyncio.sleep(0.2)
-        return {"type": "http.disconnect"}
+
+    receive = _hanging_up(body, stop_reading_then_hang_up)
 
     async def send(msg: dict[str, Any]) -> None:
         nonlocal writes
@@ -136,3 +146,36 @@ async def test_a_hang_up_during_a_blocked_write_settles_the_stream(mock, tmp_pat
     output_tokens, streamed = row
     assert streamed == 1 and 0 < output_tokens < 40  # billed what was produced, not the whole answer
     assert time.perf_counter() - t0 < 5  # the upstream stream was stopped, not read to its end (2 s)
+
+
+async def test_a_hang_up_while_the_upstream_is_awaited_is_a_499_with_one_ledger_row(mock, tmp_path) -> None:
+    app, body, tag = await _slow_stream(mock, tmp_path, "gone")
+    wrote = asyncio.Event()
+    receive = _hanging_up(body, wrote.wait)  # the client reads the first events, then goes away mid-stream
+
+    async def send(msg: dict[str, Any]) -> None:
+        if msg["type"] == "http.response.body" and msg.get("body"):
+            wrote.set()
+
+    t0 = time.perf_counter()
+    try:
+        await asyncio.wait_for(app(_scope(body), receive, send), 10)
+        db = tmp_path / "usage.sqlite3"
+        conn = sqlite3.connect(db)
+        try:
+            rows = conn.execute("SELECT output_tokens, streamed, estimated FROM llm_usage WHERE agent = ?", (tag,))
+            rows = rows.fetchall()
+        finally:
+            conn.close()
+        metrics = app.engine.metrics
+        assert metrics is not None
+        gone = metrics.registry.get_sample_value(
+            "llm_gateway_requests_total", {"route": "/v1/chat/completions", "status": "499"}
+        )
+    finally:
+        await app.engine.aclose()
+    assert gone == 1
+    assert len(rows) == 1, "exactly one ledger row for the stream the client left"
+    output_tokens, streamed, estimated = rows[0]
+    assert streamed == 1 and estimated == 1 and 0 < output_tokens < 40  # billed what was produced
+    assert time.perf_counter() - t0 < 1.5  # the upstream stream was stopped, not read to its end (2 s)

@@ -13,8 +13,12 @@ provider's final usage is billed, per token kind, the larger of the usage the pr
 (``StreamChunk.usage_so_far``) and an upper-bound estimate of what was seen (prompt, text, tool-call and
 reasoning deltas); its event is marked ``estimated``.
 
-Subclasses implement ``_complete`` and ``_stream`` and may override ``count_input_tokens`` with a real
-tokenizer. The default estimate is a safe upper bound (UTF-8 bytes), so reservations never undershoot.
+Streams travel in batches, one list of chunks per upstream read (llm_connect/_batches.py): ``astream_batches``
+is the accounted stream, ``astream`` the same chunks one by one; the per-stream deadline is awaited once per batch.
+
+Subclasses implement ``_complete`` and ``_stream`` (or ``_stream_batches``, a list per read) and may override
+``count_input_tokens`` with a real tokenizer. The default estimate is a safe upper bound (UTF-8 bytes), so
+reservations never undershoot.
 
 Embeddings (``aembed``) run the same accounting with no output side (providers/embed.py); a subclass that
 can embed sets ``supports_embeddings`` and implements ``_embed``.
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .._batches import answer_chunks, flatten, singles
 from .._timeout import Deadline, Timeout
 from ..adapter import LLMAdapter
 from ..embeddings import embedding_bound
@@ -103,24 +108,15 @@ class BaseAdapter(LLMAdapter):
         self, messages: list[Message], config: RunConfig, max_tokens: int | None
     ) -> AsyncIterator[StreamChunk]:
         """Default for providers that cannot stream: the whole answer as one delta, then the usage chunk."""
-        resp = await self._complete(messages, config, max_tokens)
-        if resp.text or resp.tool_calls or resp.reasoning:
-            yield StreamChunk(
-                text=resp.text,
-                tool_calls=resp.tool_calls,
-                model=resp.model,
-                request_id=resp.request_id,
-                reasoning=resp.reasoning,
-            )
-        yield StreamChunk(
-            finish_reason=resp.finish_reason,
-            usage=resp.usage if resp.usage != Usage() else None,
-            model=resp.model,
-            request_id=resp.request_id,
-            cost_usd=resp.cost_usd,
-            service_tier=resp.service_tier,
-            provider_fields=resp.provider_fields,
-        )
+        for chunk in answer_chunks(await self._complete(messages, config, max_tokens)):
+            yield chunk
+
+    def _stream_batches(
+        self, messages: list[Message], config: RunConfig, max_tokens: int | None
+    ) -> AsyncIterator[list[StreamChunk]]:
+        """The provider's stream a batch per upstream read (never an empty list). Default: :meth:`_stream`'s
+        chunks one per list; an adapter that reads a provider's stream in blocks (HTTPAdapter) overrides this."""
+        return singles(self._stream(messages, config, max_tokens))
 
     def count_input_tokens(self, messages: list[Message], config: RunConfig) -> int:
         """Tokens the prompt will cost at most, cheaply. Override with an exact tokenizer where there is one."""
@@ -296,38 +292,43 @@ class BaseAdapter(LLMAdapter):
         return resp
 
     def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
-        """The accounted stream; under its span when the config carries a Tracing."""
+        """The accounted stream, chunk by chunk (:meth:`astream_batches` flattened)."""
+        return flatten(self.astream_batches(prompt, config))
+
+    def astream_batches(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[list[StreamChunk]]:
+        """The accounted stream a batch per upstream read; under its span when the config carries a Tracing."""
         if config is not None and config.tracing is not None:
             return config.tracing.attempt_stream(self, config, lambda cfg: self._astream(prompt, cfg))
         return self._astream(prompt, config)
 
-    async def _astream(self, prompt: Prompt, config: RunConfig | None) -> AsyncIterator[StreamChunk]:
+    async def _astream(self, prompt: Prompt, config: RunConfig | None) -> AsyncIterator[list[StreamChunk]]:
         cfg = config if config is not None else RunConfig()
         messages = normalize_messages(prompt, cfg.system_prompt)
         max_tokens, res, est_in = await self._begin(messages, cfg)
         cap = self._cap(cfg)
         tally = _StreamTally(self, cfg, messages, res, est_in, max_tokens)
-        # the cap covers the provider's stream, not the time the caller takes between chunks
+        # the cap covers the provider's stream, not the time the caller takes between batches
         deadline = Deadline(None if cap is None else asyncio.get_running_loop().time() + cap)
-        agen: AsyncIterator[StreamChunk] | None = None
+        agen: AsyncIterator[list[StreamChunk]] | None = None
         try:
-            agen = self._stream(messages, cfg, max_tokens)
+            agen = self._stream_batches(messages, cfg, max_tokens)
             while True:
                 try:
-                    chunk = await deadline.run(anext(agen))
+                    batch = await deadline.run(anext(agen))
                 except StopAsyncIteration:
                     break
-                tally.see(chunk)
-                if chunk.usage is not None:
-                    # the final chunk: settle and record it BEFORE the caller sees it, so a stream whose
-                    # end reached the caller is always accounted
-                    chunk.model = chunk.model or self.model
-                    if chunk.cost_usd is None:
-                        chunk.cost_usd = self.price(chunk.usage, chunk.model, service_tier=chunk.service_tier)
-                    await tally.settle(chunk)
-                elif not (chunk.text or chunk.tool_calls or chunk.reasoning or chunk.finish_reason):
-                    continue  # only the running usage: the tally has it, the caller has nothing to see
-                yield chunk
+                shown = tally.see(batch)
+                final = tally.final
+                if final is not None:
+                    # the final chunk: settle and record it BEFORE the caller sees it (and the chunks of its
+                    # batch), so a stream whose end reached the caller is always accounted
+                    tally.final = None
+                    final.model = final.model or self.model
+                    if final.cost_usd is None and final.usage is not None:
+                        final.cost_usd = self.price(final.usage, final.model, service_tier=final.service_tier)
+                    await tally.settle(final)
+                if shown:
+                    yield shown
             if not tally.settled:
                 # the provider ended the stream without usage (e.g. a server that ignores include_usage):
                 # the last chunk still carries usage, an estimate from above, settled before it is seen
@@ -339,7 +340,7 @@ class BaseAdapter(LLMAdapter):
                     cost_usd=self._estimate_cost(usage, cfg),
                 )
                 await tally.settle(final, estimated=True)
-                yield final
+                yield [final]
         except BaseException as exc:
             err = self._error(exc, cap)
             if not tally.settled:
@@ -439,6 +440,7 @@ class _StreamTally:
         "adapter",
         "cfg",
         "est_in",
+        "final",
         "finish_reason",
         "max_tokens",
         "messages",
@@ -474,23 +476,39 @@ class _StreamTally:
         self.reported: Usage | None = None
         self.finish_reason: str | None = None
         self.request_id: str | None = None
+        #: the chunk with the provider's usage a batch brought, until it is settled
+        self.final: StreamChunk | None = None
         #: the settlement has begun (it then always runs to its end)
         self.settled = False
 
-    def see(self, chunk: StreamChunk) -> None:
-        if chunk.text:
-            self.text.append(chunk.text)
-        if chunk.tool_calls:  # tool-call argument deltas: billed as output too
-            self.tool_bytes += len(orjson.dumps(chunk.tool_calls))
-        if chunk.reasoning:
-            self.reasoning_bytes += estimate_tokens(chunk.reasoning)
-        if chunk.usage_so_far is not None:
-            so_far = chunk.usage_so_far
-            self.reported = so_far if self.reported is None else _larger(self.reported, so_far)
-        if chunk.finish_reason:
-            self.finish_reason = chunk.finish_reason
-        if chunk.request_id:
-            self.request_id = chunk.request_id
+    def see(self, batch: list[StreamChunk]) -> list[StreamChunk]:
+        """Tally a batch; the chunks of it the caller is shown (``batch`` itself unless some carry only the
+        running usage: the tally has it, the caller has nothing to see). A chunk with the provider's usage (the
+        final one) is left in :attr:`final` to be settled."""
+        shown: list[StreamChunk] | None = None  # made only when a chunk is left out
+        for i, chunk in enumerate(batch):
+            if chunk.text:
+                self.text.append(chunk.text)
+            if chunk.tool_calls:  # tool-call argument deltas: billed as output too
+                self.tool_bytes += len(orjson.dumps(chunk.tool_calls))
+            if chunk.reasoning:
+                self.reasoning_bytes += estimate_tokens(chunk.reasoning)
+            if chunk.usage_so_far is not None:
+                so_far = chunk.usage_so_far
+                self.reported = so_far if self.reported is None else _larger(self.reported, so_far)
+            if chunk.finish_reason:
+                self.finish_reason = chunk.finish_reason
+            if chunk.request_id:
+                self.request_id = chunk.request_id
+            if chunk.usage is not None:
+                self.final = chunk
+            elif not (chunk.text or chunk.tool_calls or chunk.reasoning or chunk.finish_reason):
+                if shown is None:
+                    shown = batch[:i]
+                continue
+            if shown is not None:
+                shown.append(chunk)
+        return batch if shown is None else shown
 
     def estimate(self) -> Usage:
         """Per token kind, the larger of what the provider reported so far and an upper bound of what was

@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from .._batches import visible
 from .._timeout import Timeout
 from ..embeddings import EmbeddingResponse
 from ..errors import LLMConfigurationError, LLMError, LLMProviderUnavailableError, LLMTimeoutError
@@ -303,15 +304,21 @@ class HTTPAdapter(BaseAdapter):
             provider_fields=self._kept(data) or None,
         )
 
-    async def _stream(
+    async def _stream_batches(
         self, messages: list[Message], config: RunConfig, max_tokens: int | None
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncIterator[list[StreamChunk]]:
+        """The upstream's stream, the chunks of one read per list. The list in which the codec reaches its
+        terminal event (OpenAI's finish_reason or ``[DONE]``, Anthropic's ``message_stop``) is held until the
+        body ends, and the final chunk (usage, finish reason) joins it: a stream that arrives in one read is one
+        list. Only what follows the terminal event (the usage chunk, ``[DONE]``) can be waited for."""
         url, body, headers, query = self._prepare(messages, config, max_tokens, stream=True)
         decoder = self._wire.StreamDecoder()
         #: passthrough: the upstream's events not yet handed on (see StreamChunk.raw_events)
         raw: list[tuple[str | None, dict[str, Any]]] | None = [] if self._speaks(config) else None
         #: reply fields the provider row keeps (Perplexity citations), gathered over the events
         kept: dict[str, Any] | None = {} if self.spec.keep_fields else None
+        feed = decoder.feed
+        held: list[StreamChunk] = []
         try:
             target, data, headers, query = await self._outgoing(url, body, headers, query, config)
             async with self._transport.stream(
@@ -319,34 +326,57 @@ class HTTPAdapter(BaseAdapter):
             ) as reply:
                 if reply.status >= 400:
                     raise self._upstream_error(reply.status, await reply.read_body(), reply.headers)
-                async for event, data in reply.events():
-                    if kept is not None:
-                        kept.update(self._kept(data))
-                    if raw is not None:
-                        raw.append((event, data))
-                    for chunk in decoder.feed(event, data):
-                        if chunk.usage_so_far is not None:
-                            chunk.usage_so_far = self._usage(chunk.usage_so_far)
-                        if raw and _shown(chunk):
-                            chunk.raw_events, raw = raw, []
-                        yield chunk
+                #: nothing to do per event but decode it (no kept fields, no passthrough, usage as reported)
+                plain = kept is None and raw is None and not self.spec.reasoning_outside_output
+                async for events in reply.batches():
+                    if plain:
+                        for event, data in events:
+                            held += feed(event, data)
+                    else:
+                        for event, data in events:
+                            if kept is not None:
+                                kept.update(self._kept(data))
+                            if raw is not None:
+                                raw.append((event, data))
+                            for chunk in feed(event, data):
+                                if chunk.usage_so_far is not None:
+                                    chunk.usage_so_far = self._usage(chunk.usage_so_far)
+                                if raw and visible(chunk):
+                                    chunk.raw_events, raw = raw, []
+                                held.append(chunk)
+                    if held and not decoder.done:
+                        out, held = held, []
+                        yield out
             final = decoder.finish()
             if final.usage is not None:
                 final.usage = self._usage(final.usage)
             if raw:
                 final.raw_events = raw
             final.provider_fields = kept or None
-            yield final
-        except LLMError as err:
-            err.provider, err.model = self.provider, self.model
-            raise
-        except _NETWORK_ERRORS as exc:
-            # "from None": aiohttp errors may carry the request's headers (the key) in their repr
-            raise self._network_error(exc) from None
-        except Exception as exc:  # malformed event data
-            raise LLMProviderUnavailableError(
-                f"malformed stream event: {type(exc).__name__}: {exc}", provider=self.provider, model=self.model
-            ) from exc
+            held.append(final)
+            out, held = held, []
+            yield out
+        except Exception as exc:
+            err = self._stream_error(exc)
+            if held:  # what was read before the failure reaches the caller (and the stream's accounting) first
+                out, held = held, []
+                yield out
+            if err is exc:
+                raise
+            # "from None" for network errors: aiohttp errors may carry the request's headers (the key) in their repr
+            raise err from (None if isinstance(exc, _NETWORK_ERRORS) else exc)
+
+    def _stream_error(self, exc: Exception) -> LLMError:
+        """A failure of a stream as an LLMError of this provider: the codec's (an error event), the network's,
+        or malformed event data."""
+        if isinstance(exc, LLMError):
+            exc.provider, exc.model = self.provider, self.model
+            return exc
+        if isinstance(exc, _NETWORK_ERRORS):
+            return self._network_error(exc)
+        return LLMProviderUnavailableError(
+            f"malformed stream event: {type(exc).__name__}: {exc}", provider=self.provider, model=self.model
+        )
 
     # -- embeddings ----------------------------------------------------------------------------------
     async def _post_json(self, req: WireRequest, config: RunConfig) -> tuple[Any, Mapping[str, str]]:
@@ -439,9 +469,3 @@ def _request_id(headers: Mapping[str, str]) -> str | None:
     """The upstream's request id header: ``x-request-id`` (OpenAI), ``request-id`` (Anthropic) or
     ``x-amzn-RequestId`` (AWS)."""
     return headers.get("x-request-id") or headers.get("request-id") or headers.get("x-amzn-requestid")
-
-
-def _shown(chunk: StreamChunk) -> bool:
-    """Whether BaseAdapter.astream hands ``chunk`` on (it drops the chunks that only carry running usage), so
-    the raw events riding on it reach the caller."""
-    return bool(chunk.usage is not None or chunk.text or chunk.tool_calls or chunk.reasoning or chunk.finish_reason)

@@ -34,6 +34,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._batches import flatten
 from ..adapter import LLMAdapter
 from ..errors import LLMConfigurationError
 from ..types import LLMResponse, Prompt, RunConfig, StreamChunk
@@ -203,13 +204,18 @@ class ResolvedRoute(LLMAdapter):
     async def async_execute_prompt(self, prompt: Prompt, config: RunConfig | None = None) -> LLMResponse:
         return await self.inner.async_execute_prompt(prompt, self._cfg(config))
 
-    async def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
-        agen = self.inner.astream(prompt, self._cfg(config))
+    def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
+        return flatten(self.astream_batches(prompt, config))
+
+    async def astream_batches(
+        self, prompt: Prompt, config: RunConfig | None = None
+    ) -> AsyncIterator[list[StreamChunk]]:
+        agen = self.inner.astream_batches(prompt, self._cfg(config))
         try:
-            async for chunk in agen:
-                yield chunk
+            async for batch in agen:
+                yield batch
         finally:
-            await agen.aclose()
+            await agen.aclose()  # type: ignore[attr-defined]
 
     async def aembed(
         self, texts: EmbeddingInput, config: RunConfig | None = None, *, dimensions: int | None = None
@@ -646,14 +652,21 @@ class RoutingPolicy(LLMAdapter):
         cfg = config if config is not None else RunConfig()
         return await self._resolve(self._context(cfg)).async_execute_prompt(prompt, cfg)
 
-    async def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
+    def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
+        return flatten(self.astream_batches(prompt, config))
+
+    async def astream_batches(
+        self, prompt: Prompt, config: RunConfig | None = None
+    ) -> AsyncIterator[list[StreamChunk]]:
+        """The stream of the chain the call's rule picks, a batch per upstream read (resolved at the first step:
+        a refusal comes out of the stream, as any stream's error)."""
         cfg = config if config is not None else RunConfig()
-        agen = self._resolve(self._context(cfg)).astream(prompt, cfg)
+        agen = self._resolve(self._context(cfg)).astream_batches(prompt, cfg)
         try:
-            async for chunk in agen:
-                yield chunk
+            async for batch in agen:
+                yield batch
         finally:
-            await agen.aclose()
+            await agen.aclose()  # type: ignore[attr-defined]
 
     async def aembed(
         self, texts: EmbeddingInput, config: RunConfig | None = None, *, dimensions: int | None = None

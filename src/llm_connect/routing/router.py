@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._batches import flatten
 from ..adapter import LLMAdapter
 from ..errors import LLMConfigurationError, LLMError, LLMInvalidRequestError, LLMProviderUnavailableError
 from ..types import LLMResponse, Message, Prompt, RunConfig, StreamChunk
@@ -181,6 +182,9 @@ class _GroupView(LLMAdapter):
         return self.router._execute(prompt, config, self.model)
 
     def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
+        return flatten(self.router._stream(prompt, config, self.model))
+
+    def astream_batches(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[list[StreamChunk]]:
         return self.router._stream(prompt, config, self.model)
 
     def aembed(
@@ -503,9 +507,12 @@ class Router(LLMAdapter):
     def astream(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[StreamChunk]:
         """Stream from the first deployment that produces text. Before the first text chunk a failure moves
         on to the next deployment (nothing has reached the caller); after it, the stream ends with
-        LLMProviderUnavailableError ("stream failed after N chunks").
+        LLMProviderUnavailableError ("stream failed after N chunks")."""
+        return flatten(self._stream(prompt, config, None))
 
-        Returns the stream itself (an async generator): no extra generator layer on every chunk."""
+    def astream_batches(self, prompt: Prompt, config: RunConfig | None = None) -> AsyncIterator[list[StreamChunk]]:
+        """:meth:`astream` a batch per upstream read (see LLMAdapter.astream_batches). Returns the stream itself
+        (an async generator): no extra generator layer on every batch."""
         return self._stream(prompt, config, None)
 
     def _execute(self, prompt: Prompt, config: RunConfig | None, group: str | None) -> Coroutine[Any, Any, LLMResponse]:
@@ -571,7 +578,7 @@ class Router(LLMAdapter):
             return config.tracing.call("embeddings", group or config.model_name, config, work)  # type: ignore[return-value]
         return work
 
-    def _stream(self, prompt: Prompt, config: RunConfig | None, group: str | None) -> AsyncIterator[StreamChunk]:
+    def _stream(self, prompt: Prompt, config: RunConfig | None, group: str | None) -> AsyncIterator[list[StreamChunk]]:
         agen = self._routed_stream(prompt, config, group)
         if config is not None and config.tracing is not None:
             return config.tracing.call_stream(group or config.model_name, config, agen)
@@ -579,7 +586,10 @@ class Router(LLMAdapter):
 
     async def _routed_stream(
         self, prompt: Prompt, config: RunConfig | None, group: str | None
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncIterator[list[StreamChunk]]:
+        """The routed stream in batches: the batches before the first text or tool-call chunk are held (a failure
+        there moves on to the next deployment, nothing has reached the caller) and go out with the batch that
+        brings it."""
         call = self._call(config, stream=True, group=group)
         while (picked := await call.next_attempt()) is not None:
             node, st, probe = picked
@@ -591,24 +601,23 @@ class Router(LLMAdapter):
             tokens = 0
             agen = None
             try:
-                agen = node.adapter().astream(prompt, call.config_for(node))
-                async for chunk in agen:
-                    if chunk.usage is not None:
-                        tokens = chunk.usage.total_tokens
+                agen = node.adapter().astream_batches(prompt, call.config_for(node))
+                async for batch in agen:
+                    last = batch[-1]
+                    if last.usage is not None:
+                        tokens = last.usage.total_tokens
                     if not started:
-                        if not (chunk.text or chunk.tool_calls):
-                            held.append(chunk)
+                        if not any(c.text or c.tool_calls for c in batch):
+                            held += batch
                             continue
                         started = True
                         node.observe(time.perf_counter() - t0, self._alpha, first_token=True)
-                        for h in held:
-                            sent += 1
-                            yield h
-                        held.clear()
-                    sent += 1
-                    yield chunk
-                for h in held:  # an answer without text: only the final chunk(s)
-                    yield h
+                        if held:
+                            batch, held = held + batch, []
+                    sent += len(batch)
+                    yield batch
+                if held:  # an answer without text: only the final chunk(s)
+                    yield held
             except LLMError as exc:
                 if not started:
                     if await call.failed(node, exc, t0, probe):
@@ -628,7 +637,7 @@ class Router(LLMAdapter):
             finally:
                 node.in_flight -= 1
                 if agen is not None:
-                    await agen.aclose()
+                    await agen.aclose()  # type: ignore[attr-defined]
             await call.succeeded(node, st, tokens, probe)
             return
         raise await call.exhausted()

@@ -461,24 +461,26 @@ class Engine:
             await self.limiter.add_tokens(prep.principal.scopes, resp.usage.total_tokens)
         return resp
 
-    async def stream(self, prep: Prepared) -> AsyncIterator[StreamChunk]:
-        """Stream a prepared call. Errors come out as ApiError; closing the iterator closes the upstream
-        stream and settles the budget on what was produced."""
+    async def stream(self, prep: Prepared) -> AsyncIterator[list[StreamChunk]]:
+        """Stream a prepared call, a list of chunks per upstream read (``LLMAdapter.astream_batches``). Errors
+        come out as ApiError; closing the iterator closes the upstream stream and settles the budget on what was
+        produced."""
         assert self.limiter is not None
-        agen = prep.target.adapter.astream(prep.prompt, prep.config)
+        agen = prep.target.adapter.astream_batches(prep.prompt, prep.config)
         tokens = 0
         try:
             with Timeout(self._guard(prep)):
-                async for chunk in agen:
-                    if chunk.usage is not None:
-                        tokens = chunk.usage.total_tokens
-                    yield chunk
+                async for batch in agen:
+                    usage = batch[-1].usage  # the final chunk, the one with usage, ends its batch
+                    if usage is not None:
+                        tokens = usage.total_tokens
+                    yield batch
         except TimeoutError as exc:
             raise self._failed(prep, LLMTimeoutError(f"no answer within {self._guard(prep):g} s")) from exc
         except (LLMError, ValueError, TypeError) as exc:
             raise self._failed(prep, exc) from exc
         finally:
-            await agen.aclose()
+            await agen.aclose()  # type: ignore[attr-defined]
             if prep.principal.scopes and tokens:
                 await self.limiter.add_tokens(prep.principal.scopes, tokens)
 

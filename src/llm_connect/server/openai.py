@@ -202,6 +202,9 @@ class _Chunks:
         return self._event({"role": "assistant", "content": ""})
 
     def chunk(self, chunk: StreamChunk) -> bytes:
+        text = chunk.text
+        if text and not (chunk.reasoning or chunk.tool_calls or chunk.provider_fields):  # most chunks: text alone
+            return self.head + b'{"content":' + orjson.dumps(text) + b"}" + self.tail
         delta: dict[str, Any] = {}
         if chunk.reasoning:
             delta["reasoning_content"] = chunk.reasoning

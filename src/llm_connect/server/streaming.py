@@ -5,24 +5,25 @@ with its own :class:`StreamEncoder`. What they share lives here once:
 
 * an error before the first chunk (a budget refusal, every deployment down) is a plain JSON error answer in
   the protocol's shape, not a stream;
-* the response starts with the first chunk; a task watches for the client going away, and a hang-up cancels
-  the upstream stream, which settles the budget and writes the ledger row on what was produced (status 499);
+* the response starts with the first chunk; once the stream has run :data:`WATCH_AFTER` seconds a task watches
+  for the client going away (before that a timer is all it costs), and a hang-up cancels the upstream stream,
+  which settles the budget and writes the ledger row on what was produced (status 499);
 * an error after the start is the protocol's in-stream error event, then the body ends.
 
 The engine's iterator is exhausted before the encoder's closing events are written: by then the call's usage
 event is committed to the ledger.
 
-Writes follow the upstream's reads: the events of every chunk that is ready without waiting (the chunks of one
-upstream read) go out in one write, made before the stream next waits — not one write (a system call) per chunk.
+Writes follow the upstream's reads: the engine's stream comes a batch per upstream read (llm_connect/_batches.py),
+and the events of one batch go out in one write — not one write (a system call) per chunk. The batch with the
+final chunk (usage, cost) is written with the closing events, once the stream is over: a stream that arrives in
+one upstream read is one write.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..types import StreamChunk, Usage
 from .asgi import Request
@@ -32,6 +33,10 @@ from .errors import ApiError, log
 __all__ = ["SSE", "StreamEncoder", "serve_stream", "sse_event"]
 
 SSE = b"text/event-stream"
+
+#: seconds a stream runs before a task starts watching for the client going away (Request.unless_gone): most
+#: streams through a gateway end within it, and a timer costs far less than a task per stream
+WATCH_AFTER = 0.1
 
 
 def sse_event(name: str, data: bytes) -> bytes:
@@ -68,74 +73,51 @@ async def serve_stream(
 ) -> None:
     """Run ``prep`` as a stream and write ``encoder``'s events to ``req`` (see the module docstring)."""
     gen = engine.stream(prep)
-    first: StreamChunk | None
+    first: list[StreamChunk]
     try:
         first = await anext(gen)  # errors before the first chunk are plain JSON error responses
     except StopAsyncIteration:
-        first = None
+        first = []
     except BaseException:
-        await gen.aclose()
+        await gen.aclose()  # type: ignore[attr-defined]
         raise
-    model = (first.model if first and first.model else None) or prep.target.public
+    head = first[0] if first else None
+    model = (head.model if head and head.model else None) or prep.target.public
     await req.start_stream(200, SSE, [(b"x-llm-model", model.encode("latin-1", "replace")), *(headers or ())])
-    pump = asyncio.ensure_future(_pump(req, gen, first, model, encoder))
-    watcher = asyncio.ensure_future(req.wait_disconnect())
-    try:
-        await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not pump.done():  # the client went away: stop the upstream stream, settle on what was produced
-            pump.cancel()
-            req.status = 499
-        with contextlib.suppress(BaseException):
-            await pump
-        watcher.cancel()
-        with contextlib.suppress(BaseException):
-            await watcher
+    # the client going away cancels the pump (ClientGone, 499): its clean-up closes the engine's stream, which
+    # settles on what was produced
+    await req.unless_gone(_pump(req, gen, first, model, encoder), watch_after=WATCH_AFTER)
 
 
 async def _pump(
-    req: Request, gen: AsyncIterator[StreamChunk], first: StreamChunk | None, model: str, out: StreamEncoder
+    req: Request, gen: AsyncIterator[list[StreamChunk]], first: list[StreamChunk], model: str, out: StreamEncoder
 ) -> None:
     finish: str | None = None
     usage: Usage | None = None
     cost: Decimal | None = None
-    #: events not written yet: written together before the stream next waits (see the module docstring)
+    #: events not written yet: one write per batch, and none between the final chunk and the closing events
     unsent: list[bytes] = []
     try:
-        opening = out.open(model, first)
+        opening = out.open(model, first[0] if first else None)
         if opening:
             unsent.append(opening)
-        chunk = first
-        while chunk is not None:
-            data = out.chunk(chunk)
-            if data:
-                unsent.append(data)
-            if chunk.finish_reason:
-                finish = chunk.finish_reason
-            if chunk.usage is not None:
-                usage, cost = chunk.usage, chunk.cost_usd
-            step = gen.__anext__()
-            try:
-                waiting = step.send(None)  # type: ignore[attr-defined]
-            except StopIteration as ready:  # the next chunk was at hand
-                chunk = ready.value
-                continue
-            except StopAsyncIteration:
-                break
-            if unsent:
-                try:
-                    await req.write(b"".join(unsent))
-                except BaseException as exc:
-                    # the step waits inside the engine's stream: end it as an interrupted await would have been
-                    # (its clean-up awaited), so that the generator is not left running for aclose()
-                    with contextlib.suppress(BaseException):
-                        await _Resumed(step, waiting, exc)
-                    raise
+        batch = first
+        while True:
+            for chunk in batch:
+                data = out.chunk(chunk)
+                if data:
+                    unsent.append(data)
+                if chunk.finish_reason:
+                    finish = chunk.finish_reason
+                if chunk.usage is not None:
+                    usage, cost = chunk.usage, chunk.cost_usd
+            if usage is None and unsent:  # more is to come: what this batch brought goes out before waiting
+                await req.write(b"".join(unsent))
                 unsent.clear()
             try:
-                chunk = await _Resumed(step, waiting)
+                batch = await anext(gen)
             except StopAsyncIteration:
-                chunk = None
+                break
         # the generator is exhausted: the call's usage event is committed to the ledger
         unsent.append(await out.close(finish or "stop", usage or Usage(), cost))
         await req.write(b"".join(unsent), more=False)
@@ -149,41 +131,3 @@ async def _pump(
         await req.write(b"", more=False)
     finally:
         await gen.aclose()  # type: ignore[attr-defined]
-
-
-class _Resumed:
-    """Awaiting it finishes an awaitable that was stepped once by hand (``send(None)``) and is waiting on
-    ``waiting``: what ``await`` would have done from the start (sends, throws — a cancellation — and close
-    passed through), so the first step can tell whether the awaitable had its result at hand. With ``throw``,
-    that exception is raised into the awaitable first (it was interrupted while waiting)."""
-
-    __slots__ = ("step", "throw", "waiting")
-
-    def __init__(self, step: Any, waiting: Any, throw: BaseException | None = None) -> None:
-        self.step = step
-        self.waiting = waiting
-        self.throw = throw
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        step, waiting = self.step, self.waiting
-        if self.throw is not None:
-            try:
-                waiting = step.throw(self.throw)
-            except StopIteration as done:
-                return done.value
-        while True:
-            try:
-                sent = yield waiting
-            except GeneratorExit:
-                step.close()
-                raise
-            except BaseException as exc:  # a cancellation of the task: into the awaitable, as await does
-                try:
-                    waiting = step.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    waiting = step.send(sent)
-                except StopIteration as done:
-                    return done.value

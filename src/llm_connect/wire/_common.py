@@ -361,7 +361,8 @@ class StreamState:
 
     def _text_chunk(self, text: str) -> StreamChunk:
         self._parts.append(text)
-        return StreamChunk(text=text, model=self.model, request_id=self.request_id)
+        # positional (text, finish_reason, usage, tool_calls, model, request_id): one per token, keywords cost more
+        return StreamChunk(text, None, None, None, self.model, self.request_id)
 
     def _tool_chunk(self, deltas: list[dict[str, Any]]) -> StreamChunk:
         self._tools.add(deltas)

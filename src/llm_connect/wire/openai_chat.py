@@ -152,38 +152,50 @@ class StreamDecoder(StreamState):
     terminal_name = "a finish_reason chunk or [DONE]"
 
     def feed(self, event: str | None, data: Mapping[str, Any]) -> list[StreamChunk]:
-        if data.get("__done__"):
+        # one look-up per field (a stream's events are mostly a single text delta: this runs once per token)
+        get = data.get
+        if get("__done__"):
             self.done = True
             return []
-        if data.get("error") is not None:
+        if get("error") is not None:
             raise classify_error(None, dict(data), {})
-        if self.request_id is None and data.get("id"):
-            self.request_id = data["id"]
-        if data.get("model"):
-            self.model = data["model"]
-        self.service_tier = _tier(data) or self.service_tier
+        if self.request_id is None:
+            self.request_id = get("id") or None
+        model = get("model")
+        if model:
+            self.model = model
+        tier = get("service_tier")
+        if tier and isinstance(tier, str):
+            self.service_tier = tier
         before = self.usage
-        if data.get("usage"):
-            self.usage = parse_usage(data["usage"])
+        usage = get("usage")
+        if usage:
+            self.usage = parse_usage(usage)
         out: list[StreamChunk] = []
-        for choice in data.get("choices") or ():
+        for choice in get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") or {}
-            # reasoning text of OpenAI-compatible servers: DeepSeek and vLLM (reasoning_content), OpenRouter (reasoning)
-            thinking = delta.get("reasoning_content") or delta.get("reasoning")
-            if thinking and isinstance(thinking, str):
-                out.append(self._reasoning_chunk(thinking))
-            text = delta.get("content")
-            if text:
+            delta = choice.get("delta")
+            if delta and len(delta) == 1 and (text := delta.get("content")):  # most deltas: one piece of text
                 out.append(self._text_chunk(text))
-            if delta.get("tool_calls"):
-                out.append(self._tool_chunk(delta["tool_calls"]))
+            elif delta:
+                dget = delta.get
+                # reasoning text of OpenAI-compatible servers: DeepSeek and vLLM (reasoning_content), OpenRouter
+                # (reasoning)
+                thinking = dget("reasoning_content") or dget("reasoning")
+                if thinking and isinstance(thinking, str):
+                    out.append(self._reasoning_chunk(thinking))
+                text = dget("content")
+                if text:
+                    out.append(self._text_chunk(text))
+                tools = dget("tool_calls")
+                if tools:
+                    out.append(self._tool_chunk(tools))
             reason = choice.get("finish_reason")
             if reason:
                 self.finish_reason = _FINISH.get(reason, reason)
                 self.done = True
-        return self._running(out, before)
+        return out if self.usage is before else self._running(out, before)
 
 
 def classify_error(status: int | None, body: Any, headers: Mapping[str, str] | None) -> LLMError:
