@@ -704,8 +704,13 @@ class PostgresLedger(Ledger):
 
     def _to_row(self, e: UsageEvent, meta_json: str | None = None) -> tuple[Any, ...]:
         # PostgreSQL text (and jsonb) cannot hold NUL: one such value (it can come from a client) would
-        # otherwise fail the whole group-commit batch it travels in
-        return tuple(_no_nul(v) for v in super()._to_row(e, meta_json))
+        # otherwise fail the whole group-commit batch it travels in. (A plain loop: this runs on the event loop
+        # for every call, and a row without NUL — nearly all — is returned as it is.)
+        row = super()._to_row(e, meta_json)
+        for v in row:
+            if v.__class__ is str and ("\x00" in v or "\\u0000" in v):
+                return tuple(_no_nul(x) for x in row)
+        return row
 
     def _from_row(self, r: Sequence[Any]) -> UsageEvent:
         meta = r[20]
