@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import socket
 import sqlite3
@@ -246,6 +247,16 @@ def print_cores(names: list[str], rounds: dict[str, list[dict[str, Any]]], parti
         )
 
 
+def ceiling(rounds: list[dict[str, Any]], cores: int) -> float:
+    """What ``cores`` processes could serve at most, as a multiple of one process's req/s: the machine's cores
+    over the cores every party (server, wrk, nginx, Redis, PostgreSQL) used in the one-process run (median over
+    its rounds) — the CPU per request stays what it was, and the cores fill up. Reached only if nothing else
+    runs on the machine and the CPU per request does not grow with the processes."""
+    return statistics.median(
+        cores / sum(v for k, v in r.items() if k.startswith("cores ") and k != "cores workers") for r in rounds
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seq", type=int, default=2000, help="sequential requests per target and round")
@@ -383,6 +394,13 @@ def main() -> None:
     for a, b, text, fn, key in lines:
         if a in rounds and b in rounds:
             print(text.format(fn(a, b, key)))
+    cores = os.cpu_count() or 1
+    for one, label in (("pg x1", "gateway"), ("floor", "floor")):
+        if one in rounds:
+            print(
+                f"{label} ceiling for {cores} processes: {ceiling(rounds[one], cores):.2f}x one "
+                f"({cores} cores / the cores every party used in the 1-process run)"
+            )
     for name, line in checks.items():
         print(f"budget after '{name}': {line}")
 

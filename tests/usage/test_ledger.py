@@ -107,7 +107,8 @@ def test_sqlite_batch_write_flags_each_row_new_or_known(tmp_path, make_event) ->
 
 def test_one_batch_keeps_every_value_exactly_and_counts_repeats_once(ledger: Ledger, make_event) -> None:
     """A batch written together (one statement on PostgreSQL) round-trips the extreme values a row can hold
-    — 64-bit counts, a cost with 18 decimals, no cost, empty and non-ASCII metadata, a naive timestamp —
+    — 64-bit counts, a cost with 18 decimals, no cost, empty and non-ASCII metadata, a naive timestamp, an
+    infinite latency —
     and a request_id repeated inside it or already stored is new only once."""
     ledger.record(make_event(0))
     odd = [
@@ -115,10 +116,11 @@ def test_one_batch_keeps_every_value_exactly_and_counts_repeats_once(ledger: Led
         make_event(2, cost_usd=None, metadata={}, agent="agent \u00e9\u00e8 \u2603", error_type='quote " \\ back'),
         make_event(3, metadata={"nested": {"list": [1, 2.5, None, True], "s": "\u00fc"}}, latency_ms=0.1 + 0.2),
         make_event(4, timestamp=datetime(2025, 3, 1, 12, 0, 0), tenant_id=None, thread_id=None, task_type=None),
+        make_event(6, latency_ms=float("inf")),
     ]
-    assert ledger.record_many([*odd, make_event(0), odd[2], make_event(5)]) == 5
+    assert ledger.record_many([*odd, make_event(0), odd[2], make_event(5)]) == 6
     back = {e.request_id: e for e in ledger.query()}
-    assert len(back) == 6
+    assert len(back) == 7
     for e in odd:
         want = e if e.timestamp.tzinfo else dataclasses.replace(e, timestamp=e.timestamp.replace(tzinfo=UTC))
         assert back[e.request_id] == want

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -586,15 +587,19 @@ def _import_psycopg() -> Any:
 
 
 _META = COLUMNS.index("metadata")
+_LATENCY = COLUMNS.index("latency_ms")
 
 
 def _pg_json(rows: Sequence[tuple[Any, ...]]) -> bytes:
     """A batch as one JSON array of objects keyed by column (metadata embedded as the JSON it already is;
-    costs as decimal strings, exact; timestamps in RFC 3339), for ``json_populate_recordset``."""
+    costs as decimal strings, exact; timestamps in RFC 3339; an infinite latency, which JSON cannot hold, as
+    the text PostgreSQL reads), for ``json_populate_recordset``."""
     objs = []
     for row in rows:
         obj = dict(zip(COLUMNS, row, strict=True))
         obj["metadata"] = orjson.Fragment(row[_META])
+        if not math.isfinite(row[_LATENCY]):
+            obj["latency_ms"] = str(row[_LATENCY])
         objs.append(obj)
     return orjson.dumps(objs, default=str)
 
