@@ -1,8 +1,9 @@
 """The Redis path, streams and workers against in-memory state, in one run, nginx as the instant upstream:
 
   floor          the ~30-line raw-ASGI pass-through proxy (gateway_bench.FLOOR)
-  floor x2       the same proxy as 2 processes on one port (uvicorn workers=2: one shared listening socket, as
-                 ``serve --workers 2`` does): what 2 processes gain on this machine beside wrk and nginx
+  floor x2       the same proxy as 2 processes on one port, started as ``serve --workers 2`` starts the gateway's
+                 (a listening socket per worker on Linux): what 2 processes gain on this machine beside wrk and
+                 nginx
   memory         the gateway, one worker, in-memory budgets / rate limits / router state, SQLite ledger
   redis          the same gateway with ``redis:`` configured (leased budget slices, cached router reads), the
                  tenant without rate limits
@@ -105,12 +106,17 @@ STREAM_FLOOR = FLOOR.replace(
 )
 assert STREAM_FLOOR != FLOOR
 
-#: the floor proxy as an importable module (``floor_app:app``) for uvicorn's workers, and its launcher
+#: the floor proxy as an importable module (``floor_app:app``), and its launcher for N processes on one port:
+#: the gateway's own worker supervisor (a listening socket per worker on Linux), so both sides of the
+#: 2-process / 1-process ratios spread connections the same way
 FLOOR_MODULE = FLOOR.split("uvicorn.run(")[0] + "app = Proxy()\n"
 FLOOR_WORKERS = """
-import sys, uvicorn
-uvicorn.run("floor_app:app", host="127.0.0.1", port=int(sys.argv[1]), workers=int(sys.argv[2]), loop="uvloop",
-            http="httptools", log_level="warning", access_log=False, lifespan="on")
+import sys
+from llm_connect.server.workers import run_workers
+if __name__ == "__main__":
+    opts = dict(host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools", log_level="warning",
+                access_log=False, lifespan="on")
+    sys.exit(run_workers(int(sys.argv[2]), opts, "floor_app:app", factory=False))
 """
 
 
@@ -316,7 +322,7 @@ def main() -> None:
                 continue
             port = free_port()
             cmd = [py, "-c", code, str(port), *extra]
-            fenv = {"UPSTREAM": up.url, "PYTHONPATH": str(work)}
+            fenv = {"UPSTREAM": up.url, "PYTHONPATH": f"{work}{os.pathsep}{ROOT / 'src'}"}
             targets[name] = Proc(cmd, port, "/v1/chat/completions", env=fenv, method="POST", body=b"{}")
             procs.append(targets[name])
         for name, (redis, workers, limits, ledger, _) in gateways.items():

@@ -63,6 +63,15 @@ def _held(port: int, pids: list[int]) -> list[int]:
     return out
 
 
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie (its sockets closed) waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def _wait(cond, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not cond():
@@ -112,6 +121,7 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(two_workers) -> None
     gw = two_workers
     dead, alive = _workers(gw.proc.pid)
     os.kill(dead, signal.SIGKILL)
+    _wait(lambda: _exited(dead))  # its socket is closed: from now on the kernel hashes to the other one
 
     async def run() -> list[int]:
         out: list[int] = []

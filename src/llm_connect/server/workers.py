@@ -49,11 +49,11 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(opts: dict[str, Any]) -> None:
-    """A worker process: its own socket on the shared port, uvicorn serving the gateway from the factory."""
+def _worker(opts: dict[str, Any], app: str, factory: bool) -> None:
+    """A worker process: its own socket on the shared port, uvicorn serving ``app`` (an import string)."""
     import uvicorn
 
-    config = uvicorn.Config("llm_connect.server.app:_factory", factory=True, **opts)
+    config = uvicorn.Config(app, factory=factory, **opts)
     try:
         sock = _bind(opts["host"], opts["port"])
     except OSError as exc:
@@ -62,9 +62,11 @@ def _worker(opts: dict[str, Any]) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def run_workers(workers: int, opts: dict[str, Any]) -> int:
-    """Supervise ``workers`` processes serving ``opts`` (uvicorn.Config keywords) until SIGINT / SIGTERM;
-    returns the exit code (0, or a worker's start-up failure)."""
+def run_workers(
+    workers: int, opts: dict[str, Any], app: str = "llm_connect.server.app:_factory", *, factory: bool = True
+) -> int:
+    """Supervise ``workers`` processes serving ``app`` with ``opts`` (uvicorn.Config keywords, ``host`` and
+    ``port`` included) until SIGINT / SIGTERM; returns the exit code (0, or a worker's start-up failure)."""
     ctx = multiprocessing.get_context("spawn")
     stop = threading.Event()
     procs: list[Any] = []
@@ -75,7 +77,7 @@ def run_workers(workers: int, opts: dict[str, Any]) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def start() -> Any:
-        p = ctx.Process(target=_worker, args=(opts,), name="llm-connect-worker")
+        p = ctx.Process(target=_worker, args=(opts, app, factory), name="llm-connect-worker")
         p.start()
         return p
 
