@@ -229,7 +229,8 @@ def print_cores(names: list[str], rounds: dict[str, list[dict[str, Any]]], parti
 
     print()
     print("cores used during the load phase (CPU seconds per second; medians over the rounds; Redis and")
-    print("PostgreSQL include anything else using them meanwhile)")
+    print("PostgreSQL include anything else using them meanwhile; others: every other process of the machine;")
+    print("idle: cores left idle; sum: the benchmark's own)")
     head = f"{'target':<15}{'server':>8}{'(per worker)':>15}" + "".join(f"{p:>9}" for p in parties)
     print(
         head + f"{'sum':>7}{'server CPU-µs/req':>19}{'redis cmd/req':>15}{'pg commit/req':>15}  connections per worker"
@@ -241,16 +242,21 @@ def print_cores(names: list[str], rounds: dict[str, list[dict[str, Any]]], parti
         ]
         workers = "/".join(f"{c:.2f}" for c in per) if len(per) > 1 else ""
         cores = [med(name, f"cores {p}") for p in parties]
+        ours = [c for p, c in zip(parties, cores, strict=True) if p not in ("others", "idle")]
         splits = [r["split"] for r in rounds[name] if len(r["split"]) > 1]
         split = " ".join("/".join(str(n) for n in sp) for sp in splits) if splits else ""
         print(
             f"{name:<15}{med(name, 'cores server'):>8.2f}{workers:>15}"
             + "".join(f"{c:>9.2f}" for c in cores)
-            + f"{med(name, 'cores server') + sum(cores):>7.2f}{med(name, 'server cpu us'):>19.0f}"
+            + f"{med(name, 'cores server') + sum(ours):>7.2f}{med(name, 'server cpu us'):>19.0f}"
             + f"{med(name, 'redis commands per req'):>15.3f}"
             + (f"{med(name, 'pg commits per req'):>15.3f}" if "pg commits per req" in rounds[name][0] else " " * 15)
             + f"  {split}"
         )
+
+
+#: the cores columns that are not a party of the benchmark (or that the server's column already holds)
+_NOT_OURS = ("cores workers", "cores others", "cores idle")
 
 
 def ceiling(rounds: list[dict[str, Any]], cores: int) -> float:
@@ -259,7 +265,7 @@ def ceiling(rounds: list[dict[str, Any]], cores: int) -> float:
     its rounds) — the CPU per request stays what it was, and the cores fill up. Reached only if nothing else
     runs on the machine and the CPU per request does not grow with the processes."""
     return statistics.median(
-        cores / sum(v for k, v in r.items() if k.startswith("cores ") and k != "cores workers") for r in rounds
+        cores / sum(v for k, v in r.items() if k.startswith("cores ") and k not in _NOT_OURS) for r in rounds
     )
 
 
@@ -374,9 +380,8 @@ def main() -> None:
             f"{ratio(name, base, 'rps'):>11.2f}"
         )
     print("(stream rows against the stream floor)")
-    print_cores(
-        names, rounds, [p for p in ("wrk", "nginx", "redis", "postgres") if f"cores {p}" in rounds[names[0]][0]]
-    )
+    columns = ("wrk", "nginx", "redis", "postgres", "others", "idle")
+    print_cores(names, rounds, [c for c in columns if f"cores {c}" in rounds[names[0]][0]])
     print()
     lines = [
         ("redis+limits", "memory", "redis+limits - memory, seq p50: {:+.3f} ms   (target <= +0.200)", diff, "p50"),

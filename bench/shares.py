@@ -3,7 +3,8 @@ connections each worker of a server holds, and shared-state counts (Redis comman
 
 Parties: the server measured (its workers, and the supervisor of a multi-worker server), wrk (the bench's
 reaped children), the nginx upstream, the Redis server and the PostgreSQL server (the postmaster, its
-backends and the backends that exited meanwhile) — the last two when they run on this machine. Redis's and
+backends and the backends that exited meanwhile) — the last two when they run on this machine — and, from
+/proc/stat, the cores left idle and those every other process of the machine used. Redis's and
 PostgreSQL's figures include whatever else uses them at the time (on a shared machine: other benchmarks).
 Linux only (reads /proc).
 """
@@ -143,6 +144,13 @@ def postgres_counters(url: str) -> tuple[Callable[[], float] | None, Callable[[]
     return cpu, commits
 
 
+def _idle() -> float:
+    """Seconds the machine's cores spent idle (idle + iowait, summed over the cores) since boot."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()  # cpu user nice system idle iowait irq softirq steal ...
+    return (int(fields[4]) + int(fields[5])) / _TICK
+
+
 def _wrk_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it is reaped
     return r.ru_utime + r.ru_stime
@@ -170,6 +178,7 @@ class Sampler:
             "server": lambda: _cpu(_tree(server_pid)),
             "wrk": _wrk_cpu,
             "nginx": lambda: _cpu([upstream_pid]),
+            "idle": _idle,
         }
         self.readers.update({k: v for k, v in (cpu or {}).items() if v is not None})
         self.counts = counts or {}
@@ -208,6 +217,9 @@ class Sampler:
         out: dict[str, Any] = {f"cores {k}": (c1[k] - c0[k]) / wall for k in c0}
         out["cores workers"] = [(b - a) / wall for a, b in zip(w0, w1, strict=True)]
         out["server cpu us"] = (c1["server"] - c0["server"]) / requests * 1e6
+        # whatever else ran meanwhile: the machine's cores less ours and the idle ones
+        busy = sum(v for k, v in out.items() if k.startswith("cores ") and k not in ("cores idle", "cores workers"))
+        out["cores others"] = max(0.0, (os.cpu_count() or 1) - busy - out["cores idle"])
         out["split"] = self.split
         out.update({f"{k} per req": (n1[k] - n0[k]) / requests for k in n0})
         return out
