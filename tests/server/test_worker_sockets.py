@@ -145,3 +145,22 @@ def test_sigterm_stops_every_worker(two_workers) -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert _listeners(gw.port) == 0
+
+
+def test_a_second_server_on_the_port_is_refused_not_joined(two_workers, tmp_path) -> None:
+    """The workers' sockets admit only each other: another server started on the same port says so and exits,
+    rather than being handed a share of the connections."""
+    import subprocess
+
+    import yaml
+
+    gw = two_workers
+    path = tmp_path / "second.yaml"
+    path.write_text(yaml.safe_dump({**gw.config, "server": {"host": "127.0.0.1", "workers": 2}}))
+    env = {**gw.env, "LLM_CONNECT_HOME": str(tmp_path / "second-home")}
+    for workers in ("1", "2"):
+        cmd = [sys.executable, "-m", "llm_connect.server", "--config", str(path), "--port", str(gw.port)]
+        p = subprocess.run([*cmd, "--workers", workers], env=env, capture_output=True, timeout=60)
+        assert p.returncode == 2, p.stderr
+        assert b"already in use" in p.stderr
+    assert _listeners(gw.port) == 2
