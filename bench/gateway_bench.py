@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -46,6 +47,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -282,8 +284,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wrk_rps(
-    url: str, headers: dict[str, str], duration: float, conns: int = 32, body: bytes = BODY
+    url: str,
+    headers: dict[str, str],
+    duration: float,
+    conns: int = 32,
+    body: bytes = BODY,
+    around: contextlib.AbstractContextManager[Any] | None = None,
 ) -> tuple[float, str]:
+    """(requests/s, "wrk") of a ``duration`` run after a one-second warm-up; ``around`` (a context manager)
+    is entered after the warm-up and left when the measured run has ended (a CPU sampler, say)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write('wrk.method = "POST"\n')
         f.write(f"wrk.body = {orjson.dumps(body.decode()).decode()}\n")
@@ -292,12 +301,13 @@ def wrk_rps(
         script = f.name
     try:
         subprocess.run(["wrk", "-t2", f"-c{conns}", "-d1s", "-s", script, url], capture_output=True, timeout=60)
-        out = subprocess.run(
-            ["wrk", "-t2", f"-c{conns}", f"-d{duration:g}s", "-s", script, url],
-            capture_output=True,
-            text=True,
-            timeout=duration + 60,
-        ).stdout
+        with around if around is not None else contextlib.nullcontext():
+            out = subprocess.run(
+                ["wrk", "-t2", f"-c{conns}", f"-d{duration:g}s", "-s", script, url],
+                capture_output=True,
+                text=True,
+                timeout=duration + 60,
+            ).stdout
     finally:
         os.unlink(script)
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)

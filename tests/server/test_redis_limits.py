@@ -95,3 +95,31 @@ async def test_router_reads_are_cached_and_own_changes_drop_them(redis_ns: str) 
     assert (await s1.snapshot(["d"], now))[0].until > now
     await s1.aclose()
     await s2.aclose()
+
+
+async def test_calls_finding_the_router_read_expired_share_one_mget(redis_ns: str) -> None:
+    """Many calls in flight when the cached read expires wait for one MGET, not one each; a replica's own
+    change made while a read is in flight is not hidden by that read."""
+    import redis.asyncio as aredis
+
+    class Counting(aredis.Redis):
+        mgets = 0
+
+        async def mget(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            Counting.mgets += 1
+            return await super().mget(*args, **kwargs)
+
+    client = Counting.from_url(REDIS_URL)
+    s = RedisRouterState(client=client, namespace=redis_ns, cache_seconds=30)
+    now = time.time()
+    got = await asyncio.gather(*[s.snapshot(["d", "e"], now) for _ in range(50)])
+    assert Counting.mgets == 1
+    assert all(g[0].until == 0 and g[1].until == 0 for g in got)
+    policy = CooldownPolicy(allowed_fails=1, cooldown_time=5)
+    await s.forget(["d", "e"])  # drops the cache: the next call reads again
+    reading = asyncio.ensure_future(s.snapshot(["d", "e"], now))
+    await asyncio.sleep(0)  # the read is in flight
+    await s.record_failure("d", now, policy, trip_for=None)
+    await reading
+    assert (await s.snapshot(["d", "e"], now))[0].until > now  # not the read from before the trip
+    await client.aclose()

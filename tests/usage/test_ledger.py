@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -101,6 +103,46 @@ def test_sqlite_batch_write_flags_each_row_new_or_known(tmp_path, make_event) ->
     finally:
         conn.close()
         led.close()
+
+
+def test_one_batch_keeps_every_value_exactly_and_counts_repeats_once(ledger: Ledger, make_event) -> None:
+    """A batch written together (one statement on PostgreSQL) round-trips the extreme values a row can hold
+    — 64-bit counts, a cost with 18 decimals, no cost, empty and non-ASCII metadata, a naive timestamp, an
+    infinite latency —
+    and a request_id repeated inside it or already stored is new only once."""
+    ledger.record(make_event(0))
+    odd = [
+        make_event(1, input_tokens=2**63 - 1, total_tokens=2**63 - 1, cost_usd=Decimal("0.000000000000000001")),
+        make_event(2, cost_usd=None, metadata={}, agent="agent \u00e9\u00e8 \u2603", error_type='quote " \\ back'),
+        make_event(3, metadata={"nested": {"list": [1, 2.5, None, True], "s": "\u00fc"}}, latency_ms=0.1 + 0.2),
+        make_event(4, timestamp=datetime(2025, 3, 1, 12, 0, 0), tenant_id=None, thread_id=None, task_type=None),
+        make_event(6, latency_ms=float("inf")),
+    ]
+    assert ledger.record_many([*odd, make_event(0), odd[2], make_event(5)]) == 6
+    back = {e.request_id: e for e in ledger.query()}
+    assert len(back) == 7
+    for e in odd:
+        want = e if e.timestamp.tzinfo else dataclasses.replace(e, timestamp=e.timestamp.replace(tzinfo=UTC))
+        assert back[e.request_id] == want
+
+
+def test_postgres_drops_nul_characters_it_cannot_store(pg_url, make_event) -> None:
+    """PostgreSQL text cannot hold NUL: it is dropped from every string (metadata too), the row kept, and the
+    rest of its batch written."""
+    table = f"t_usage_{uuid.uuid4().hex[:12]}"
+    led = PostgresLedger(pg_url, table=table)
+    try:
+        bad = make_event(1, agent="a\x00b", metadata={"k": "v\x00w"})
+        assert led.record_many([make_event(0), bad, make_event(2)]) == 3
+        got = {e.request_id: e for e in led.query()}
+        assert got["req-1"].agent == "ab" and got["req-1"].metadata == {"k": "vw"}
+        assert len(got) == 3
+    finally:
+        led.close()
+        import psycopg
+
+        with psycopg.connect(pg_url) as conn:
+            conn.execute(f"DROP TABLE {table}")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ A call costs one MGET before choosing (the breaker key of each deployment of the
 counters of the deployments that are counted: those with rpm/tpm caps, or all under the usage strategy).
 With ``cache_seconds`` > 0 a group without counted deployments is read at most that often: its breakers
 are taken from the last read, so another replica's trip is seen up to ``cache_seconds`` late, while this
-replica's own failures, probes and resets drop the cached read at once (the gateway uses 0.1 s).
+replica's own failures, probes and resets drop the cached read at once (the gateway uses 0.1 s). Calls that
+find the read expired while another call is re-reading it wait for that one MGET (not one each).
 A plain success writes nothing; counters, a failure, a probe or the first success after failures cost
 one more round trip. Breaker updates are atomic Lua scripts. Latency and in-flight numbers stay local
 to each replica.
@@ -148,6 +149,10 @@ class RedisRouterState:
         self.cache_seconds = float(cache_seconds)
         #: group names -> (monotonic time read, raw breaker values); only groups with nothing counted
         self._cache: dict[tuple[str, ...], tuple[float, list[Any]]] = {}
+        #: group names -> the read in flight: the calls arriving meanwhile wait for it, not one MGET each
+        self._reading: dict[tuple[str, ...], asyncio.Future[list[Any]]] = {}
+        #: bumped when this replica changes a breaker: a read started before lands nowhere
+        self._epoch = 0
 
     def __repr__(self) -> str:
         return f"<RedisRouterState {self.namespace}>"
@@ -181,10 +186,27 @@ class RedisRouterState:
         return f"{self.namespace}:{name}:{kind}:{minute}"
 
     def _drop(self, name: str) -> None:
-        """Forget cached reads of every group holding ``name`` (this replica changed its breaker)."""
+        """Forget cached reads of every group holding ``name`` (this replica changed its breaker), and the
+        reads in flight: the calls after this one read again."""
+        self._epoch += 1
         if self._cache:
             for key in [k for k in self._cache if name in k]:
                 del self._cache[key]
+        if self._reading:
+            for key in [k for k in self._reading if name in k]:
+                del self._reading[key]
+
+    async def _read(self, key: tuple[str, ...], names: Sequence[str]) -> list[Any]:
+        """One MGET of a group's breakers, cached unless a breaker of this replica changed meanwhile."""
+        epoch, t = self._epoch, time.monotonic()
+        try:
+            values = await self.client().mget([self._cb(n) for n in names])
+            if epoch == self._epoch:
+                self._cache[key] = (t, values)
+            return values
+        finally:
+            if self._reading.get(key) is asyncio.current_task():
+                del self._reading[key]
 
     async def snapshot(self, names: Sequence[str], now: float, counted: Sequence[str] = ()) -> list[Status]:
         if self.cache_seconds > 0 and not counted:
@@ -193,9 +215,11 @@ class RedisRouterState:
             t = time.monotonic()
             if hit is not None and t - hit[0] < self.cache_seconds:
                 return [_status(v) for v in hit[1]]
-            values = await self.client().mget([self._cb(n) for n in names])
-            self._cache[key] = (t, values)
-            return [_status(v) for v in values]
+            reading = self._reading.get(key)
+            if reading is None:
+                reading = self._reading[key] = asyncio.ensure_future(self._read(key, names))
+            # shielded: a caller cancelled meanwhile leaves the read to the others
+            return [_status(v) for v in await asyncio.shield(reading)]
         m = current_minute(now)
         keys = [self._cb(n) for n in names]
         for n in counted:

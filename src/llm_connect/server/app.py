@@ -8,7 +8,8 @@
 Routing is one dict look-up (a path with a ``{parameter}`` as its last segment, such as
 ``/v1/models/{model}``, is matched by its prefix after that); every error is a JSON body in the shape the
 route's protocol uses (OpenAI's unless the handler carries its own ``render_error``; never a traceback);
-every response carries ``x-request-id``. With ``workers > 1`` the workers share budgets and rate limits through Redis.
+every response carries ``x-request-id``. With ``workers > 1`` the workers share budgets and rate limits through Redis;
+on Linux each worker listens on its own socket on the port (``SO_REUSEPORT``, see :mod:`.workers`).
 """
 
 from __future__ import annotations
@@ -317,7 +318,9 @@ def serve(
     *,
     log_level: str | None = None,
 ) -> None:
-    """Run the gateway with uvicorn (uvloop + httptools when installed). Blocks until stopped."""
+    """Run the gateway with uvicorn (uvloop + httptools when installed). Blocks until stopped. With more than one
+    worker: on Linux one listening socket per worker (:func:`.workers.run_workers`), elsewhere uvicorn's
+    workers on one shared socket."""
     try:
         import uvicorn
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -360,7 +363,14 @@ def serve(
 
             tmp = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="llm-connect-metrics-")
         try:
-            uvicorn.run("llm_connect.server.app:_factory", factory=True, workers=workers, **opts)
+            from .workers import reuse_port_supported, run_workers
+
+            if reuse_port_supported():  # a listening socket per worker: the kernel spreads the connections
+                code = run_workers(workers, opts)
+                if code:
+                    raise SystemExit(code)
+            else:
+                uvicorn.run("llm_connect.server.app:_factory", factory=True, workers=workers, **opts)
         finally:
             if tmp is not None:
                 import shutil

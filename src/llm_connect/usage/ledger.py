@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -585,6 +586,24 @@ def _import_psycopg() -> Any:
     return psycopg
 
 
+_META = COLUMNS.index("metadata")
+_LATENCY = COLUMNS.index("latency_ms")
+
+
+def _pg_json(rows: Sequence[tuple[Any, ...]]) -> bytes:
+    """A batch as one JSON array of objects keyed by column (metadata embedded as the JSON it already is;
+    costs as decimal strings, exact; timestamps in RFC 3339; an infinite latency, which JSON cannot hold, as
+    the text PostgreSQL reads), for ``json_populate_recordset``."""
+    objs = []
+    for row in rows:
+        obj = dict(zip(COLUMNS, row, strict=True))
+        obj["metadata"] = orjson.Fragment(row[_META])
+        if not math.isfinite(row[_LATENCY]):
+            obj["latency_ms"] = str(row[_LATENCY])
+        objs.append(obj)
+    return orjson.dumps(objs, default=str)
+
+
 class PostgresLedger(Ledger):
     """A ledger in a PostgreSQL table (``cost_usd NUMERIC``, ``ts TIMESTAMPTZ``, ``metadata JSONB``)."""
 
@@ -610,6 +629,11 @@ class PostgresLedger(Ledger):
         )
         self._psycopg = _import_psycopg()
         self.url = url
+        self._insert_sql = (
+            f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} "
+            f"FROM json_populate_recordset(NULL::{self.table}, %s::json) "
+            "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+        )
         self.connect_timeout = connect_timeout
         t = self.table
         with self._connect() as conn:
@@ -658,22 +682,18 @@ class PostgresLedger(Ledger):
         return self._psycopg.connect(self.url, connect_timeout=max(1, int(self.connect_timeout)))
 
     def _write(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
-        placeholders = ", ".join("%s::jsonb" if c == "metadata" else "%s" for c in COLUMNS)
-        sql = (
-            f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
-            "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
-        )
+        """The whole batch in one ``INSERT ... SELECT FROM json_populate_recordset(<the batch as JSON>)`` on an
+        autocommit connection: one statement with one parameter, one round trip and one transaction per batch
+        whatever its size (a statement per row would cost each row a parse, a plan and a message on both
+        sides, and binding a parameter per value costs the writer thread more than encoding the JSON).
+        Replicas writing one table each commit their own batches: nothing serialises them but a repeated
+        request_id."""
+        if not conn.autocommit:
+            conn.autocommit = True  # the single statement is its own transaction
         try:
             with conn.cursor() as cur:
-                cur.executemany(sql, rows, returning=True)
-                new_ids: set[str] = set()
-                while True:
-                    got = cur.fetchone()
-                    if got is not None:
-                        new_ids.add(got[0])
-                    if not cur.nextset():
-                        break
-            conn.commit()
+                cur.execute(self._insert_sql, (_pg_json(rows).decode(),))
+                new_ids = {r[0] for r in cur.fetchall()}
         except BaseException:
             try:
                 conn.rollback()
@@ -689,8 +709,13 @@ class PostgresLedger(Ledger):
 
     def _to_row(self, e: UsageEvent, meta_json: str | None = None) -> tuple[Any, ...]:
         # PostgreSQL text (and jsonb) cannot hold NUL: one such value (it can come from a client) would
-        # otherwise fail the whole group-commit batch it travels in
-        return tuple(_no_nul(v) for v in super()._to_row(e, meta_json))
+        # otherwise fail the whole group-commit batch it travels in. (A plain loop: this runs on the event loop
+        # for every call, and a row without NUL — nearly all — is returned as it is.)
+        row = super()._to_row(e, meta_json)
+        for v in row:
+            if v.__class__ is str and ("\x00" in v or "\\u0000" in v):
+                return tuple(_no_nul(x) for x in row)
+        return row
 
     def _from_row(self, r: Sequence[Any]) -> UsageEvent:
         meta = r[20]
