@@ -128,10 +128,13 @@ def child(args: argparse.Namespace) -> None:
             st = pstats.Stats(prof)
             out["calls"] = st.total_calls / args.n  # type: ignore[attr-defined]
             funcs: dict[str, float] = {}
-            for (file, _line, name), (_cc, nc, *_rest) in st.stats.items():  # type: ignore[attr-defined]
+            own: dict[str, float] = {}
+            for (file, _line, name), (_cc, nc, tt, *_rest) in st.stats.items():  # type: ignore[attr-defined]
                 key = f"{_short(file)}:{name}" if file != "~" else re.sub(r" at 0x[0-9a-f]+", "", name)
                 funcs[key] = funcs.get(key, 0.0) + nc / args.n
+                own[key] = own.get(key, 0.0) + tt * 1e6 / args.n
             out["funcs"] = funcs
+            out["own"] = own
         else:
             print("ready", flush=True)
             sys.stdin.readline()  # the parent switched callgrind's collection on
@@ -235,6 +238,7 @@ def main() -> None:
     ap.add_argument("--callgrind", action="store_true", help="also count instructions (valgrind; slow)")
     ap.add_argument("--callgrind-n", type=int, default=200, help="requests counted under callgrind")
     ap.add_argument("--top", type=int, default=15, help="functions listed by change in calls per request")
+    ap.add_argument("--tottime", action="store_true", help="also list the working tree's functions by own time")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="calls", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
@@ -286,6 +290,11 @@ def main() -> None:
                 print("calls per request, most called:")
                 for k in sorted(funcs, key=lambda k: -funcs[k])[: args.top]:
                     print(f"  {funcs[k]:8.2f}  {k}")
+            if args.tottime:
+                own = res["tree"]["own"]
+                print("own time per request under cProfile (µs, tottime; the profiler inflates small functions):")
+                for k in sorted(own, key=lambda k: -own[k])[: args.top]:
+                    print(f"  {own[k]:8.2f}  {res['tree']['funcs'][k]:7.2f} calls  {k}")
     finally:
         for p in procs:
             p.stop()

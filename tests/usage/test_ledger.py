@@ -40,9 +40,9 @@ def test_idempotent_on_request_id(ledger: Ledger, make_event) -> None:
 
 def test_sqlite_checkpoints_the_wal_after_answering_not_inside_commits(tmp_path, make_event) -> None:
     """SQLite's own checkpoint (inside a commit a caller waits for) is off; the writer checkpoints every
-    CHECKPOINT_EVERY commits once the batch is answered, so the WAL stays small and every row is kept."""
+    CHECKPOINT_ROWS rows once the batch is answered, so the WAL stays small and every row is kept."""
     led = SqliteLedger(tmp_path / "u.sqlite3")
-    led.CHECKPOINT_EVERY = 10
+    led.CHECKPOINT_ROWS = 10
     wal = tmp_path / "u.sqlite3-wal"
     try:
         for i in range(300):  # one commit each
