@@ -382,7 +382,8 @@ class SqliteLedger(Ledger):
         #: the bulk of each checkpoint: its own connection and thread (see _after_answer)
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._upkeep = Upkeep(self._checkpoint, self._close_checkpoint_conn, name="llm-connect-ledger-checkpoint")
-        #: set by the upkeep thread when a bulk checkpoint is done: the writer then checkpoints the rest
+        #: a bulk checkpoint was asked for and the writer has not finished it yet / the upkeep thread is done with it
+        self._bulk_pending = False
         self._bulk_done = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
@@ -463,13 +464,15 @@ class SqliteLedger(Ledger):
         2–20 ms for the whole). That last step is needed: the WAL starts over from its beginning only after a
         checkpoint that reached its end, which one running beside steady writes never does."""
         if self._bulk_done:
-            self._bulk_done = False
+            self._bulk_done = self._bulk_pending = False
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            return  # the next commit starts the WAL over: no bulk may run then (it would hold the restart off)
         rows = conn.total_changes
         if rows < self._rows_at_checkpoint:  # a fresh connection (the last one failed) counts from 0
             self._rows_at_checkpoint = 0
-        if rows - self._rows_at_checkpoint >= self.CHECKPOINT_ROWS:
+        if not self._bulk_pending and rows - self._rows_at_checkpoint >= self.CHECKPOINT_ROWS:
             self._rows_at_checkpoint = rows
+            self._bulk_pending = True
             self._upkeep.poke()
 
     def _checkpoint(self) -> None:
@@ -484,7 +487,8 @@ class SqliteLedger(Ledger):
         except sqlite3.Error:
             self._close_checkpoint_conn()  # a fresh connection next time
             raise
-        self._bulk_done = True
+        finally:  # failed too: the writer's step then checkpoints the whole WAL
+            self._bulk_done = True
 
     def _close_checkpoint_conn(self) -> None:
         conn, self._checkpoint_conn = self._checkpoint_conn, None
