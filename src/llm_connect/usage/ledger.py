@@ -382,8 +382,9 @@ class SqliteLedger(Ledger):
         #: the bulk of each checkpoint: its own connection and thread (see _after_answer)
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._upkeep = Upkeep(self._checkpoint, self._close_checkpoint_conn, name="llm-connect-ledger-checkpoint")
-        #: a bulk checkpoint was asked for and the writer has not finished it yet / the upkeep thread is done with it
-        self._bulk_pending = False
+        #: the process that asked for a bulk checkpoint the writer has not finished yet (0: none) / the upkeep
+        #: thread is done with it
+        self._bulk_pending = 0
         self._bulk_done = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
@@ -464,15 +465,17 @@ class SqliteLedger(Ledger):
         2–20 ms for the whole). That last step is needed: the WAL starts over from its beginning only after a
         checkpoint that reached its end, which one running beside steady writes never does."""
         if self._bulk_done:
-            self._bulk_done = self._bulk_pending = False
+            self._bulk_done, self._bulk_pending = False, 0
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             return  # the next commit starts the WAL over: no bulk may run then (it would hold the restart off)
+        if self._bulk_pending and self._bulk_pending != os.getpid():  # forked while one ran: its thread stayed behind
+            self._bulk_pending = 0
         rows = conn.total_changes
         if rows < self._rows_at_checkpoint:  # a fresh connection (the last one failed) counts from 0
             self._rows_at_checkpoint = 0
         if not self._bulk_pending and rows - self._rows_at_checkpoint >= self.CHECKPOINT_ROWS:
             self._rows_at_checkpoint = rows
-            self._bulk_pending = True
+            self._bulk_pending = os.getpid()
             self._upkeep.poke()
 
     def _checkpoint(self) -> None:
