@@ -9,8 +9,8 @@ The gateway runs under uvicorn as ``serve()`` runs it, with probes that only tak
 CLOCK_MONOTONIC, the client's clock too) of what may hold its threads: the ledger writer's commits and its upkeep
 after a batch (the WAL checkpoint), the cyclic collector's passes (``gc.callbacks``), the key ring's poll and
 last-use flush, and each call's two thread hand-offs (queued → the writer starts its commit; the writer answers →
-the event loop runs the answer). For each kind: the share of all requests and of the slow ones (above the gateway's p99) whose
-time overlaps one (the same share among both: a bystander; far more among the slow: a cause).
+the event loop runs the answer). For each kind: the share of all requests and of the slow ones (above the
+gateway's p99) whose time overlaps one (the same share among both: a bystander; far more among the slow: a cause).
 
 With ``--ref REV`` a second gateway runs git revision REV's ``src/`` (exported to a temporary directory) beside
 the working tree's, measured in the same rounds (its probes are not reported).
