@@ -34,7 +34,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gateway_bench import BODY, FLOOR, KEY, ROOT, Proc, free_port, gateway_config, start_upstream
+from gateway_bench import BODY, KEY, ROOT, Proc, free_port, gateway_config, start_floor, start_upstream
 from hotpath_profile import export_tree
 
 #: the gateway under uvicorn, with timestamp probes; the marks are written to $TAIL_MARKS at shutdown
@@ -193,15 +193,7 @@ def main() -> None:
     try:
         up = start_upstream(args.upstream, work, free_port(), py)
         procs.append(up)
-        fl_port = free_port()
-        floor = Proc(
-            [py, "-c", FLOOR, str(fl_port)],
-            fl_port,
-            "/v1/chat/completions",
-            env={"UPSTREAM": up.url},
-            method="POST",
-            body=b"{}",
-        )
+        floor = start_floor(up.url, py)
         procs.append(floor)
         cfg = gateway_config(work, up.url, "NORMAL")
         gw_port = free_port()

@@ -62,6 +62,18 @@ def _resolve_futures(items: list[Item]) -> None:
             fut.set_result(it.inserted)
 
 
+def _close_thread(owner: GroupCommitWriter | Upkeep, stop: Callable[[], None]) -> None:
+    """Mark ``owner`` closed (once), then ``stop()`` its thread and wait for it."""
+    with owner._lock:
+        if owner._closed:
+            return
+        owner._closed = True
+        thread = owner._thread
+    if thread is not None:
+        stop()
+        thread.join()
+
+
 class GroupCommitWriter:
     """The writer thread of one ledger (see the module docstring). Started on the first submit, and again
     in a forked child (the parent's thread does not survive a fork)."""
@@ -115,14 +127,7 @@ class GroupCommitWriter:
 
     def close(self) -> None:
         """Finish queued writes and stop the thread."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(_STOP)
-            thread.join()
+        _close_thread(self, lambda: self._queue.put(_STOP))
 
     # -- the thread -------------------------------------------------------------------------------
 
@@ -289,14 +294,7 @@ class Upkeep:
 
     def close(self) -> None:
         """Let a run in progress finish, then stop the thread."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            thread = self._thread
-        if thread is not None:
-            self._wake.set()
-            thread.join()
+        _close_thread(self, self._wake.set)
 
     def _run(self, wake: threading.Event) -> None:
         try:
