@@ -347,9 +347,9 @@ class SqliteLedger(Ledger):
 
     _P = "?"
     #: rows written between two WAL checkpoints. A commit of one row adds ~5 pages to the WAL (the table's and its
-    #: three indexes' last leaves), one of 16 rows ~12: at most ~2 500 pages (10 MB) between checkpoints, reached
+    #: three indexes' last leaves), one of 16 rows ~12: at most ~5 000 pages (20 MB) between checkpoints, reached
     #: at one row per commit; under load, when commits hold many rows, far fewer
-    CHECKPOINT_ROWS = 500
+    CHECKPOINT_ROWS = 1000
 
     def __init__(
         self,
