@@ -478,6 +478,19 @@ def start_upstream(choice: str, work: Path, port: int, py: str, locations: str =
     return Proc([py, "-c", UPSTREAM, str(port)], port, "/v1/chat/completions", method="POST", body=b"{}")
 
 
+def start_floor(upstream: str, py: str) -> Proc:
+    """The floor proxy (:data:`FLOOR`) in front of ``upstream``, on a free port."""
+    port = free_port()
+    return Proc(
+        [py, "-c", FLOOR, str(port)],
+        port,
+        "/v1/chat/completions",
+        env={"UPSTREAM": upstream},
+        method="POST",
+        body=b"{}",
+    )
+
+
 def median_row(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
 
@@ -611,15 +624,7 @@ def main() -> None:
         if not args.keys_only:
             rows["direct"] = measure("direct upstream", up.url + "/v1/chat/completions", {}, args, up.p.pid)
             rows["direct"].update(rss=rss_mb(up.p.pid), ready=up.ready)
-            fl_port = free_port()
-            floor = Proc(
-                [py, "-c", FLOOR, str(fl_port)],
-                fl_port,
-                "/v1/chat/completions",
-                method="POST",
-                body=b"{}",
-                env={"UPSTREAM": up.url},
-            )
+            floor = start_floor(up.url, py)
             procs.append(floor)
             time.sleep(0.5)
             floor_rss = rss_mb(floor.p.pid)

@@ -16,7 +16,12 @@ Each scenario is one surface: ``chat`` (POST /v1/chat/completions), ``stream`` (
 ``"stream": true``: 11 content chunks and a usage chunk relayed as SSE). ``--ref`` names the git revision to
 compare with (its ``src/`` is exported to a temporary directory); the working tree is the other side.
 
+``--with-floor`` adds a row for gateway_bench.FLOOR's proxy app driven the same way (chat only): the gap between
+its counts and the gateway's is the gateway's own share. ``--tottime`` lists the working tree's functions by own
+time under cProfile.
+
     python bench/hotpath_profile.py [--ref main] [--n 2000] [--scenario chat stream] [--callgrind] [--top 15]
+                                    [--with-floor] [--tottime]
 """
 
 from __future__ import annotations
@@ -97,14 +102,29 @@ async def _drive(app: Any, body: bytes, n: int) -> int:
     return writes
 
 
+def floor_app(upstream: str) -> Any:
+    """gateway_bench.FLOOR's proxy app (what its lifespan does: the session opened), to drive the same way."""
+    import aiohttp
+
+    os.environ["UPSTREAM"] = upstream
+    ns: dict[str, Any] = {"__name__": "floor"}
+    exec(gb.FLOOR.split("uvicorn.run(")[0], ns)  # the app without its server
+    proxy = ns["Proxy"]()
+    proxy.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512))
+    return proxy
+
+
 def child(args: argparse.Namespace) -> None:
     from llm_connect.server.app import create_app
 
     body = SCENARIOS[args.scenario]
 
     async def main() -> dict[str, Any]:
-        app = create_app(args.config)
-        await app.startup()
+        if args.floor:
+            app = floor_app(args.floor)
+        else:
+            app = create_app(args.config)
+            await app.startup()
         await _drive(app, body, 300)  # warm-up: imports, prices, pools, the ledger's first commits
         await asyncio.sleep(1.0)  # the warm-up thread's gc.freeze
         out: dict[str, Any] = {}
@@ -128,10 +148,13 @@ def child(args: argparse.Namespace) -> None:
             st = pstats.Stats(prof)
             out["calls"] = st.total_calls / args.n  # type: ignore[attr-defined]
             funcs: dict[str, float] = {}
-            for (file, _line, name), (_cc, nc, *_rest) in st.stats.items():  # type: ignore[attr-defined]
+            own: dict[str, float] = {}
+            for (file, _line, name), (_cc, nc, tt, *_rest) in st.stats.items():  # type: ignore[attr-defined]
                 key = f"{_short(file)}:{name}" if file != "~" else re.sub(r" at 0x[0-9a-f]+", "", name)
                 funcs[key] = funcs.get(key, 0.0) + nc / args.n
+                own[key] = own.get(key, 0.0) + tt * 1e6 / args.n
             out["funcs"] = funcs
+            out["own"] = own
         else:
             print("ready", flush=True)
             sys.stdin.readline()  # the parent switched callgrind's collection on
@@ -139,7 +162,10 @@ def child(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.2)
             print("done", flush=True)
             sys.stdin.readline()  # ... and off
-        await app.engine.aclose()
+        if args.floor:
+            await app.session.close()
+        else:
+            await app.engine.aclose()
         return out
 
     try:  # the event loop the gateway serves on
@@ -171,15 +197,15 @@ def export_tree(ref: str, into: Path) -> Path:
     return into / "src"
 
 
-def run_calls(src: Path, cfg: Path, scenario: str, n: int, work: Path) -> dict[str, Any]:
+def run_calls(src: Path, cfg: Path, scenario: str, n: int, work: Path, floor: str = "") -> dict[str, Any]:
     out = work / f"calls-{os.getpid()}-{time.monotonic_ns()}.json"
     env = {**os.environ, "PYTHONPATH": str(src), "LLM_CONNECT_HOME": str(work / "home")}
-    cmd = [sys.executable, __file__, "--child", "--mode", "calls", "--config", str(cfg)]
+    cmd = [sys.executable, __file__, "--child", "--mode", "calls", "--config", str(cfg), "--floor", floor]
     subprocess.run([*cmd, "--scenario", scenario, "--n", str(n), "--out", str(out)], env=env, check=True)
     return orjson.loads(out.read_bytes())
 
 
-def run_callgrind(src: Path, cfg: Path, scenario: str, n: int, work: Path) -> float:
+def run_callgrind(src: Path, cfg: Path, scenario: str, n: int, work: Path, floor: str = "") -> float:
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind not found: apt-get install valgrind")
     out = work / f"callgrind-{time.monotonic_ns()}.out"
@@ -200,6 +226,8 @@ def run_callgrind(src: Path, cfg: Path, scenario: str, n: int, work: Path) -> fl
         scenario,
         "--n",
         str(n),
+        "--floor",
+        floor,
     ]
     p = subprocess.Popen(
         cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -235,6 +263,11 @@ def main() -> None:
     ap.add_argument("--callgrind", action="store_true", help="also count instructions (valgrind; slow)")
     ap.add_argument("--callgrind-n", type=int, default=200, help="requests counted under callgrind")
     ap.add_argument("--top", type=int, default=15, help="functions listed by change in calls per request")
+    ap.add_argument("--tottime", action="store_true", help="also list the working tree's functions by own time")
+    ap.add_argument(
+        "--with-floor", action="store_true", help="also count the floor proxy's app (gateway_bench.FLOOR), chat only"
+    )
+    ap.add_argument("--floor", default="", help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="calls", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
@@ -274,6 +307,12 @@ def main() -> None:
                 if args.callgrind:
                     line += f"{run_callgrind(src, cfg, scenario, args.callgrind_n, work):>14,.0f}"
                 print(line, flush=True)
+            if args.with_floor and scenario == "chat":
+                r = run_calls(trees["tree"], cfg, scenario, args.n, work, floor=up.url)
+                line = f"{'floor app':<12}{r['calls']:>12.1f}{r['writes']:>12.1f}{'':>22}"
+                if args.callgrind:
+                    line += f"{run_callgrind(trees['tree'], cfg, scenario, args.callgrind_n, work, up.url):>14,.0f}"
+                print(line, flush=True)
             if len(trees) == 2:
                 a, b = (res[n]["funcs"] for n in trees)
                 delta = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in {*a, *b}}
@@ -286,6 +325,11 @@ def main() -> None:
                 print("calls per request, most called:")
                 for k in sorted(funcs, key=lambda k: -funcs[k])[: args.top]:
                     print(f"  {funcs[k]:8.2f}  {k}")
+            if args.tottime:
+                own = res["tree"]["own"]
+                print("own time per request under cProfile (µs, tottime; the profiler inflates small functions):")
+                for k in sorted(own, key=lambda k: -own[k])[: args.top]:
+                    print(f"  {own[k]:8.2f}  {res['tree']['funcs'][k]:7.2f} calls  {k}")
     finally:
         for p in procs:
             p.stop()

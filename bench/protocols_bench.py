@@ -109,15 +109,7 @@ def main() -> None:
             [nginx, "-c", str(conf), "-e", "stderr"], up_port, "/v1/chat/completions", method="POST", body=b"{}"
         )
         procs.append(up)
-        fl_port = gb.free_port()
-        floor = gb.Proc(
-            [py, "-c", gb.FLOOR, str(fl_port)],
-            fl_port,
-            "/v1/chat/completions",
-            env={"UPSTREAM": up.url},
-            method="POST",
-            body=b"{}",
-        )
+        floor = gb.start_floor(up.url, py)
         procs.append(floor)
         port = gb.free_port()
         env = {"LLM_CONNECT_HOME": str(work / "home"), "PYTHONPATH": str(ROOT / "src")}

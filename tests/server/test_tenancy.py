@@ -199,6 +199,7 @@ def test_metrics(gw):
         "llm_gateway_in_flight_requests",
     ):
         assert family in text, family
+    assert "\nllm_gateway_in_flight_requests 1.0\n" in text  # this scrape itself
     assert 'llm_gateway_budget_rejections_total{tenant="tiny"}' in text
     assert 'llm_gateway_rate_limited_total{tenant="beta"}' in text
     assert 'llm_gateway_cost_usd_total{model="openai:gpt-priced",tenant="usd"}' in text

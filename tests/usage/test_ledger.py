@@ -40,14 +40,22 @@ def test_idempotent_on_request_id(ledger: Ledger, make_event) -> None:
     assert row["requests"] == 2 and row["input_tokens"] == 101 + 103  # req-1 and req-3, first writes
 
 
+def _bulk_caught_up(led: SqliteLedger) -> None:
+    """Wait until a checkpoint's bulk asked for is done (this test's writes come far faster than a server's)."""
+    deadline = time.monotonic() + 10
+    while led._bulk_pending and not led._bulk_done and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def test_sqlite_checkpoints_the_wal_after_answering_not_inside_commits(tmp_path, make_event) -> None:
-    """SQLite's own checkpoint (inside a commit a caller waits for) is off; the writer checkpoints every
-    CHECKPOINT_EVERY commits once the batch is answered, so the WAL stays small and every row is kept."""
+    """SQLite's own checkpoint (inside a commit a caller waits for) is off; the ledger checkpoints every
+    CHECKPOINT_ROWS rows outside the commits, so the WAL stays small and every row is kept."""
     led = SqliteLedger(tmp_path / "u.sqlite3")
-    led.CHECKPOINT_EVERY = 10
+    led.CHECKPOINT_ROWS = 10
     wal = tmp_path / "u.sqlite3-wal"
     try:
         for i in range(300):  # one commit each
+            _bulk_caught_up(led)
             assert led.record(make_event(i)) is True
         with sqlite3.connect(tmp_path / "u.sqlite3") as conn:
             assert conn.execute("SELECT COUNT(*) FROM llm_usage").fetchone() == (300,)
@@ -60,6 +68,48 @@ def test_sqlite_checkpoints_the_wal_after_answering_not_inside_commits(tmp_path,
         page = 4096
         assert wal.stat().st_size < 300 * page, wal.stat().st_size
     finally:
+        led.close()
+
+
+def test_sqlite_records_do_not_wait_for_a_checkpoint_in_progress(tmp_path, make_event, monkeypatch) -> None:
+    """The bulk of a checkpoint runs beside the writer: records are committed while one is stuck (a slow
+    fsync), and once it is done the WAL starts over again (it does not grow with every commit)."""
+    import threading
+
+    gate = threading.Event()
+    entered = threading.Event()
+    bulk = SqliteLedger._checkpoint
+
+    def slow_bulk(self: SqliteLedger) -> None:
+        entered.set()
+        gate.wait(30)
+        bulk(self)
+
+    monkeypatch.setattr(SqliteLedger, "_checkpoint", slow_bulk)
+    led = SqliteLedger(tmp_path / "u.sqlite3")
+    led.CHECKPOINT_ROWS = 5
+    wal = tmp_path / "u.sqlite3-wal"
+    try:
+        for i in range(5):
+            led.record(make_event(i))
+        assert entered.wait(10)  # a checkpoint began, and is held
+        done = threading.Event()
+
+        def more() -> None:
+            for i in range(5, 25):
+                led.record(make_event(i))
+            done.set()
+
+        threading.Thread(target=more, daemon=True).start()
+        assert done.wait(10), "records waited for the checkpoint"
+        gate.set()
+        for i in range(25, 400):
+            _bulk_caught_up(led)
+            led.record(make_event(i))
+        assert led.count() == 400
+        assert wal.stat().st_size < 400 * 4096, wal.stat().st_size  # ~5 pages per commit without restarts
+    finally:
+        gate.set()
         led.close()
 
 

@@ -216,7 +216,7 @@ class Gateway:
         route, handler = _match(req)
         metrics = self.engine.metrics
         if metrics is not None:
-            metrics.in_flight.inc()
+            metrics.request_started()
         served = None if self.engine.tracing is None else self.engine.tracing.server(req, route if handler else None)
         try:
             if handler is None:
@@ -241,7 +241,7 @@ class Gateway:
             if served is not None:
                 served.end(req.status or 499)
             if metrics is not None:
-                metrics.in_flight.dec()
+                metrics.request_ended()
                 metrics.observe_request(route, req.status or 499, time.perf_counter() - t0)
             elif self.engine.metrics is not None:  # started during this request
                 self.engine.metrics.observe_request(route, req.status or 499, time.perf_counter() - t0)

@@ -46,6 +46,11 @@ class Metrics:
         )
         gauge_kw: dict[str, Any] = {"multiprocess_mode": "livesum"} if self.multiprocess else {}
         self.in_flight = Gauge("llm_gateway_in_flight_requests", "Requests being served", registry=r, **gauge_kw)
+        #: requests being served, counted in a plain int and read when scraped (one process; with several the
+        #: gauge is a shared livesum, changed on every request)
+        self._serving = 0
+        if not self.multiprocess:
+            self.in_flight.set_function(lambda: self._serving)
         self.tokens = Counter("llm_gateway_tokens", "Tokens of upstream calls", ["tenant", "model", "kind"], registry=r)
         self.cost = Counter("llm_gateway_cost_usd", "USD cost of upstream calls", ["tenant", "model"], registry=r)
         self.upstream = Counter(
@@ -71,6 +76,18 @@ class Metrics:
         self._event_children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     # -- HTTP ---------------------------------------------------------------------------------------
+    def request_started(self) -> None:
+        if self.multiprocess:
+            self.in_flight.inc()
+        else:
+            self._serving += 1
+
+    def request_ended(self) -> None:
+        if self.multiprocess:
+            self.in_flight.dec()
+        else:
+            self._serving -= 1
+
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         c = self._req_children.get((route, status))
         if c is None:

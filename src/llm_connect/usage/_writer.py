@@ -1,4 +1,4 @@
-"""The ledger's writer thread: group commit, the spool for outages, and failure reports.
+"""The ledger's writer thread: group commit, the spool for outages, and failure reports; the upkeep thread.
 
 One thread per ledger owns the write connection. Events queued while a commit runs are written together in
 the next transaction. A batch the database refuses (after one retry on a fresh connection) goes to the spool,
@@ -6,6 +6,9 @@ durably, and its callers are answered as if it had been written; the spool is wr
 successful commit, or every ``replay_interval`` seconds while the ledger is idle. Nothing here drops an event
 without telling: every event that does not reach the table the normal way is reported to ``report`` (the
 ledger's ``on_failure`` hook) and logged; one that reaches neither the table nor the spool fails its caller.
+
+Upkeep that takes milliseconds (the bulk of SQLite's WAL checkpoint, with its fsyncs) runs on an :class:`Upkeep`
+thread, which the writer only wakes, so that no commit waits behind it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from .events import UsageEvent
 from .spool import Spool
 
-__all__ = ["GroupCommitWriter", "Item"]
+__all__ = ["GroupCommitWriter", "Item", "Upkeep"]
 
 log = logging.getLogger("llm_connect.usage")
 
@@ -57,6 +60,18 @@ def _resolve_futures(items: list[Item]) -> None:
             fut.set_exception(it.error)
         else:
             fut.set_result(it.inserted)
+
+
+def _close_thread(owner: GroupCommitWriter | Upkeep, stop: Callable[[], None]) -> None:
+    """Mark ``owner`` closed (once), then ``stop()`` its thread and wait for it."""
+    with owner._lock:
+        if owner._closed:
+            return
+        owner._closed = True
+        thread = owner._thread
+    if thread is not None:
+        stop()
+        thread.join()
 
 
 class GroupCommitWriter:
@@ -112,14 +127,7 @@ class GroupCommitWriter:
 
     def close(self) -> None:
         """Finish queued writes and stop the thread."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(_STOP)
-            thread.join()
+        _close_thread(self, lambda: self._queue.put(_STOP))
 
     # -- the thread -------------------------------------------------------------------------------
 
@@ -253,3 +261,54 @@ class GroupCommitWriter:
             except Exception:
                 pass
         return None
+
+
+class Upkeep:
+    """``work()`` on a thread of its own, run when :meth:`poke` is called (pokes that arrive while it runs are
+    folded into one more run); ``done()`` runs on that thread when it stops (:meth:`close`), e.g. to close the
+    connection ``work`` opened. Started on the first poke, and again in a forked child. ``work`` that raises
+    is logged and tried again on the next poke."""
+
+    def __init__(self, work: Callable[[], None], done: Callable[[], None], *, name: str) -> None:
+        self._work = work
+        self._done = done
+        self._name = name
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pid = os.getpid()
+
+    def poke(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if self._pid != os.getpid():  # forked: the thread stayed behind
+                self._pid = os.getpid()
+                self._wake = threading.Event()
+                self._thread = None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, args=(self._wake,), name=self._name, daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def close(self) -> None:
+        """Let a run in progress finish, then stop the thread."""
+        _close_thread(self, self._wake.set)
+
+    def _run(self, wake: threading.Event) -> None:
+        try:
+            while True:
+                wake.wait()
+                wake.clear()
+                if self._closed:
+                    return
+                try:
+                    self._work()
+                except Exception as exc:
+                    log.debug("ledger upkeep failed: %s", exc)
+        finally:
+            try:
+                self._done()
+            except Exception as exc:
+                log.debug("ledger upkeep clean-up failed: %s", exc)

@@ -7,7 +7,8 @@ while it awaits ``aemit`` does not cut the async subscribers short.
 A subscriber that raises is logged and counted; it never breaks the call nor the other subscribers.
 
 Aggregates are kept by agent, by model (``"provider:model"``), by tenant and in total; a missing agent or
-tenant is grouped under ``"-"``.
+tenant is grouped under ``"-"``. An event is added once, to the running totals of its (agent, model, tenant);
+the four views are folded from those when they are read (reads are rare, events are per call).
 """
 
 from __future__ import annotations
@@ -78,6 +79,23 @@ class UsageStats:
         if e.latency_ms > self.latency_ms_max:
             self.latency_ms_max = e.latency_ms
 
+    def merge(self, other: UsageStats) -> None:
+        """Add ``other``'s totals to these."""
+        self.requests += other.requests
+        self.failures += other.failures
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cache_read_tokens += other.cache_read_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.total_tokens += other.total_tokens
+        self.cost_usd += other.cost_usd
+        self.unpriced += other.unpriced
+        self.estimated += other.estimated
+        self.latency_ms_total += other.latency_ms_total
+        if other.latency_ms_max > self.latency_ms_max:
+            self.latency_ms_max = other.latency_ms_max
+
     def copy(self) -> UsageStats:
         return UsageStats(**{f.name: getattr(self, f.name) for f in fields(self)})
 
@@ -99,10 +117,8 @@ class UsageTracker:
         #: looked up when it subscribes rather than on every event
         self._async_calls: tuple[tuple[Subscriber, Subscriber, bool], ...] = ()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._totals = UsageStats()
-        self._by_agent: dict[str, UsageStats] = {}
-        self._by_model: dict[str, UsageStats] = {}
-        self._by_tenant: dict[str, UsageStats] = {}
+        #: (agent, provider, model, tenant) -> totals of the events of that group
+        self._groups: dict[tuple[str, str, str, str], UsageStats] = {}
         #: number of subscriber calls that raised
         self.subscriber_errors = 0
 
@@ -225,53 +241,58 @@ class UsageTracker:
     # -- aggregates -------------------------------------------------------------------------------
 
     def _aggregate(self, e: UsageEvent) -> None:
-        agent = e.agent or NONE_KEY
-        model = f"{e.provider}:{e.model}"
-        tenant = e.tenant_id or NONE_KEY
+        key = (e.agent or NONE_KEY, e.provider, e.model, e.tenant_id or NONE_KEY)
         with self._lock:
-            self._totals.add(e)
-            for table, key in ((self._by_agent, agent), (self._by_model, model), (self._by_tenant, tenant)):
-                s = table.get(key)
-                if s is None:
-                    s = table[key] = UsageStats()
-                s.add(e)
+            s = self._groups.get(key)
+            if s is None:
+                s = self._groups[key] = UsageStats()
+            s.add(e)
+
+    def _fold(self, part: int | None) -> dict[str, UsageStats]:
+        """The groups folded by agent (0), model (1) or tenant (3); ``None``: the totals, under ``""``. Call with
+        the lock held."""
+        out: dict[str, UsageStats] = {}
+        for key, s in self._groups.items():
+            name = "" if part is None else f"{key[1]}:{key[2]}" if part == 1 else key[part]
+            into = out.get(name)
+            if into is None:
+                into = out[name] = UsageStats()
+            into.merge(s)
+        return out
 
     def totals(self) -> UsageStats:
         """A snapshot of the totals over every event."""
         with self._lock:
-            return self._totals.copy()
+            return self._fold(None).get("") or UsageStats()
 
     def by_agent(self) -> dict[str, UsageStats]:
         with self._lock:
-            return {k: v.copy() for k, v in self._by_agent.items()}
+            return self._fold(0)
 
     def by_model(self) -> dict[str, UsageStats]:
         """Keyed by ``"provider:model"``."""
         with self._lock:
-            return {k: v.copy() for k, v in self._by_model.items()}
+            return self._fold(1)
 
     def by_tenant(self) -> dict[str, UsageStats]:
         with self._lock:
-            return {k: v.copy() for k, v in self._by_tenant.items()}
+            return self._fold(3)
 
     def stats(self) -> dict[str, Any]:
         """Everything as JSON-safe dicts: ``totals``, ``by_agent``, ``by_model``, ``by_tenant``."""
         with self._lock:
             return {
-                "totals": self._totals.to_dict(),
-                "by_agent": {k: v.to_dict() for k, v in self._by_agent.items()},
-                "by_model": {k: v.to_dict() for k, v in self._by_model.items()},
-                "by_tenant": {k: v.to_dict() for k, v in self._by_tenant.items()},
+                "totals": (self._fold(None).get("") or UsageStats()).to_dict(),
+                "by_agent": {k: v.to_dict() for k, v in self._fold(0).items()},
+                "by_model": {k: v.to_dict() for k, v in self._fold(1).items()},
+                "by_tenant": {k: v.to_dict() for k, v in self._fold(3).items()},
                 "subscriber_errors": self.subscriber_errors,
             }
 
     def reset(self) -> None:
         """Clear the aggregates (subscribers stay)."""
         with self._lock:
-            self._totals = UsageStats()
-            self._by_agent.clear()
-            self._by_model.clear()
-            self._by_tenant.clear()
+            self._groups.clear()
             self.subscriber_errors = 0
 
 
