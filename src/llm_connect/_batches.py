@@ -10,15 +10,18 @@ is batched one chunk per list (:func:`singles`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from .types import LLMResponse, StreamChunk, Usage
+
+T = TypeVar("T")
 
 __all__ = ["answer_chunks", "flatten", "singles", "visible"]
 
 
-async def flatten(batches: AsyncIterator[list[StreamChunk]]) -> AsyncIterator[StreamChunk]:
-    """The chunks of ``batches`` one by one; closing this closes ``batches`` (a consumer that stops mid-batch
-    closes the stream at once)."""
+async def flatten(batches: AsyncIterator[list[T]]) -> AsyncIterator[T]:
+    """The items (chunks, or a transport's events) of ``batches`` one by one; closing this closes ``batches`` (a
+    consumer that stops mid-batch closes the stream at once)."""
     try:
         async for batch in batches:
             for chunk in batch:
@@ -27,8 +30,8 @@ async def flatten(batches: AsyncIterator[list[StreamChunk]]) -> AsyncIterator[St
         await batches.aclose()  # type: ignore[attr-defined]
 
 
-async def singles(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[list[StreamChunk]]:
-    """``chunks`` as batches of one; closing this closes ``chunks``."""
+async def singles(chunks: AsyncIterator[T]) -> AsyncIterator[list[T]]:
+    """``chunks`` (or any items) as batches of one; closing this closes ``chunks``."""
     try:
         async for chunk in chunks:
             yield [chunk]

@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from ._batches import flatten, singles
 from .wire.eventstream import EventStreamDecoder
 
 __all__ = [
@@ -59,28 +60,23 @@ class StreamReply:
         return await self.response.read()
 
     def events(self) -> AsyncIterator[tuple[str | None, Any]]:
-        if self.framing == "ndjson":
-            return iter_ndjson(self.response.content)
-        if self.framing == "eventstream":
-            return iter_eventstream(self.response.content)
-        return iter_sse(self.response.content)
+        """The events one by one (:meth:`batches` flattened)."""
+        return flatten(self.batches())
 
     def batches(self) -> AsyncIterator[list[tuple[str | None, Any]]]:
         """The events a block at a time: each list holds the events one upstream read completed (SSE, the AWS
         event stream), so a stream that arrives in one read resumes its consumer once, not once per event.
         NDJSON is read line by line: one event per list."""
         if self.framing == "ndjson":
-            return _singles(iter_ndjson(self.response.content))
+            return singles(iter_ndjson(self.response.content))
         if self.framing == "eventstream":
             return iter_eventstream_batches(self.response.content)
         return iter_sse_batches(self.response.content)
 
 
-async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
+def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
     """Split a text/event-stream body into (event, data) pairs; data is parsed JSON (see :func:`iter_sse_batches`)."""
-    async for batch in iter_sse_batches(content):
-        for item in batch:
-            yield item
+    return flatten(iter_sse_batches(content))
 
 
 def iter_sse_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[tuple[str | None, Any]]]:
@@ -115,6 +111,11 @@ class _SSEBatches:
 
     def __aiter__(self) -> _SSEBatches:
         return self
+
+    async def aclose(self) -> None:
+        """Stop: nothing more is read (the body belongs to the response, which its owner releases)."""
+        self.ended, self.failure, self.unfinished = True, None, []
+        self.state = _SSEState()
 
     async def __anext__(self) -> list[tuple[str | None, Any]]:
         if self.failure is not None:
@@ -200,11 +201,6 @@ class _SSEState:
             # comments (":") and other fields (id:, retry:) are ignored
 
 
-async def _singles(events: AsyncIterator[tuple[str | None, Any]]) -> AsyncIterator[list[tuple[str | None, Any]]]:
-    async for item in events:
-        yield [item]
-
-
 async def iter_ndjson(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
     """Split a newline-delimited JSON body into (None, object) pairs."""
     async for raw in content:
@@ -213,12 +209,10 @@ async def iter_ndjson(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str 
             yield None, orjson.loads(line)
 
 
-async def iter_eventstream(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
+def iter_eventstream(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str | None, Any]]:
     """Split an AWS event stream (``application/vnd.amazon.eventstream``, Bedrock's ConverseStream) into
     (``:event-type``, parsed JSON payload) pairs (see :func:`iter_eventstream_batches`)."""
-    async for batch in iter_eventstream_batches(content):
-        for item in batch:
-            yield item
+    return flatten(iter_eventstream_batches(content))
 
 
 async def iter_eventstream_batches(content: aiohttp.StreamReader) -> AsyncIterator[list[tuple[str | None, Any]]]:

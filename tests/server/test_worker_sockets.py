@@ -18,14 +18,21 @@ from .test_replicas import KEY, replica_config
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing is Linux's")
 
 
-def _listeners(port: int) -> int:
-    """Sockets listening on ``port`` (state 0A in /proc/net/tcp)."""
-    n = 0
+def _sockets(port: int, state: str) -> list[str]:
+    """The inodes of the TCP sockets on local ``port`` in ``state`` (/proc/net/tcp: 0A listening, 01
+    established), as /proc/<pid>/fd links name them."""
+    out = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in open(table).read().splitlines()[1:]:
             f = line.split()
-            n += f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port
-    return n
+            if f[3] == state and int(f[1].rsplit(":", 1)[1], 16) == port:
+                out.append(f"socket:[{f[9]}]")
+    return out
+
+
+def _listeners(port: int) -> int:
+    """Sockets listening on ``port``."""
+    return len(_sockets(port, "0A"))
 
 
 def _workers(pid: int) -> list[int]:
@@ -45,12 +52,7 @@ def _workers(pid: int) -> list[int]:
 
 def _held(port: int, pids: list[int]) -> list[int]:
     """Established connections to ``port`` that each of ``pids`` holds."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in open(table).read().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "01" and int(f[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{f[9]}]")
+    inodes = set(_sockets(port, "01"))
     out = []
     for pid in pids:
         n = 0

@@ -80,19 +80,9 @@ class UsageStats:
             self.latency_ms_max = e.latency_ms
 
     def merge(self, other: UsageStats) -> None:
-        """Add ``other``'s totals to these."""
-        self.requests += other.requests
-        self.failures += other.failures
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.cache_read_tokens += other.cache_read_tokens
-        self.cache_write_tokens += other.cache_write_tokens
-        self.reasoning_tokens += other.reasoning_tokens
-        self.total_tokens += other.total_tokens
-        self.cost_usd += other.cost_usd
-        self.unpriced += other.unpriced
-        self.estimated += other.estimated
-        self.latency_ms_total += other.latency_ms_total
+        """Add ``other``'s totals to these (every field is a sum but the largest latency)."""
+        for name in _SUMMED:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         if other.latency_ms_max > self.latency_ms_max:
             self.latency_ms_max = other.latency_ms_max
 
@@ -105,6 +95,10 @@ class UsageStats:
         d["cost_usd"] = str(self.cost_usd)
         d["latency_ms_avg"] = self.latency_ms_avg
         return d
+
+
+#: the fields of UsageStats that merging adds up (latency_ms_max is the larger of the two)
+_SUMMED = tuple(f.name for f in fields(UsageStats) if f.name != "latency_ms_max")
 
 
 class UsageTracker:
@@ -260,10 +254,14 @@ class UsageTracker:
             into.merge(s)
         return out
 
+    def _total(self) -> UsageStats:
+        """The totals over every group (call with the lock held)."""
+        return self._fold(None).get("") or UsageStats()
+
     def totals(self) -> UsageStats:
         """A snapshot of the totals over every event."""
         with self._lock:
-            return self._fold(None).get("") or UsageStats()
+            return self._total()
 
     def by_agent(self) -> dict[str, UsageStats]:
         with self._lock:
@@ -282,7 +280,7 @@ class UsageTracker:
         """Everything as JSON-safe dicts: ``totals``, ``by_agent``, ``by_model``, ``by_tenant``."""
         with self._lock:
             return {
-                "totals": (self._fold(None).get("") or UsageStats()).to_dict(),
+                "totals": self._total().to_dict(),
                 "by_agent": {k: v.to_dict() for k, v in self._fold(0).items()},
                 "by_model": {k: v.to_dict() for k, v in self._fold(1).items()},
                 "by_tenant": {k: v.to_dict() for k, v in self._fold(3).items()},

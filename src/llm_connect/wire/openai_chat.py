@@ -164,9 +164,7 @@ class StreamDecoder(StreamState):
         model = get("model")
         if model:
             self.model = model
-        tier = get("service_tier")
-        if tier and isinstance(tier, str):
-            self.service_tier = tier
+        self.service_tier = _tier(data) or self.service_tier
         before = self.usage
         usage = get("usage")
         if usage:
@@ -195,7 +193,7 @@ class StreamDecoder(StreamState):
             if reason:
                 self.finish_reason = _FINISH.get(reason, reason)
                 self.done = True
-        return out if self.usage is before else self._running(out, before)
+        return self._running(out, before)
 
 
 def classify_error(status: int | None, body: Any, headers: Mapping[str, str] | None) -> LLMError:
